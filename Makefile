@@ -12,8 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# A small job end to end on the in-process emulator: no API key, no network, no cost.
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	rm -rf demo-out
+	$(BIN)/batchery run examples/requests.jsonl --emulate --model gpt-4o-mini --batch-size 10 \
+		--store demo-out/store --out demo-out/results.jsonl
+	@echo
+	@echo "First results (one line per input line, in input order):"
+	@head -n 3 demo-out/results.jsonl | $(BIN)/python -c "import sys, json; [print(' ', (r:=json.loads(l))['id'], r['status'], '->', r['text'][:90]) for l in sys.stdin]"
+	@echo
+	@echo "All results: demo-out/results.jsonl    Job status: $(BIN)/batchery status requests --store demo-out/store"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

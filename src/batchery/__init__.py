@@ -1,0 +1,23 @@
+"""batchery: durable, exactly-once LLM batch jobs over the providers' Batch APIs.
+
+    import batchery
+    results = batchery.run([{"prompt": "Hello"}], provider="openai", model="gpt-4o-mini")
+"""
+
+from .errors import BatcheryError, ConfigError, InputError, JobError, ProviderError, StoreError
+
+__all__ = ["run", "arun", "results", "Result", "BatcheryError", "ConfigError", "InputError",
+           "JobError", "ProviderError", "StoreError"]
+
+
+def __getattr__(name: str):
+    # The API pulls in the engine and store; importing `batchery` alone (the CLI's --help) stays fast.
+    if name in ("run", "arun", "results"):
+        from . import api
+
+        return getattr(api, name)
+    if name == "Result":
+        from .results import Result
+
+        return Result
+    raise AttributeError(name)

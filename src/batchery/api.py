@@ -1,0 +1,102 @@
+"""The Python API and the plumbing the CLI shares with it: open the store, build the provider
+(or start an in-process emulator), create or resume the job, drive the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .engine import Engine, PollPolicy, Progress, file_fingerprint, prepare_job
+from .errors import JobError
+from .inputs import iter_objects, read_requests
+from .providers import get_provider
+from .results import Result, iter_results
+from .store import Store
+
+# The emulator answers at once, so polling it every 50 ms costs nothing and keeps demos snappy.
+EMULATOR_POLL = PollPolicy(initial=0.05, maximum=0.5)
+
+
+@dataclass
+class Connection:
+    """Where a job's provider calls go. Never stored: the key stays in memory only."""
+
+    provider: str
+    base_url: str | None = None
+    api_key: str | None = None
+    emulate: bool = False
+
+
+@contextmanager
+def provider_session(conn: Connection) -> Iterator[tuple[Any, PollPolicy | None]]:
+    """Yield (adapter, poll policy override); with emulate=True an emulator runs for the duration."""
+    if not conn.emulate:
+        yield get_provider(conn.provider, base_url=conn.base_url, api_key=conn.api_key), None
+        return
+    from .emulator import Emulator
+
+    with Emulator() as emulator:
+        adapter = get_provider(conn.provider, base_url=emulator.base_url(conn.provider), api_key="emulator")
+        yield adapter, EMULATOR_POLL
+
+
+def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None = None,
+             store: Store, batch_size: int | None = None, wait: bool = True,
+             poll: PollPolicy | None = None, on_progress: Callable[[Progress], None] | None = None,
+             ) -> tuple[str, Progress]:
+    """Run (or resume) the job for a request file. Returns (job name, final progress)."""
+    name = job or path.stem
+    with provider_session(conn) as (adapter, emulator_poll):
+        fingerprint = file_fingerprint(path, conn.provider, model)
+        options = {"base_url": conn.base_url} if conn.base_url else {}
+        job_row, _ = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options)
+        engine = Engine(store, adapter, job_row, batch_size=batch_size, poll=poll or emulator_poll,
+                        on_progress=on_progress)
+        return name, engine.run(wait=wait)
+
+
+def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None = None,
+        job: str | None = None, store: str | Path | None = None, base_url: str | None = None,
+        api_key: str | None = None, emulate: bool = False, batch_size: int | None = None,
+        poll_interval: float | None = None,
+        on_progress: Callable[[Progress], None] | None = None) -> list[Result]:
+    """Run requests through a provider's Batch API and return one Result per request, in order.
+
+    Calling it again with the same requests (or the same `job` name) resumes instead of resending.
+    It blocks until the job ends; from async code (a notebook), use `arun`.
+    """
+    items = list(requests)
+    digest = hashlib.sha256(f"{provider}\0{model}\0".encode())
+    for obj in items:
+        digest.update(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str))
+    fingerprint = digest.hexdigest()
+    name = job or f"api-{fingerprint[:12]}"
+    poll = PollPolicy(initial=poll_interval) if poll_interval is not None else None
+    conn = Connection(provider, base_url, api_key, emulate)
+    with Store(store) as st, provider_session(conn) as (adapter, emulator_poll):
+        job_row, _ = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint)
+        Engine(st, adapter, job_row, batch_size=batch_size, poll=poll or emulator_poll,
+               on_progress=on_progress).run()
+        return list(iter_results(st, name, job_row.provider))
+
+
+async def arun(requests: Iterable[dict], **kwargs: Any) -> list[Result]:
+    """`run` for async code: the blocking work happens in a worker thread, so a running event
+    loop (Jupyter's, for one) keeps running."""
+    return await asyncio.to_thread(run, list(requests), **kwargs)
+
+
+def results(job: str, *, store: str | Path | None = None) -> list[Result]:
+    """The results of a job already in the store, in input order (pending lines say so)."""
+    with Store(store) as st:
+        job_row = st.get_job(job)
+        if job_row is None:
+            raise JobError(f"no job named '{job}' in {st.dir}")
+        return list(iter_results(st, job, job_row.provider))

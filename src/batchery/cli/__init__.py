@@ -1,0 +1,42 @@
+"""The `batchery` command. Heavy modules load inside commands so `batchery --help` stays fast."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import BatcheryError
+from . import jobs
+
+# Pretty tracebacks print local variables, which can hold API keys: never show them.
+app = typer.Typer(
+    help="Durable, exactly-once LLM batch jobs over the providers' Batch APIs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+jobs.register(app)
+
+
+@app.command()
+def emulator(
+    host: str = typer.Option("127.0.0.1", help="Address to bind; keep the default unless you know why."),
+    port: int = typer.Option(8787, help="Port to listen on."),
+    processing_seconds: float = typer.Option(0.0, help="How long each batch takes to complete."),
+) -> None:
+    """Serve a local emulator of the providers' Batch APIs (for tests, demos and dry runs)."""
+    from ..emulator import serve
+
+    serve(host=host, port=port, processing_seconds=processing_seconds)
+
+
+def main() -> None:
+    try:
+        app()
+    except BatcheryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the job is saved; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,171 @@
+"""Job commands: run, status, results, cancel, list."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+StoreOpt = typer.Option(None, "--store", help="Store directory (default: $BATCHERY_HOME, else ./.batchery).")
+
+
+def _load_env() -> None:
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env")
+
+
+def run(
+    input: Path = typer.Argument(..., help="Requests: JSONL (one request per line) or CSV with a 'prompt' column."),
+    provider: str = typer.Option("openai", help="Provider whose Batch API runs the job."),
+    model: Optional[str] = typer.Option(None, help="Model for requests that do not name one."),
+    job: Optional[str] = typer.Option(None, help="Job name (default: the input file's name). Same name = resume."),
+    out: Optional[Path] = typer.Option(None, help="Results file (default: <job>.results.jsonl)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Submit and return; collect later with the same command."),
+    base_url: Optional[str] = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged."),
+    emulate: bool = typer.Option(False, help="Run against an in-process emulator: no key, no cost."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="At most this many requests per batch."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Run a job of requests through a Batch API, or resume it. Results come back in input order."""
+    from ..api import Connection, run_file
+    from ..results import export
+    from ..store import Store
+    from .progress import make_progress
+
+    _load_env()
+    progress = make_progress()
+    with Store(store) as st:
+        try:
+            name, final = run_file(input, Connection(provider, base_url, None, emulate), model, job=job,
+                                   store=st, batch_size=batch_size, wait=not no_wait, on_progress=progress)
+        finally:
+            progress.close()
+        if no_wait:
+            print(f"submitted job '{name}'; run the same command again (or `batchery status {name}`) "
+                  "to follow it", file=sys.stderr)
+            return
+        target = out or Path(f"{name}.results.jsonl")
+        n = export(st, name, st.get_job(name).provider, target)
+        counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
+        print(f"job '{name}': {n:,} result lines ({counts} distinct requests) -> {target}", file=sys.stderr)
+
+
+def status(
+    job: Optional[str] = typer.Argument(None, help="A job name; all jobs when omitted."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Where a job stands: requests by outcome, batches by provider status, recent events."""
+    import orjson
+
+    from ..store import Store
+
+    with Store(store) as st:
+        jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
+        reports = [_report(st, j, detailed=job is not None) for j in jobs]
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(reports if job is None else reports[0], option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    if not reports:
+        print("no jobs yet")
+    for r in reports:
+        counts = ", ".join(f"{v:,} {k}" for k, v in sorted(r["requests"].items()))
+        print(f"{r['job']}: {r['state']} | {r['provider']} {r['model'] or ''} | {r['rows']:,} lines | {counts}")
+        for b in r.get("batches", []):
+            print(f"  batch {b['id']:>4} {b['remote_id'] or '(not created)':<40} {b['remote_status'] or b['state']:<12}"
+                  f" {b['requests']:>7,} requests")
+        for e in r.get("events", []):
+            print(f"  {e['at']} {e['kind']} {e['detail'] or ''}")
+
+
+def results(
+    job: str = typer.Argument(..., help="Job name."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default: standard output)."),
+    format: str = typer.Option("jsonl", help="jsonl or csv."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Write a job's results: one line per input line, in input order."""
+    from ..errors import ConfigError
+    from ..results import export
+    from ..store import Store
+
+    if format not in ("jsonl", "csv"):
+        raise ConfigError(f"unknown format '{format}'; use jsonl or csv")
+    with Store(store) as st:
+        row = _job_or_exit(st, job)
+        n = export(st, job, row.provider, out, format)
+    if out:
+        print(f"{n:,} lines -> {out}", file=sys.stderr)
+
+
+def cancel(
+    job: str = typer.Argument(..., help="Job name."),
+    base_url: Optional[str] = typer.Option(None, help="Provider API base URL (default: the one the job ran with)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Ask for cancellation and return."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Cancel a job: nothing new is sent, running batches are cancelled, finished lines are kept."""
+    from ..engine import Engine
+    from ..providers import get_provider
+    from ..store import Store
+    from .progress import make_progress
+
+    _load_env()
+    with Store(store) as st:
+        row = _job_or_exit(st, job)
+        adapter = get_provider(row.provider, base_url=base_url or row.options.get("base_url"))
+        progress = make_progress()
+        try:
+            final = Engine(st, adapter, row, on_progress=progress).cancel(wait=not no_wait)
+        finally:
+            progress.close()
+    counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
+    print(f"job '{job}' cancelled: {counts}", file=sys.stderr)
+
+
+def list_jobs(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """List the jobs in the store."""
+    status(None, as_json, store)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(status)
+    app.command()(results)
+    app.command()(cancel)
+    app.command("list")(list_jobs)
+
+
+def _job_or_exit(st, name: str):
+    from ..errors import JobError
+
+    row = st.get_job(name)
+    if row is None:
+        known = ", ".join(j.name for j in st.list_jobs()) or "none"
+        raise JobError(f"no job named '{name}' in {st.dir} (jobs: {known})")
+    return row
+
+
+def _report(st, job, detailed: bool) -> dict:
+    from datetime import datetime, timezone
+
+    report = {"job": job.name, "state": job.state, "provider": job.provider, "model": job.model,
+              "rows": job.n_rows, "requests": st.counts(job.name)}
+    if detailed:
+        report["batches"] = [
+            {"id": b.id, "remote_id": b.remote_id, "state": b.state, "remote_status": b.remote_status,
+             "requests": b.n_requests, "bytes": b.n_bytes, "error": b.error}
+            for b in st.batches(job.name)
+        ]
+        report["events"] = [
+            {"at": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds"), "kind": kind,
+             "detail": detail}
+            for at, kind, detail in st.events(job.name)
+        ]
+    return report

@@ -1,0 +1,55 @@
+"""Progress for long jobs: a rich live bar on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+from ..engine import Progress
+
+
+def _summary(p: Progress) -> str:
+    batches = ", ".join(f"{n} {state}" for state, n in sorted(p.remote.items())) or "none yet"
+    return (f"[{p.job}] requests {p.finished:,}/{p.total:,} done, {p.failed:,} failed | "
+            f"batches: {batches} | {p.elapsed:,.1f}s")
+
+
+class PlainProgress:
+    """One line per change, for logs and CI."""
+
+    def __init__(self) -> None:
+        self._last = ""
+
+    def __call__(self, p: Progress) -> None:
+        line = _summary(p)
+        if line.split(" | ")[:2] != self._last.split(" | ")[:2] or p.done:
+            print(line, file=sys.stderr, flush=True)
+        self._last = line
+
+    def close(self) -> None:
+        pass
+
+
+class RichProgress:
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+        self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False)
+        self._task = None
+        self._bar.start()
+
+    def __call__(self, p: Progress) -> None:
+        batches = ", ".join(f"{n} {s}" for s, n in sorted(p.remote.items())) or "planning"
+        detail = f"failed {p.failed:,} | batches: {batches}"
+        if self._task is None:
+            self._task = self._bar.add_task(p.job, total=p.total, detail=detail)
+        self._bar.update(self._task, completed=p.finished, total=p.total, detail=detail)
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+def make_progress() -> Callable[[Progress], None]:
+    return RichProgress() if sys.stderr.isatty() else PlainProgress()

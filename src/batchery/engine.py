@@ -1,0 +1,322 @@
+"""The job state machine: ingest → plan → submit → poll → collect. Provider-independent.
+
+Every step is written to the store before (write-ahead) or right after its side effect, in one
+transaction, so that running the same job again after a crash continues where it stopped and
+never creates a remote batch twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import InputError, JobError, TransientError
+from .limits import split
+from .providers.base import BatchProvider, MISSING, RemoteBatch
+from .requests import canonical_bytes, parse_request, request_key
+from .store import Job, Store
+
+_CHUNK = 10_000
+_OPEN_BATCH = ("planned", "creating", "submitted")
+# Room for the provider's envelope around a canonical request, for the per-line size check.
+_LINE_OVERHEAD = 512
+
+
+@dataclass
+class Progress:
+    """A snapshot for progress displays: distinct requests by state and batches by local state."""
+
+    job: str
+    items: dict[str, int]
+    batches: dict[str, int]
+    remote: dict[str, int]  # remote batches by provider status
+    elapsed: float
+    done: bool = False
+
+    @property
+    def total(self) -> int:
+        return sum(self.items.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(n for k, n in self.items.items() if k not in ("pending", "queued"))
+
+    @property
+    def failed(self) -> int:
+        return self.finished - self.items.get("succeeded", 0)
+
+
+@dataclass
+class PollPolicy:
+    """Polling cadence: start fast, back off while nothing changes, reset when something does."""
+
+    initial: float = 5.0
+    maximum: float = 60.0
+    factor: float = 1.5
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+
+def file_fingerprint(path: Path, provider: str, model: str | None) -> str:
+    digest = hashlib.sha256(f"{provider}\0{model}\0".encode())
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | None,
+                source: Iterable[tuple[str, Any]], fingerprint: str,
+                options: dict | None = None) -> tuple[Job, bool]:
+    """Create the job from its requests, or return the existing one. Returns (job, resumed).
+
+    The whole input is validated and stored in one transaction: a bad line anywhere leaves
+    nothing behind and nothing is sent.
+    """
+    existing = store.get_job(name)
+    if existing is not None:
+        if existing.fingerprint != fingerprint:
+            raise JobError(
+                f"job '{name}' already exists with different requests, provider or model; "
+                f"give this run another --job name, or remove the store entry"
+            )
+        return existing, True
+
+    max_line = provider.limits.max_bytes - _LINE_OVERHEAD
+    n = 0
+    with store.transaction():
+        store.insert_job(name, provider.name, model, provider.endpoint, fingerprint, options or {})
+        rows: list[tuple] = []
+        payloads: list[tuple[str, str, bytes]] = []
+        for where, obj in source:
+            row_id, metadata, canonical = parse_request(obj, model, where)
+            body = canonical_bytes(canonical)
+            if len(body) > max_line:
+                raise InputError(f"{where}: request is {len(body):,} bytes, over {provider.name}'s "
+                                 f"batch file limit of {provider.limits.max_bytes:,} bytes")
+            key = request_key(provider.name, body)
+            rows.append((n, key, None if row_id is None else str(row_id),
+                         None if metadata is None else orjson.dumps(metadata)))
+            payloads.append((key, canonical["model"], body))
+            n += 1
+            if len(rows) >= _CHUNK:
+                store.add_requests(name, rows, payloads)
+                rows, payloads = [], []
+        if n == 0:
+            raise InputError("no requests to run: the input is empty")
+        store.add_requests(name, rows, payloads)
+        store.set_job_rows(name, n)
+        reused = store.reuse_cached_results(name)
+        store.log(name, "created", rows=n, reused=reused)
+    job = store.get_job(name)
+    assert job is not None
+    return job, False
+
+
+class Engine:
+    """Drives one job to the end (or to submission, with wait=False)."""
+
+    def __init__(self, store: Store, provider: BatchProvider, job: Job, *, batch_size: int | None = None,
+                 poll: PollPolicy | None = None, on_progress: Callable[[Progress], None] | None = None):
+        self.store = store
+        self.provider = provider
+        self.job = job
+        self.batch_size = batch_size
+        self.poll = poll or PollPolicy()
+        self.on_progress = on_progress
+        self.files = store.dir / "batches"
+        self._started = time.monotonic()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, wait: bool = True) -> Progress:
+        """Cycle until every batch is collected: reconcile, plan, submit, poll, collect.
+
+        With wait=False one cycle runs (submitting what is new, collecting what has ended).
+        """
+        delay = self.poll.initial
+        while True:
+            try:
+                changed = self._cycle()
+            except TransientError as exc:  # network, 429, 5xx: the store is consistent, try again
+                changed = False
+                with self.store.transaction():
+                    self.store.log(self.job.name, "transient_error", message=str(exc))
+            self._report()
+            if not wait or not self.store.batches(self.job.name, _OPEN_BATCH):
+                break
+            if changed:
+                delay = self.poll.initial
+            else:
+                self.poll.sleep(delay)
+                delay = min(delay * self.poll.factor, self.poll.maximum)
+        if wait:
+            self._finish()
+        progress = self.progress(done=wait)
+        if self.on_progress:
+            self.on_progress(progress)
+        return progress
+
+    def _cycle(self) -> bool:
+        self._reconcile()
+        if self._accepting_work():
+            self._plan()
+        for batch in self.store.batches(self.job.name, ["planned"]):
+            self._submit(batch)
+        in_flight = self.store.batches(self.job.name, ["submitted"])
+        return self._poll_and_collect(in_flight) if in_flight else False
+
+    def _finish(self) -> None:
+        if self.job.state not in ("running", "cancelling"):
+            return
+        final = "cancelled" if self.job.state == "cancelling" else "done"
+        with self.store.transaction():
+            self.store.set_job_state(self.job.name, final)
+            self.store.log(self.job.name, final)
+        self.job.state = final
+
+    def cancel(self, wait: bool = True) -> Progress:
+        """Stop the job: unsent work is cancelled locally, remote batches are asked to cancel and
+        their partial results are kept."""
+        with self.store.transaction():
+            self.store.set_job_state(self.job.name, "cancelling")
+            self.job.state = "cancelling"
+            n = self.store.close_pending_items(self.job.name, "cancelled", "cancelled_by_user",
+                                               "the job was cancelled before this request was sent")
+            for batch in self.store.batches(self.job.name, ["planned"]):
+                self.store.close_batch_items(batch.id, "cancelled", "cancelled_by_user",
+                                             "the job was cancelled before this batch was sent")
+                self.store.update_batch(batch.id, state="collected", remote_status="not_sent")
+            self.store.log(self.job.name, "cancel_requested", unsent=n)
+        self._reconcile()
+        for batch in self.store.batches(self.job.name, ["submitted"]):
+            self.provider.cancel(batch.remote_id)
+        return self.run(wait=wait)
+
+    def progress(self, done: bool = False) -> Progress:
+        batches: dict[str, int] = {}
+        remote: dict[str, int] = {}
+        for b in self.store.batches(self.job.name):
+            batches[b.state] = batches.get(b.state, 0) + 1
+            if b.remote_status:
+                remote[b.remote_status] = remote.get(b.remote_status, 0) + 1
+        return Progress(self.job.name, self.store.counts(self.job.name), batches, remote,
+                        time.monotonic() - self._started, done)
+
+    def _report(self) -> None:
+        if self.on_progress:
+            self.on_progress(self.progress())
+
+    def _accepting_work(self) -> bool:
+        return self.job.state == "running"
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """Batches whose create call may have been sent but whose answer was never recorded:
+        find them by tag at the provider rather than create them again."""
+        creating = self.store.batches(self.job.name, ["creating"])
+        if not creating:
+            return
+        found = self.provider.find({b.tag for b in creating})
+        with self.store.transaction():
+            for batch in creating:
+                remote = found.get(batch.tag)
+                if remote is not None:
+                    self.store.update_batch(batch.id, state="submitted", remote_id=remote.remote_id,
+                                            remote_status=remote.status)
+                    self.store.log(self.job.name, "batch_recovered", batch=batch.id, remote=remote.remote_id)
+                else:  # never reached the provider: it is safe to create it
+                    self.store.update_batch(batch.id, state="planned")
+
+    def _plan(self) -> None:
+        """Split pending requests into batch files within the provider's limits, one model per batch.
+
+        Each batch is recorded, with its members, in one transaction after its file is written.
+        """
+        limits = self.provider.limits
+        max_requests = min(limits.max_requests, self.batch_size or limits.max_requests)
+        self.files.mkdir(mode=0o700, exist_ok=True)
+        for model in self.store.pending_models(self.job.name):
+            while rows := self.store.pending_requests(self.job.name, model, max_requests):
+                lines = [(key, self.provider.encode(key, orjson.loads(body)) + b"\n") for key, body in rows]
+                encoded = dict(lines)
+                first = next(split(((k, len(line)) for k, line in lines), max_requests, limits.max_bytes))
+                tag = f"bb-{secrets.token_hex(8)}"
+                path = self.files / f"{tag}.jsonl"
+                with path.open("wb") as f:
+                    for key in first:
+                        f.write(encoded[key])
+                n_bytes = path.stat().st_size
+                with self.store.transaction():
+                    batch_id = self.store.insert_batch(self.job.name, tag, model, first, n_bytes)
+                    self.store.log(self.job.name, "batch_planned", batch=batch_id, requests=len(first),
+                                   bytes=n_bytes)
+
+    def _submit(self, batch) -> None:
+        path = self.files / f"{batch.tag}.jsonl"
+        input_file = batch.input_file
+        if input_file is None:
+            if not path.exists():  # the local file was lost: rebuild it from the store
+                self._write_batch_file(batch.id, path)
+            input_file = self.provider.upload(path)
+        with self.store.transaction():  # write-ahead: from here on a create may exist remotely
+            self.store.update_batch(batch.id, input_file=input_file, state="creating")
+        remote = self.provider.create(input_file, batch.model, batch.tag)  # TransientError: reconciled next cycle
+        with self.store.transaction():
+            self.store.update_batch(batch.id, state="submitted", remote_id=remote.remote_id,
+                                    remote_status=remote.status)
+            self.store.log(self.job.name, "batch_submitted", batch=batch.id, remote=remote.remote_id)
+        path.unlink(missing_ok=True)
+
+    def _write_batch_file(self, batch_id: int, path: Path) -> None:
+        with path.open("wb") as f:
+            for key, body in self.store.batch_requests(batch_id):
+                f.write(self.provider.encode(key, orjson.loads(body)) + b"\n")
+
+    def _poll_and_collect(self, in_flight: list) -> bool:
+        states = self.provider.poll([b.remote_id for b in in_flight])
+        changed = False
+        for batch in in_flight:
+            remote = states[batch.remote_id]
+            if remote.status != batch.remote_status:
+                changed = True
+                with self.store.transaction():
+                    self.store.update_batch(batch.id, remote_status=remote.status)
+            if remote.ended:
+                self._collect(batch, remote)
+                changed = True
+        return changed
+
+    def _collect(self, batch, remote: RemoteBatch) -> None:
+        """Store one outcome per returned line, then name what never came back."""
+        job = self.job.name
+        chunk: list[tuple] = []
+        if remote.error is None:
+            for outcome in self.provider.outcomes(remote):
+                chunk.append(outcome)
+                if len(chunk) >= _CHUNK:
+                    with self.store.transaction():
+                        self.store.record_outcomes(job, batch.id, chunk)
+                    chunk = []
+        if remote.error is not None:
+            leftover, code, message = remote.leftover, remote.error_code or "batch_failed", remote.error
+        elif remote.leftover == MISSING:
+            leftover, code, message = MISSING, "missing", "the provider returned no line for this request"
+        else:
+            leftover, code = remote.leftover, f"batch_{remote.leftover}"
+            message = f"the batch ended {remote.status} before this request ran"
+        with self.store.transaction():
+            self.store.record_outcomes(job, batch.id, chunk)
+            unanswered = self.store.close_batch_items(batch.id, leftover, code, message)
+            self.store.update_batch(batch.id, state="collected", remote_status=remote.status,
+                                    output_file=remote.output_file, error_file=remote.error_file,
+                                    error=remote.error)
+            self.store.log(job, "batch_collected", batch=batch.id, remote=remote.remote_id,
+                           status=remote.status, unanswered=unanswered, leftover=leftover)

@@ -1,0 +1,31 @@
+"""One exception tree: every error batchery raises on purpose is a BatcheryError with a message
+that tells the user what to do next."""
+
+
+class BatcheryError(Exception):
+    """Base class of every error batchery raises deliberately."""
+
+
+class InputError(BatcheryError):
+    """A request file or request object is malformed; the message names file, line and field."""
+
+
+class ConfigError(BatcheryError):
+    """A setting is missing or wrong: unknown provider, missing API key, conflicting options."""
+
+
+class JobError(BatcheryError):
+    """A job cannot be run as asked: unknown job, input changed under an existing job name."""
+
+
+class StoreError(BatcheryError):
+    """The job store cannot be opened or is newer than this version of batchery."""
+
+
+class ProviderError(BatcheryError):
+    """The provider refused a batch-level call (upload, create, cancel) in a way retrying won't fix."""
+
+
+class TransientError(BatcheryError):
+    """A provider call failed in a way that may pass (network, 429, 5xx). For a create call the
+    outcome is unknown: the batch may exist remotely, so the engine looks for it before retrying."""

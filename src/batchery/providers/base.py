@@ -1,0 +1,97 @@
+"""What every provider adapter offers the engine. Adapters translate and call their SDK; the engine
+decides everything else (splitting, polling cadence, retries, bookkeeping)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from ..limits import BatchLimits
+
+# Outcome statuses a line can end in.
+SUCCEEDED, FAILED, EXPIRED, CANCELLED, MISSING = "succeeded", "failed", "expired", "cancelled", "missing"
+
+
+class Outcome(NamedTuple):
+    """One returned line, normalised. `response` is the provider's body as JSON bytes."""
+
+    custom_id: str
+    status: str
+    text: str | None
+    response: bytes | None
+    input_tokens: int | None
+    output_tokens: int | None
+    error_code: str | None
+    error_message: str | None
+
+
+@dataclass
+class RemoteBatch:
+    """A provider batch as the engine needs to see it."""
+
+    remote_id: str
+    status: str  # the provider's own word, shown to users
+    ended: bool  # no further change will happen: results (if any) can be collected
+    tag: str | None = None  # our local tag, read back from metadata
+    output_file: str | None = None
+    error_file: str | None = None
+    error: str | None = None  # batch-level failure (e.g. validation), applied to every line
+    error_code: str | None = None
+    leftover: str = MISSING  # outcome of lines the provider did not return (expired batch -> expired)
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchProvider(ABC):
+    name: str
+    endpoint: str
+    limits: BatchLimits
+    key_env: str  # the environment variable holding the API key
+
+    @abstractmethod
+    def encode(self, custom_id: str, request: dict) -> bytes:
+        """One line of the provider's batch input file (no trailing newline)."""
+
+    @abstractmethod
+    def upload(self, path: Path) -> str:
+        """Upload a batch input file; return the provider's file id."""
+
+    @abstractmethod
+    def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:
+        """Create a batch tagged with `tag` so `find` can recognise it after a lost response."""
+
+    @abstractmethod
+    def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
+        """Remote batches carrying any of these tags (the reconciliation path after a crash)."""
+
+    @abstractmethod
+    def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
+        """Current state of these batches, with as few calls as the API allows."""
+
+    @abstractmethod
+    def cancel(self, remote_id: str) -> None:
+        """Ask the provider to cancel; partial results arrive later through `outcomes`."""
+
+    @abstractmethod
+    def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
+        """Every line the provider returned for an ended batch, in the order it returned them."""
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Turn a byte stream into lines without holding the whole download in memory."""
+    rest = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        rest += chunk
+        lines = rest.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line.strip():
+                yield line
+    if rest.strip():
+        yield rest

@@ -1,0 +1,188 @@
+"""OpenAI Batch API adapter (Files + Batches, endpoint /v1/chat/completions) on the official SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+from ..errors import ProviderError, TransientError
+from ..limits import LIMITS
+from .base import CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, split_lines
+
+TAG_KEY = "batchery_batch"
+_ENDED = {"completed", "failed", "expired", "cancelled"}
+_LINE_STATUS = {"batch_expired": EXPIRED, "batch_cancelled": CANCELLED}
+_LEFTOVER = {"failed": FAILED, "expired": EXPIRED, "cancelled": CANCELLED}
+
+
+class OpenAIBatch(BatchProvider):
+    name = "openai"
+    endpoint = "/v1/chat/completions"
+    limits = LIMITS["openai"]
+    key_env = "OPENAI_API_KEY"
+
+    def __init__(self, api_key: str, base_url: str | None = None):
+        import openai  # lazy: only the provider in use pays for its SDK import
+
+        self._sdk = openai
+        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=5)
+
+    # -- requests out --------------------------------------------------------------------------
+
+    def encode(self, custom_id: str, request: dict) -> bytes:
+        return orjson.dumps(
+            {"custom_id": custom_id, "method": "POST", "url": self.endpoint, "body": chat_body(request)}
+        )
+
+    def upload(self, path: Path) -> str:
+        with self._errors("upload"), path.open("rb") as f:
+            return self.client.files.create(file=f, purpose="batch").id
+
+    def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:
+        # No SDK retries here: a retried create whose first response was lost makes a second
+        # batch. The engine instead looks the tag up and only then creates again.
+        with self._errors("create"):
+            batch = self.client.with_options(max_retries=0).batches.create(
+                input_file_id=input_file,
+                endpoint=self.endpoint,
+                completion_window="24h",
+                metadata={TAG_KEY: tag},
+            )
+        return _remote(batch)
+
+    # -- watching ------------------------------------------------------------------------------
+
+    def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
+        found: dict[str, RemoteBatch] = {}
+        with self._errors("list batches"):
+            for batch in self.client.batches.list(limit=100):
+                remote = _remote(batch)
+                if remote.tag in tags:
+                    found[remote.tag] = remote
+                    if len(found) == len(tags):
+                        break
+        return found
+
+    def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
+        # The list (newest first) covers a job's batches in a call or two; whatever it has not
+        # shown within a few pages is fetched one by one.
+        wanted = set(remote_ids)
+        seen: dict[str, RemoteBatch] = {}
+        with self._errors("poll"):
+            for position, batch in enumerate(self.client.batches.list(limit=100)):
+                if batch.id in wanted:
+                    seen[batch.id] = _remote(batch)
+                    if len(seen) == len(wanted):
+                        break
+                if position >= 300:
+                    break
+            for remote_id in wanted - seen.keys():
+                seen[remote_id] = _remote(self.client.batches.retrieve(remote_id))
+        return seen
+
+    def cancel(self, remote_id: str) -> None:
+        with self._errors("cancel"):
+            try:
+                self.client.batches.cancel(remote_id)
+            except self._sdk.ConflictError:
+                pass  # the batch already ended; its results are collected as usual
+
+    # -- results in ----------------------------------------------------------------------------
+
+    def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
+        for file_id in (remote.output_file, remote.error_file):
+            if not file_id:
+                continue
+            with self._errors("download"), self.client.files.with_streaming_response.content(file_id) as response:
+                for line in split_lines(response.iter_bytes(1 << 20)):
+                    outcome = decode_line(line)
+                    if outcome is not None:
+                        yield outcome
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """SDK exceptions -> batchery's: transient ones are retried by the engine, the rest stop the
+        job with the provider's message (never the request headers, which carry the key)."""
+        sdk = self._sdk
+        try:
+            yield
+        except (sdk.APIConnectionError, sdk.RateLimitError, sdk.InternalServerError) as exc:
+            raise TransientError(f"openai {action}: {type(exc).__name__}: {_message(exc)}") from None
+        except sdk.APIStatusError as exc:
+            raise ProviderError(f"openai {action} refused ({exc.status_code}): {_message(exc)}") from None
+
+
+def _message(exc) -> str:
+    return str(getattr(exc, "message", None) or exc)
+
+
+def chat_body(request: dict) -> dict:
+    """Neutral request -> Chat Completions body."""
+    messages = request["messages"]
+    if "system" in request:
+        messages = [{"role": "system", "content": request["system"]}, *messages]
+    body: dict = {"model": request["model"], "messages": messages}
+    if "max_tokens" in request:
+        body["max_completion_tokens"] = request["max_tokens"]
+    for name in ("temperature", "top_p", "stop"):
+        if name in request:
+            body[name] = request[name]
+    if "response_format" in request:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": request["response_format"]},
+        }
+    return body
+
+
+def decode_line(line: bytes) -> Outcome | None:
+    """One output/error-file line -> Outcome; None when the line is unreadable (it then counts as missing)."""
+    try:
+        obj = orjson.loads(line)
+        custom_id = obj["custom_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(custom_id, str):
+        return None
+    response, error = obj.get("response"), obj.get("error")
+    if isinstance(response, dict) and isinstance(response.get("body"), dict):
+        body = response["body"]
+        if response.get("status_code") == 200:
+            try:
+                text = body["choices"][0]["message"]["content"]
+            except (KeyError, IndexError, TypeError):
+                text = None
+            usage = body.get("usage") or {}
+            return Outcome(custom_id, SUCCEEDED, text, orjson.dumps(body),
+                           usage.get("prompt_tokens"), usage.get("completion_tokens"), None, None)
+        err = body.get("error") if isinstance(body.get("error"), dict) else {}
+        code = err.get("code") or err.get("type") or f"http_{response.get('status_code')}"
+        return Outcome(custom_id, FAILED, None, orjson.dumps(body), None, None, str(code),
+                       str(err.get("message") or "request failed"))
+    if isinstance(error, dict):
+        code = str(error.get("code") or "error")
+        return Outcome(custom_id, _LINE_STATUS.get(code, FAILED), None, None, None, None, code,
+                       str(error.get("message") or ""))
+    return None
+
+
+def _remote(batch) -> RemoteBatch:
+    counts = batch.request_counts
+    errors = batch.errors.data if batch.errors and batch.errors.data else []
+    return RemoteBatch(
+        remote_id=batch.id,
+        status=batch.status,
+        ended=batch.status in _ENDED,
+        tag=(batch.metadata or {}).get(TAG_KEY),
+        output_file=batch.output_file_id,
+        error_file=batch.error_file_id,
+        error="; ".join(f"{e.message}" + (f" (line {e.line})" if e.line else "") for e in errors) or None,
+        error_code=errors[0].code if errors else None,
+        leftover=_LEFTOVER.get(batch.status, MISSING),
+        total=counts.total if counts else 0,
+        completed=counts.completed if counts else 0,
+        failed=counts.failed if counts else 0,
+    )

@@ -1,0 +1,59 @@
+import re
+
+import pytest
+
+from batchery.errors import InputError
+from batchery.requests import canonical_bytes, parse_request, request_key
+
+
+def key_of(obj, model="m1", provider="openai"):
+    _, _, canonical = parse_request(obj, model, "t:1")
+    return request_key(provider, canonical_bytes(canonical))
+
+
+def test_prompt_and_single_user_message_share_a_key():
+    assert key_of({"prompt": "hi"}) == key_of({"messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_id_and_metadata_do_not_change_the_key():
+    assert key_of({"prompt": "hi", "id": "a", "metadata": {"x": 1}}) == key_of({"prompt": "hi", "id": "b"})
+
+
+def test_anything_that_changes_the_answer_changes_the_key():
+    base = key_of({"prompt": "hi"})
+    assert key_of({"prompt": "hi", "temperature": 0.5}) != base
+    assert key_of({"prompt": "hi", "system": "be brief"}) != base
+    assert key_of({"prompt": "hi"}, model="m2") != base
+    assert key_of({"prompt": "hi"}, provider="anthropic") != base
+
+
+def test_key_is_a_valid_custom_id_for_every_provider():
+    assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", key_of({"prompt": "hi"}))
+
+
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({}, "needs 'messages' or 'prompt'"),
+        ({"prompt": 3}, "'prompt' must be a string"),
+        ({"prompt": "x", "messages": [{"role": "user", "content": "y"}]}, "not both"),
+        ({"messages": []}, "non-empty list"),
+        ({"messages": [{"role": "robot", "content": "y"}]}, "messages[0].role"),
+        ({"prompt": "x", "temperature": 3}, "'temperature' must be between 0 and 2"),
+        ({"prompt": "x", "temperature": "hot"}, "'temperature' must be a number"),
+        ({"prompt": "x", "max_tokens": 0}, "'max_tokens' must be a positive integer"),
+        ({"prompt": "x", "stop": [1]}, "'stop'"),
+        ({"prompt": "x", "tempreature": 1}, "unknown field(s) ['tempreature']"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
+def test_bad_requests_name_the_place_and_the_field(obj, message):
+    with pytest.raises(InputError) as err:
+        parse_request(obj, "m1", "reqs.jsonl:7")
+    assert str(err.value).startswith("reqs.jsonl:7: ")
+    assert message in str(err.value)
+
+
+def test_missing_model_is_an_input_error():
+    with pytest.raises(InputError, match="no model"):
+        parse_request({"prompt": "x"}, None, "f:1")
