@@ -89,12 +89,12 @@ def one_run(path: Path, n: int, base_url: str, workdir: Path) -> dict:
     stages["prepare"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    for batch in store.batches(job.name, ["planned"]):
+    for batch in store.batches(job.id, ["planned"]):
         engine._submit(batch)
     stages["submit"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    in_flight = store.batches(job.name, ["submitted"])
+    in_flight = store.batches(job.id, ["submitted"])
     while True:
         states = provider.poll([b.remote_id for b in in_flight])
         if all(s.ended for s in states.values()):
@@ -108,10 +108,10 @@ def one_run(path: Path, n: int, base_url: str, workdir: Path) -> dict:
     stages["collect"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    lines = export(store, job.name, "openai", workdir / "results.jsonl")
+    lines = export(store, job.id, "openai", workdir / "results.jsonl")
     stages["export"] = time.perf_counter() - t
     used = cpu() - cpu0
-    counts = store.counts(job.name)
+    counts = store.counts(job.id)
     store.close()
     assert lines == n and counts.get("succeeded") == n, (lines, counts)
     return {"cpu_us_per_request": used / n * 1e6, **stages}

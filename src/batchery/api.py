@@ -84,7 +84,7 @@ def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None
         job_row, _ = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint)
         Engine(st, adapter, job_row, batch_size=batch_size, poll=poll or emulator_poll,
                on_progress=on_progress).run()
-        return list(iter_results(st, name, job_row.provider))
+        return list(iter_results(st, job_row.id, job_row.provider))
 
 
 async def arun(requests: Iterable[dict], **kwargs: Any) -> list[Result]:
@@ -99,4 +99,4 @@ def results(job: str, *, store: str | Path | None = None) -> list[Result]:
         job_row = st.get_job(job)
         if job_row is None:
             raise JobError(f"no job named '{job}' in {st.dir}")
-        return list(iter_results(st, job, job_row.provider))
+        return list(iter_results(st, job_row.id, job_row.provider))

@@ -91,9 +91,9 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
     max_line = provider.limits.max_bytes - _LINE_OVERHEAD
     n = 0
     with store.transaction():
-        store.insert_job(name, provider.name, model, provider.endpoint, fingerprint, options or {})
+        job_id = store.insert_job(name, provider.name, model, provider.endpoint, fingerprint, options or {})
         rows: list[tuple] = []
-        payloads: list[tuple[str, str, bytes]] = []
+        items: list[tuple[str, str, bytes]] = []
         for where, obj in source:
             row_id, metadata, canonical = parse_request(obj, model, where)
             body = canonical_bytes(canonical)
@@ -103,17 +103,17 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
             key = request_key(provider.name, body)
             rows.append((n, key, None if row_id is None else str(row_id),
                          None if metadata is None else orjson.dumps(metadata)))
-            payloads.append((key, canonical["model"], body))
+            items.append((key, canonical["model"], body))
             n += 1
             if len(rows) >= _CHUNK:
-                store.add_requests(name, rows, payloads)
-                rows, payloads = [], []
+                store.add_requests(job_id, rows, items)
+                rows, items = [], []
         if n == 0:
             raise InputError("no requests to run: the input is empty")
-        store.add_requests(name, rows, payloads)
-        store.set_job_rows(name, n)
-        reused = store.reuse_cached_results(name)
-        store.log(name, "created", rows=n, reused=reused)
+        store.add_requests(job_id, rows, items)
+        store.set_job_rows(job_id, n)
+        reused = store.reuse_cached_results(job_id)
+        store.log(job_id, "created", rows=n, reused=reused)
     job = store.get_job(name)
     assert job is not None
     return job, False
@@ -147,9 +147,9 @@ class Engine:
             except TransientError as exc:  # network, 429, 5xx: the store is consistent, try again
                 changed = False
                 with self.store.transaction():
-                    self.store.log(self.job.name, "transient_error", message=str(exc))
+                    self.store.log(self.job.id, "transient_error", message=str(exc))
             self._report()
-            if not wait or not self.store.batches(self.job.name, _OPEN_BATCH):
+            if not wait or not self.store.batches(self.job.id, _OPEN_BATCH):
                 break
             if changed:
                 delay = self.poll.initial
@@ -167,9 +167,9 @@ class Engine:
         self._reconcile()
         if self._accepting_work():
             self._plan()
-        for batch in self.store.batches(self.job.name, ["planned"]):
+        for batch in self.store.batches(self.job.id, ["planned"]):
             self._submit(batch)
-        in_flight = self.store.batches(self.job.name, ["submitted"])
+        in_flight = self.store.batches(self.job.id, ["submitted"])
         return self._poll_and_collect(in_flight) if in_flight else False
 
     def _finish(self) -> None:
@@ -177,36 +177,36 @@ class Engine:
             return
         final = "cancelled" if self.job.state == "cancelling" else "done"
         with self.store.transaction():
-            self.store.set_job_state(self.job.name, final)
-            self.store.log(self.job.name, final)
+            self.store.set_job_state(self.job.id, final)
+            self.store.log(self.job.id, final)
         self.job.state = final
 
     def cancel(self, wait: bool = True) -> Progress:
         """Stop the job: unsent work is cancelled locally, remote batches are asked to cancel and
         their partial results are kept."""
         with self.store.transaction():
-            self.store.set_job_state(self.job.name, "cancelling")
+            self.store.set_job_state(self.job.id, "cancelling")
             self.job.state = "cancelling"
-            n = self.store.close_pending_items(self.job.name, "cancelled", "cancelled_by_user",
+            n = self.store.close_pending_items(self.job.id, "cancelled", "cancelled_by_user",
                                                "the job was cancelled before this request was sent")
-            for batch in self.store.batches(self.job.name, ["planned"]):
+            for batch in self.store.batches(self.job.id, ["planned"]):
                 self.store.close_batch_items(batch.id, "cancelled", "cancelled_by_user",
                                              "the job was cancelled before this batch was sent")
                 self.store.update_batch(batch.id, state="collected", remote_status="not_sent")
-            self.store.log(self.job.name, "cancel_requested", unsent=n)
+            self.store.log(self.job.id, "cancel_requested", unsent=n)
         self._reconcile()
-        for batch in self.store.batches(self.job.name, ["submitted"]):
+        for batch in self.store.batches(self.job.id, ["submitted"]):
             self.provider.cancel(batch.remote_id)
         return self.run(wait=wait)
 
     def progress(self, done: bool = False) -> Progress:
         batches: dict[str, int] = {}
         remote: dict[str, int] = {}
-        for b in self.store.batches(self.job.name):
+        for b in self.store.batches(self.job.id):
             batches[b.state] = batches.get(b.state, 0) + 1
             if b.remote_status:
                 remote[b.remote_status] = remote.get(b.remote_status, 0) + 1
-        return Progress(self.job.name, self.store.counts(self.job.name), batches, remote,
+        return Progress(self.job.name, self.store.counts(self.job.id), batches, remote,
                         time.monotonic() - self._started, done)
 
     def _report(self) -> None:
@@ -221,7 +221,7 @@ class Engine:
     def _reconcile(self) -> None:
         """Batches whose create call may have been sent but whose answer was never recorded:
         find them by tag at the provider rather than create them again."""
-        creating = self.store.batches(self.job.name, ["creating"])
+        creating = self.store.batches(self.job.id, ["creating"])
         if not creating:
             return
         found = self.provider.find({b.tag for b in creating})
@@ -231,7 +231,7 @@ class Engine:
                 if remote is not None:
                     self.store.update_batch(batch.id, state="submitted", remote_id=remote.remote_id,
                                             remote_status=remote.status)
-                    self.store.log(self.job.name, "batch_recovered", batch=batch.id, remote=remote.remote_id)
+                    self.store.log(self.job.id, "batch_recovered", batch=batch.id, remote=remote.remote_id)
                 else:  # never reached the provider: it is safe to create it
                     self.store.update_batch(batch.id, state="planned")
 
@@ -243,21 +243,19 @@ class Engine:
         limits = self.provider.limits
         max_requests = min(limits.max_requests, self.batch_size or limits.max_requests)
         self.files.mkdir(mode=0o700, exist_ok=True)
-        for model in self.store.pending_models(self.job.name):
-            while rows := self.store.pending_requests(self.job.name, model, max_requests):
-                lines = [(key, self.provider.encode(key, orjson.loads(body)) + b"\n") for key, body in rows]
-                encoded = dict(lines)
-                first = next(split(((k, len(line)) for k, line in lines), max_requests, limits.max_bytes))
+        for model in self.store.pending_models(self.job.id):
+            while rows := self.store.pending_requests(self.job.id, model, max_requests):
+                lines = [self.provider.encode(key, orjson.loads(body)) + b"\n" for _, key, body in rows]
+                count = len(next(split(((i, len(line)) for i, line in enumerate(lines)), max_requests,
+                                       limits.max_bytes)))
                 tag = f"bb-{secrets.token_hex(8)}"
                 path = self.files / f"{tag}.jsonl"
                 with path.open("wb") as f:
-                    for key in first:
-                        f.write(encoded[key])
+                    f.writelines(lines[:count])
                 n_bytes = path.stat().st_size
                 with self.store.transaction():
-                    batch_id = self.store.insert_batch(self.job.name, tag, model, first, n_bytes)
-                    self.store.log(self.job.name, "batch_planned", batch=batch_id, requests=len(first),
-                                   bytes=n_bytes)
+                    batch_id = self.store.insert_batch(self.job.id, tag, model, rows[count - 1][0], count, n_bytes)
+                    self.store.log(self.job.id, "batch_planned", batch=batch_id, requests=count, bytes=n_bytes)
 
     def _submit(self, batch) -> None:
         path = self.files / f"{batch.tag}.jsonl"
@@ -272,7 +270,7 @@ class Engine:
         with self.store.transaction():
             self.store.update_batch(batch.id, state="submitted", remote_id=remote.remote_id,
                                     remote_status=remote.status)
-            self.store.log(self.job.name, "batch_submitted", batch=batch.id, remote=remote.remote_id)
+            self.store.log(self.job.id, "batch_submitted", batch=batch.id, remote=remote.remote_id)
         path.unlink(missing_ok=True)
 
     def _write_batch_file(self, batch_id: int, path: Path) -> None:
@@ -296,14 +294,18 @@ class Engine:
 
     def _collect(self, batch, remote: RemoteBatch) -> None:
         """Store one outcome per returned line, then name what never came back."""
-        job = self.job.name
+        members = self.store.batch_members(batch.id)
         chunk: list[tuple] = []
+        strays = 0  # lines for requests this batch does not hold (or a second copy of one)
         if remote.error is None:
             for outcome in self.provider.outcomes(remote):
-                chunk.append(outcome)
+                item = members.pop(outcome.custom_id, None)
+                if item is None:
+                    strays += 1
+                    continue
+                chunk.append((*outcome[1:], item))
                 if len(chunk) >= _CHUNK:
-                    with self.store.transaction():
-                        self.store.record_outcomes(job, batch.id, chunk)
+                    self._record(chunk)
                     chunk = []
         if remote.error is not None:
             leftover, code, message = remote.leftover, remote.error_code or "batch_failed", remote.error
@@ -313,10 +315,18 @@ class Engine:
             leftover, code = remote.leftover, f"batch_{remote.leftover}"
             message = f"the batch ended {remote.status} before this request ran"
         with self.store.transaction():
-            self.store.record_outcomes(job, batch.id, chunk)
+            self._record(chunk, commit=False)
             unanswered = self.store.close_batch_items(batch.id, leftover, code, message)
             self.store.update_batch(batch.id, state="collected", remote_status=remote.status,
                                     output_file=remote.output_file, error_file=remote.error_file,
                                     error=remote.error)
-            self.store.log(job, "batch_collected", batch=batch.id, remote=remote.remote_id,
-                           status=remote.status, unanswered=unanswered, leftover=leftover)
+            self.store.log(self.job.id, "batch_collected", batch=batch.id, remote=remote.remote_id,
+                           status=remote.status, unanswered=unanswered, leftover=leftover, strays=strays)
+
+    def _record(self, chunk: list[tuple], commit: bool = True) -> None:
+        chunk.sort(key=lambda row: row[-1])  # item id order: the table is walked, not jumped
+        if commit:
+            with self.store.transaction():
+                self.store.record_outcomes(chunk)
+        else:
+            self.store.record_outcomes(chunk)

@@ -64,16 +64,16 @@ def _fields(row: tuple, provider: str, raw: bool) -> dict[str, Any]:
     return out
 
 
-def iter_results(store: Store, job: str, provider: str) -> Iterator[Result]:
-    for row in store.export_rows(job):
+def iter_results(store: Store, job_id: int, provider: str) -> Iterator[Result]:
+    for row in store.export_rows(job_id):
         yield Result(**_fields(row, provider, raw=False))
 
 
-def write_jsonl(store: Store, job: str, provider: str, out: BinaryIO) -> int:
+def write_jsonl(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
     """Stream the job's results as JSONL; the stored provider body is embedded without re-parsing."""
     n = 0
     buffer: list[bytes] = []
-    for row in store.export_rows(job):
+    for row in store.export_rows(job_id):
         buffer.append(orjson.dumps(_fields(row, provider, raw=True)))
         n += 1
         if len(buffer) >= 10_000:
@@ -84,12 +84,12 @@ def write_jsonl(store: Store, job: str, provider: str, out: BinaryIO) -> int:
     return n
 
 
-def write_csv(store: Store, job: str, provider: str, out: BinaryIO) -> int:
+def write_csv(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
     text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
     writer = csv.writer(text)
     writer.writerow(CSV_COLUMNS)
     n = 0
-    for row in store.export_rows(job):
+    for row in store.export_rows(job_id):
         f = _fields(row, provider, raw=True)
         err = f["error"] or {}
         writer.writerow([f["id"], f["custom_id"], f["status"], f["text"], f["usage"]["input_tokens"],
@@ -100,14 +100,14 @@ def write_csv(store: Store, job: str, provider: str, out: BinaryIO) -> int:
     return n
 
 
-def export(store: Store, job: str, provider: str, path: str | Path | None, fmt: str = "jsonl") -> int:
+def export(store: Store, job_id: int, provider: str, path: str | Path | None, fmt: str = "jsonl") -> int:
     """Write results to `path` (or stdout when None) atomically: a crash never leaves half a file."""
     writer = write_csv if fmt == "csv" else write_jsonl
     if path is None:
-        return writer(store, job, provider, sys.stdout.buffer)
+        return writer(store, job_id, provider, sys.stdout.buffer)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as f:
-        n = writer(store, job, provider, f)
+        n = writer(store, job_id, provider, f)
     tmp.replace(path)
     return n

@@ -5,9 +5,8 @@ and the next run resumes from what is written here. Tables:
 
 - jobs     one row per named job (provider, default model, input fingerprint, state)
 - rows     one row per input line: ordinal -> request key (the input order for exports)
-- payloads the canonical request for each key, shared by every job that asks it
-- items    one row per distinct key in a job: where it is (pending, queued in a batch, done)
-           and, once done, its outcome
+- items    one row per distinct request (key) in a job: its canonical body, where it is
+           (pending, queued in a batch, done) and, once done, its outcome
 - batches  local batch records, written before any remote side effect (write-ahead)
 - events   an append-only log of what happened, for `status` and debugging
 """
@@ -30,40 +29,41 @@ from .errors import StoreError
 DB_NAME = "batchery.db"
 
 _MIGRATIONS: list[str] = [
-    # 1: initial schema
+    # 1: initial schema. Items get sequential integer ids so that planning, collecting and
+    # exporting walk the tables in order; the one random-access index is items_key.
     """
     CREATE TABLE jobs (
-        name TEXT PRIMARY KEY, provider TEXT NOT NULL, model TEXT, endpoint TEXT NOT NULL,
-        fingerprint TEXT NOT NULL, state TEXT NOT NULL, n_rows INTEGER NOT NULL DEFAULT 0,
-        options TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, updated_at REAL NOT NULL
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, provider TEXT NOT NULL, model TEXT,
+        endpoint TEXT NOT NULL, fingerprint TEXT NOT NULL, state TEXT NOT NULL,
+        n_rows INTEGER NOT NULL DEFAULT 0, options TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL, updated_at REAL NOT NULL
     );
     CREATE TABLE rows (
-        job TEXT NOT NULL, ordinal INTEGER NOT NULL, key TEXT NOT NULL, row_id TEXT, metadata BLOB,
-        PRIMARY KEY (job, ordinal)
+        job_id INTEGER NOT NULL, ordinal INTEGER NOT NULL, key TEXT NOT NULL, row_id TEXT, metadata BLOB,
+        PRIMARY KEY (job_id, ordinal)
     ) WITHOUT ROWID;
-    CREATE TABLE payloads (key TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
     CREATE TABLE items (
-        job TEXT NOT NULL, key TEXT NOT NULL, model TEXT NOT NULL,
+        id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, key TEXT NOT NULL, model TEXT NOT NULL,
+        body BLOB NOT NULL,              -- the canonical request
         state TEXT NOT NULL,             -- pending | queued | done
         batch INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
         status TEXT,                     -- succeeded | failed | expired | cancelled | missing
         text TEXT, response BLOB, input_tokens INTEGER, output_tokens INTEGER,
-        error_code TEXT, error_message TEXT,
-        PRIMARY KEY (job, key)
-    ) WITHOUT ROWID;
-    CREATE INDEX items_by_key ON items (key) WHERE status = 'succeeded';
-    CREATE INDEX items_by_batch ON items (batch) WHERE state = 'queued';
-    CREATE INDEX items_pending ON items (job, model) WHERE state = 'pending';
+        error_code TEXT, error_message TEXT
+    );
+    CREATE UNIQUE INDEX items_key ON items (key, job_id);
+    CREATE INDEX items_pending ON items (job_id, model, id) WHERE state = 'pending';
+    CREATE INDEX items_queued ON items (batch, id) WHERE state = 'queued';
     CREATE TABLE batches (
-        id INTEGER PRIMARY KEY, job TEXT NOT NULL, tag TEXT NOT NULL UNIQUE, model TEXT NOT NULL,
-        state TEXT NOT NULL,             -- planned | creating | submitted | ended | collected
+        id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, tag TEXT NOT NULL UNIQUE, model TEXT NOT NULL,
+        state TEXT NOT NULL,             -- planned | creating | submitted | collected
         n_requests INTEGER NOT NULL, n_bytes INTEGER NOT NULL,
         input_file TEXT, remote_id TEXT, remote_status TEXT, output_file TEXT, error_file TEXT,
         error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL
     );
-    CREATE INDEX batches_by_job ON batches (job, state);
+    CREATE INDEX batches_by_job ON batches (job_id, state);
     CREATE TABLE events (
-        id INTEGER PRIMARY KEY, job TEXT NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT
+        id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT
     );
     """,
 ]
@@ -71,6 +71,7 @@ _MIGRATIONS: list[str] = [
 
 @dataclass
 class Job:
+    id: int
     name: str
     provider: str
     model: str | None
@@ -86,7 +87,7 @@ class Job:
 @dataclass
 class Batch:
     id: int
-    job: str
+    job_id: int
     tag: str
     model: str
     state: str
@@ -100,10 +101,6 @@ class Batch:
     error: str | None
     created_at: float
     updated_at: float
-
-
-# Columns of one outcome, in the order `record_outcomes` takes them.
-OUTCOME_COLUMNS = ("status", "text", "response", "input_tokens", "output_tokens", "error_code", "error_message")
 
 
 def resolve_store_dir(explicit: str | os.PathLike | None) -> Path:
@@ -133,6 +130,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path} is not a batchery store ({exc})") from None
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA cache_size=-65536")  # 64 MB: big jobs touch many index pages
         self.db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
 
@@ -179,97 +177,105 @@ class Store:
         return _job(row) if row else None
 
     def list_jobs(self) -> list[Job]:
-        return [_job(r) for r in self.db.execute(f"SELECT {_JOB_COLS} FROM jobs ORDER BY created_at")]
+        return [_job(r) for r in self.db.execute(f"SELECT {_JOB_COLS} FROM jobs ORDER BY id")]
 
     def insert_job(self, name: str, provider: str, model: str | None, endpoint: str, fingerprint: str,
-                   options: dict) -> None:
+                   options: dict) -> int:
         now = time.time()
-        self.db.execute(
+        cur = self.db.execute(
             "INSERT INTO jobs (name, provider, model, endpoint, fingerprint, state, options, created_at,"
             " updated_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
             (name, provider, model, endpoint, fingerprint, orjson.dumps(options).decode(), now, now),
         )
+        return cur.lastrowid
 
-    def set_job_state(self, name: str, state: str) -> None:
-        self.db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE name = ?", (state, time.time(), name))
+    def set_job_state(self, job_id: int, state: str) -> None:
+        self.db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (state, time.time(), job_id))
 
-    def set_job_rows(self, name: str, n_rows: int) -> None:
-        self.db.execute("UPDATE jobs SET n_rows = ? WHERE name = ?", (n_rows, name))
+    def set_job_rows(self, job_id: int, n_rows: int) -> None:
+        self.db.execute("UPDATE jobs SET n_rows = ? WHERE id = ?", (n_rows, job_id))
 
     # -- ingest --------------------------------------------------------------------------------
 
-    def add_requests(self, job: str, rows: list[tuple[int, str, Any, Any]], payloads: list[tuple[str, str, bytes]]) -> None:
-        """rows: (ordinal, key, row id, metadata bytes); payloads: (key, model, canonical body)."""
-        self.db.executemany("INSERT OR IGNORE INTO payloads (key, body) VALUES (?, ?)",
-                            [(k, body) for k, _, body in payloads])
+    def add_requests(self, job_id: int, rows: list[tuple], items: list[tuple[str, str, bytes]]) -> None:
+        """rows: (ordinal, key, row id, metadata bytes); items: (key, model, canonical body).
+
+        An item whose key the job already has is ignored: identical requests are sent once.
+        """
         self.db.executemany(
-            "INSERT OR IGNORE INTO items (job, key, model, state) VALUES (?, ?, ?, 'pending')",
-            [(job, k, model) for k, model, _ in payloads],
+            "INSERT OR IGNORE INTO items (job_id, key, model, body, state) VALUES (?, ?, ?, ?, 'pending')",
+            [(job_id, *item) for item in items],
         )
         self.db.executemany(
-            "INSERT INTO rows (job, ordinal, key, row_id, metadata) VALUES (?, ?, ?, ?, ?)",
-            [(job, *row) for row in rows],
+            "INSERT INTO rows (job_id, ordinal, key, row_id, metadata) VALUES (?, ?, ?, ?, ?)",
+            [(job_id, *row) for row in rows],
         )
 
-    def reuse_cached_results(self, job: str) -> int:
+    def reuse_cached_results(self, job_id: int) -> int:
         """Pending items already answered successfully in another job take that answer (no new spend)."""
         cur = self.db.execute(
             "UPDATE items AS i SET state = 'done', status = o.status, text = o.text, response = o.response,"
-            " input_tokens = o.input_tokens, output_tokens = o.output_tokens, error_code = NULL,"
-            " error_message = NULL, attempts = o.attempts, batch = o.batch"
-            " FROM items AS o WHERE i.job = ? AND i.state = 'pending' AND o.key = i.key AND o.job <> i.job"
+            " input_tokens = o.input_tokens, output_tokens = o.output_tokens, attempts = o.attempts,"
+            " batch = o.batch FROM items AS o"
+            " WHERE i.job_id = ? AND i.state = 'pending' AND o.key = i.key AND o.job_id <> i.job_id"
             " AND o.status = 'succeeded'",
-            (job,),
+            (job_id,),
         )
         return cur.rowcount
 
     # -- planning and batches ------------------------------------------------------------------
 
-    def pending_models(self, job: str) -> list[str]:
-        rows = self.db.execute("SELECT DISTINCT model FROM items WHERE job = ? AND state = 'pending'", (job,))
+    def pending_models(self, job_id: int) -> list[str]:
+        rows = self.db.execute("SELECT DISTINCT model FROM items WHERE job_id = ? AND state = 'pending'", (job_id,))
         return [r[0] for r in rows]
 
-    def pending_requests(self, job: str, model: str, limit: int) -> list[tuple[str, bytes]]:
-        """(key, canonical body) of up to `limit` pending items for one model."""
+    def pending_requests(self, job_id: int, model: str, limit: int) -> list[tuple[int, str, bytes]]:
+        """(item id, key, canonical body) of the first `limit` pending items for one model."""
         return self.db.execute(
-            "SELECT i.key, p.body FROM items i JOIN payloads p ON p.key = i.key"
-            " WHERE i.job = ? AND i.model = ? AND i.state = 'pending' LIMIT ?",
-            (job, model, limit),
+            "SELECT id, key, body FROM items WHERE job_id = ? AND model = ? AND state = 'pending'"
+            " ORDER BY id LIMIT ?",
+            (job_id, model, limit),
         ).fetchall()
+
+    def insert_batch(self, job_id: int, tag: str, model: str, last_item: int, n_requests: int, n_bytes: int) -> int:
+        """Write-ahead: the batch and its members (the pending items of `model` up to `last_item`)
+        exist locally before anything is sent."""
+        now = time.time()
+        cur = self.db.execute(
+            "INSERT INTO batches (job_id, tag, model, state, n_requests, n_bytes, created_at, updated_at)"
+            " VALUES (?, ?, ?, 'planned', ?, ?, ?, ?)",
+            (job_id, tag, model, n_requests, n_bytes, now, now),
+        )
+        batch_id = cur.lastrowid
+        cur = self.db.execute(
+            "UPDATE items SET state = 'queued', batch = ?, attempts = attempts + 1"
+            " WHERE job_id = ? AND model = ? AND state = 'pending' AND id <= ?",
+            (batch_id, job_id, model, last_item),
+        )
+        if cur.rowcount != n_requests:
+            raise StoreError(f"batch {batch_id}: expected {n_requests} members, found {cur.rowcount}")
+        return batch_id
+
+    def batch_members(self, batch_id: int) -> dict[str, int]:
+        """custom_id -> item id for the lines of a batch still waiting for an outcome."""
+        return dict(self.db.execute("SELECT key, id FROM items WHERE batch = ? AND state = 'queued'", (batch_id,)))
 
     def batch_requests(self, batch_id: int) -> Iterator[tuple[str, bytes]]:
         cur = self.db.execute(
-            "SELECT i.key, p.body FROM items i JOIN payloads p ON p.key = i.key"
-            " WHERE i.batch = ? AND i.state = 'queued'",
-            (batch_id,),
+            "SELECT key, body FROM items WHERE batch = ? AND state = 'queued' ORDER BY id", (batch_id,)
         )
         while chunk := cur.fetchmany(10_000):
             yield from chunk
 
-    def insert_batch(self, job: str, tag: str, model: str, keys: list[str], n_bytes: int) -> int:
-        """Write-ahead: the batch and its members exist locally before anything is sent."""
-        now = time.time()
-        cur = self.db.execute(
-            "INSERT INTO batches (job, tag, model, state, n_requests, n_bytes, created_at, updated_at)"
-            " VALUES (?, ?, ?, 'planned', ?, ?, ?, ?)",
-            (job, tag, model, len(keys), n_bytes, now, now),
-        )
-        batch_id = cur.lastrowid
-        self.db.executemany(
-            "UPDATE items SET state = 'queued', batch = ?, attempts = attempts + 1 WHERE job = ? AND key = ?",
-            [(batch_id, job, k) for k in keys],
-        )
-        return batch_id
-
-    def batches(self, job: str, states: Iterable[str] | None = None) -> list[Batch]:
+    def batches(self, job_id: int, states: Iterable[str] | None = None) -> list[Batch]:
         if states is None:
-            rows = self.db.execute(f"SELECT {_BATCH_COLS} FROM batches WHERE job = ? ORDER BY id", (job,))
+            rows = self.db.execute(f"SELECT {_BATCH_COLS} FROM batches WHERE job_id = ? ORDER BY id", (job_id,))
         else:
             states = list(states)
             marks = ",".join("?" * len(states))
             rows = self.db.execute(
-                f"SELECT {_BATCH_COLS} FROM batches WHERE job = ? AND state IN ({marks}) ORDER BY id",
-                (job, *states),
+                f"SELECT {_BATCH_COLS} FROM batches WHERE job_id = ? AND state IN ({marks}) ORDER BY id",
+                (job_id, *states),
             )
         return [Batch(*r) for r in rows]
 
@@ -280,17 +286,16 @@ class Store:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def record_outcomes(self, job: str, batch_id: int, outcomes: list[tuple]) -> None:
-        """Store outcomes (custom_id first, then OUTCOME_COLUMNS) for lines still queued in this batch.
+    def record_outcomes(self, outcomes: list[tuple]) -> None:
+        """Store outcomes given as (status, text, response, input_tokens, output_tokens, error_code,
+        error_message, item id), sorted by item id so the table is walked in order.
 
-        Only queued items of this batch change, so a duplicated output line or a collect repeated
-        after a crash changes nothing.
+        Only items still queued change, so a collect repeated after a crash changes nothing.
         """
         self.db.executemany(
             "UPDATE items SET state = 'done', status = ?, text = ?, response = ?, input_tokens = ?,"
-            " output_tokens = ?, error_code = ?, error_message = ?"
-            " WHERE job = ? AND key = ? AND batch = ? AND state = 'queued'",
-            [(*o[1:], job, o[0], batch_id) for o in outcomes],
+            " output_tokens = ?, error_code = ?, error_message = ? WHERE id = ? AND state = 'queued'",
+            outcomes,
         )
 
     def close_batch_items(self, batch_id: int, status: str, code: str, message: str) -> int:
@@ -302,53 +307,53 @@ class Store:
         )
         return cur.rowcount
 
-    def close_pending_items(self, job: str, status: str, code: str, message: str) -> int:
+    def close_pending_items(self, job_id: int, status: str, code: str, message: str) -> int:
         cur = self.db.execute(
             "UPDATE items SET state = 'done', status = ?, error_code = ?, error_message = ?"
-            " WHERE job = ? AND state = 'pending'",
-            (status, code, message, job),
+            " WHERE job_id = ? AND state = 'pending'",
+            (status, code, message, job_id),
         )
         return cur.rowcount
 
-    def counts(self, job: str) -> dict[str, int]:
+    def counts(self, job_id: int) -> dict[str, int]:
         """Distinct requests by state/outcome: pending, queued, succeeded, failed, ..."""
         out: dict[str, int] = {}
         for state, status, n in self.db.execute(
-            "SELECT state, status, COUNT(*) FROM items WHERE job = ? GROUP BY state, status", (job,)
+            "SELECT state, status, COUNT(*) FROM items WHERE job_id = ? GROUP BY state, status", (job_id,)
         ):
             label = status if state == "done" else state
             out[label] = out.get(label, 0) + n
         return out
 
-    def export_rows(self, job: str) -> Iterator[tuple]:
+    def export_rows(self, job_id: int) -> Iterator[tuple]:
         """One row per input line in input order, joined with its outcome and remote batch id."""
         cur = self.db.execute(
             "SELECT r.row_id, r.metadata, r.key, i.model, i.state, i.status, i.text, i.response,"
             " i.input_tokens, i.output_tokens, i.error_code, i.error_message, i.attempts, b.remote_id"
-            " FROM rows r JOIN items i ON i.job = r.job AND i.key = r.key"
-            " LEFT JOIN batches b ON b.id = i.batch WHERE r.job = ? ORDER BY r.ordinal",
-            (job,),
+            " FROM rows r JOIN items i ON i.key = r.key AND i.job_id = r.job_id"
+            " LEFT JOIN batches b ON b.id = i.batch WHERE r.job_id = ? ORDER BY r.ordinal",
+            (job_id,),
         )
         while chunk := cur.fetchmany(10_000):
             yield from chunk
 
     # -- events --------------------------------------------------------------------------------
 
-    def log(self, job: str, kind: str, **detail: Any) -> None:
+    def log(self, job_id: int, kind: str, **detail: Any) -> None:
         self.db.execute(
-            "INSERT INTO events (job, at, kind, detail) VALUES (?, ?, ?, ?)",
-            (job, time.time(), kind, orjson.dumps(detail).decode() if detail else None),
+            "INSERT INTO events (job_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+            (job_id, time.time(), kind, orjson.dumps(detail).decode() if detail else None),
         )
 
-    def events(self, job: str, limit: int = 20) -> list[tuple[float, str, dict]]:
+    def events(self, job_id: int, limit: int = 20) -> list[tuple[float, str, dict]]:
         rows = self.db.execute(
-            "SELECT at, kind, detail FROM events WHERE job = ? ORDER BY id DESC LIMIT ?", (job, limit)
+            "SELECT at, kind, detail FROM events WHERE job_id = ? ORDER BY id DESC LIMIT ?", (job_id, limit)
         ).fetchall()
         return [(at, kind, orjson.loads(d) if d else {}) for at, kind, d in reversed(rows)]
 
 
-_JOB_COLS = "name, provider, model, endpoint, fingerprint, state, n_rows, options, created_at, updated_at"
-_BATCH_COLS = ("id, job, tag, model, state, n_requests, n_bytes, input_file, remote_id, remote_status,"
+_JOB_COLS = "id, name, provider, model, endpoint, fingerprint, state, n_rows, options, created_at, updated_at"
+_BATCH_COLS = ("id, job_id, tag, model, state, n_requests, n_bytes, input_file, remote_id, remote_status,"
                " output_file, error_file, error, created_at, updated_at")
 
 

@@ -48,9 +48,11 @@ def run(
                   "to follow it", file=sys.stderr)
             return
         target = out or Path(f"{name}.results.jsonl")
-        n = export(st, name, st.get_job(name).provider, target)
+        job_row = st.get_job(name)
+        n = export(st, job_row.id, job_row.provider, target)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
-        print(f"job '{name}': {n:,} result lines ({counts} distinct requests) -> {target}", file=sys.stderr)
+        print(f"job '{name}': {n:,} result lines ({final.total:,} distinct requests: {counts}) -> {target}",
+              file=sys.stderr)
 
 
 def status(
@@ -96,7 +98,7 @@ def results(
         raise ConfigError(f"unknown format '{format}'; use jsonl or csv")
     with Store(store) as st:
         row = _job_or_exit(st, job)
-        n = export(st, job, row.provider, out, format)
+        n = export(st, row.id, row.provider, out, format)
     if out:
         print(f"{n:,} lines -> {out}", file=sys.stderr)
 
@@ -156,16 +158,16 @@ def _report(st, job, detailed: bool) -> dict:
     from datetime import datetime, timezone
 
     report = {"job": job.name, "state": job.state, "provider": job.provider, "model": job.model,
-              "rows": job.n_rows, "requests": st.counts(job.name)}
+              "rows": job.n_rows, "requests": st.counts(job.id)}
     if detailed:
         report["batches"] = [
             {"id": b.id, "remote_id": b.remote_id, "state": b.state, "remote_status": b.remote_status,
              "requests": b.n_requests, "bytes": b.n_bytes, "error": b.error}
-            for b in st.batches(job.name)
+            for b in st.batches(job.id)
         ]
         report["events"] = [
             {"at": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds"), "kind": kind,
              "detail": detail}
-            for at, kind, detail in st.events(job.name)
+            for at, kind, detail in st.events(job.id)
         ]
     return report

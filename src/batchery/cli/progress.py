@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 
 from ..engine import Progress
@@ -19,13 +18,14 @@ class PlainProgress:
     """One line per change, for logs and CI."""
 
     def __init__(self) -> None:
-        self._last = ""
+        self._last: list[str] = []
 
     def __call__(self, p: Progress) -> None:
         line = _summary(p)
-        if line.split(" | ")[:2] != self._last.split(" | ")[:2] or p.done:
+        state = line.split(" | ")[:2]  # print when work moves, not when only the clock does
+        if state != self._last:
             print(line, file=sys.stderr, flush=True)
-        self._last = line
+        self._last = state
 
     def close(self) -> None:
         pass

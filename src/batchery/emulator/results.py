@@ -1,0 +1,104 @@
+"""Turn a finished batch's input file into its output and error JSONL files.
+
+Runs once per batch, when it becomes terminal. The first ``done`` requests were executed (by the
+fake model, or rejected with a 400 like the real endpoint would); the rest never ran and are
+reported with ``error.code`` = ``batch_expired`` / ``batch_cancelled``. Lines are written in a
+deterministic but scrambled order (sorted by a hash of ``custom_id``) because the real service
+does not keep input order and clients must join on ``custom_id``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from .fake_model import complete_chat, request_seed
+from .validation import check_chat_body
+
+UNEXECUTED_MESSAGES = {
+    "batch_expired": "This request could not be executed before the completion window expired.",
+    "batch_cancelled": "This request was not executed because the batch was cancelled.",
+}
+
+
+@dataclass
+class Results:
+    output: bytes = b""
+    errors: bytes = b""
+    processed: int = 0  # requests the model answered or rejected
+    usage: dict = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
+
+
+def _order(lines: list[tuple[int, bytes]]) -> bytes:
+    lines.sort(key=lambda pair: pair[0])
+    return b"".join(line + b"\n" for _, line in lines)
+
+
+def build_results(input_path: Path, batch_key: str, done: int, unexecuted_code: str | None, created: int,
+                  invalid: bytearray | None = None) -> Results:
+    """Execute the first ``done`` requests of ``input_path`` and render both result files.
+
+    ``invalid`` (from validation) marks the requests known to fail ``check_chat_body``, which saves
+    re-checking every good one; without it every request is checked.
+    """
+    ok: list[tuple[int, bytes]] = []
+    bad: list[tuple[int, bytes]] = []
+    res = Results()
+    input_tokens = output_tokens = 0
+    index = 0
+    with open(input_path, "rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            line = orjson.loads(raw)
+            custom_id = line["custom_id"]
+            suffix = f"{batch_key}{index:06x}"
+            order_key = zlib.crc32(custom_id.encode())
+            record: dict
+            if index >= done:
+                record = {
+                    "id": "batch_req_" + suffix,
+                    "custom_id": custom_id,
+                    "response": None,
+                    "error": {"code": unexecuted_code, "message": UNEXECUTED_MESSAGES.get(unexecuted_code or "", "")},
+                }
+                bad.append((order_key, orjson.dumps(record)))
+            else:
+                body = line["body"]
+                problem = check_chat_body(body) if invalid is None or invalid[index] else None
+                if problem is None:
+                    seed = request_seed(body)
+                    completion = complete_chat(body, created=created, seed=seed)
+                    usage = completion["usage"]
+                    input_tokens += usage["prompt_tokens"]
+                    output_tokens += usage["completion_tokens"]
+                    record = {
+                        "id": "batch_req_" + suffix,
+                        "custom_id": custom_id,
+                        "response": {"status_code": 200, "request_id": "req_" + suffix, "body": completion},
+                        "error": None,
+                    }
+                    ok.append((order_key, orjson.dumps(record)))
+                else:
+                    record = {
+                        "id": "batch_req_" + suffix,
+                        "custom_id": custom_id,
+                        "response": {"status_code": 400, "request_id": "req_" + suffix, "body": {"error": problem}},
+                        "error": None,
+                    }
+                    bad.append((order_key, orjson.dumps(record)))
+            index += 1
+    res.output = _order(ok)
+    res.errors = _order(bad)
+    res.processed = min(done, index)
+    res.usage = {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    }
+    return res

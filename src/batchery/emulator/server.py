@@ -1,0 +1,194 @@
+"""The emulator as a real HTTP server: app assembly, a background-thread runner and ``serve``.
+
+Tests use :class:`Emulator` as a context manager; it binds a free port on 127.0.0.1 and runs
+uvicorn in a daemon thread, so the official SDKs talk to it over genuine HTTP.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .batches import Timing
+from .clock import Clock
+from .openai_routes import OpenAICompatible
+from .responses import ApiError, JSONResponse, api_error_handler, http_error_handler
+from .state import Stats
+from .validation import MAX_LINES
+
+STARTUP_TIMEOUT = 10.0
+
+
+class AuthAndRequestId:
+    """ASGI middleware: require ``Authorization: Bearer <anything>`` under the API prefixes and
+    stamp every response with ``x-request-id`` (the SDK exposes it as ``_request_id``).
+    The key's value is never looked at beyond being non-empty, and never logged."""
+
+    def __init__(self, app: ASGIApp, protected: Iterable[str]) -> None:
+        self.app = app
+        self.protected = tuple(protected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ("req_" + secrets.token_hex(12)).encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id)]}
+            await send(message)
+
+        path: str = scope["path"]
+        if any(path == p or path.startswith(p + "/") for p in self.protected):
+            auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if auth[:7].lower() != b"bearer " or not auth[7:].strip():
+                error = ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="invalid_api_key")
+                await error.response()(scope, receive, send_with_id)
+                return
+        await self.app(scope, receive, send_with_id)
+
+
+def build_app(services: Iterable[OpenAICompatible], stats: Stats) -> ASGIApp:
+    services = list(services)
+
+    async def stats_route(request: Request) -> Response:
+        return JSONResponse(stats.snapshot())
+
+    app = Starlette(
+        routes=[Route("/_emulator/stats", stats_route), *(s.mount() for s in services)],
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
+    )
+    return AuthAndRequestId(app, [s.prefix for s in services])
+
+
+class Emulator:
+    """Local Batch API emulator (OpenAI Files + Batches under ``/v1``) on a real socket.
+
+    ``processing_seconds``: time from create to ``completed`` (0: done at the first read).
+    ``completion_window_seconds``: ``expires_at - created_at``; set it below processing time to
+    force expiry. ``cancel_seconds``: time spent in ``cancelling``. ``clock``: e.g. ManualClock.
+    """
+
+    PREFIXES = {"openai": "/v1"}
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, processing_seconds: float = 0.0,
+                 completion_window_seconds: float = 86400, cancel_seconds: float = 0.0,
+                 clock: Clock | None = None, data_dir: str | Path | None = None,
+                 max_batch_lines: int = MAX_LINES) -> None:
+        self.host, self.port = host, port
+        self.clock = clock or Clock()
+        self._own_dir = data_dir is None
+        self.data_dir = Path(tempfile.mkdtemp(prefix="batchery-emulator-")) if data_dir is None else Path(data_dir)
+        self._stats = Stats()
+        timing = Timing(float(processing_seconds), float(completion_window_seconds), float(cancel_seconds))
+        self.services = {
+            name: OpenAICompatible(provider=name, prefix=prefix, data_dir=self.data_dir / name, clock=self.clock,
+                                   stats=self._stats, timing=timing, max_lines=max_batch_lines)
+            for name, prefix in self.PREFIXES.items()
+        }
+        self.app = build_app(self.services.values(), self._stats)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- addresses and introspection -------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def base_url(self, provider: str = "openai") -> str:
+        """What to pass as the SDK's ``base_url`` for ``provider``."""
+        return self.url + self.PREFIXES[provider]
+
+    def stats(self) -> dict:
+        return self._stats.snapshot()
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _bind(self) -> socket.socket:
+        # proto must say TCP: asyncio only sets TCP_NODELAY on such sockets, and without it every
+        # keep-alive response stalls ~40 ms on Nagle + delayed ACK.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(2048)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _make_server(self, quiet: bool) -> uvicorn.Server:
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, lifespan="off",
+            log_config=None if quiet else uvicorn.config.LOGGING_CONFIG, timeout_graceful_shutdown=2,
+        )
+        return uvicorn.Server(config)
+
+    def start(self) -> Emulator:
+        """Serve from a daemon thread; returns once the socket accepts connections."""
+        if self._thread is not None:
+            return self
+        sock = self._bind()
+        self._server = server = self._make_server(quiet=True)
+        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="batchery-emulator", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the emulator server failed to start")
+            time.sleep(0.002)  # polling for readiness, not waiting a fixed time
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def run_forever(self, announce: bool = True) -> None:
+        """Serve in the calling thread until interrupted (Ctrl-C), printing the URLs first."""
+        sock = self._bind()
+        if announce:
+            print(f"batchery emulator listening on {self.url}", flush=True)
+            for name in self.PREFIXES:
+                print(f"  {name}: base_url={self.base_url(name)}", flush=True)
+        self._server = self._make_server(quiet=False)
+        try:
+            self._server.run(sockets=[sock])
+        finally:
+            self._server = None
+            if self._own_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, processing_seconds: float = 0.0,
+          completion_window_seconds: float = 86400, cancel_seconds: float = 0.0) -> None:
+    """Run the emulator in the foreground (for ``batchery emulator``), printing where it listens."""
+    emulator = Emulator(host=host, port=port, processing_seconds=processing_seconds,
+                        completion_window_seconds=completion_window_seconds, cancel_seconds=cancel_seconds)
+    emulator.run_forever()

@@ -1,0 +1,148 @@
+"""In-memory bookkeeping shared by the routes: stored files (contents on disk) and stats counters.
+
+File contents live in a private temporary directory instead of RAM because batch inputs can be
+200 MB and a benchmark produces hundreds of MB of output; only metadata stays in memory.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from .clock import Clock
+
+FILE_TTL_SECONDS = 30 * 24 * 3600  # purpose=batch / batch_output files expire after 30 days
+
+
+def new_id(prefix: str) -> str:
+    """Random ids shaped like the real ones (``file-…``, ``batch_…``)."""
+    return prefix + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    size: int
+    created_at: int
+    expires_at: int | None
+    path: Path
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.size,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "expires_at": self.expires_at,
+            "status_details": None,
+        }
+
+
+class Stats:
+    """Counters per provider, read by ``GET /_emulator/stats`` and ``Emulator.stats()``."""
+
+    KEYS = ("batches_created", "files_uploaded", "requests_processed")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(self.KEYS, 0))
+
+    def register(self, provider: str) -> None:
+        """Make a provider show up (with zeros) before anything happened on it."""
+        with self._lock:
+            self._counts[provider]  # noqa: B018 - defaultdict creates the entry
+
+    def add(self, provider: str, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[provider][key] += n
+
+    def snapshot(self) -> dict:
+        """``{"batches_created": {provider: n}, "files_uploaded": n, "requests_processed": n,
+        "by_provider": {provider: {...}}}``: totals at the top, the breakdown underneath."""
+        with self._lock:
+            per = {p: dict(c) for p, c in self._counts.items()}
+        return {
+            "batches_created": {p: c["batches_created"] for p, c in per.items()},
+            "files_uploaded": sum(c["files_uploaded"] for c in per.values()),
+            "requests_processed": sum(c["requests_processed"] for c in per.values()),
+            "by_provider": per,
+        }
+
+
+class FileStore:
+    """The files of one provider namespace. Thread-safe; contents are files under ``root``.
+
+    A deleted file's bytes stay on disk while a running batch still needs them (``pin``), so a
+    client may delete its input right after creating the batch, as real clients sometimes do.
+    """
+
+    def __init__(self, root: Path, clock: Clock) -> None:
+        self.root = root
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._files: dict[str, StoredFile] = {}
+        self._pins: dict[Path, int] = {}
+        self._orphans: set[Path] = set()
+
+    def blob_path(self) -> Path:
+        """A fresh path to write contents to before calling :meth:`add`."""
+        return self.root / secrets.token_hex(16)
+
+    def add(self, path: Path, filename: str, purpose: str, ttl: int | None = FILE_TTL_SECONDS) -> StoredFile:
+        now = int(self.clock.now())
+        stored = StoredFile(
+            id=new_id("file-"),
+            filename=filename,
+            purpose=purpose,
+            size=path.stat().st_size,
+            created_at=now,
+            expires_at=None if ttl is None else now + ttl,
+            path=path,
+        )
+        with self._lock:
+            self._files[stored.id] = stored
+        return stored
+
+    def get(self, file_id: str) -> StoredFile | None:
+        with self._lock:
+            return self._files.get(file_id)
+
+    def all(self) -> list[StoredFile]:
+        """Every file, oldest first."""
+        with self._lock:
+            return list(self._files.values())
+
+    def delete(self, file_id: str) -> bool:
+        with self._lock:
+            stored = self._files.pop(file_id, None)
+            if stored is None:
+                return False
+            if self._pins.get(stored.path):
+                self._orphans.add(stored.path)
+                return True
+        stored.path.unlink(missing_ok=True)
+        return True
+
+    def pin(self, path: Path) -> None:
+        with self._lock:
+            self._pins[path] = self._pins.get(path, 0) + 1
+
+    def unpin(self, path: Path) -> None:
+        with self._lock:
+            left = self._pins.get(path, 0) - 1
+            if left > 0:
+                self._pins[path] = left
+                return
+            self._pins.pop(path, None)
+            if path not in self._orphans:
+                return
+            self._orphans.discard(path)
+        path.unlink(missing_ok=True)

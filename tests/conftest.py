@@ -1,0 +1,54 @@
+"""Shared fixtures: a real emulator on 127.0.0.1 with a manual clock, and helpers to run jobs
+through the real engine and the official SDK against it."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchery.emulator import Emulator, ManualClock
+from batchery.engine import Engine, PollPolicy, prepare_job
+from batchery.inputs import iter_objects
+from batchery.providers import get_provider
+from batchery.results import iter_results
+from batchery.store import Store
+
+
+@pytest.fixture
+def make_emulator():
+    started: list[Emulator] = []
+
+    def make(**config) -> Emulator:
+        emulator = Emulator(clock=ManualClock(), **config).start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()
+
+
+@pytest.fixture
+def emulator(make_emulator) -> Emulator:
+    return make_emulator()
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    with Store(tmp_path / "store") as st:
+        yield st
+
+
+def clock_poll(emulator: Emulator) -> PollPolicy:
+    """Polling whose waits advance the emulator's clock instead of sleeping."""
+    return PollPolicy(initial=1.0, maximum=30.0, sleep=emulator.clock.advance)
+
+
+def start_job(store: Store, emulator: Emulator, requests: list[dict], *, name: str = "job",
+              model: str = "gpt-test", batch_size: int | None = None, provider=None) -> Engine:
+    provider = provider or get_provider("openai", base_url=emulator.base_url("openai"), api_key="test-key")
+    job, _ = prepare_job(store, name, provider, model, iter_objects(requests), fingerprint=name)
+    return Engine(store, provider, job, batch_size=batch_size, poll=clock_poll(emulator))
+
+
+def results(store: Store, name: str = "job") -> list:
+    return list(iter_results(store, store.get_job(name).id, "openai"))

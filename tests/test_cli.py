@@ -1,0 +1,110 @@
+"""The `batchery` command as users run it: a real process, the real SDK, the emulator on loopback."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+
+def batchery(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "batchery", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=120)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def requests_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "reqs.jsonl", [{"id": f"q{i}", "prompt": f"question {i}"} for i in range(25)])
+
+
+def test_run_status_results_and_list(tmp_path, emulator, requests_file):
+    store, out = tmp_path / "store", tmp_path / "out.jsonl"
+    done = batchery("run", str(requests_file), "--model", "gpt-test", "--base-url", emulator.base_url("openai"),
+                    "--batch-size", "10", "--store", str(store), "--out", str(out),
+                    env={"OPENAI_API_KEY": "test-key"})
+    assert done.returncode == 0, done.stderr
+    assert "25 result lines" in done.stderr
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [r["id"] for r in rows] == [f"q{i}" for i in range(25)]
+    assert {r["status"] for r in rows} == {"succeeded"} and rows[0]["provider"] == "openai"
+
+    status = orjson.loads(batchery("status", "reqs", "--json", "--store", str(store)).stdout)
+    assert status["state"] == "done" and status["requests"] == {"succeeded": 25}
+    assert [b["remote_status"] for b in status["batches"]] == ["completed"] * 3
+
+    exported = batchery("results", "reqs", "--format", "csv", "--store", str(store)).stdout
+    table = list(csv.DictReader(io.StringIO(exported)))
+    assert [r["id"] for r in table] == [f"q{i}" for i in range(25)] and table[3]["status"] == "succeeded"
+
+    listing = orjson.loads(batchery("list", "--json", "--store", str(store)).stdout)
+    assert [j["job"] for j in listing] == ["reqs"]
+
+    again = batchery("run", str(requests_file), "--model", "gpt-test", "--base-url", emulator.base_url("openai"),
+                     "--store", str(store), "--out", str(out), env={"OPENAI_API_KEY": "test-key"})
+    assert again.returncode == 0, again.stderr
+    assert emulator.stats()["batches_created"]["openai"] == 3  # the second run resumed a finished job
+
+
+def test_emulate_needs_no_key(tmp_path, requests_file):
+    done = batchery("run", str(requests_file), "--model", "gpt-test", "--emulate", "--store", str(tmp_path / "s"),
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "reqs.results.jsonl").read_bytes().splitlines()) == 25
+
+
+def test_missing_key_names_the_variable_and_sends_nothing(tmp_path, emulator, requests_file):
+    done = batchery("run", str(requests_file), "--model", "m", "--base-url", emulator.base_url("openai"),
+                    "--store", str(tmp_path / "s"))
+    assert done.returncode == 2
+    assert "OPENAI_API_KEY is not set" in done.stderr and "Traceback" not in done.stderr
+    assert emulator.stats()["files_uploaded"] == 0
+
+
+def test_unknown_provider_is_a_clear_error(tmp_path, requests_file):
+    done = batchery("run", str(requests_file), "--provider", "nope", "--model", "m", "--store", str(tmp_path / "s"))
+    assert done.returncode == 2
+    assert "unknown provider 'nope'" in done.stderr and "openai" in done.stderr
+
+
+def test_malformed_line_names_file_and_line_and_sends_nothing(tmp_path, emulator):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": "fine too"}\n{"prompt": oops}\n')
+    done = batchery("run", str(bad), "--model", "m", "--base-url", emulator.base_url("openai"),
+                    "--store", str(tmp_path / "s"), env={"OPENAI_API_KEY": "test-key"})
+    assert done.returncode == 2
+    assert f"{bad}:3: not valid JSON" in done.stderr and "Traceback" not in done.stderr
+    assert emulator.stats()["files_uploaded"] == 0
+
+
+def test_a_changed_input_under_an_existing_job_name_is_refused(tmp_path, requests_file):
+    store = str(tmp_path / "s")
+    assert batchery("run", str(requests_file), "--model", "m", "--emulate", "--store", store, cwd=tmp_path).returncode == 0
+    write_jsonl(requests_file, [{"prompt": "something else"}])
+    done = batchery("run", str(requests_file), "--model", "m", "--emulate", "--store", store, cwd=tmp_path)
+    assert done.returncode == 2 and "already exists with different requests" in done.stderr
+
+
+def test_unknown_job_lists_the_known_ones(tmp_path):
+    done = batchery("status", "ghost", "--store", str(tmp_path / "s"))
+    assert done.returncode == 2 and "no job named 'ghost'" in done.stderr
+
+
+def test_help_is_fast_and_does_not_import_provider_sdks():
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from batchery.cli import app; "
+         "print(sorted(m for m in ('openai', 'httpx2', 'starlette', 'sqlite3') if m in sys.modules))"],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "[]"

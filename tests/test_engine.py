@@ -1,0 +1,154 @@
+"""The batch engine end to end: real engine, real store, official OpenAI SDK, emulator on loopback."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from batchery.errors import InputError
+from batchery.providers.openai import OpenAIBatch
+from batchery.store import Store
+
+from conftest import results, start_job
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": ["yes", "no"]}, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
+    "required": ["verdict", "score"],
+}
+
+
+def prompts(n: int, start: int = 0) -> list[dict]:
+    return [{"id": f"r{i}", "prompt": f"question number {i}"} for i in range(start, start + n)]
+
+
+def test_thousands_of_requests_split_into_batches_come_back_complete_and_in_input_order(store, emulator):
+    engine = start_job(store, emulator, prompts(3000), batch_size=700)
+    final = engine.run()
+    assert final.items == {"succeeded": 3000}
+    assert emulator.stats()["batches_created"]["openai"] == 5  # 700+700+700+700+200
+    rows = results(store)
+    assert [r.id for r in rows] == [f"r{i}" for i in range(3000)]
+    assert all(r.status == "succeeded" and "question number" in r.text for r in rows)
+    assert rows[42].text.endswith("question number 42")  # each answer is matched to its own request
+    assert rows[0].usage["input_tokens"] > 0 and rows[0].response["object"] == "chat.completion"
+    assert {r.batch_id for r in rows} == {b.remote_id for b in store.batches(store.get_job("job").id)}
+
+
+def test_identical_requests_are_sent_once_and_every_row_gets_the_answer(store, emulator):
+    reqs = prompts(10) + [{"id": "dup-of-r3", "prompt": "question number 3"}, {"id": "r3-again", "prompt": "question number 3"}]
+    start_job(store, emulator, reqs).run()
+    assert emulator.stats()["requests_processed"] == 10
+    rows = {r.id: r for r in results(store)}
+    assert rows["dup-of-r3"].text == rows["r3-again"].text == rows["r3"].text
+    assert rows["dup-of-r3"].custom_id == rows["r3"].custom_id
+
+
+def test_json_schema_requests_get_json_that_fits_the_schema(store, emulator):
+    reqs = [{"id": i, "prompt": f"judge {i}", "response_format": SCHEMA} for i in range(20)]
+    start_job(store, emulator, reqs).run()
+    for r in results(store):
+        answer = orjson.loads(r.text)
+        assert answer["verdict"] in ("yes", "no") and 1 <= answer["score"] <= 5
+
+
+def test_a_rejected_request_is_a_failed_line_with_the_providers_error(store, emulator):
+    class NoValidation(OpenAIBatch):
+        """Sends a body the provider rejects (our own validation would stop it earlier)."""
+
+        def encode(self, custom_id, request):
+            line = orjson.loads(super().encode(custom_id, request))
+            if request["messages"][0]["content"] == "bad":
+                line["body"]["temperature"] = 9
+            return orjson.dumps(line)
+
+    provider = NoValidation(api_key="k", base_url=emulator.base_url("openai"))
+    start_job(store, emulator, [{"prompt": "good"}, {"prompt": "bad"}], provider=provider).run()
+    good, bad = results(store)
+    assert good.status == "succeeded"
+    assert bad.status == "failed" and bad.text is None
+    assert bad.error["message"] and bad.error["code"]
+
+
+def test_crash_after_create_before_persist_finds_the_batch_instead_of_creating_it_again(tmp_path, emulator):
+    class DiesAfterCreate(OpenAIBatch):
+        def create(self, input_file, model, tag):
+            super().create(input_file, model, tag)
+            raise KeyboardInterrupt("process killed after the provider created the batch")
+
+    with Store(tmp_path / "s") as store:
+        provider = DiesAfterCreate(api_key="k", base_url=emulator.base_url("openai"))
+        with pytest.raises(KeyboardInterrupt):
+            start_job(store, emulator, prompts(100), batch_size=40, provider=provider).run()
+    assert emulator.stats()["batches_created"]["openai"] == 1
+
+    with Store(tmp_path / "s") as store:  # the next run: a fresh process, same store
+        final = start_job(store, emulator, prompts(100), batch_size=40).run()
+        assert final.items == {"succeeded": 100}
+        assert [r.id for r in results(store)] == [f"r{i}" for i in range(100)]
+    assert emulator.stats()["batches_created"]["openai"] == 3  # 40 + 40 + 20, the first found, not re-created
+
+
+def test_running_a_finished_job_again_sends_nothing(tmp_path, emulator):
+    for _ in range(2):
+        with Store(tmp_path / "s") as store:
+            start_job(store, emulator, prompts(50), batch_size=20).run()
+    assert emulator.stats()["batches_created"]["openai"] == 3
+    assert emulator.stats()["files_uploaded"] == 3
+
+
+def test_answers_are_reused_across_jobs_in_the_same_store(store, emulator):
+    start_job(store, emulator, prompts(30), name="first").run()
+    final = start_job(store, emulator, prompts(40), name="second").run()  # 30 known, 10 new
+    assert final.items == {"succeeded": 40}
+    assert emulator.stats()["requests_processed"] == 40
+
+
+def test_cancel_keeps_finished_lines_and_marks_the_rest_cancelled(store, make_emulator):
+    emulator = make_emulator(processing_seconds=100)
+    engine = start_job(store, emulator, prompts(200))
+    engine.run(wait=False)
+    emulator.clock.advance(50)  # about half the lines are done
+    final = engine.cancel()
+    counts = final.items
+    assert set(counts) == {"succeeded", "cancelled"}
+    assert 50 <= counts["succeeded"] <= 150
+    rows = results(store)
+    assert all(r.text for r in rows if r.status == "succeeded")
+    assert all(r.error["code"] == "batch_cancelled" for r in rows if r.status == "cancelled")
+    assert store.get_job("job").state == "cancelled"
+
+
+def test_cancel_before_anything_is_sent_cancels_locally(store, emulator):
+    engine = start_job(store, emulator, prompts(5))
+    final = engine.cancel()
+    assert final.items == {"cancelled": 5}
+    assert emulator.stats()["files_uploaded"] == 0
+
+
+def test_expired_batch_keeps_finished_lines_and_marks_the_rest_expired(store, make_emulator):
+    emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
+    final = start_job(store, emulator, prompts(300)).run()
+    counts = final.items
+    assert set(counts) == {"succeeded", "expired"}
+    assert counts["succeeded"] > 0 and counts["expired"] > 0
+    rows = results(store)
+    assert [r.id for r in rows] == [f"r{i}" for i in range(300)]
+    assert all(r.error["code"] == "batch_expired" for r in rows if r.status == "expired")
+
+
+def test_bad_input_line_stops_everything_before_any_upload(store, emulator):
+    reqs = prompts(10) + [{"id": "broken", "max_tokens": 5}]
+    with pytest.raises(InputError, match=r"request\[10\]: a request needs 'messages' or 'prompt'"):
+        start_job(store, emulator, reqs)
+    assert emulator.stats()["files_uploaded"] == 0
+    assert store.get_job("job") is None  # nothing half-written either
+
+
+def test_a_line_over_the_providers_size_limit_is_rejected_before_upload(store, emulator, monkeypatch):
+    from batchery.limits import BatchLimits
+
+    monkeypatch.setattr(OpenAIBatch, "limits", BatchLimits(max_requests=10, max_bytes=2000, discount=0.5, window="24h"))
+    with pytest.raises(InputError, match=r"request\[1\]: request is .* over openai's batch file limit"):
+        start_job(store, emulator, [{"prompt": "short"}, {"prompt": "x" * 3000}])
+    assert emulator.stats()["files_uploaded"] == 0
