@@ -75,46 +75,57 @@ def baseline(path: Path, out: Path) -> float:
     return cpu() - start
 
 
+class Stage:
+    """Wall and CPU time of one stage."""
+
+    def __init__(self, stages: dict, cpus: dict, name: str):
+        self.stages, self.cpus, self.name = stages, cpus, name
+
+    def __enter__(self):
+        self.t, self.c = time.perf_counter(), cpu()
+
+    def __exit__(self, *exc):
+        self.stages[self.name] = time.perf_counter() - self.t
+        self.cpus[self.name] = cpu() - self.c
+
+
 def one_run(path: Path, n: int, base_url: str, workdir: Path) -> dict:
     stages: dict[str, float] = {}
+    cpus: dict[str, float] = {}
     store = Store(workdir / "store")
     provider = get_provider("openai", base_url=base_url, api_key="bench")
     cpu0 = cpu()
 
-    t = time.perf_counter()
-    job, _ = prepare_job(store, "bench", provider, "gpt-4o-mini", read_requests(path),
-                         file_fingerprint(path, "openai", "gpt-4o-mini"))
-    engine = Engine(store, provider, job, poll=PollPolicy(initial=0.05, maximum=0.5))
-    engine._plan()
-    stages["prepare"] = time.perf_counter() - t
+    with Stage(stages, cpus, "prepare"):
+        job, _ = prepare_job(store, "bench", provider, "gpt-4o-mini", read_requests(path),
+                             file_fingerprint(path, "openai", "gpt-4o-mini"))
+        engine = Engine(store, provider, job, poll=PollPolicy(initial=0.05, maximum=0.5))
+        engine._plan()
 
-    t = time.perf_counter()
-    for batch in store.batches(job.id, ["planned"]):
-        engine._submit(batch)
-    stages["submit"] = time.perf_counter() - t
+    with Stage(stages, cpus, "submit"):
+        for batch in store.batches(job.id, ["planned"]):
+            engine._submit(batch)
 
-    t = time.perf_counter()
-    in_flight = store.batches(job.id, ["submitted"])
-    while True:
-        states = provider.poll([b.remote_id for b in in_flight])
-        if all(s.ended for s in states.values()):
-            break
-        time.sleep(0.05)
-    stages["poll"] = time.perf_counter() - t
+    with Stage(stages, cpus, "poll"):
+        in_flight = store.batches(job.id, ["submitted"])
+        while True:
+            states = provider.poll([b.remote_id for b in in_flight])
+            if all(s.ended for s in states.values()):
+                break
+            time.sleep(0.05)
 
-    t = time.perf_counter()
-    for batch in in_flight:
-        engine._collect(batch, states[batch.remote_id])
-    stages["collect"] = time.perf_counter() - t
+    with Stage(stages, cpus, "collect"):
+        for batch in in_flight:
+            engine._collect(batch, states[batch.remote_id])
 
-    t = time.perf_counter()
-    lines = export(store, job.id, "openai", workdir / "results.jsonl")
-    stages["export"] = time.perf_counter() - t
+    with Stage(stages, cpus, "export"):
+        lines = export(store, job.id, "openai", workdir / "results.jsonl")
     used = cpu() - cpu0
     counts = store.counts(job.id)
     store.close()
     assert lines == n and counts.get("succeeded") == n, (lines, counts)
-    return {"cpu_us_per_request": used / n * 1e6, **stages}
+    return {"cpu_us_per_request": used / n * 1e6, **stages,
+            **{f"cpu_us_{k}": v / n * 1e6 for k, v in cpus.items()}}
 
 
 def main() -> None:
@@ -144,6 +155,8 @@ def main() -> None:
           f"(baseline parse+write: {base:.1f} µs, ratio {med['cpu_us_per_request'] / base:.1f}x)")
     print("wall seconds by stage: " + ", ".join(f"{k} {med[k]:.2f}" for k in
                                                  ("prepare", "submit", "poll", "collect", "export")))
+    print("client CPU µs per request by stage: " + ", ".join(
+        f"{k} {med['cpu_us_' + k]:.1f}" for k in ("prepare", "submit", "poll", "collect", "export")))
     print(f"peak RSS (client process): {rss_mb:.0f} MB")
 
 

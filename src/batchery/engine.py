@@ -92,25 +92,26 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
     n = 0
     with store.transaction():
         job_id = store.insert_job(name, provider.name, model, provider.endpoint, fingerprint, options or {})
-        rows: list[tuple] = []
-        items: list[tuple[str, str, bytes]] = []
+        lines: list[tuple] = []
         for where, obj in source:
             row_id, metadata, canonical = parse_request(obj, model, where)
+            problem = provider.check(canonical)
+            if problem:
+                raise InputError(f"{where}: {problem}")
             body = canonical_bytes(canonical)
             if len(body) > max_line:
                 raise InputError(f"{where}: request is {len(body):,} bytes, over {provider.name}'s "
                                  f"batch file limit of {provider.limits.max_bytes:,} bytes")
             key = request_key(provider.name, body)
-            rows.append((n, key, None if row_id is None else str(row_id),
-                         None if metadata is None else orjson.dumps(metadata)))
-            items.append((key, canonical["model"], body))
+            lines.append((n, None if row_id is None else str(row_id),
+                          None if metadata is None else orjson.dumps(metadata), key, canonical["model"], body))
             n += 1
-            if len(rows) >= _CHUNK:
-                store.add_requests(job_id, rows, items)
-                rows, items = [], []
+            if len(lines) >= _CHUNK:
+                store.add_requests(job_id, lines)
+                lines = []
         if n == 0:
             raise InputError("no requests to run: the input is empty")
-        store.add_requests(job_id, rows, items)
+        store.add_requests(job_id, lines)
         store.set_job_rows(job_id, n)
         reused = store.reuse_cached_results(job_id)
         store.log(job_id, "created", rows=n, reused=reused)

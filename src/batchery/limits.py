@@ -14,8 +14,16 @@ class BatchLimits:
     window: str  # completion window the provider promises
 
 
+_MB = 1024 * 1024
+
+# From ../shared/research/provider_batch_apis.md; each adapter reads its own line.
 LIMITS: dict[str, BatchLimits] = {
-    "openai": BatchLimits(max_requests=50_000, max_bytes=200 * 1024 * 1024, discount=0.5, window="24h"),
+    "openai": BatchLimits(max_requests=50_000, max_bytes=200 * _MB, discount=0.5, window="24h"),
+    "anthropic": BatchLimits(max_requests=100_000, max_bytes=256 * _MB, discount=0.5, window="24h"),
+    "gemini": BatchLimits(max_requests=100_000, max_bytes=2048 * _MB, discount=0.5, window="24h (expires at 48h)"),
+    "mistral": BatchLimits(max_requests=1_000_000, max_bytes=512 * _MB, discount=0.5, window="24h (timeout_hours)"),
+    "together": BatchLimits(max_requests=50_000, max_bytes=100 * _MB, discount=0.5, window="24h best effort"),
+    "groq": BatchLimits(max_requests=50_000, max_bytes=100 * _MB, discount=0.25, window="24h to 7d"),
 }
 
 

@@ -17,7 +17,7 @@ ROLES = frozenset({"system", "developer", "user", "assistant"})
 KEY_PREFIX = "bq-"
 _ALLOWED = frozenset(
     {"id", "messages", "prompt", "system", "model", "max_tokens", "temperature", "top_p", "stop",
-     "response_format", "metadata"}
+     "response_format", "reasoning", "metadata"}
 )
 
 
@@ -109,7 +109,25 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
         if not isinstance(schema, dict):
             raise _fail(where, "field 'response_format' must be a JSON schema object")
         canonical["response_format"] = schema
+    reasoning = obj.get("reasoning")
+    if reasoning is not None:
+        canonical["reasoning"] = _reasoning(reasoning, where)
     return row_id, obj.get("metadata"), canonical
+
+
+EFFORTS = ("low", "medium", "high")
+
+
+def _reasoning(value: Any, where: str) -> dict:
+    """{"effort": low|medium|high} (OpenAI-style) or {"budget_tokens": N} (Anthropic/Gemini-style)."""
+    if not isinstance(value, dict) or len(value) != 1 or not value.keys() <= {"effort", "budget_tokens"}:
+        raise _fail(where, "field 'reasoning' must be {\"effort\": \"low\"|\"medium\"|\"high\"} or {\"budget_tokens\": N}")
+    if "effort" in value and value["effort"] not in EFFORTS:
+        raise _fail(where, f"reasoning.effort must be one of {list(EFFORTS)}")
+    budget = value.get("budget_tokens", 1)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise _fail(where, "reasoning.budget_tokens must be a non-negative integer")
+    return dict(value)
 
 
 def canonical_bytes(canonical: dict) -> bytes:

@@ -15,7 +15,8 @@ import orjson
 from .store import Store
 
 PENDING = "pending"  # a line whose request has not come back yet (only seen before a job ends)
-CSV_COLUMNS = ("id", "custom_id", "status", "text", "input_tokens", "output_tokens", "error_code",
+CSV_COLUMNS = ("id", "custom_id", "status", "text", "input_tokens", "output_tokens", "cached_tokens",
+               "reasoning_tokens", "error_code",
                "error_message", "attempts", "provider", "model", "batch_id")
 
 
@@ -43,8 +44,8 @@ class Result:
 
 def _fields(row: tuple, provider: str, raw: bool) -> dict[str, Any]:
     """One export row. raw=True embeds stored JSON as-is (fast export); False decodes it."""
-    (row_id, metadata, key, model, state, status, text, response, in_tok, out_tok, code, message,
-     attempts, remote_batch) = row
+    (row_id, metadata, key, model, state, status, text, response, in_tok, out_tok, cached, reasoning,
+     code, message, attempts, remote_batch) = row
     decode = orjson.Fragment if raw else orjson.loads
     out: dict[str, Any] = {
         "id": row_id,
@@ -52,7 +53,8 @@ def _fields(row: tuple, provider: str, raw: bool) -> dict[str, Any]:
         "status": status if state == "done" else PENDING,
         "text": text,
         "response": decode(response) if response else None,
-        "usage": {"input_tokens": in_tok, "output_tokens": out_tok},
+        "usage": {"input_tokens": in_tok, "output_tokens": out_tok, "cached_tokens": cached,
+                  "reasoning_tokens": reasoning},
         "error": {"code": code, "message": message} if code else None,
         "attempts": attempts,
         "provider": provider,
@@ -92,8 +94,9 @@ def write_csv(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
     for row in store.export_rows(job_id):
         f = _fields(row, provider, raw=True)
         err = f["error"] or {}
-        writer.writerow([f["id"], f["custom_id"], f["status"], f["text"], f["usage"]["input_tokens"],
-                         f["usage"]["output_tokens"], err.get("code"), err.get("message"), f["attempts"],
+        usage = f["usage"]
+        writer.writerow([f["id"], f["custom_id"], f["status"], f["text"], usage["input_tokens"],
+                         usage["output_tokens"], usage["cached_tokens"], usage["reasoning_tokens"], err.get("code"), err.get("message"), f["attempts"],
                          provider, f["model"], f["batch_id"]])
         n += 1
     text.detach()

@@ -4,15 +4,17 @@ The store is the truth: each state change is one transaction, so a process can d
 and the next run resumes from what is written here. Tables:
 
 - jobs     one row per named job (provider, default model, input fingerprint, state)
-- rows     one row per input line: ordinal -> request key (the input order for exports)
-- items    one row per distinct request (key) in a job: its canonical body, where it is
-           (pending, queued in a batch, done) and, once done, its outcome
+- items      one row per distinct request (key) in a job, in input order: the first input line
+             that asks it, its canonical body, where it is (pending, queued in a batch, done)
+             and, once done, its outcome
+- duplicates input lines that ask exactly what an earlier line asked: they share its outcome
 - batches  local batch records, written before any remote side effect (write-ahead)
 - events   an append-only log of what happened, for `status` and debugging
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import sqlite3
 import time
@@ -29,8 +31,9 @@ from .errors import StoreError
 DB_NAME = "batchery.db"
 
 _MIGRATIONS: list[str] = [
-    # 1: initial schema. Items get sequential integer ids so that planning, collecting and
-    # exporting walk the tables in order; the one random-access index is items_key.
+    # 1: initial schema. Items get sequential integer ids in input order so that ingesting,
+    # planning, collecting and exporting walk the table in order; the one random-access index
+    # is items_key.
     """
     CREATE TABLE jobs (
         id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, provider TEXT NOT NULL, model TEXT,
@@ -38,20 +41,19 @@ _MIGRATIONS: list[str] = [
         n_rows INTEGER NOT NULL DEFAULT 0, options TEXT NOT NULL DEFAULT '{}',
         created_at REAL NOT NULL, updated_at REAL NOT NULL
     );
-    CREATE TABLE rows (
-        job_id INTEGER NOT NULL, ordinal INTEGER NOT NULL, key TEXT NOT NULL, row_id TEXT, metadata BLOB,
-        PRIMARY KEY (job_id, ordinal)
-    ) WITHOUT ROWID;
     CREATE TABLE items (
-        id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, key TEXT NOT NULL, model TEXT NOT NULL,
+        id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL,
+        ordinal INTEGER NOT NULL, row_id TEXT, metadata BLOB,   -- the first input line asking it
+        key TEXT NOT NULL, model TEXT NOT NULL,
         body BLOB NOT NULL,              -- the canonical request
         state TEXT NOT NULL,             -- pending | queued | done
         batch INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
         status TEXT,                     -- succeeded | failed | expired | cancelled | missing
         text TEXT, response BLOB, input_tokens INTEGER, output_tokens INTEGER,
-        error_code TEXT, error_message TEXT
+        cached_tokens INTEGER, reasoning_tokens INTEGER, error_code TEXT, error_message TEXT
     );
     CREATE UNIQUE INDEX items_key ON items (key, job_id);
+    CREATE INDEX items_job ON items (job_id);
     CREATE INDEX items_pending ON items (job_id, model, id) WHERE state = 'pending';
     CREATE INDEX items_queued ON items (batch, id) WHERE state = 'queued';
     CREATE TABLE batches (
@@ -61,6 +63,10 @@ _MIGRATIONS: list[str] = [
         input_file TEXT, remote_id TEXT, remote_status TEXT, output_file TEXT, error_file TEXT,
         error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL
     );
+    CREATE TABLE duplicates (
+        job_id INTEGER NOT NULL, ordinal INTEGER NOT NULL, key TEXT NOT NULL, row_id TEXT, metadata BLOB,
+        PRIMARY KEY (job_id, ordinal)
+    ) WITHOUT ROWID;
     CREATE INDEX batches_by_job ON batches (job_id, state);
     CREATE TABLE events (
         id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT
@@ -197,25 +203,38 @@ class Store:
 
     # -- ingest --------------------------------------------------------------------------------
 
-    def add_requests(self, job_id: int, rows: list[tuple], items: list[tuple[str, str, bytes]]) -> None:
-        """rows: (ordinal, key, row id, metadata bytes); items: (key, model, canonical body).
+    def add_requests(self, job_id: int, lines: list[tuple]) -> None:
+        """Store input lines given as (ordinal, row id, metadata bytes, key, model, canonical body).
 
-        An item whose key the job already has is ignored: identical requests are sent once.
+        A line asking what an earlier line asked becomes a duplicate of it: sent once, answered for both.
         """
+        before = self.db.total_changes
         self.db.executemany(
-            "INSERT OR IGNORE INTO items (job_id, key, model, body, state) VALUES (?, ?, ?, ?, 'pending')",
-            [(job_id, *item) for item in items],
+            "INSERT OR IGNORE INTO items (job_id, ordinal, row_id, metadata, key, model, body, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+            [(job_id, *line) for line in lines],
         )
+        if self.db.total_changes - before == len(lines):
+            return  # the common case: every line is new
+        first: dict[str, int] = {}
+        for start in range(0, len(lines), 500):
+            keys = [line[3] for line in lines[start:start + 500]]
+            first.update(self.db.execute(
+                f"SELECT key, ordinal FROM items WHERE job_id = ? AND key IN ({','.join('?' * len(keys))})",
+                (job_id, *keys),
+            ))
         self.db.executemany(
-            "INSERT INTO rows (job_id, ordinal, key, row_id, metadata) VALUES (?, ?, ?, ?, ?)",
-            [(job_id, *row) for row in rows],
+            "INSERT INTO duplicates (job_id, ordinal, key, row_id, metadata) VALUES (?, ?, ?, ?, ?)",
+            [(job_id, ordinal, key, row_id, meta) for ordinal, row_id, meta, key, _, _ in lines
+             if first[key] != ordinal],
         )
 
     def reuse_cached_results(self, job_id: int) -> int:
         """Pending items already answered successfully in another job take that answer (no new spend)."""
         cur = self.db.execute(
             "UPDATE items AS i SET state = 'done', status = o.status, text = o.text, response = o.response,"
-            " input_tokens = o.input_tokens, output_tokens = o.output_tokens, attempts = o.attempts,"
+            " input_tokens = o.input_tokens, output_tokens = o.output_tokens, cached_tokens = o.cached_tokens,"
+            " reasoning_tokens = o.reasoning_tokens, attempts = o.attempts,"
             " batch = o.batch FROM items AS o"
             " WHERE i.job_id = ? AND i.state = 'pending' AND o.key = i.key AND o.job_id <> i.job_id"
             " AND o.status = 'succeeded'",
@@ -287,14 +306,16 @@ class Store:
     # -- outcomes ------------------------------------------------------------------------------
 
     def record_outcomes(self, outcomes: list[tuple]) -> None:
-        """Store outcomes given as (status, text, response, input_tokens, output_tokens, error_code,
-        error_message, item id), sorted by item id so the table is walked in order.
+        """Store outcomes given as (status, text, response, input_tokens, output_tokens, cached_tokens,
+        reasoning_tokens, error_code, error_message, item id), sorted by item id so the table is
+        walked in order.
 
         Only items still queued change, so a collect repeated after a crash changes nothing.
         """
         self.db.executemany(
             "UPDATE items SET state = 'done', status = ?, text = ?, response = ?, input_tokens = ?,"
-            " output_tokens = ?, error_code = ?, error_message = ? WHERE id = ? AND state = 'queued'",
+            " output_tokens = ?, cached_tokens = ?, reasoning_tokens = ?, error_code = ?, error_message = ?"
+            " WHERE id = ? AND state = 'queued'",
             outcomes,
         )
 
@@ -326,16 +347,23 @@ class Store:
         return out
 
     def export_rows(self, job_id: int) -> Iterator[tuple]:
-        """One row per input line in input order, joined with its outcome and remote batch id."""
-        cur = self.db.execute(
-            "SELECT r.row_id, r.metadata, r.key, i.model, i.state, i.status, i.text, i.response,"
-            " i.input_tokens, i.output_tokens, i.error_code, i.error_message, i.attempts, b.remote_id"
-            " FROM rows r JOIN items i ON i.key = r.key AND i.job_id = r.job_id"
-            " LEFT JOIN batches b ON b.id = i.batch WHERE r.job_id = ? ORDER BY r.ordinal",
-            (job_id,),
-        )
-        while chunk := cur.fetchmany(10_000):
-            yield from chunk
+        """One row per input line in input order: (row id, metadata, key, model, state, status, text,
+        response, input_tokens, output_tokens, cached_tokens, reasoning_tokens, error_code,
+        error_message, attempts, remote batch id).
+
+        Items are already in input order; duplicate lines are merged in by ordinal.
+        """
+        remote = dict(self.db.execute("SELECT id, remote_id FROM batches"))
+        outcome = ("key, model, state, status, text, response, input_tokens, output_tokens, cached_tokens,"
+                   " reasoning_tokens, error_code, error_message, attempts, batch")
+        firsts = self.db.execute(
+            f"SELECT ordinal, row_id, metadata, {outcome} FROM items WHERE job_id = ? ORDER BY id", (job_id,))
+        repeats = self.db.cursor().execute(
+            f"SELECT d.ordinal, d.row_id, d.metadata, {', '.join('i.' + c.strip() for c in outcome.split(','))}"
+            " FROM duplicates d JOIN items i ON i.key = d.key AND i.job_id = d.job_id"
+            " WHERE d.job_id = ? ORDER BY d.ordinal", (job_id,))
+        for row in heapq.merge(_chunks(firsts), _chunks(repeats)):
+            yield (*row[1:-1], remote.get(row[-1]))
 
     # -- events --------------------------------------------------------------------------------
 
@@ -355,6 +383,11 @@ class Store:
 _JOB_COLS = "id, name, provider, model, endpoint, fingerprint, state, n_rows, options, created_at, updated_at"
 _BATCH_COLS = ("id, job_id, tag, model, state, n_requests, n_bytes, input_file, remote_id, remote_status,"
                " output_file, error_file, error, created_at, updated_at")
+
+
+def _chunks(cursor: sqlite3.Cursor) -> Iterator[tuple]:
+    while chunk := cursor.fetchmany(10_000):
+        yield from chunk
 
 
 def _job(row: tuple) -> Job:

@@ -6,6 +6,7 @@ uvicorn in a daemon thread, so the official SDKs talk to it over genuine HTTP.
 
 from __future__ import annotations
 
+import importlib
 import secrets
 import shutil
 import socket
@@ -26,7 +27,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batches import Timing
 from .clock import Clock
-from .openai_routes import OpenAICompatible
 from .responses import ApiError, JSONResponse, api_error_handler, http_error_handler
 from .state import Stats
 from .validation import MAX_LINES
@@ -34,9 +34,24 @@ from .validation import MAX_LINES
 STARTUP_TIMEOUT = 10.0
 
 
+# Headers (or query parameters) that carry a key in some provider's SDK: Bearer (OpenAI, Groq,
+# Mistral, Together, Anthropic >= 2.0), x-api-key (Anthropic <= 1.x), x-goog-api-key / ?key= (Gemini).
+_KEY_HEADERS = (b"x-api-key", b"x-goog-api-key")
+
+
+def _has_key(scope: Scope) -> bool:
+    headers = dict(scope["headers"])
+    auth = headers.get(b"authorization", b"")
+    if auth[:7].lower() == b"bearer " and auth[7:].strip():
+        return True
+    if any(headers.get(h, b"").strip() for h in _KEY_HEADERS):
+        return True
+    return b"key=" in scope.get("query_string", b"")
+
+
 class AuthAndRequestId:
-    """ASGI middleware: require ``Authorization: Bearer <anything>`` under the API prefixes and
-    stamp every response with ``x-request-id`` (the SDK exposes it as ``_request_id``).
+    """ASGI middleware: require an API key (any value, in any provider's style) under the API
+    prefixes and stamp every response with ``x-request-id`` (the SDK exposes it as ``_request_id``).
     The key's value is never looked at beyond being non-empty, and never logged."""
 
     def __init__(self, app: ASGIApp, protected: Iterable[str]) -> None:
@@ -56,15 +71,14 @@ class AuthAndRequestId:
 
         path: str = scope["path"]
         if any(path == p or path.startswith(p + "/") for p in self.protected):
-            auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-            if auth[:7].lower() != b"bearer " or not auth[7:].strip():
+            if not _has_key(scope):
                 error = ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="invalid_api_key")
                 await error.response()(scope, receive, send_with_id)
                 return
         await self.app(scope, receive, send_with_id)
 
 
-def build_app(services: Iterable[OpenAICompatible], stats: Stats) -> ASGIApp:
+def build_app(services: Iterable, stats: Stats) -> ASGIApp:
     services = list(services)
 
     async def stats_route(request: Request) -> Response:
@@ -85,7 +99,11 @@ class Emulator:
     force expiry. ``cancel_seconds``: time spent in ``cancelling``. ``clock``: e.g. ManualClock.
     """
 
-    PREFIXES = {"openai": "/v1"}
+    # provider -> (module, class, SDK base path). Each provider's routes live under their own path
+    # (several providers use /v1/files); the SDK's base_url is the server URL plus that path.
+    SERVICES: dict[str, tuple[str, str, str]] = {
+        "openai": ("batchery.emulator.openai_routes", "OpenAICompatible", "/v1"),
+    }
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, processing_seconds: float = 0.0,
                  completion_window_seconds: float = 86400, cancel_seconds: float = 0.0,
@@ -97,11 +115,12 @@ class Emulator:
         self.data_dir = Path(tempfile.mkdtemp(prefix="batchery-emulator-")) if data_dir is None else Path(data_dir)
         self._stats = Stats()
         timing = Timing(float(processing_seconds), float(completion_window_seconds), float(cancel_seconds))
-        self.services = {
-            name: OpenAICompatible(provider=name, prefix=prefix, data_dir=self.data_dir / name, clock=self.clock,
-                                   stats=self._stats, timing=timing, max_lines=max_batch_lines)
-            for name, prefix in self.PREFIXES.items()
-        }
+        self.services = {}
+        for name, (module, cls, base) in self.SERVICES.items():
+            service_class = getattr(importlib.import_module(module), cls)
+            self.services[name] = service_class(
+                provider=name, prefix=base, data_dir=self.data_dir / name, clock=self.clock,
+                stats=self._stats, timing=timing, max_lines=max_batch_lines)
         self.app = build_app(self.services.values(), self._stats)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -114,7 +133,7 @@ class Emulator:
 
     def base_url(self, provider: str = "openai") -> str:
         """What to pass as the SDK's ``base_url`` for ``provider``."""
-        return self.url + self.PREFIXES[provider]
+        return self.url + self.SERVICES[provider][2]
 
     def stats(self) -> dict:
         return self._stats.snapshot()
@@ -169,7 +188,7 @@ class Emulator:
         sock = self._bind()
         if announce:
             print(f"batchery emulator listening on {self.url}", flush=True)
-            for name in self.PREFIXES:
+            for name in self.SERVICES:
                 print(f"  {name}: base_url={self.base_url(name)}", flush=True)
         self._server = self._make_server(quiet=False)
         try:

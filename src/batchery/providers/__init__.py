@@ -10,7 +10,14 @@ from .base import BatchProvider
 # name -> (module, class, API-key variable, base-URL variable)
 PROVIDERS: dict[str, tuple[str, str, str, str]] = {
     "openai": ("batchery.providers.openai", "OpenAIBatch", "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    "anthropic": ("batchery.providers.anthropic", "AnthropicBatch", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+    "gemini": ("batchery.providers.gemini", "GeminiBatch", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL"),
+    "mistral": ("batchery.providers.mistral", "MistralBatch", "MISTRAL_API_KEY", "MISTRAL_BASE_URL"),
+    "together": ("batchery.providers.together", "TogetherBatch", "TOGETHER_API_KEY", "TOGETHER_BASE_URL"),
+    "groq": ("batchery.providers.groq", "GroqBatch", "GROQ_API_KEY", "GROQ_BASE_URL"),
 }
+# Extra variables some SDKs also read for the key (Gemini accepts GOOGLE_API_KEY too).
+_KEY_ALIASES = {"gemini": ("GOOGLE_API_KEY",)}
 
 
 def get_provider(name: str, *, base_url: str | None = None, api_key: str | None = None) -> BatchProvider:
@@ -18,10 +25,12 @@ def get_provider(name: str, *, base_url: str | None = None, api_key: str | None 
     if name not in PROVIDERS:
         raise ConfigError(f"unknown provider '{name}'; choose one of: {', '.join(PROVIDERS)}")
     module_name, class_name, key_env, url_env = PROVIDERS[name]
-    api_key = api_key or os.environ.get(key_env)
+    api_key = api_key or next(
+        (os.environ[v] for v in (key_env, *_KEY_ALIASES.get(name, ())) if os.environ.get(v)), None)
     if not api_key:
+        names = " or ".join((key_env, *_KEY_ALIASES.get(name, ())))
         raise ConfigError(
-            f"{key_env} is not set: export it (or put it in a .env file) to use {name}; "
+            f"{names} is not set: export it (or put it in a .env file) to use {name}; "
             "to try batchery without a key, add --emulate"
         )
     import importlib

@@ -24,6 +24,8 @@ class Outcome(NamedTuple):
     response: bytes | None
     input_tokens: int | None
     output_tokens: int | None
+    cached_tokens: int | None  # part of input_tokens served from the provider's prompt cache
+    reasoning_tokens: int | None  # part of output_tokens spent thinking
     error_code: str | None
     error_message: str | None
 
@@ -52,13 +54,20 @@ class BatchProvider(ABC):
     limits: BatchLimits
     key_env: str  # the environment variable holding the API key
 
+    def check(self, request: dict) -> str | None:
+        """Why this provider cannot honour a canonical request (None if it can). Called for every
+        input line before anything is sent, so a field is never silently dropped."""
+        return None
+
     @abstractmethod
     def encode(self, custom_id: str, request: dict) -> bytes:
-        """One line of the provider's batch input file (no trailing newline)."""
+        """One line of the batch input file batchery writes (no trailing newline). For providers
+        that take requests in the create call, it is whatever `create` will read back."""
 
     @abstractmethod
     def upload(self, path: Path) -> str:
-        """Upload a batch input file; return the provider's file id."""
+        """Make a batch input file available to `create`; return the reference to pass it (the
+        provider's file id, or for providers that take requests inline, the local path)."""
 
     @abstractmethod
     def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:

@@ -32,6 +32,11 @@ class OpenAIBatch(BatchProvider):
 
     # -- requests out --------------------------------------------------------------------------
 
+    def check(self, request: dict) -> str | None:
+        if "reasoning" in request and "effort" not in request["reasoning"]:
+            return "openai takes reasoning as {\"effort\": \"low\"|\"medium\"|\"high\"}, not a token budget"
+        return None
+
     def encode(self, custom_id: str, request: dict) -> bytes:
         return orjson.dumps(
             {"custom_id": custom_id, "method": "POST", "url": self.endpoint, "body": chat_body(request)}
@@ -130,6 +135,8 @@ def chat_body(request: dict) -> dict:
     for name in ("temperature", "top_p", "stop"):
         if name in request:
             body[name] = request[name]
+    if "reasoning" in request:
+        body["reasoning_effort"] = request["reasoning"]["effort"]
     if "response_format" in request:
         body["response_format"] = {
             "type": "json_schema",
@@ -156,15 +163,17 @@ def decode_line(line: bytes) -> Outcome | None:
             except (KeyError, IndexError, TypeError):
                 text = None
             usage = body.get("usage") or {}
-            return Outcome(custom_id, SUCCEEDED, text, orjson.dumps(body),
-                           usage.get("prompt_tokens"), usage.get("completion_tokens"), None, None)
+            return Outcome(custom_id, SUCCEEDED, text, orjson.dumps(body), usage.get("prompt_tokens"),
+                           usage.get("completion_tokens"),
+                           (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
+                           (usage.get("completion_tokens_details") or {}).get("reasoning_tokens"), None, None)
         err = body.get("error") if isinstance(body.get("error"), dict) else {}
         code = err.get("code") or err.get("type") or f"http_{response.get('status_code')}"
-        return Outcome(custom_id, FAILED, None, orjson.dumps(body), None, None, str(code),
+        return Outcome(custom_id, FAILED, None, orjson.dumps(body), None, None, None, None, str(code),
                        str(err.get("message") or "request failed"))
     if isinstance(error, dict):
         code = str(error.get("code") or "error")
-        return Outcome(custom_id, _LINE_STATUS.get(code, FAILED), None, None, None, None, code,
+        return Outcome(custom_id, _LINE_STATUS.get(code, FAILED), None, None, None, None, None, None, code,
                        str(error.get("message") or ""))
     return None
 
