@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from .errors import InputError, JobError, TransientError
+from .errors import InputError, JobError, ProviderError, TransientError
 from .limits import split
-from .providers.base import BatchProvider, MISSING, RemoteBatch
+from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch
 from .requests import canonical_bytes, parse_request, request_key
 from .store import Job, Store
 
@@ -267,7 +267,14 @@ class Engine:
             input_file = self.provider.upload(path)
         with self.store.transaction():  # write-ahead: from here on a create may exist remotely
             self.store.update_batch(batch.id, input_file=input_file, state="creating")
-        remote = self.provider.create(input_file, batch.model, batch.tag)  # TransientError: reconciled next cycle
+        try:
+            remote = self.provider.create(input_file, batch.model, batch.tag)  # TransientError: reconciled next cycle
+        except ProviderError as exc:  # refused outright (e.g. unknown model): its lines fail, the job goes on
+            with self.store.transaction():
+                self.store.close_batch_items(batch.id, FAILED, "batch_rejected", str(exc))
+                self.store.update_batch(batch.id, state="collected", remote_status="rejected", error=str(exc))
+                self.store.log(self.job.id, "batch_rejected", batch=batch.id, error=str(exc))
+            return
         with self.store.transaction():
             self.store.update_batch(batch.id, state="submitted", remote_id=remote.remote_id,
                                     remote_status=remote.status)

@@ -40,15 +40,44 @@ def _tokens(chars: int) -> int:
     return max(1, (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
 
 
+MISSING_MODEL_PREFIX = "missing-"
+
+
+def model_exists(model: str) -> bool:
+    """The emulator's catalogue: every model exists except names starting with "missing-", which
+    each provider's routes reject the way that provider rejects an unknown model."""
+    return not model.startswith(MISSING_MODEL_PREFIX)
+
+
+def reply(prompt: str, schema: dict | None = None, max_tokens: int | None = None,
+          input_chars: int = 0) -> tuple[str, int, int, bool]:
+    """The provider-neutral answer: (text, input tokens, output tokens, truncated).
+
+    Every provider's routes call this with the last user message's text, so the same request
+    gets the same answer from all six emulated providers. With a JSON schema the text is JSON
+    valid against it, seeded by the prompt (not by the provider's wire format).
+    """
+    if schema is not None:
+        seed = zlib.crc32(prompt.encode()) << 32 | zlib.adler32(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+        text = orjson.dumps(generate(schema, seed)).decode()
+    else:
+        text = "Emulated answer to: " + prompt[:PREVIEW_CHARS]
+    output_tokens = _tokens(len(text))
+    truncated = isinstance(max_tokens, int) and output_tokens > max_tokens
+    if truncated:
+        text, output_tokens = text[: max_tokens * CHARS_PER_TOKEN], max_tokens
+    return text, _tokens(input_chars or len(prompt)), output_tokens, truncated
+
+
 def _answer(body: dict, seed: int) -> str:
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "json_schema":
-        spec = fmt.get("json_schema") or {}
-        return orjson.dumps(generate(spec.get("schema") or {"type": "object"}, seed)).decode()
     messages = body.get("messages") or []
     last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
     prompt = _text_of(last_user.get("content")) if last_user else ""
+    if kind == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        return reply(prompt, spec.get("schema") or {"type": "object"})[0]
     text = "Emulated answer to: " + prompt[:PREVIEW_CHARS]
     if kind == "json_object":
         return orjson.dumps({"answer": text, "score": seed % 11}).decode()

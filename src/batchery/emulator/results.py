@@ -86,7 +86,7 @@ def build_results(input_path: Path, batch_key: str, done: int, unexecuted_code: 
                     record = {
                         "id": "batch_req_" + suffix,
                         "custom_id": custom_id,
-                        "response": {"status_code": 400, "request_id": "req_" + suffix, "body": {"error": problem}},
+                        "response": {"status_code": 404 if problem["code"] == "model_not_found" else 400, "request_id": "req_" + suffix, "body": {"error": problem}},
                         "error": None,
                     }
                     bad.append((order_key, orjson.dumps(record)))

@@ -37,6 +37,8 @@ from typing import Any
 
 import orjson
 
+from .fake_model import model_exists
+
 MAX_LINES = 50_000
 MAX_REPORTED_ERRORS = 100
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -133,6 +135,9 @@ def check_chat_body(body: dict) -> dict | None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return _error("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if not model_exists(model):
+        return {"message": f"The model `{model}` does not exist or you do not have access to it.",
+                "type": "invalid_request_error", "param": None, "code": "model_not_found"}
     messages = body.get("messages")
     if messages is None:
         return _error("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")

@@ -1,0 +1,79 @@
+"""One scenario, every provider: the same job file through each official SDK against the emulator
+ends with the same normalised results. Provider-specific behaviour has its own test files."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from batchery.providers import PROVIDERS, get_provider
+
+from conftest import results, start_job
+
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-haiku-4-5",
+    "gemini": "gemini-2.5-flash",
+    "mistral": "mistral-small-latest",
+    "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "groq": "llama-3.1-8b-instant",
+}
+SCHEMA = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": ["pass", "fail"]},
+                   "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
+    "required": ["verdict", "confidence"],
+}
+
+
+def mixed_job() -> list[dict]:
+    special = [
+        {"id": "plain", "prompt": "Name a colour."},
+        {"id": "system", "system": "You are terse.", "messages": [
+            {"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi."},
+            {"role": "user", "content": "Again, please."}]},
+        {"id": "schema", "prompt": "Judge this answer.", "response_format": SCHEMA},
+        {"id": "params", "prompt": "Count to three.", "max_tokens": 50, "temperature": 0.5, "top_p": 0.9,
+         "stop": ["END"]},
+        {"id": "duplicate", "prompt": "Name a colour."},
+        {"id": "rejected", "prompt": "Hello?", "model": "missing-model"},
+    ]
+    return special + [{"id": f"filler-{i}", "prompt": f"Filler question {i}"} for i in range(14)]
+
+
+def normalised(rows) -> list[tuple]:
+    return [(r.id, r.status, r.text) for r in rows]
+
+
+@pytest.fixture(params=sorted(PROVIDERS))
+def provider_name(request) -> str:
+    return request.param
+
+
+def test_mixed_job_gives_identical_normalised_results_on_every_provider(provider_name, store, emulator):
+    adapter = get_provider(provider_name, base_url=emulator.base_url(provider_name), api_key="test-key")
+    engine = start_job(store, emulator, mixed_job(), model=MODELS[provider_name], batch_size=6, provider=adapter)
+    engine.run()
+    rows = results(store)
+    by_id = {r.id: r for r in rows}
+
+    assert [r.id for r in rows] == [r["id"] for r in mixed_job()]
+    assert emulator.stats()["batches_created"][provider_name] >= 3
+    assert by_id["rejected"].status == "failed"
+    assert by_id["rejected"].error["code"] and by_id["rejected"].error["message"]
+    assert by_id["rejected"].text is None
+    ok = [r for r in rows if r.id != "rejected"]
+    assert all(r.status == "succeeded" and r.usage["input_tokens"] and r.usage["output_tokens"] for r in ok)
+    assert by_id["duplicate"].text == by_id["plain"].text == "Emulated answer to: Name a colour."
+    assert by_id["system"].text == "Emulated answer to: Again, please."
+    verdict = orjson.loads(by_id["schema"].text)
+    assert verdict["verdict"] in ("pass", "fail") and 0 <= verdict["confidence"] <= 1
+    assert all(r.provider == provider_name and r.response for r in ok)
+
+    # The same scenario on OpenAI is the reference: normalised outputs are identical.
+    if provider_name != "openai":
+        reference = get_provider("openai", base_url=emulator.base_url("openai"), api_key="test-key")
+        start_job(store, emulator, mixed_job(), name="reference", model=MODELS["openai"], batch_size=6,
+                  provider=reference).run()
+        expected = normalised(results(store, "reference"))
+        assert [row[:3] for row in normalised(rows)] == [row[:3] for row in expected]
