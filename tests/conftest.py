@@ -51,4 +51,5 @@ def start_job(store: Store, emulator: Emulator, requests: list[dict], *, name: s
 
 
 def results(store: Store, name: str = "job") -> list:
-    return list(iter_results(store, store.get_job(name).id, "openai"))
+    job = store.get_job(name)
+    return list(iter_results(store, job.id, job.provider))
