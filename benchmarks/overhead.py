@@ -29,7 +29,7 @@ import orjson
 from batchery.engine import Engine, PollPolicy, file_fingerprint, prepare_job
 from batchery.inputs import read_requests
 from batchery.providers import get_provider
-from batchery.results import export
+from batchery.export import export
 from batchery.store import Store
 
 

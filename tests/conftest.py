@@ -9,7 +9,7 @@ from batchery.emulator import Emulator, ManualClock
 from batchery.engine import Engine, PollPolicy, prepare_job
 from batchery.inputs import iter_objects
 from batchery.providers import get_provider
-from batchery.results import iter_results
+from batchery.export import iter_results
 from batchery.store import Store
 
 

@@ -17,7 +17,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "Result":
-        from .results import Result
+        from .export import Result
 
         return Result
     raise AttributeError(name)

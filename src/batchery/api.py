@@ -17,7 +17,7 @@ from .engine import Engine, PollPolicy, Progress, file_fingerprint, prepare_job
 from .errors import JobError
 from .inputs import iter_objects, read_requests
 from .providers import get_provider
-from .results import Result, iter_results
+from .export import Result, iter_results
 from .store import Store
 
 # The emulator answers at once, so polling it every 50 ms costs nothing and keeps demos snappy.

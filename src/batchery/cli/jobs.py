@@ -31,7 +31,7 @@ def run(
 ) -> None:
     """Run a job of requests through a Batch API, or resume it. Results come back in input order."""
     from ..api import Connection, run_file
-    from ..results import export
+    from ..export import export
     from ..store import Store
     from .progress import make_progress
 
@@ -91,7 +91,7 @@ def results(
 ) -> None:
     """Write a job's results: one line per input line, in input order."""
     from ..errors import ConfigError
-    from ..results import export
+    from ..export import export
     from ..store import Store
 
     if format not in ("jsonl", "csv"):
