@@ -152,3 +152,15 @@ def test_a_line_over_the_providers_size_limit_is_rejected_before_upload(store, e
     with pytest.raises(InputError, match=r"request\[1\]: request is .* over openai's batch file limit"):
         start_job(store, emulator, [{"prompt": "short"}, {"prompt": "x" * 3000}])
     assert emulator.stats()["files_uploaded"] == 0
+
+
+def test_a_line_the_provider_never_returns_is_marked_missing(store, emulator):
+    class DropsALine(OpenAIBatch):
+        def outcomes(self, remote):
+            return (o for o in super().outcomes(remote) if not o.text.endswith("question number 7"))
+
+    provider = DropsALine(api_key="k", base_url=emulator.base_url("openai"))
+    final = start_job(store, emulator, prompts(10), provider=provider).run()
+    assert final.items == {"succeeded": 9, "missing": 1}
+    missing = [r for r in results(store) if r.status == "missing"]
+    assert [r.id for r in missing] == ["r7"] and missing[0].error["code"] == "missing" and missing[0].text is None

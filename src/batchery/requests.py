@@ -15,24 +15,75 @@ from .errors import InputError
 
 ROLES = frozenset({"system", "developer", "user", "assistant"})
 KEY_PREFIX = "bq-"
-_ALLOWED = frozenset(
-    {"id", "messages", "prompt", "system", "model", "max_tokens", "temperature", "top_p", "stop",
-     "response_format", "reasoning", "metadata"}
-)
 
 
 def _fail(where: str, message: str) -> InputError:
     return InputError(f"{where}: {message}")
 
 
-def _number(obj: dict, name: str, where: str, low: float, high: float) -> None:
-    value = obj.get(name)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(where, f"field '{name}' must be a number, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise _fail(where, f"field '{name}' must be between {low:g} and {high:g}, got {value}")
+def _number(low: float, high: float):
+    def check(value: Any, name: str, where: str) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(where, f"field '{name}' must be a number, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise _fail(where, f"field '{name}' must be between {low:g} and {high:g}, got {value}")
+        return value
+
+    return check
+
+
+def _max_tokens(value: Any, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(where, "field 'max_tokens' must be a positive integer")
+    return value
+
+
+def _system(value: Any, name: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, "field 'system' must be a string")
+    return value
+
+
+def _stop(value: Any, name: str, where: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise _fail(where, "field 'stop' must be a string or a list of strings")
+    return value
+
+
+def _schema(value: Any, name: str, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise _fail(where, "field 'response_format' must be a JSON schema object")
+    return value
+
+
+EFFORTS = ("low", "medium", "high")
+
+
+def _reasoning(value: Any, name: str, where: str) -> dict:
+    """{"effort": low|medium|high} (OpenAI-style) or {"budget_tokens": N} (Anthropic/Gemini-style)."""
+    if not isinstance(value, dict) or len(value) != 1 or not value.keys() <= {"effort", "budget_tokens"}:
+        raise _fail(where, "field 'reasoning' must be {\"effort\": \"low\"|\"medium\"|\"high\"} or {\"budget_tokens\": N}")
+    if "effort" in value and value["effort"] not in EFFORTS:
+        raise _fail(where, f"reasoning.effort must be one of {list(EFFORTS)}")
+    budget = value.get("budget_tokens", 1)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise _fail(where, "reasoning.budget_tokens must be a non-negative integer")
+    return dict(value)
+
+
+# Optional fields that change the answer, each with its validator (returns the canonical value).
+_PARAMS = {
+    "system": _system,
+    "max_tokens": _max_tokens,
+    "temperature": _number(0, 2),
+    "top_p": _number(0, 1),
+    "stop": _stop,
+    "response_format": _schema,
+    "reasoning": _reasoning,
+}
+_ALLOWED = frozenset({"id", "messages", "prompt", "model", "metadata", *_PARAMS})
 
 
 def _messages(value: Any, where: str) -> list[dict]:
@@ -59,20 +110,20 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
     """
     if not isinstance(obj, dict):
         raise _fail(where, f"expected a JSON object, got {type(obj).__name__}")
-    unknown = obj.keys() - _ALLOWED
-    if unknown:
-        raise _fail(where, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_ALLOWED)}")
+    if not obj.keys() <= _ALLOWED:
+        raise _fail(where, f"unknown field(s) {sorted(obj.keys() - _ALLOWED)}; allowed: {sorted(_ALLOWED)}")
     row_id = obj.get("id")
     if row_id is not None and not isinstance(row_id, (str, int)):
         raise _fail(where, "field 'id' must be a string or an integer")
 
-    if "messages" in obj and obj["messages"] is not None:
-        if obj.get("prompt") is not None:
+    messages, prompt = obj.get("messages"), obj.get("prompt")
+    if messages is not None:
+        if prompt is not None:
             raise _fail(where, "give either 'messages' or 'prompt', not both")
-        messages = _messages(obj["messages"], where)
-    elif isinstance(obj.get("prompt"), str):
-        messages = [{"role": "user", "content": obj["prompt"]}]
-    elif "prompt" in obj:
+        messages = _messages(messages, where)
+    elif isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    elif prompt is not None:
         raise _fail(where, "field 'prompt' must be a string")
     else:
         raise _fail(where, "a request needs 'messages' or 'prompt'")
@@ -81,53 +132,11 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
     if not isinstance(model, str) or not model:
         raise _fail(where, "no model: give --model or a 'model' field")
     canonical: dict[str, Any] = {"model": model, "messages": messages}
-
-    system = obj.get("system")
-    if system is not None:
-        if not isinstance(system, str):
-            raise _fail(where, "field 'system' must be a string")
-        canonical["system"] = system
-    max_tokens = obj.get("max_tokens")
-    if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise _fail(where, "field 'max_tokens' must be a positive integer")
-        canonical["max_tokens"] = max_tokens
-    _number(obj, "temperature", where, 0, 2)
-    _number(obj, "top_p", where, 0, 1)
-    for name in ("temperature", "top_p"):
-        if obj.get(name) is not None:
-            canonical[name] = obj[name]
-    stop = obj.get("stop")
-    if stop is not None:
-        if isinstance(stop, str):
-            stop = [stop]
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise _fail(where, "field 'stop' must be a string or a list of strings")
-        canonical["stop"] = stop
-    schema = obj.get("response_format")
-    if schema is not None:
-        if not isinstance(schema, dict):
-            raise _fail(where, "field 'response_format' must be a JSON schema object")
-        canonical["response_format"] = schema
-    reasoning = obj.get("reasoning")
-    if reasoning is not None:
-        canonical["reasoning"] = _reasoning(reasoning, where)
+    for name in obj.keys() & _PARAMS.keys():
+        value = obj[name]
+        if value is not None:
+            canonical[name] = _PARAMS[name](value, name, where)
     return row_id, obj.get("metadata"), canonical
-
-
-EFFORTS = ("low", "medium", "high")
-
-
-def _reasoning(value: Any, where: str) -> dict:
-    """{"effort": low|medium|high} (OpenAI-style) or {"budget_tokens": N} (Anthropic/Gemini-style)."""
-    if not isinstance(value, dict) or len(value) != 1 or not value.keys() <= {"effort", "budget_tokens"}:
-        raise _fail(where, "field 'reasoning' must be {\"effort\": \"low\"|\"medium\"|\"high\"} or {\"budget_tokens\": N}")
-    if "effort" in value and value["effort"] not in EFFORTS:
-        raise _fail(where, f"reasoning.effort must be one of {list(EFFORTS)}")
-    budget = value.get("budget_tokens", 1)
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        raise _fail(where, "reasoning.budget_tokens must be a non-negative integer")
-    return dict(value)
 
 
 def canonical_bytes(canonical: dict) -> bytes:

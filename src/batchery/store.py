@@ -231,6 +231,8 @@ class Store:
 
     def reuse_cached_results(self, job_id: int) -> int:
         """Pending items already answered successfully in another job take that answer (no new spend)."""
+        if self.db.execute("SELECT 1 FROM jobs WHERE id <> ? LIMIT 1", (job_id,)).fetchone() is None:
+            return 0  # the only job in the store: nothing to reuse, and no need to look up every key
         cur = self.db.execute(
             "UPDATE items AS i SET state = 'done', status = o.status, text = o.text, response = o.response,"
             " input_tokens = o.input_tokens, output_tokens = o.output_tokens, cached_tokens = o.cached_tokens,"
