@@ -31,10 +31,14 @@ def run(
 ) -> None:
     """Run a job of requests through a Batch API, or resume it. Results come back in input order."""
     from ..api import Connection, run_file
+    from ..errors import ConfigError
     from ..export import export
     from ..store import Store
     from .progress import make_progress
 
+    if emulate and no_wait:
+        raise ConfigError("--emulate runs an emulator only while this command runs, so --no-wait would "
+                          "leave nothing to collect from; start `batchery emulator` and pass --base-url instead")
     _load_env()
     progress = make_progress()
     with Store(store) as st:
