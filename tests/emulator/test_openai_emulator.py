@@ -387,7 +387,7 @@ def test_stats_count_uploads_batches_and_requests(emu: Emulator, client: openai.
     client.batches.retrieve(batch.id)
     client.batches.retrieve(batch.id)  # reading twice must not count twice
     stats = json.loads(urllib.request.urlopen(emu.url + "/_emulator/stats").read())
-    assert (stats["batches_created"], stats["files_uploaded"], stats["requests_processed"]) == ({"openai": 2}, 2, 5)
+    assert (stats["batches_created"]["openai"], stats["files_uploaded"], stats["requests_processed"]) == (2, 2, 5)
     assert emu.stats()["requests_processed"] == 5
 
 

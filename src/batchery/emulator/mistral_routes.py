@@ -1,0 +1,589 @@
+"""Mistral's Files and batch jobs API (``/v1/files``, ``/v1/batch/jobs``), as the ``mistralai`` SDK
+sees it, mounted under the service prefix (``/mistral``; the SDK's ``server_url`` is the emulator's
+URL plus that prefix, and the SDK adds ``/v1``).
+
+Fidelity notes (research §6 and §9):
+
+* The SDK matches responses strictly: every JSON answer is 200 + ``application/json`` and downloads
+  are 200 + ``application/octet-stream``. File objects carry the required ``sample_type`` and
+  ``source``; jobs carry every required BatchJob field (``errors``, the four request counters…).
+* Errors use Mistral's envelope ``{"object": "error", "message", "type", "param", "code"}``;
+  malformed request bodies get FastAPI's 422 ``{"detail": [{type, loc, msg, input}]}``.
+* Lifecycle, computed lazily from the clock (nothing runs in the background), with
+  ``S = processing_seconds``: QUEUED for the first 10 % of S, RUNNING until S (request i is done once
+  the running time covers (i+1)/n of it), then SUCCESS. The deadline is
+  ``created + min(timeout_hours, completion_window_seconds)``; reaching it first gives
+  TIMEOUT_EXCEEDED with the requests done by then. Cancel freezes progress
+  (CANCELLATION_REQUESTED) and becomes CANCELLED ``cancel_seconds`` later, keeping what was done.
+  Cancelling an ended job is refused with a 400 [UNVERIFIED: Mistral's answer there is not documented].
+* Results: executed successes in ``output_file``, executed failures in ``error_file`` (each
+  custom_id once, in a scrambled but deterministic order: Mistral promises no order). Requests that
+  never ran (timeout, cancel) are in neither file [UNVERIFIED]; the counters say how many ran.
+* An unknown model ("missing-*") is refused by the create call with 400 ``invalid_model``, which is
+  what Mistral's chat endpoint answers for an unknown model; the model is a job-level parameter, so
+  a batch never reaches the per-line stage with it [UNVERIFIED for the batch route itself].
+* Whole-input problems (a line that is not a JSON object with a ``body`` object, a duplicate
+  custom_id, too many lines, no lines) fail the job when it would start: FAILED, no result files,
+  ``errors: [{message, count}]`` grouped by message.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+
+from .batches import Timing
+from .clock import Clock
+from .fake_model import model_exists, reply
+from .responses import JSONResponse
+from .state import FileStore, StoredFile, Stats
+from .validation import MAX_LINES
+
+MAX_REQUESTS = 1_000_000  # per job [DOC]
+MAX_FILE_BYTES = 512 * 1024 * 1024
+PURPOSES = ("fine-tune", "batch", "ocr", "agentic_safety")
+ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/fim/completions", "/v1/moderations",
+             "/v1/chat/moderations", "/v1/ocr", "/v1/classifications", "/v1/chat/classifications",
+             "/v1/conversations", "/v1/audio/transcriptions")
+STATUSES = ("QUEUED", "RUNNING", "SUCCESS", "FAILED", "TIMEOUT_EXCEEDED", "CANCELLATION_REQUESTED", "CANCELLED")
+ENDED = frozenset({"SUCCESS", "FAILED", "TIMEOUT_EXCEEDED", "CANCELLED"})
+ROLES = ("assistant", "system", "tool", "user")
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+CHARS_PER_TOKEN = 4
+
+
+class _Refusal(Exception):
+    """An error answer; handlers raise it and :func:`_answering` turns it into the response."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        super().__init__(status)
+        self.response = JSONResponse(body, status_code=status)
+
+
+def _error(status: int, message: str, type: str = "invalid_request_error", code: str | None = None) -> _Refusal:
+    return _Refusal(status, {"object": "error", "message": message, "type": type, "param": None, "code": code})
+
+
+def _invalid(loc: str, msg: str, value: Any = None, kind: str = "value_error") -> _Refusal:
+    where = ["body", *filter(None, loc.split("."))]
+    return _Refusal(422, {"detail": [{"type": kind, "loc": where, "msg": msg, "input": value}]})
+
+
+def _answering(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except _Refusal as refusal:
+            return refusal.response
+
+    return endpoint
+
+
+# -- input scan ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    """What one pass over a job's input found: whole-input errors, and which requests will fail."""
+
+    total: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # message -> count
+    bad: bytearray = field(default_factory=bytearray)  # bad[i] == 1: request i fails on its own
+
+    def problem(self, message: str) -> None:
+        self.errors[message] = self.errors.get(message, 0) + 1
+
+
+def _lines(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
+        with open(path, "rb") as f:
+            for raw in f:
+                if raw.strip():
+                    yield raw
+
+
+def _scan(paths: list[Path], max_lines: int) -> _Scan:
+    scan = _Scan()
+    seen: set[str] = set()
+    for raw in _lines(paths):
+        scan.total += 1
+        if scan.total > max_lines:
+            scan.problem(f"Too many requests: a batch job takes at most {max_lines}.")
+            break
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            line = None
+        if not isinstance(line, dict) or not isinstance(line.get("body"), dict):
+            scan.problem("Each line must be a JSON object with a 'body' object.")
+            scan.bad.append(1)
+            continue
+        custom_id = line.get("custom_id")
+        if custom_id is not None:
+            if str(custom_id) in seen:
+                scan.problem("Duplicate custom_id in the batch input.")
+            seen.add(str(custom_id))
+        scan.bad.append(0 if _line_problem(line["body"]) is None else 1)
+    if scan.total == 0:
+        scan.problem("The batch input contains no requests.")
+    return scan
+
+
+def _line_problem(body: dict) -> tuple[str, str] | None:
+    """(param, message) the chat endpoint would refuse this body with (422), or None."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages", "Field required: a non-empty list of messages."
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ROLES:
+            return (f"messages.{i}", f"Input tag {role!r} found using 'role' does not match any of the "
+                                     f"expected tags: {', '.join(repr(r) for r in ROLES)}")
+    last = messages[-1]
+    if last["role"] not in ("user", "tool") and not (last["role"] == "assistant" and last.get("prefix") is True):
+        return "messages", ("Expected last role User or Tool (or Assistant with prefix True) for serving "
+                            f"but got {last['role']}")
+    checks = (("temperature", lambda v: type(v) in (int, float) and v >= 0, "a number >= 0"),
+              ("top_p", lambda v: type(v) in (int, float) and 0 <= v <= 1, "a number between 0 and 1"),
+              ("max_tokens", lambda v: type(v) is int and v >= 0, "an integer >= 0"),
+              ("reasoning_effort", lambda v: v in EFFORTS, f"one of {', '.join(EFFORTS)}"))
+    for name, ok, expected in checks:
+        if body.get(name) is not None and not ok(body[name]):
+            return name, f"Input should be {expected}, got {body[name]!r}."
+    fmt = body.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type", "text") if isinstance(fmt, dict) else None
+        if kind not in ("text", "json_object", "json_schema"):
+            return "response_format.type", "Input should be 'text', 'json_object' or 'json_schema'."
+        spec = fmt.get("json_schema")
+        if kind == "json_schema" and not (isinstance(spec, dict) and isinstance(spec.get("schema"), dict)):
+            return "response_format.json_schema", "json_schema mode needs a json_schema with a 'schema' object."
+    if body.get("stream"):
+        return "stream", "Streaming is not supported in batch jobs."
+    return None
+
+
+# -- the fake model, in Mistral's response shape ---------------------------------------------------
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(c.get("text", "") for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
+    return ""
+
+
+def _complete(body: dict, model: str, created: int, completion_id: str) -> dict:
+    """A chat.completion for a valid body: the neutral fake answer to the last user message, with a
+    thinking chunk first when reasoning was asked for (as Mistral's adjustable-reasoning models do)."""
+    messages = body["messages"]
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    fmt = body.get("response_format") or {}
+    schema = None
+    if fmt.get("type") == "json_schema":
+        schema = fmt["json_schema"]["schema"]
+    elif fmt.get("type") == "json_object":
+        schema = {"type": "object"}
+    input_chars = sum(len(_text_of(m.get("content"))) for m in messages)
+    text, input_tokens, output_tokens, truncated = reply(_text_of(last_user.get("content")), schema,
+                                                         body.get("max_tokens"), input_chars)
+    content: str | list = text
+    effort = body.get("reasoning_effort")
+    if effort not in (None, "none"):
+        thought = f"Thinking ({effort}) about the request before answering."
+        content = [{"type": "thinking", "thinking": [{"type": "text", "text": thought}]}, {"type": "text", "text": text}]
+        output_tokens += -(-len(thought) // CHARS_PER_TOKEN)
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "model": model,
+        "created": created,
+        "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
+                  "total_tokens": input_tokens + output_tokens, "prompt_tokens_details": {"cached_tokens": 0}},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "tool_calls": None, "prefix": False},
+                     "finish_reason": "length" if truncated else "stop"}],
+    }
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    id: str
+    endpoint: str
+    model: str
+    input_files: list[str]
+    paths: list[Path]
+    metadata: dict[str, str] | None
+    created: float
+    deadline: float
+    timing: Timing
+    scan: _Scan
+    status: str = "QUEUED"
+    cancel_at: float | None = None
+    ended_at: float | None = None
+    done: int | None = None  # requests executed, frozen once the job has ended
+    output_file: str | None = None
+    error_file: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def start(self) -> float:
+        return self.created + 0.1 * self.timing.processing_seconds
+
+    @property
+    def end(self) -> float:
+        return self.created + self.timing.processing_seconds
+
+    def done_by(self, t: float) -> int:
+        """How many requests (a prefix of the input) have run at time ``t``."""
+        n = self.scan.total
+        if t >= self.end:
+            return n
+        if t < self.start:
+            return 0
+        return min(n, int(n * (t - self.start) / (self.end - self.start)))
+
+    def to_json(self, now: float) -> dict:
+        if self.done is not None:
+            done = self.done
+        elif self.scan.errors:
+            done = 0
+        else:
+            done = self.done_by(self.cancel_at if self.cancel_at is not None else now)
+        failed = self.scan.bad[:done].count(1)
+        started = self.status != "QUEUED" and (self.cancel_at is None or self.cancel_at >= self.start)
+        return {
+            "id": self.id,
+            "object": "batch",
+            "input_files": self.input_files,
+            "metadata": self.metadata,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "agent_id": None,
+            "output_file": self.output_file,
+            "error_file": self.error_file,
+            "errors": [{"message": m, "count": c} for m, c in self.scan.errors.items()] if self.status == "FAILED" else [],
+            "outputs": None,
+            "status": self.status,
+            "created_at": int(self.created),
+            "total_requests": self.scan.total,
+            "completed_requests": done,
+            "succeeded_requests": done - failed,
+            "failed_requests": failed,
+            "started_at": int(self.start) if started else None,
+            "completed_at": int(self.ended_at) if self.ended_at is not None else None,
+        }
+
+
+class MistralService:
+    """One mounted instance of Mistral's Files + batch jobs API, with its own files and jobs."""
+
+    def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
+                 timing: Timing, max_lines: int = MAX_LINES) -> None:
+        self.provider, self.prefix, self.clock, self.stats, self.timing = provider, prefix, clock, stats, timing
+        # The emulator's default line cap is OpenAI's; left at that default, Mistral's own applies.
+        self.max_lines = MAX_REQUESTS if max_lines == MAX_LINES else max_lines
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.files = FileStore(data_dir, clock)
+        self._kinds: dict[str, tuple[str, str, int | None]] = {}  # file id -> (sample_type, source, num_lines)
+        self._jobs: dict[str, _Job] = {}  # insertion order is creation order
+        self._lock = threading.Lock()
+        stats.register(provider)
+
+    def mount(self) -> Mount:
+        routes = [
+            ("/v1/files", self.upload_file, "POST"),
+            ("/v1/files", self.list_files, "GET"),
+            ("/v1/files/{file_id}", self.retrieve_file, "GET"),
+            ("/v1/files/{file_id}", self.delete_file, "DELETE"),
+            ("/v1/files/{file_id}/content", self.file_content, "GET"),
+            ("/v1/batch/jobs", self.create_job, "POST"),
+            ("/v1/batch/jobs", self.list_jobs, "GET"),
+            ("/v1/batch/jobs/{job_id}", self.get_job, "GET"),
+            ("/v1/batch/jobs/{job_id}/cancel", self.cancel_job, "POST"),
+        ]
+        return Mount(self.prefix, routes=[Route(path, _answering(handler), methods=[method])
+                                          for path, handler, method in routes])
+
+    # -- files -----------------------------------------------------------------------------------
+
+    async def upload_file(self, request: Request) -> Response:
+        async with request.form(max_files=1, max_fields=20) as form:
+            upload, purpose = form.get("file"), form.get("purpose") or "fine-tune"
+            if not isinstance(upload, UploadFile):
+                raise _invalid("file", "Field required", kind="missing")
+            if purpose not in PURPOSES:
+                raise _invalid("purpose", f"Input should be {', '.join(repr(p) for p in PURPOSES)}", purpose, "enum")
+            path = self.files.blob_path()
+            size, lines = await run_in_threadpool(_copy_counting_lines, upload, path)
+        if size > MAX_FILE_BYTES:
+            path.unlink(missing_ok=True)
+            raise _error(400, f"File too large: {size} bytes (limit {MAX_FILE_BYTES}).")
+        stored = self._add(path, upload.filename or "upload.jsonl", purpose,
+                           "batch_request" if purpose == "batch" else "instruct", "upload", lines)
+        self.stats.add(self.provider, "files_uploaded")
+        return JSONResponse(self._file_json(stored))
+
+    async def list_files(self, request: Request) -> Response:
+        q = request.query_params
+        page, page_size = _int(q, "page", 0, 0), _int(q, "page_size", 100, 1)
+        files = [f for f in self.files.all() if all(
+            not q.get(name) or value == q[name]
+            for name, value in (("purpose", f.purpose), ("sample_type", self._kinds[f.id][0]),
+                                ("source", self._kinds[f.id][1])))]
+        files.reverse()  # newest first
+        chosen = files[page * page_size:(page + 1) * page_size]
+        return JSONResponse({"data": [self._file_json(f) for f in chosen], "object": "list", "total": len(files)})
+
+    async def retrieve_file(self, request: Request) -> Response:
+        return JSONResponse({**self._file_json(self._file(request)), "deleted": False})
+
+    async def delete_file(self, request: Request) -> Response:
+        stored = self._file(request)
+        self.files.delete(stored.id)
+        return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
+
+    async def file_content(self, request: Request) -> Response:
+        return FileResponse(self._file(request).path, media_type="application/octet-stream")
+
+    def _add(self, path: Path, filename: str, purpose: str, sample_type: str, source: str,
+             lines: int | None) -> StoredFile:
+        stored = self.files.add(path, filename, purpose, ttl=None)
+        self._kinds[stored.id] = (sample_type, source, lines)
+        return stored
+
+    def _file(self, request: Request) -> StoredFile:
+        file_id = request.path_params["file_id"]
+        stored = self.files.get(file_id)
+        if stored is None:
+            raise _error(404, f"File {file_id} not found.", code="not_found")
+        return stored
+
+    def _file_json(self, stored: StoredFile) -> dict:
+        sample_type, source, lines = self._kinds[stored.id]
+        return {"id": stored.id, "object": "file", "bytes": stored.size, "created_at": stored.created_at,
+                "filename": stored.filename, "purpose": stored.purpose, "sample_type": sample_type,
+                "source": source, "num_lines": lines, "mimetype": "application/jsonl", "signature": None,
+                "expires_at": stored.expires_at, "visibility": "workspace"}
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    async def create_job(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            raise _invalid("", "Input should be a valid JSON object", kind="model_attributes_type")
+        endpoint = body.get("endpoint")
+        if endpoint not in ENDPOINTS:
+            raise _invalid("endpoint", f"Input should be {', '.join(repr(e) for e in ENDPOINTS)}", endpoint, "enum")
+        if endpoint != "/v1/chat/completions":
+            raise _error(400, f"The emulator only runs /v1/chat/completions batch jobs, not {endpoint}.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _error(400, "A model is required for /v1/chat/completions batch jobs.")
+        if not model_exists(model):
+            raise _error(400, f"Invalid model: {model}", type="invalid_model", code="1500")
+        metadata = body.get("metadata")
+        if metadata is not None and not (isinstance(metadata, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+            raise _invalid("metadata", "Input should be a dictionary of strings", metadata, "dict_type")
+        hours = body.get("timeout_hours", 24)
+        if type(hours) is not int or hours < 1:
+            raise _invalid("timeout_hours", "Input should be an integer >= 1", hours, "greater_than_equal")
+        input_files, paths = self._inputs(body)
+        scan = await run_in_threadpool(_scan, paths, self.max_lines)
+        now = self.clock.now()
+        job = _Job(id=str(uuid.uuid4()), endpoint=endpoint, model=model, input_files=input_files, paths=paths,
+                   metadata=metadata, created=now, timing=self.timing, scan=scan,
+                   deadline=now + min(hours * 3600, self.timing.completion_window_seconds))
+        for path in paths:
+            self.files.pin(path)
+        with self._lock:
+            self._jobs[job.id] = job
+        self.stats.add(self.provider, "batches_created")
+        return JSONResponse(job.to_json(now))
+
+    def _inputs(self, body: dict) -> tuple[list[str], list[Path]]:
+        """The job's input: uploaded batch files, or inline ``requests`` written to a private blob."""
+        input_files, requests = body.get("input_files"), body.get("requests")
+        if input_files:
+            if not isinstance(input_files, list) or not all(isinstance(f, str) for f in input_files):
+                raise _invalid("input_files", "Input should be a list of file ids", input_files, "list_type")
+            stored = [self.files.get(file_id) for file_id in input_files]
+            for file_id, found in zip(input_files, stored):
+                if found is None or found.purpose != "batch":
+                    raise _error(404, f"Batch input file {file_id} not found.", code="not_found")
+            return input_files, [s.path for s in stored if s is not None]
+        if isinstance(requests, list) and requests:
+            path = self.files.blob_path()
+            path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in requests))
+            return [], [path]
+        raise _error(400, "Either input_files or requests must be provided.")
+
+    async def list_jobs(self, request: Request) -> Response:
+        q = request.query_params
+        page, page_size = _int(q, "page", 0, 0), _int(q, "page_size", 100, 1)
+        statuses = set(q.getlist("status"))
+        if statuses - set(STATUSES):
+            raise _invalid("status", f"Input should be {', '.join(STATUSES)}", sorted(statuses - set(STATUSES)), "enum")
+        after = _timestamp(q.get("created_after"))
+        with self._lock:
+            jobs = list(self._jobs.values())
+        jobs = [j for j in jobs if (not q.get("model") or j.model == q["model"]) and (after is None or j.created > after)]
+        if q.get("order_by", "-created") == "-created":
+            jobs.reverse()
+        if statuses:  # the filter needs every candidate's current status
+            await run_in_threadpool(self._advance_all, jobs)
+            jobs = [j for j in jobs if j.status in statuses]
+        chosen = jobs[page * page_size:(page + 1) * page_size]
+        await run_in_threadpool(self._advance_all, chosen)
+        now = self.clock.now()
+        return JSONResponse({"object": "list", "data": [j.to_json(now) for j in chosen], "total": len(jobs)})
+
+    async def get_job(self, request: Request) -> Response:
+        job = self._job(request)
+        await run_in_threadpool(self._advance, job)
+        return JSONResponse(job.to_json(self.clock.now()))
+
+    async def cancel_job(self, request: Request) -> Response:
+        job = self._job(request)
+        await run_in_threadpool(self._advance, job)
+        now = self.clock.now()
+        with job.lock:
+            if job.status in ENDED:
+                raise _error(400, f"Batch job {job.id} has already ended with status {job.status}; it cannot be cancelled.")
+            if job.cancel_at is None:
+                job.cancel_at, job.status = now, "CANCELLATION_REQUESTED"
+        await run_in_threadpool(self._advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
+        return JSONResponse(job.to_json(self.clock.now()))
+
+    def _job(self, request: Request) -> _Job:
+        job_id = request.path_params["job_id"]
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise _error(404, f"Batch job {job_id} not found.", code="not_found")
+        return job
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _advance_all(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            self._advance(job)
+
+    def _advance(self, job: _Job) -> None:
+        """Bring ``job`` up to ``clock.now()``; writes its result files on the terminal transition."""
+        now = self.clock.now()
+        with job.lock:
+            if job.status in ENDED:
+                return
+            if job.cancel_at is not None:
+                end = job.cancel_at + job.timing.cancel_seconds
+                if now >= end:
+                    self._finish(job, "CANCELLED", end, job.done_by(job.cancel_at))
+            elif job.scan.errors:
+                if now >= job.start:
+                    self._finish(job, "FAILED", job.start, 0)
+            elif now >= job.deadline and job.deadline < job.end:
+                self._finish(job, "TIMEOUT_EXCEEDED", job.deadline, job.done_by(job.deadline))
+            elif now >= job.end:
+                self._finish(job, "SUCCESS", job.end, job.scan.total)
+            else:
+                job.status = "RUNNING" if now >= job.start else "QUEUED"
+
+    def _finish(self, job: _Job, status: str, at: float, done: int) -> None:
+        if status != "FAILED":
+            ok, bad = self._execute(job, done, int(at))
+            job.output_file = self._store_results(job, ok, "output", "batch_result")
+            job.error_file = self._store_results(job, bad, "error", "batch_error")
+            self.stats.add(self.provider, "requests_processed", done)
+        job.status, job.ended_at, job.done = status, at, done
+        for path in job.paths:
+            self.files.unpin(path)
+
+    def _execute(self, job: _Job, done: int, created: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+        """Run the first ``done`` requests: (order key, line) for the output and the error file."""
+        ok: list[tuple[int, bytes]] = []
+        bad: list[tuple[int, bytes]] = []
+        salt = secrets.token_hex(6)
+        for index, raw in enumerate(_lines(job.paths)):
+            if index >= done:
+                break
+            line = orjson.loads(raw)
+            custom_id, body = line.get("custom_id"), line["body"]
+            order = zlib.crc32(f"{custom_id}".encode())
+            line_id = f"{salt}{index:08x}"
+            problem = _line_problem(body) if job.scan.bad[index] else None
+            record: dict[str, Any] = {"id": line_id, "custom_id": custom_id}
+            if problem is None:
+                body = _complete(body, job.model, created, line_id)
+                record |= {"response": {"status_code": 200, "body": body}, "error": None}
+                ok.append((order, orjson.dumps(record)))
+            else:
+                param, message = problem
+                envelope = {"object": "error", "message": message, "type": "invalid_request_error",
+                            "param": param, "code": None}
+                record |= {"response": {"status_code": 422, "body": envelope}, "error": message}
+                bad.append((order, orjson.dumps(record)))
+        return ok, bad
+
+    def _store_results(self, job: _Job, lines: list[tuple[int, bytes]], kind: str, sample_type: str) -> str | None:
+        if not lines:
+            return None
+        lines.sort(key=lambda pair: pair[0])
+        path = self.files.blob_path()
+        path.write_bytes(b"".join(line + b"\n" for _, line in lines))
+        return self._add(path, f"{job.id}_{kind}.jsonl", "batch", sample_type, "mistral", len(lines)).id
+
+
+def _copy_counting_lines(upload: UploadFile, path: Path) -> tuple[int, int]:
+    """Copy an upload to disk in blocks; return (bytes, lines), a last line without newline included."""
+    upload.file.seek(0)
+    lines, last = 0, b"\n"
+    with open(path, "wb") as out:
+        while block := upload.file.read(1 << 20):
+            out.write(block)
+            lines += block.count(b"\n")
+            last = block[-1:]
+        return out.tell(), lines + (last != b"\n")
+
+
+def _int(query: Any, name: str, default: int, low: int) -> int:
+    raw = query.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _invalid(name, "Input should be a valid integer", raw, "int_parsing") from None
+    if value < low:
+        raise _invalid(name, f"Input should be greater than or equal to {low}", raw, "greater_than_equal")
+    return value
+
+
+def _timestamp(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw).timestamp()
+    except ValueError:
+        raise _invalid("created_after", "Input should be a valid datetime", raw, "datetime_parsing") from None

@@ -1,0 +1,285 @@
+"""Mistral batch jobs adapter (Files + ``/v1/batch/jobs``, endpoint /v1/chat/completions) on the
+official ``mistralai`` SDK.
+
+What this module relies on (research §6, read against ``mistralai`` 3.7.0):
+
+* The model is a job-level parameter (one model per job; the engine already plans one model per
+  batch), so input lines are ``{custom_id, body}`` with no model in the body.
+* Chat roles are system/user/assistant/tool: a neutral ``developer`` message is sent as ``system``,
+  and a trailing assistant message (a prefill) gets ``prefix: true``, without which Mistral refuses
+  it. Reasoning is ``reasoning_effort`` (low/medium/high); a token budget has no Mistral equivalent,
+  so ``check`` refuses it. A JSON schema goes out as ``response_format`` json_schema, strict.
+* Usage: ``prompt_tokens``, ``completion_tokens``, ``prompt_tokens_details.cached_tokens``; Mistral
+  reports no separate reasoning count (thinking is part of completion tokens), so that stays None
+  unless a ``completion_tokens_details.reasoning_tokens`` shows up.
+* Jobs carry ``metadata`` ({str: str}); the batch tag goes there and ``find`` reads it back from the
+  job list. The list's own ``metadata`` filter is not used: the SDK explodes it into bare query
+  parameters (``?batchery_batch=…``), whose meaning on the server is undocumented.
+* QUEUED, RUNNING and CANCELLATION_REQUESTED are in flight; anything else has ended (the SDK's own
+  ``extra.batch`` helper treats unknown statuses as terminal too). TIMEOUT_EXCEEDED (``timeout_hours``
+  elapsed) is Mistral's expiry: its finished lines are collected and the rest end ``expired``.
+* Results are two JSONL files (successes, per-line failures), each custom_id once, in no particular
+  order. A failed line has a non-null ``error`` (an object, or sometimes a bare string) and/or a
+  ``response.status_code`` >= 400 whose body carries Mistral's ``{"object": "error", …}`` envelope.
+* An unknown model is refused by the create call (400, ``type: invalid_model``), as the chat
+  endpoint refuses it; the engine then fails that batch's lines with the provider's message.
+* The SDK retries nothing unless told: idempotent calls get a backoff here, create gets none (a
+  retried create whose first response was lost would make a second job; the engine reconciles by
+  tag instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import ProviderError, TransientError
+from ..limits import LIMITS
+from .base import CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, split_lines
+
+TAG_KEY = "batchery_batch"
+TIMEOUT_HOURS = 24  # Mistral's default window; TIMEOUT_EXCEEDED after it
+_IN_FLIGHT = frozenset({"QUEUED", "RUNNING", "CANCELLATION_REQUESTED"})
+_LEFTOVER = {"TIMEOUT_EXCEEDED": EXPIRED, "CANCELLED": CANCELLED, "FAILED": FAILED}
+# Mistral's chat roles are system/user/assistant/tool: a developer message is a system instruction.
+_ROLES = {"developer": "system"}
+_PAGE_SIZE = 100
+_POLL_PAGES = 3  # list pages read per poll before fetching the rest one by one
+
+
+class MistralBatch(BatchProvider):
+    name = "mistral"
+    endpoint = "/v1/chat/completions"
+    limits = LIMITS["mistral"]
+    key_env = "MISTRAL_API_KEY"
+
+    def __init__(self, api_key: str, base_url: str | None = None):
+        import httpx2  # the SDK's HTTP client: its transport errors are the transient ones
+        from mistralai.client import Mistral, errors, utils  # lazy: only the provider in use pays
+
+        self._transport_error = httpx2.TransportError
+        self._sdk_errors = errors
+        retry = utils.RetryConfig("backoff", utils.BackoffStrategy(500, 20_000, 2.0, 60_000),
+                                  retry_connection_errors=True)
+        self.client = Mistral(api_key=api_key, server_url=base_url, retry_config=retry)
+
+    # -- requests out --------------------------------------------------------------------------
+
+    def check(self, request: dict) -> str | None:
+        if "reasoning" in request and "effort" not in request["reasoning"]:
+            return ("mistral takes reasoning as {\"effort\": \"low\"|\"medium\"|\"high\"} (reasoning_effort), "
+                    "not a token budget")
+        return None
+
+    def encode(self, custom_id: str, request: dict) -> bytes:
+        return orjson.dumps({"custom_id": custom_id, "body": chat_body(request)})
+
+    def upload(self, path: Path) -> str:
+        with self._errors("upload"), path.open("rb") as f:
+            return self.client.files.upload(file={"file_name": path.name, "content": f}, purpose="batch").id
+
+    def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:
+        with self._errors("create"):
+            job = self.client.batch.jobs.create(
+                endpoint=self.endpoint, input_files=[input_file], model=model,
+                metadata={TAG_KEY: tag}, timeout_hours=TIMEOUT_HOURS, retries=None,
+            )
+        return _remote(job)
+
+    # -- watching ------------------------------------------------------------------------------
+
+    def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
+        found: dict[str, RemoteBatch] = {}
+        with self._errors("list batch jobs"):
+            for job in self._jobs():
+                remote = _remote(job)
+                if remote.tag in tags:
+                    found[remote.tag] = remote
+                    if len(found) == len(tags):
+                        break
+        return found
+
+    def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
+        # The list (newest first) covers a job's batches in a call or two; whatever it has not
+        # shown within a few pages is fetched one by one.
+        wanted = set(remote_ids)
+        seen: dict[str, RemoteBatch] = {}
+        with self._errors("poll"):
+            for job in self._jobs(max_pages=_POLL_PAGES):
+                if job.id in wanted:
+                    seen[job.id] = _remote(job)
+                    if len(seen) == len(wanted):
+                        break
+            for remote_id in wanted - seen.keys():
+                seen[remote_id] = _remote(self.client.batch.jobs.get(job_id=remote_id))
+        return seen
+
+    def cancel(self, remote_id: str) -> None:
+        try:
+            with self._errors("cancel"):
+                self.client.batch.jobs.cancel(job_id=remote_id)
+        except ProviderError:
+            # A job that has already ended cannot be cancelled; its results are collected as usual.
+            if not self.poll([remote_id])[remote_id].ended:
+                raise
+
+    def _jobs(self, max_pages: int | None = None) -> Iterator[Any]:
+        """Jobs newest first, page by page (Mistral pages by number and reports the total)."""
+        page = 0
+        while max_pages is None or page < max_pages:
+            listing = self.client.batch.jobs.list(page=page, page_size=_PAGE_SIZE, order_by="-created")
+            jobs = listing.data or []
+            yield from jobs
+            page += 1
+            if not jobs or page * _PAGE_SIZE >= listing.total:
+                return
+
+    # -- results in ----------------------------------------------------------------------------
+
+    def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
+        for file_id in (remote.output_file, remote.error_file):
+            if not file_id:
+                continue
+            with self._errors("download"):
+                response = self.client.files.download(file_id=file_id)
+                try:
+                    for line in split_lines(response.iter_bytes(1 << 20)):
+                        outcome = decode_line(line)
+                        if outcome is not None:
+                            yield outcome
+                finally:
+                    response.close()
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """SDK exceptions -> batchery's: network trouble, 429 and 5xx are transient (the engine tries
+        again); any other refusal stops with Mistral's own message (never the request headers, which
+        carry the key)."""
+        errors = self._sdk_errors
+        try:
+            yield
+        except (self._transport_error, errors.NoResponseError) as exc:
+            raise TransientError(f"mistral {action}: {type(exc).__name__}: {exc}") from None
+        except errors.MistralError as exc:
+            status = exc.status_code
+            if status == 429 or status >= 500:
+                raise TransientError(f"mistral {action}: HTTP {status}: {_message(exc)}") from None
+            raise ProviderError(f"mistral {action} refused ({status}): {_message(exc)}") from None
+
+
+def _message(exc) -> str:
+    """The human part of a Mistral error body: ``message``, or FastAPI's ``detail`` (a string or a
+    list of ``{loc, msg}``); the SDK's whole message when the body is not JSON."""
+    try:
+        body = orjson.loads(exc.body)
+    except (orjson.JSONDecodeError, TypeError):
+        return str(exc.message)[:500]
+    if isinstance(body, dict):
+        if isinstance(body.get("message"), str):
+            return body["message"]
+        detail = body.get("detail")
+        if isinstance(detail, str):
+            return detail
+        if isinstance(detail, list):
+            return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
+                             for d in detail if isinstance(d, dict))
+    return str(exc.message)[:500]
+
+
+def chat_body(request: dict) -> dict:
+    """Neutral request -> Mistral chat completion body (the model is set on the job, not here)."""
+    messages = [{"role": _ROLES.get(m["role"], m["role"]), "content": m["content"]} for m in request["messages"]]
+    if "system" in request:
+        messages.insert(0, {"role": "system", "content": request["system"]})
+    if messages[-1]["role"] == "assistant":  # a prefill: Mistral continues it only when told so
+        messages[-1]["prefix"] = True
+    body: dict = {"messages": messages}
+    for name in ("max_tokens", "temperature", "top_p", "stop"):
+        if name in request:
+            body[name] = request[name]
+    if "reasoning" in request:
+        body["reasoning_effort"] = request["reasoning"]["effort"]
+    if "response_format" in request:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": request["response_format"], "strict": True},
+        }
+    return body
+
+
+def decode_line(line: bytes) -> Outcome | None:
+    """One output/error-file line -> Outcome; None when the line is unreadable (it then counts as missing)."""
+    try:
+        obj = orjson.loads(line)
+        custom_id = obj["custom_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(custom_id, str):
+        return None
+    response = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+    status, body, error = response.get("status_code"), response.get("body"), obj.get("error")
+    raw = orjson.dumps(body) if body is not None else None
+    ok = error is None and (status is None or status < 400) and isinstance(body, dict)
+    if ok and body.get("choices"):
+        usage = body.get("usage") or {}
+        return Outcome(custom_id, SUCCEEDED, _text(body), raw, usage.get("prompt_tokens"),
+                       usage.get("completion_tokens"),
+                       (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
+                       (usage.get("completion_tokens_details") or {}).get("reasoning_tokens"), None, None)
+    code, message = _failure(status, body, error)
+    return Outcome(custom_id, FAILED, None, raw, None, None, None, None, code, message)
+
+
+def _text(body: dict) -> str | None:
+    """The answer's text. Content is a string, or (reasoning models) a list of chunks where thinking
+    chunks precede the text chunks; only the text is the answer."""
+    message = body["choices"][0].get("message") or {}
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "text")
+    return content if isinstance(content, str) else None
+
+
+def _failure(status: Any, body: Any, error: Any) -> tuple[str, str]:
+    """(code, message) of a failed line, from whichever of ``error`` / the response body says most."""
+    envelope = body if isinstance(body, dict) else {}
+    detail = error if isinstance(error, dict) else {}
+    code = (detail.get("code") or detail.get("type") or envelope.get("type") or envelope.get("code")
+            or (f"http_{status}" if status else "error"))
+    if isinstance(error, str) and error:
+        message = error
+    else:
+        message = detail.get("message") or envelope.get("message") or envelope.get("detail") or (
+            f"request failed with status {status}" if isinstance(status, int) and status >= 400
+            else "no completion in the response")
+    return str(code), str(message)
+
+
+def _remote(job) -> RemoteBatch:
+    metadata = job.metadata if isinstance(job.metadata, dict) else {}
+    output_file = job.output_file if isinstance(job.output_file, str) else None
+    error_file = job.error_file if isinstance(job.error_file, str) else None
+    # A FAILED job without result files failed as a whole (e.g. a malformed input file): its
+    # errors apply to every line. With files, its lines are collected like any other.
+    failed_whole = job.status == "FAILED" and not (output_file or error_file)
+    error = None
+    if failed_whole:
+        error = "; ".join(f"{e.message} (x{e.count})" if (e.count or 1) > 1 else e.message
+                          for e in job.errors) or "the batch job failed"
+    return RemoteBatch(
+        remote_id=job.id,
+        status=job.status,
+        ended=job.status not in _IN_FLIGHT,
+        tag=metadata.get(TAG_KEY),
+        output_file=output_file,
+        error_file=error_file,
+        error=error,
+        leftover=_LEFTOVER.get(job.status, MISSING),
+        total=job.total_requests,
+        completed=job.succeeded_requests,
+        failed=job.failed_requests,
+    )
