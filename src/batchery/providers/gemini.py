@@ -1,0 +1,311 @@
+"""Gemini Developer API batch mode adapter on the official ``google-genai`` SDK.
+
+Requests travel the two ways the API offers. A batch file up to ``INLINE_MAX_BYTES`` goes inline
+in the create call (``metadata.key`` carries our key, results come back inside the batch); a
+larger one is uploaded through the Files API as JSONL of ``{key, request}`` lines and its results
+come back as a generated file, which is streamed to a temporary file and read line by line.
+Results are matched by those keys, never by position. The batch's ``display_name`` is our tag,
+so ``find`` recognises a batch whose create response was lost by listing batches.
+
+The SDK reads batch state from ``metadata`` and does not surface ``batchStats`` or the
+operation's ``error`` in Developer API mode, so progress counts stay at zero and a failed batch
+reports only its state.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import ProviderError, TransientError
+from ..limits import LIMITS
+from .base import CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, split_lines
+
+# Batch files up to this size are sent inline. The API takes inline requests under 20 MB, but
+# inline results come back in one JSON body that the SDK parses whole, so only small batches
+# go inline; everything larger is uploaded and its results streamed.
+INLINE_MAX_BYTES = 2 * 1024 * 1024
+# Gemini 2.x models take a thinking budget, not a level: the budgets Google documents for the
+# OpenAI-compatible reasoning_effort. Later models take thinkingLevel.
+_EFFORT_BUDGETS = {"low": 1024, "medium": 8192, "high": 24576}
+_BUDGET_ONLY_MODELS = ("gemini-1", "gemini-2", "models/gemini-1", "models/gemini-2")
+_MAX_STOP_SEQUENCES = 5
+_ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+_LEFTOVER = {"JOB_STATE_FAILED": FAILED, "JOB_STATE_EXPIRED": EXPIRED, "JOB_STATE_CANCELLED": CANCELLED}
+_ANSWERED = {"STOP", "MAX_TOKENS"}  # finish reasons that leave an answer, even an empty one
+# google.rpc.Code names, by number: per-request errors are google.rpc.Status objects.
+_RPC_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+              "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+              "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+_TRANSIENT_HTTP = {408, 429}
+_POLL_SCAN = 300  # batches a poll reads from the list before fetching the rest one by one
+
+
+class GeminiBatch(BatchProvider):
+    name = "gemini"
+    endpoint = "batchGenerateContent"
+    limits = LIMITS["gemini"]
+    key_env = "GEMINI_API_KEY"
+
+    def __init__(self, api_key: str, base_url: str | None = None):
+        from google import genai  # lazy: only the provider in use pays for its SDK import
+        from google.genai import errors, types
+
+        self._errors_module = errors
+        self._network_errors = _network_errors()
+        http_options = types.HttpOptions(base_url=base_url) if base_url else None
+        # vertexai=False: a GOOGLE_GENAI_USE_VERTEXAI in the environment must not reroute us.
+        # The SDK retries nothing unless asked, so a create whose response is lost is not
+        # duplicated: the engine looks the tag up instead.
+        self.client = genai.Client(api_key=api_key, vertexai=False, http_options=http_options)
+
+    # -- requests out --------------------------------------------------------------------------
+
+    def check(self, request: dict) -> str | None:
+        if request.get("system") == "" or any(m["content"] == "" for m in request["messages"]):
+            return "gemini refuses empty text: give every message (and the system prompt) some content"
+        started = False
+        for i, message in enumerate(request["messages"]):
+            if message["role"] in ("system", "developer"):
+                if started:
+                    return (f"gemini takes system instructions only before the conversation; messages[{i}] is a "
+                            f"{message['role']} message after it")
+            else:
+                started = True
+        if not started:
+            return "gemini needs at least one user or assistant message"
+        if len(request.get("stop", ())) > _MAX_STOP_SEQUENCES:
+            return f"gemini accepts at most {_MAX_STOP_SEQUENCES} stop sequences"
+        return None
+
+    def encode(self, custom_id: str, request: dict) -> bytes:
+        return orjson.dumps({"key": custom_id, "request": generate_request(request)})
+
+    def upload(self, path: Path) -> str:
+        if path.stat().st_size <= INLINE_MAX_BYTES:
+            return str(path.resolve())  # create sends it inline
+        with self._errors("upload"):
+            return self.client.files.upload(file=path, config={"mime_type": "jsonl", "display_name": path.name}).name
+
+    def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:
+        src: Any = input_file if input_file.startswith("files/") else list(_inline_requests(Path(input_file)))
+        with self._errors("create"):
+            job = self.client.batches.create(model=model, src=src, config={"display_name": tag})
+        return _remote(job)
+
+    # -- watching ------------------------------------------------------------------------------
+
+    def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
+        found: dict[str, RemoteBatch] = {}
+        with self._errors("list batches"):
+            for job in self.client.batches.list(config={"page_size": 100}):
+                if job.display_name in tags:
+                    found[job.display_name] = _remote(job)
+                    if len(found) == len(tags):
+                        break
+        return found
+
+    def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
+        # One list call covers a job's recent batches (newest first in the emulator; the API does
+        # not document its order); whatever a few pages have not shown is fetched one by one.
+        wanted = set(remote_ids)
+        seen: dict[str, RemoteBatch] = {}
+        with self._errors("poll"):
+            for position, job in enumerate(self.client.batches.list(config={"page_size": 100})):
+                if job.name in wanted:
+                    seen[job.name] = _remote(job)
+                    if len(seen) == len(wanted):
+                        break
+                if position >= _POLL_SCAN:
+                    break
+            for remote_id in wanted - seen.keys():
+                seen[remote_id] = _remote(self.client.batches.get(name=remote_id))
+        return seen
+
+    def cancel(self, remote_id: str) -> None:
+        with self._errors("cancel"):
+            try:
+                self.client.batches.cancel(name=remote_id)
+            except self._errors_module.ClientError as exc:
+                if exc.status != "FAILED_PRECONDITION":  # the batch already ended: collected as usual
+                    raise
+
+    # -- results in ----------------------------------------------------------------------------
+
+    def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
+        file_name, inlined = remote.output_file, None
+        if file_name is None:  # list calls never carry inline results: read the batch itself
+            with self._errors("get batch"):
+                dest = self.client.batches.get(name=remote.remote_id).dest
+            file_name = dest.file_name if dest else None
+            inlined = dest.inlined_responses if dest else None
+        if file_name:
+            yield from self._file_outcomes(file_name)
+        for item in inlined or ():
+            outcome = _inline_outcome(item)
+            if outcome is not None:
+                yield outcome
+
+    def _file_outcomes(self, file_name: str) -> Iterator[Outcome]:
+        # The SDK streams a download only into a destination: a temporary file keeps memory flat.
+        with tempfile.TemporaryFile() as spool:
+            with self._errors("download"):
+                self.client.files.download(file=file_name, destination=spool)
+            spool.seek(0)
+            for line in split_lines(iter(lambda: spool.read(1 << 20), b"")):
+                outcome = decode_line(line)
+                if outcome is not None:
+                    yield outcome
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """SDK exceptions -> batchery's: transient ones are retried by the engine, the rest stop the
+        job with the provider's message (never the request headers, which carry the key)."""
+        errors = self._errors_module
+        try:
+            yield
+        except errors.ServerError as exc:
+            raise TransientError(f"gemini {action}: {exc.code} {exc.status}: {exc.message}") from None
+        except errors.ClientError as exc:
+            if exc.code in _TRANSIENT_HTTP:
+                raise TransientError(f"gemini {action}: {exc.code} {exc.status}: {exc.message}") from None
+            raise ProviderError(f"gemini {action} refused ({exc.code} {exc.status}): {exc.message}") from None
+        except self._network_errors as exc:
+            raise TransientError(f"gemini {action}: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:  # the SDK's own checks (pydantic validation included)
+            raise ProviderError(f"gemini {action} refused by the SDK: {exc}") from None
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Network failures of whichever httpx flavour the SDK runs on."""
+    found: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def generate_request(request: dict) -> dict:
+    """Neutral request -> GenerateContentRequest (REST JSON), without the model: a batch has one."""
+    system = [request["system"]] if "system" in request else []
+    contents = []
+    for message in request["messages"]:
+        if message["role"] in ("system", "developer"):
+            system.append(message["content"])  # check() lets these through only before the conversation
+        else:
+            role = "model" if message["role"] == "assistant" else "user"
+            contents.append({"role": role, "parts": [{"text": message["content"]}]})
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": text} for text in system]}
+    config: dict[str, Any] = {}
+    for ours, theirs in (("max_tokens", "maxOutputTokens"), ("temperature", "temperature"), ("top_p", "topP"),
+                         ("stop", "stopSequences")):
+        if ours in request:
+            config[theirs] = request[ours]
+    if "response_format" in request:
+        config["responseMimeType"] = "application/json"
+        config["responseJsonSchema"] = request["response_format"]
+    if "reasoning" in request:
+        config["thinkingConfig"] = _thinking(request["reasoning"], request["model"])
+    if config:
+        body["generationConfig"] = config
+    return body
+
+
+def _thinking(reasoning: dict, model: str) -> dict:
+    if "budget_tokens" in reasoning:
+        return {"thinkingBudget": reasoning["budget_tokens"]}
+    effort = reasoning["effort"]
+    if model.startswith(_BUDGET_ONLY_MODELS):
+        return {"thinkingBudget": _EFFORT_BUDGETS[effort]}
+    return {"thinkingLevel": effort.upper()}
+
+
+def _inline_requests(path: Path) -> Iterator[dict]:
+    """The batch file's ``{key, request}`` lines as the SDK's InlinedRequest (``metadata.key``)."""
+    with path.open("rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            line = orjson.loads(raw)
+            request = line["request"]
+            config = dict(request.get("generationConfig") or {})
+            if "systemInstruction" in request:
+                config["systemInstruction"] = request["systemInstruction"]
+            yield {"contents": request["contents"], "metadata": {"key": line["key"]}, "config": config or None}
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+
+def decode_line(line: bytes) -> Outcome | None:
+    """One result-file line (``{key, response}`` or ``{key, error}``) -> Outcome; None when it is
+    unreadable or has no key (the request then counts as missing)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+        return None
+    return _outcome(obj["key"], obj.get("response"), obj.get("error"))
+
+
+def _inline_outcome(item: Any) -> Outcome | None:
+    """One InlinedResponse -> Outcome, by its ``metadata.key``."""
+    key = (item.metadata or {}).get("key")
+    if not isinstance(key, str):
+        return None
+    response = item.response.model_dump(mode="json", by_alias=True, exclude_none=True) if item.response else None
+    error = item.error.model_dump(mode="json", exclude_none=True) if item.error else None
+    return _outcome(key, response, error)
+
+
+def _outcome(key: str, response: Any, error: Any) -> Outcome | None:
+    if isinstance(error, dict):
+        code = error.get("status") or error.get("code")
+        name = _RPC_CODES[code] if isinstance(code, int) and 0 <= code < len(_RPC_CODES) else str(code or "error")
+        return Outcome(key, FAILED, None, None, None, None, None, None, name, str(error.get("message") or ""))
+    if not isinstance(response, dict):
+        return None
+    body = orjson.dumps(response)
+    usage = response.get("usageMetadata") or {}
+    prompt, answer, thoughts = (usage.get(k) for k in ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount"))
+    output = None if answer is None and thoughts is None else (answer or 0) + (thoughts or 0)
+    cached = usage.get("cachedContentTokenCount")
+    blocked = (response.get("promptFeedback") or {}).get("blockReason")
+    candidates = response.get("candidates") or []
+    if blocked or not candidates:
+        return Outcome(key, FAILED, None, body, prompt, output, cached, thoughts, str(blocked or "NO_CANDIDATES"),
+                       "the prompt was blocked" if blocked else "the response has no candidates")
+    candidate = candidates[0]
+    parts = (candidate.get("content") or {}).get("parts") or []
+    texts = [p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought")]
+    finish = candidate.get("finishReason")
+    if not texts and finish not in _ANSWERED:
+        return Outcome(key, FAILED, None, body, prompt, output, cached, thoughts, str(finish),
+                       f"the model stopped without an answer ({finish})")
+    return Outcome(key, SUCCEEDED, "".join(texts), body, prompt, output, cached, thoughts, None, None)
+
+
+def _remote(job: Any) -> RemoteBatch:
+    state = str(getattr(job.state, "value", job.state))
+    failed = state == "JOB_STATE_FAILED"
+    return RemoteBatch(
+        remote_id=job.name,
+        status=state,
+        ended=state in _ENDED,
+        tag=job.display_name,
+        output_file=job.dest.file_name if job.dest else None,
+        error=(job.error.message if job.error and job.error.message else "the Gemini batch failed") if failed else None,
+        error_code="batch_failed" if failed else None,
+        leftover=_LEFTOVER.get(state, MISSING),
+    )
