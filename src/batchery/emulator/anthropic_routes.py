@@ -1,0 +1,427 @@
+"""HTTP routes of Anthropic's Message Batches API (``/v1/messages/batches…``) for the official SDK.
+
+Requests arrive inline in the create body and are kept on disk, one JSONL line per request. The
+lifecycle is worked out lazily from the injected clock on every read, like the OpenAI service; with
+``S = processing_seconds`` after creation:
+
+* ``in_progress`` at once; request i (input order) has run once (i+1)/n of S has passed;
+* ``ended`` at S, every request ``succeeded`` or ``errored``;
+* reaching ``expires_at`` (created + ``completion_window_seconds``) first ends the batch with the
+  requests run by then, the rest ``expired``;
+* cancel freezes progress (``canceling``, ``cancel_initiated_at``) and ends ``cancel_seconds`` later,
+  the requests not yet run ``canceled``;
+* 29 days after creation the results are archived (``archived_at``; downloading them is a 404).
+
+As on the real service, ``request_counts`` shows every request as ``processing`` until the batch ends,
+and ``results_url`` appears only then. It is absolute and points back at this server, because the
+SDK fetches it as given. Results are written once, at the end, ordered by a hash of custom_id: never
+input order. Timestamps are RFC 3339 strings.
+
+Batch-level problems (no requests, too many, a bad or duplicate custom_id, missing params, a body
+over 256 MB) fail the create call with 400/413; per-request problems (an unknown model, i.e. one
+named ``missing-*``, or bad params) come back as ``errored`` lines, in Anthropic's error envelope.
+Cancelling an ended batch and fetching results early answer 400 [unverified against the real API].
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+
+from .batches import Timing
+from .clock import Clock
+from .fake_model import model_exists, reply
+from .responses import ApiError, JSONResponse
+from .state import Stats, new_id
+from .validation import MAX_LINES
+
+MAX_REQUESTS = 100_000
+MAX_BODY_BYTES = 256 * 1024 * 1024
+ARCHIVE_SECONDS = 29 * 86400
+THINKING_TOKENS = 32  # what the fake model "thinks" when thinking is enabled
+CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+# Top-level Messages API params the emulator accepts; any other key errors the line, as the API does.
+PARAMS = frozenset({
+    "model", "max_tokens", "messages", "system", "temperature", "top_p", "top_k", "stop_sequences", "thinking",
+    "output_config", "metadata", "tools", "tool_choice", "service_tier", "stream", "cache_control", "container",
+    "inference_geo", "speed", "diagnostics",
+})
+
+
+class AnthropicApiError(ApiError):
+    """An error in Anthropic's envelope: ``{"type": "error", "error": {"type", "message"}, "request_id"}``."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(status, message, type=error_type)
+
+    def response(self) -> JSONResponse:
+        body = {"type": "error", "error": {"type": self.type, "message": self.message}, "request_id": new_id("req_")}
+        return JSONResponse(body, status_code=self.status)
+
+
+def _invalid(message: str) -> AnthropicApiError:
+    return AnthropicApiError(400, "invalid_request_error", message)
+
+
+def _rfc3339(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class MessageBatch:
+    id: str
+    requests_path: Path
+    total: int
+    created: float
+    timing: Timing
+    cancel_at: float | None = None
+    ended: float | None = None
+    counts: dict[str, int] | None = None  # frozen when the batch ends
+    results_path: Path | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def expires(self) -> float:
+        return self.created + self.timing.completion_window_seconds
+
+    def done_by(self, t: float) -> int:
+        """How many requests (a prefix of the input) have run at time ``t``."""
+        seconds = self.timing.processing_seconds
+        if seconds <= 0 or t >= self.created + seconds:
+            return self.total
+        return min(self.total, int(self.total * max(0.0, t - self.created) / seconds))
+
+    def to_json(self, now: float, results_base: str) -> dict:
+        if self.ended is not None:
+            status = "ended"
+        else:
+            status = "canceling" if self.cancel_at is not None else "in_progress"
+        counts = self.counts or {"processing": self.total, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        archived = self.created + ARCHIVE_SECONDS
+        return {
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": counts,
+            "created_at": _rfc3339(self.created),
+            "expires_at": _rfc3339(self.expires),
+            "ended_at": _rfc3339(self.ended),
+            "cancel_initiated_at": _rfc3339(self.cancel_at),
+            "archived_at": _rfc3339(archived) if now >= archived else None,
+            "results_url": f"{results_base}/{self.id}/results" if self.ended is not None else None,
+        }
+
+
+class AnthropicMessageBatches:
+    """The Message Batches API of one emulated Anthropic workspace."""
+
+    def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
+                 timing: Timing, max_lines: int = MAX_LINES) -> None:
+        self.provider, self.prefix, self.data_dir = provider, prefix, data_dir
+        self.clock, self.stats, self.timing = clock, stats, timing
+        # The shared knob defaults to OpenAI's cap; left at its default, Anthropic keeps its own.
+        self.max_requests = MAX_REQUESTS if max_lines == MAX_LINES else min(max_lines, MAX_REQUESTS)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._batches: dict[str, MessageBatch] = {}
+        self._order: list[str] = []  # oldest first
+        stats.register(provider)
+
+    def mount(self) -> Mount:
+        path = "/v1/messages/batches"
+        return Mount(self.prefix, routes=[
+            Route(path, self.create_batch, methods=["POST"]),
+            Route(path, self.list_batches, methods=["GET"]),
+            Route(path + "/{batch_id}", self.retrieve_batch, methods=["GET"]),
+            Route(path + "/{batch_id}", self.delete_batch, methods=["DELETE"]),
+            Route(path + "/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
+            Route(path + "/{batch_id}/results", self.batch_results, methods=["GET"]),
+        ])
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    async def create_batch(self, request: Request) -> Response:
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise AnthropicApiError(413, "request_too_large", f"Request exceeds the maximum size of {MAX_BODY_BYTES} bytes.")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _invalid("The request body is not valid JSON.") from None
+        requests = _check_requests(body, self.max_requests)
+        batch_id = new_id("msgbatch_")
+        path = self.data_dir / f"{batch_id}.requests.jsonl"
+        await run_in_threadpool(_write_lines, path, requests)
+        batch = MessageBatch(batch_id, path, len(requests), self.clock.now(), self.timing)
+        with self._lock:
+            self._batches[batch_id] = batch
+            self._order.append(batch_id)
+        self.stats.add(self.provider, "batches_created")
+        return JSONResponse(batch.to_json(self.clock.now(), self._results_base(request)))
+
+    async def retrieve_batch(self, request: Request) -> Response:
+        batch = self._batch(request)
+        await run_in_threadpool(self._advance, batch)
+        return JSONResponse(batch.to_json(self.clock.now(), self._results_base(request)))
+
+    async def list_batches(self, request: Request) -> Response:
+        q = request.query_params
+        limit = _limit(q.get("limit"))
+        page, has_more = self._page(q.get("after_id") or None, q.get("before_id") or None, limit)
+        for batch in page:
+            await run_in_threadpool(self._advance, batch)
+        now, base = self.clock.now(), self._results_base(request)
+        data = [b.to_json(now, base) for b in page]
+        return JSONResponse({
+            "data": data,
+            "has_more": has_more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        })
+
+    async def cancel_batch(self, request: Request) -> Response:
+        batch = self._batch(request)
+        await run_in_threadpool(self._advance, batch)
+        with batch.lock:
+            if batch.ended is not None:
+                raise _invalid(f"Batch {batch.id} has already ended and can no longer be canceled.")
+            if batch.cancel_at is None:
+                batch.cancel_at = self.clock.now()
+        return JSONResponse(batch.to_json(self.clock.now(), self._results_base(request)))
+
+    async def delete_batch(self, request: Request) -> Response:
+        batch = self._batch(request)
+        await run_in_threadpool(self._advance, batch)
+        if batch.ended is None:
+            raise _invalid(f"Batch {batch.id} is still processing; cancel it and wait for it to end before deleting it.")
+        with self._lock:
+            self._batches.pop(batch.id, None)
+            self._order.remove(batch.id)
+        for path in (batch.requests_path, batch.results_path):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        return JSONResponse({"id": batch.id, "type": "message_batch_deleted"})
+
+    async def batch_results(self, request: Request) -> Response:
+        batch = self._batch(request)
+        await run_in_threadpool(self._advance, batch)
+        if batch.ended is None or batch.results_path is None:
+            raise _invalid(f"Batch {batch.id} has not finished processing; its results are not available yet.")
+        if self.clock.now() >= batch.created + ARCHIVE_SECONDS:
+            raise AnthropicApiError(404, "not_found_error", f"The results of batch {batch.id} have been archived.")
+        return FileResponse(batch.results_path, media_type="application/binary")
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _results_base(self, request: Request) -> str:
+        return f"{request.url.scheme}://{request.url.netloc}{self.prefix}/v1/messages/batches"
+
+    def _batch(self, request: Request) -> MessageBatch:
+        batch_id = request.path_params["batch_id"]
+        with self._lock:
+            batch = self._batches.get(batch_id)
+        if batch is None:
+            raise AnthropicApiError(404, "not_found_error", f"No message batch found with id '{batch_id}'.")
+        return batch
+
+    def _page(self, after_id: str | None, before_id: str | None, limit: int) -> tuple[list[MessageBatch], bool]:
+        """Newest first. ``after_id``: the page of older batches below it; ``before_id``: the page of
+        newer batches just above it."""
+        with self._lock:
+            newest_first = self._order[::-1]
+            cursor = after_id or before_id
+            if cursor is not None and cursor not in self._batches:
+                raise _invalid(f"Invalid pagination cursor: no message batch '{cursor}'.")
+            if after_id is not None:
+                rest = newest_first[newest_first.index(after_id) + 1:]
+                ids, has_more = rest[:limit], len(rest) > limit
+            elif before_id is not None:
+                above = newest_first[:newest_first.index(before_id)]
+                ids, has_more = above[-limit:], len(above) > limit
+            else:
+                ids, has_more = newest_first[:limit], len(newest_first) > limit
+            return [self._batches[i] for i in ids], has_more
+
+    def _advance(self, batch: MessageBatch) -> None:
+        """Bring ``batch`` up to the clock; on the ending transition, write its results once."""
+        now = self.clock.now()
+        with batch.lock:
+            if batch.ended is not None:
+                return
+            if batch.cancel_at is not None:
+                end = batch.cancel_at + batch.timing.cancel_seconds
+                if now >= end:
+                    self._end(batch, end, batch.done_by(batch.cancel_at), unrun="canceled")
+                return
+            natural = batch.created + batch.timing.processing_seconds
+            if batch.expires < natural and now >= batch.expires:
+                self._end(batch, batch.expires, batch.done_by(batch.expires), unrun="expired")
+            elif now >= natural:
+                self._end(batch, natural, batch.total)
+
+    def _end(self, batch: MessageBatch, at: float, done: int, *, unrun: str = "") -> None:
+        """Run the first ``done`` requests through the fake model; the rest end as ``unrun``
+        (``canceled`` or ``expired``)."""
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        lines: list[tuple[int, bytes]] = []
+        with open(batch.requests_path, "rb") as f:
+            for index, raw in enumerate(f):
+                request = orjson.loads(raw)
+                custom_id = request["custom_id"]
+                result = _execute(request["params"], f"{batch.id[-8:]}{index:06x}") if index < done else {"type": unrun}
+                counts[result["type"]] += 1
+                line = orjson.dumps({"custom_id": custom_id, "result": result})
+                lines.append((zlib.crc32(custom_id.encode()), line))
+        lines.sort(key=lambda pair: pair[0])
+        batch.results_path = batch.requests_path.with_name(f"{batch.id}.results.jsonl")
+        batch.results_path.write_bytes(b"".join(line + b"\n" for _, line in lines))
+        batch.counts, batch.ended = counts, at
+        self.stats.add(self.provider, "requests_processed", done)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 20
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise _invalid(f"limit: Input should be an integer between 1 and 1000, got {raw!r}.")
+    return int(raw)
+
+
+def _check_requests(body: Any, cap: int) -> list[dict]:
+    """Batch-level validation: these fail the whole create call, as on the real API."""
+    if not isinstance(body, dict) or not isinstance(body.get("requests"), list):
+        raise _invalid("requests: Field required (a list of {custom_id, params}).")
+    extra = sorted(body.keys() - {"requests"})
+    if extra:
+        raise _invalid(f"{extra[0]}: Extra inputs are not permitted")
+    requests = body["requests"]
+    if not requests:
+        raise _invalid("requests: List should have at least 1 item after validation, not 0")
+    if len(requests) > cap:
+        raise _invalid(f"requests: List should have at most {cap} items after validation, not {len(requests)}")
+    seen: set[str] = set()
+    for i, item in enumerate(requests):
+        if not isinstance(item, dict) or not isinstance(item.get("params"), dict):
+            raise _invalid(f"requests.{i}.params: Field required")
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str) or not CUSTOM_ID.match(custom_id):
+            raise _invalid(f"requests.{i}.custom_id: String should match pattern '{CUSTOM_ID.pattern}'")
+        if custom_id in seen:
+            raise _invalid(f"Duplicate custom_id '{custom_id}' in requests.{i}: custom_id must be unique within a batch.")
+        seen.add(custom_id)
+    return requests
+
+
+def _write_lines(path: Path, requests: list[dict]) -> None:
+    with open(path, "wb") as f:
+        for item in requests:
+            f.write(orjson.dumps({"custom_id": item["custom_id"], "params": item["params"]}) + b"\n")
+
+
+# -- one request --------------------------------------------------------------------------------
+
+
+def _text(content: Any) -> str:
+    """Text of a message's content: a string, or a list of blocks whose text blocks count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
+    return ""
+
+
+def _problem(params: dict) -> tuple[str, str] | None:
+    """(error type, message) the Messages API would answer these params with, or None."""
+    extra = sorted(params.keys() - PARAMS)
+    if extra:
+        return "invalid_request_error", f"{extra[0]}: Extra inputs are not permitted"
+    model = params.get("model")
+    if not isinstance(model, str) or not model:
+        return "invalid_request_error", "model: Field required"
+    if not model_exists(model):
+        return "not_found_error", f"model: {model}"
+    max_tokens = params.get("max_tokens")
+    if type(max_tokens) is not int or max_tokens < 0:
+        return "invalid_request_error", "max_tokens: Field required (a non-negative integer)"
+    messages = params.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "invalid_request_error", "messages: List should have at least 1 item"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            return "invalid_request_error", f"messages.{i}.role: Input should be 'user' or 'assistant'"
+    for name in ("temperature", "top_p"):
+        value = params.get(name)
+        if value is not None and (type(value) not in (int, float) or not 0 <= value <= 1):
+            return "invalid_request_error", f"{name}: Input should be a number between 0 and 1"
+    if params.get("stream"):
+        return "invalid_request_error", "stream: streaming is not supported in the Message Batches API"
+    thinking = params.get("thinking")
+    if thinking is not None:
+        kind = thinking.get("type") if isinstance(thinking, dict) else None
+        if kind not in ("enabled", "disabled", "adaptive"):
+            return "invalid_request_error", "thinking.type: Input should be 'enabled', 'disabled' or 'adaptive'"
+        budget = thinking.get("budget_tokens")
+        if kind == "enabled" and (type(budget) is not int or budget < 1024):
+            return "invalid_request_error", "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        if kind == "enabled" and max_tokens <= budget:
+            return "invalid_request_error", "`max_tokens` must be greater than `thinking.budget_tokens`"
+    output = params.get("output_config") or {}
+    if not isinstance(output, dict) or output.get("effort") not in (None, *EFFORTS):
+        return "invalid_request_error", f"output_config.effort: Input should be one of {', '.join(EFFORTS)}"
+    fmt = output.get("format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "json_schema"
+                            or not isinstance(fmt.get("schema"), dict)):
+        return "invalid_request_error", "output_config.format: expected {\"type\": \"json_schema\", \"schema\": {...}}"
+    return None
+
+
+def _execute(params: dict, suffix: str) -> dict:
+    """One request's ``result``: a succeeded Message from the fake model, or an errored envelope."""
+    problem = _problem(params)
+    if problem is not None:
+        error_type, message = problem
+        return {"type": "errored", "error": {"type": "error", "error": {"type": error_type, "message": message},
+                                             "request_id": "req_" + suffix}}
+    messages = params["messages"]
+    prompt = next((_text(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")
+    input_chars = len(_text(params.get("system"))) + sum(len(_text(m.get("content"))) for m in messages)
+    thinking = (params.get("thinking") or {}).get("type") == "enabled"
+    thought = THINKING_TOKENS if thinking else 0
+    fmt = (params.get("output_config") or {}).get("format")
+    text, input_tokens, output_tokens, truncated = reply(
+        prompt, fmt["schema"] if fmt else None, params["max_tokens"] - thought, input_chars)
+    content = [{"type": "thinking", "thinking": "Emulated reasoning.", "signature": "sig_" + suffix}] if thinking else []
+    content.append({"type": "text", "text": text})
+    return {"type": "succeeded", "message": {
+        "id": "msg_" + suffix,
+        "type": "message",
+        "role": "assistant",
+        "model": params["model"],
+        "content": content,
+        "stop_reason": "max_tokens" if truncated else "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens + thought,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+            "server_tool_use": None,
+            "service_tier": "batch",
+            "output_tokens_details": {"thinking_tokens": thought},
+        },
+    }}
