@@ -185,6 +185,7 @@ class Engine:
     def cancel(self, wait: bool = True) -> Progress:
         """Stop the job: unsent work is cancelled locally, remote batches are asked to cancel and
         their partial results are kept."""
+        self._reconcile()  # a create in doubt is settled first, so it is either cancelled below or never sent
         with self.store.transaction():
             self.store.set_job_state(self.job.id, "cancelling")
             self.job.state = "cancelling"
@@ -195,7 +196,6 @@ class Engine:
                                              "the job was cancelled before this batch was sent")
                 self.store.update_batch(batch.id, state="collected", remote_status="not_sent")
             self.store.log(self.job.id, "cancel_requested", unsent=n)
-        self._reconcile()
         for batch in self.store.batches(self.job.id, ["submitted"]):
             self.provider.cancel(batch.remote_id)
         return self.run(wait=wait)
@@ -260,11 +260,9 @@ class Engine:
 
     def _submit(self, batch) -> None:
         path = self.files / f"{batch.tag}.jsonl"
-        input_file = batch.input_file
-        if input_file is None:
-            if not path.exists():  # the local file was lost: rebuild it from the store
-                self._write_batch_file(batch.id, path)
-            input_file = self.provider.upload(path)
+        if not path.exists():  # lost (or removed after an earlier create): rebuild it from the store
+            self._write_batch_file(batch.id, path)
+        input_file = batch.input_file or self.provider.upload(path)
         with self.store.transaction():  # write-ahead: from here on a create may exist remotely
             self.store.update_batch(batch.id, input_file=input_file, state="creating")
         try:
@@ -282,6 +280,7 @@ class Engine:
         path.unlink(missing_ok=True)
 
     def _write_batch_file(self, batch_id: int, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         with path.open("wb") as f:
             for key, body in self.store.batch_requests(batch_id):
                 f.write(self.provider.encode(key, orjson.loads(body)) + b"\n")

@@ -103,6 +103,11 @@ class Emulator:
     # (several providers use /v1/files); the SDK's base_url is the server URL plus that path.
     SERVICES: dict[str, tuple[str, str, str]] = {
         "openai": ("batchery.emulator.openai_routes", "OpenAICompatible", "/v1"),
+        "anthropic": ("batchery.emulator.anthropic_routes", "AnthropicMessageBatches", "/anthropic"),
+        "mistral": ("batchery.emulator.mistral_routes", "MistralService", "/mistral"),
+        "gemini": ("batchery.emulator.gemini_routes", "GeminiService", "/gemini"),
+        "together": ("batchery.emulator.together_routes", "TogetherService", "/together"),
+        "groq": ("batchery.emulator.groq_routes", "GroqService", "/groq"),
     }
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, processing_seconds: float = 0.0,

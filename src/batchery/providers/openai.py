@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,7 +34,7 @@ class OpenAIBatch(BatchProvider):
 
     def check(self, request: dict) -> str | None:
         if "reasoning" in request and "effort" not in request["reasoning"]:
-            return "openai takes reasoning as {\"effort\": \"low\"|\"medium\"|\"high\"}, not a token budget"
+            return f"{self.name} takes reasoning as {{\"effort\": \"low\"|\"medium\"|\"high\"}}, not a token budget"
         return None
 
     def encode(self, custom_id: str, request: dict) -> bytes:
@@ -63,7 +63,7 @@ class OpenAIBatch(BatchProvider):
     def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
         found: dict[str, RemoteBatch] = {}
         with self._errors("list batches"):
-            for batch in self.client.batches.list(limit=100):
+            for batch in self._listed():
                 remote = _remote(batch)
                 if remote.tag in tags:
                     found[remote.tag] = remote
@@ -77,7 +77,7 @@ class OpenAIBatch(BatchProvider):
         wanted = set(remote_ids)
         seen: dict[str, RemoteBatch] = {}
         with self._errors("poll"):
-            for position, batch in enumerate(self.client.batches.list(limit=100)):
+            for position, batch in enumerate(self._listed()):
                 if batch.id in wanted:
                     seen[batch.id] = _remote(batch)
                     if len(seen) == len(wanted):
@@ -94,6 +94,10 @@ class OpenAIBatch(BatchProvider):
                 self.client.batches.cancel(remote_id)
             except self._sdk.ConflictError:
                 pass  # the batch already ended; its results are collected as usual
+
+    def _listed(self) -> Iterable:
+        """The account's batches, newest first, as the list endpoint serves them (page after page)."""
+        return self.client.batches.list(limit=100)
 
     # -- results in ----------------------------------------------------------------------------
 
@@ -115,9 +119,9 @@ class OpenAIBatch(BatchProvider):
         try:
             yield
         except (sdk.APIConnectionError, sdk.RateLimitError, sdk.InternalServerError) as exc:
-            raise TransientError(f"openai {action}: {type(exc).__name__}: {_message(exc)}") from None
+            raise TransientError(f"{self.name} {action}: {type(exc).__name__}: {_message(exc)}") from None
         except sdk.APIStatusError as exc:
-            raise ProviderError(f"openai {action} refused ({exc.status_code}): {_message(exc)}") from None
+            raise ProviderError(f"{self.name} {action} refused ({exc.status_code}): {_message(exc)}") from None
 
 
 def _message(exc) -> str:

@@ -1,0 +1,522 @@
+"""Together's Files and Batch API (``/v1/files``, ``/v1/batches``) as the ``together`` SDK sees it,
+mounted under the service prefix (``/together``; the SDK's base_url is the emulator's URL plus that
+prefix, and the SDK adds ``/v1``).
+
+Fidelity notes (research §7 and §9):
+
+* Upload takes three calls [SDK ``lib/resources/files.py``]. ``POST /v1/files`` (multipart fields
+  purpose, file_name, file_type, checksum) answers **302** with ``Location`` (a presigned PUT URL)
+  and ``X-Together-File-Id``. The SDK PUTs the raw bytes there (200 expected), then calls
+  ``POST /v1/files/{id}/preprocess``, which answers the file object (``FileType`` key). The
+  presigned URL lives beside the API, under ``<prefix>/storage/``, outside the key-checked path:
+  the SDK sends it no API key, as it would to a storage bucket, so its one-time signature guards
+  it instead. A file is visible, and counted as uploaded, once preprocessed; its sha256 must match
+  the announced checksum by then.
+* ``POST /v1/batches`` answers 201 with ``{"job": BatchJob}`` [DOC reference; OBS oumi]; retrieve
+  and cancel answer the bare BatchJob; list answers a bare JSON array, newest first [order
+  UNVERIFIED]. Timestamps are ISO-8601 strings, statuses upper-case, ``progress`` 0–100. There is
+  no metadata. ``completion_window`` is ``24h`` or absent ("cannot be changed" [DOC]).
+* Lifecycle, computed lazily from the clock, with ``S = processing_seconds``: VALIDATING for the
+  first 10 % of S, IN_PROGRESS until S (request i is done once the running time covers (i+1)/n of
+  it), then COMPLETED. ``job_deadline = created + completion_window_seconds``; reaching it first
+  gives EXPIRED with what was done by then. Cancel is accepted while VALIDATING or IN_PROGRESS
+  [DOC manage]: progress freezes and the job turns CANCELLED ``cancel_seconds`` later (Together has
+  no "cancelling" status). Cancelling an ended job is refused with a 400 [UNVERIFIED].
+* Results: executed successes in the output file, executed failures in the error file, as
+  OpenAI-shaped lines ``{id, custom_id, response: {status_code, body}}`` [UNVERIFIED exact keys],
+  in a scrambled but deterministic order (Together keeps no order). Requests that never ran
+  (expiry, cancel) are in neither file [UNVERIFIED].
+* An unknown model ("missing-*") fails its own lines with 404 ``model_not_available``, Together's
+  chat answer, because Together reports per-request failures in the error file. The other
+  per-request checks are the OpenAI-compatible ones (``check_chat_body``).
+* Whole-input problems fail the job when validation ends: FAILED, an ``error`` message, no result
+  files. They are a line that is not a JSON object with a ``custom_id`` (1–64 characters) and a
+  ``body`` object, a repeated custom_id, more lines than the cap, or no lines at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+
+from .batches import Timing
+from .clock import Clock
+from .fake_model import CHARS_PER_TOKEN, model_exists, reply
+from .responses import ApiError, JSONResponse
+from .state import FileStore, StoredFile, Stats
+from .validation import MAX_LINES, check_chat_body
+
+MAX_INPUT_BYTES = 100 * 1024 * 1024  # per batch input file [DOC overview]
+MAX_CUSTOM_ID = 64
+PURPOSES = ("fine-tune", "calibration", "eval", "batch-api")
+FILE_TYPES = ("jsonl", "parquet", "csv")
+ENDPOINTS = ("/v1/chat/completions", "/v1/audio/transcriptions", "/v1/audio/translations")
+EFFORTS = ("low", "medium", "high")
+WINDOW = "24h"
+ENDED = frozenset({"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"})
+USER_ID = "user_emulator"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, list):
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return content if isinstance(content, str) else ""
+
+
+# -- requests --------------------------------------------------------------------------------------
+
+
+def _request_problem(body: dict) -> tuple[int, dict] | None:
+    """(HTTP status, error object) Together's chat endpoint would refuse this body with, or None."""
+    model = body.get("model")
+    if isinstance(model, str) and not model_exists(model):
+        return 404, {"message": f"Unable to access model {model}. Please visit https://api.together.ai/models "
+                                "to view the list of supported models.",
+                     "type": "invalid_request_error", "param": "model", "code": "model_not_available"}
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in EFFORTS:
+        return 400, {"message": f"reasoning_effort must be one of {', '.join(EFFORTS)}, got {effort!r}.",
+                     "type": "invalid_request_error", "param": "reasoning_effort", "code": "invalid_value"}
+    problem = check_chat_body(body)
+    return None if problem is None else (400, problem)
+
+
+def _complete(body: dict, created: int, completion_id: str) -> dict:
+    """Together's chat.completion for a valid body: the neutral fake answer to the last user message,
+    with a ``reasoning`` text when reasoning_effort asked for thinking (as Together's reasoning
+    models return it)."""
+    messages = body["messages"]
+    last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
+    fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+    schema = None
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+    elif fmt.get("type") == "json_object":
+        schema = {"type": "object"}
+    input_chars = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+    text, prompt_tokens, completion_tokens, truncated = reply(
+        _text(last_user.get("content")), schema, body.get("max_tokens"), input_chars)
+    message: dict[str, Any] = {"role": "assistant", "content": text, "tool_calls": []}
+    if body.get("reasoning_effort"):
+        message["reasoning"] = f"Thinking ({body['reasoning_effort']} effort) before answering."
+        completion_tokens += -(-len(message["reasoning"]) // CHARS_PER_TOKEN)
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": body["model"],
+        "prompt": [],
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": "length" if truncated else "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+# -- input scan ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    """What one pass over a batch input found: the first whole-input problem, which requests fail."""
+
+    total: int = 0
+    error: str | None = None
+    bad: bytearray = field(default_factory=bytearray)  # bad[i] == 1: request i fails on its own
+
+
+def _requests(path: Path):
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                yield raw
+
+
+def _scan(path: Path, max_lines: int) -> _Scan:
+    """Check an input file once, streaming; stop at the first problem, which fails the whole job."""
+    scan = _Scan()
+    seen: set[str] = set()
+    for raw in _requests(path):
+        scan.total += 1
+        if scan.total > max_lines:
+            scan.error = f"Too many requests: a batch holds at most {max_lines}."
+            break
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            line = None
+        custom_id = line.get("custom_id") if isinstance(line, dict) else None
+        well_formed = isinstance(custom_id, str) and 0 < len(custom_id) <= MAX_CUSTOM_ID
+        if not (well_formed and isinstance(line.get("body"), dict)):
+            scan.error = (f"Request {scan.total}: each line must be a JSON object with a custom_id "
+                          f"(1-{MAX_CUSTOM_ID} characters) and a body object.")
+            break
+        if custom_id in seen:
+            scan.error = f"Request {scan.total}: custom_id {custom_id!r} is used more than once."
+            break
+        seen.add(custom_id)
+        scan.bad.append(0 if _request_problem(line["body"]) is None else 1)
+    if scan.total == 0:
+        scan.error = "The input file contains no requests."
+    return scan
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Upload:
+    """A file between ``POST /v1/files`` (its id handed out) and its preprocess call."""
+
+    stored: StoredFile
+    file_type: str
+    checksum: str
+    signature: str
+    digest: str | None = None  # sha256 of the bytes PUT, once they were
+
+
+@dataclass
+class _Job:
+    id: str
+    input_file_id: str
+    input_path: Path
+    size: int
+    model_id: str | None
+    endpoint: str
+    created: float
+    deadline: float
+    timing: Timing
+    scan: _Scan
+    status: str = "VALIDATING"
+    cancel_at: float | None = None
+    ended_at: float | None = None
+    done: int | None = None  # requests executed, frozen once the job has ended
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def start(self) -> float:
+        return self.created + 0.1 * self.timing.processing_seconds
+
+    @property
+    def end(self) -> float:
+        return self.created + self.timing.processing_seconds
+
+    def done_by(self, t: float) -> int:
+        """How many requests (a prefix of the input) have run at time ``t``."""
+        n = self.scan.total
+        if t >= self.end:
+            return n
+        if t < self.start:
+            return 0
+        return min(n, int(n * (t - self.start) / (self.end - self.start)))
+
+    def to_json(self, now: float) -> dict:
+        if self.done is not None:
+            done = self.done
+        else:
+            done = self.done_by(self.cancel_at if self.cancel_at is not None else now)
+        return {
+            "id": self.id,
+            "user_id": USER_ID,
+            "input_file_id": self.input_file_id,
+            "file_size_bytes": self.size,
+            "status": self.status,
+            "job_deadline": _iso(self.deadline),
+            "created_at": _iso(self.created),
+            "endpoint": self.endpoint,
+            "progress": round(100.0 * done / self.scan.total, 2) if self.scan.total and not self.scan.error else 0.0,
+            "model_id": self.model_id,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "error": self.scan.error if self.status == "FAILED" else None,
+            "completed_at": _iso(self.ended_at) if self.ended_at is not None else None,
+        }
+
+
+class TogetherService:
+    """One mounted instance of Together's Files + Batch API, with its own files and jobs.
+
+    ``prefix`` (what the auth middleware guards) is the API under ``<base>/v1``; the presigned
+    upload URLs sit beside it under ``<base>/storage``.
+    """
+
+    def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
+                 timing: Timing, max_lines: int = MAX_LINES) -> None:
+        self.provider, self.clock, self.stats, self.timing, self.max_lines = provider, clock, stats, timing, max_lines
+        self.base, self.prefix = prefix, prefix + "/v1"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.files = FileStore(data_dir, clock)
+        self._uploads: dict[str, _Upload] = {}
+        self._ready: dict[str, tuple[str, int]] = {}  # file id -> (FileType, bytes), once uploaded
+        self._jobs: dict[str, _Job] = {}  # insertion order is creation order
+        self._lock = threading.Lock()
+        stats.register(provider)
+
+    def mount(self) -> Mount:
+        api = [
+            Route("/files", self.start_upload, methods=["POST"]),
+            Route("/files", self.list_files, methods=["GET"]),
+            Route("/files/{file_id}", self.retrieve_file, methods=["GET"]),
+            Route("/files/{file_id}", self.delete_file, methods=["DELETE"]),
+            Route("/files/{file_id}/content", self.file_content, methods=["GET"]),
+            Route("/files/{file_id}/preprocess", self.preprocess, methods=["POST"]),
+            Route("/batches", self.create_batch, methods=["POST"]),
+            Route("/batches", self.list_batches, methods=["GET"]),
+            Route("/batches/{batch_id}", self.retrieve_batch, methods=["GET"]),
+            Route("/batches/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
+        ]
+        return Mount(self.base, routes=[
+            Mount("/v1", routes=api),
+            Route("/storage/{file_id}", self.receive_upload, methods=["PUT"]),
+        ])
+
+    # -- files -----------------------------------------------------------------------------------
+
+    async def start_upload(self, request: Request) -> Response:
+        """Step 1: register the file and answer 302 to a presigned PUT URL."""
+        async with request.form(max_files=1, max_fields=20) as form:
+            fields = {name: form.get(name) for name in ("purpose", "file_name", "file_type", "checksum")}
+        purpose, file_name, file_type, checksum = fields.values()
+        if purpose not in PURPOSES:
+            raise ApiError(400, f"Invalid purpose {purpose!r}; expected one of {', '.join(PURPOSES)}.", param="purpose")
+        if file_type not in FILE_TYPES:
+            raise ApiError(400, f"Invalid file_type {file_type!r}; expected one of {', '.join(FILE_TYPES)}.",
+                           param="file_type")
+        for name in ("file_name", "checksum"):
+            if not isinstance(fields[name], str) or not fields[name]:
+                raise ApiError(400, f"Missing required field '{name}'.", param=name)
+        path = self.files.blob_path()
+        path.touch()
+        stored = self.files.add(path, str(file_name), str(purpose), ttl=None)
+        signature = secrets.token_urlsafe(18)
+        with self._lock:
+            self._uploads[stored.id] = _Upload(stored, str(file_type), str(checksum), signature)
+        location = request.url.replace(path=f"{self.base}/storage/{stored.id}", query=f"signature={signature}")
+        return Response(status_code=302, headers={"Location": str(location), "X-Together-File-Id": stored.id})
+
+    async def receive_upload(self, request: Request) -> Response:
+        """Step 2, the storage side: take the bytes of a pending upload whose signature matches."""
+        with self._lock:
+            upload = self._uploads.get(request.path_params["file_id"])
+        signature = request.query_params.get("signature", "")
+        if upload is None or not secrets.compare_digest(signature, upload.signature):
+            return Response("SignatureDoesNotMatch", status_code=403, media_type="text/plain")
+        digest = hashlib.sha256()
+        with open(upload.stored.path, "wb") as out:
+            async for chunk in request.stream():
+                out.write(chunk)
+                digest.update(chunk)
+        upload.digest = digest.hexdigest()
+        return Response(status_code=200, headers={"ETag": f'"{upload.digest[:32]}"'})
+
+    async def preprocess(self, request: Request) -> Response:
+        """Step 3: the uploaded bytes become a file."""
+        file_id = request.path_params["file_id"]
+        with self._lock:
+            upload = self._uploads.get(file_id)
+            if upload is None:
+                if file_id in self._ready:  # preprocessing twice is harmless
+                    return JSONResponse(self._file_json(self._visible(file_id)))
+                raise ApiError(404, f"File {file_id} not found.", code="not_found")
+            if upload.digest is None:
+                raise ApiError(400, f"File {file_id} has no content yet: PUT it to the upload URL first.")
+            if upload.digest != upload.checksum:
+                raise ApiError(400, f"Checksum mismatch for file {file_id}: the uploaded bytes are not the "
+                                    "announced file.", param="checksum")
+            del self._uploads[file_id]
+            self._ready[file_id] = (upload.file_type, upload.stored.path.stat().st_size)
+        self.stats.add(self.provider, "files_uploaded")
+        return JSONResponse(self._file_json(upload.stored))
+
+    async def list_files(self, request: Request) -> Response:
+        with self._lock:
+            ready = list(self._ready)
+        files = [f for f in map(self.files.get, reversed(ready)) if f is not None]
+        return JSONResponse({"object": "list", "data": [self._file_json(f) for f in files]})
+
+    async def retrieve_file(self, request: Request) -> Response:
+        return JSONResponse(self._file_json(self._visible(request.path_params["file_id"])))
+
+    async def delete_file(self, request: Request) -> Response:
+        stored = self._visible(request.path_params["file_id"])
+        with self._lock:
+            self._ready.pop(stored.id, None)
+        self.files.delete(stored.id)
+        return JSONResponse({"id": stored.id, "deleted": True})
+
+    async def file_content(self, request: Request) -> Response:
+        return FileResponse(self._visible(request.path_params["file_id"]).path, media_type="application/octet-stream")
+
+    def _visible(self, file_id: str) -> StoredFile:
+        stored = self.files.get(file_id) if file_id in self._ready else None
+        if stored is None:
+            raise ApiError(404, f"File {file_id} not found.", code="not_found")
+        return stored
+
+    def _file_json(self, stored: StoredFile) -> dict:
+        file_type, size = self._ready[stored.id]
+        return {"id": stored.id, "object": "file", "bytes": size, "created_at": stored.created_at,
+                "filename": stored.filename, "FileType": file_type, "purpose": stored.purpose}
+
+    # -- batches ---------------------------------------------------------------------------------
+
+    async def create_batch(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        endpoint = body.get("endpoint")
+        if endpoint not in ENDPOINTS:
+            raise ApiError(400, f"Invalid endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}.",
+                           param="endpoint")
+        if endpoint != "/v1/chat/completions":
+            raise ApiError(400, f"The emulator runs only /v1/chat/completions batches, not {endpoint}.",
+                           param="endpoint")
+        if body.get("completion_window", WINDOW) != WINDOW:
+            raise ApiError(400, f"completion_window is fixed at {WINDOW}.", param="completion_window")
+        model_id = body.get("model_id")
+        if model_id is not None and not isinstance(model_id, str):
+            raise ApiError(400, "model_id must be a string.", param="model_id")
+        file_id = body.get("input_file_id")
+        stored = self.files.get(file_id) if isinstance(file_id, str) and file_id in self._ready else None
+        if stored is None:
+            raise ApiError(400, f"Input file {file_id!r} not found.", param="input_file_id")
+        if stored.purpose != "batch-api":
+            raise ApiError(400, f"Input file {file_id} has purpose {stored.purpose!r}; batches need 'batch-api'.",
+                           param="input_file_id")
+        size = self._ready[stored.id][1]
+        if size > MAX_INPUT_BYTES:
+            raise ApiError(400, f"Input file is {size} bytes; a batch input holds at most {MAX_INPUT_BYTES}.",
+                           param="input_file_id")
+        scan = await run_in_threadpool(_scan, stored.path, self.max_lines)
+        now = self.clock.now()
+        job = _Job(id=str(uuid.uuid4()), input_file_id=stored.id, input_path=stored.path, size=size,
+                   model_id=model_id, endpoint=endpoint, created=now,
+                   deadline=now + self.timing.completion_window_seconds, timing=self.timing, scan=scan)
+        self.files.pin(stored.path)
+        with self._lock:
+            self._jobs[job.id] = job
+        self.stats.add(self.provider, "batches_created")
+        return JSONResponse({"job": job.to_json(now)}, status_code=201)
+
+    async def list_batches(self, request: Request) -> Response:
+        with self._lock:
+            jobs = list(reversed(self._jobs.values()))
+        await run_in_threadpool(self._advance_all, jobs)
+        now = self.clock.now()
+        return JSONResponse([job.to_json(now) for job in jobs])
+
+    async def retrieve_batch(self, request: Request) -> Response:
+        job = self._job(request)
+        await run_in_threadpool(self._advance, job)
+        return JSONResponse(job.to_json(self.clock.now()))
+
+    async def cancel_batch(self, request: Request) -> Response:
+        job = self._job(request)
+        await run_in_threadpool(self._advance, job)
+        with job.lock:
+            if job.status in ENDED:
+                raise ApiError(400, f"Batch job {job.id} is {job.status}; only VALIDATING or IN_PROGRESS jobs "
+                                    "can be cancelled.")
+            if job.cancel_at is None:
+                job.cancel_at = self.clock.now()
+        await run_in_threadpool(self._advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
+        return JSONResponse(job.to_json(self.clock.now()))
+
+    def _job(self, request: Request) -> _Job:
+        batch_id = request.path_params["batch_id"]
+        with self._lock:
+            job = self._jobs.get(batch_id)
+        if job is None:
+            raise ApiError(404, f"Batch job {batch_id} not found.", code="not_found")
+        return job
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _advance_all(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            self._advance(job)
+
+    def _advance(self, job: _Job) -> None:
+        """Bring ``job`` up to ``clock.now()``; writes its result files on the terminal transition."""
+        now = self.clock.now()
+        with job.lock:
+            if job.status in ENDED:
+                return
+            if job.cancel_at is not None:
+                end = job.cancel_at + job.timing.cancel_seconds
+                if now >= end:
+                    self._finish(job, "CANCELLED", end, job.done_by(job.cancel_at))
+            elif job.scan.error is not None:
+                if now >= job.start:
+                    self._finish(job, "FAILED", job.start, 0)
+            elif now >= job.deadline and job.deadline < job.end:
+                self._finish(job, "EXPIRED", job.deadline, job.done_by(job.deadline))
+            elif now >= job.end:
+                self._finish(job, "COMPLETED", job.end, job.scan.total)
+            else:
+                job.status = "IN_PROGRESS" if now >= job.start else "VALIDATING"
+
+    def _finish(self, job: _Job, status: str, at: float, done: int) -> None:
+        if status != "FAILED":
+            ok, bad = self._execute(job, done, int(at))
+            job.output_file_id = self._store_results(job, ok, "output")
+            job.error_file_id = self._store_results(job, bad, "errors")
+            self.stats.add(self.provider, "requests_processed", done)
+        job.status, job.ended_at, job.done = status, at, done
+        self.files.unpin(job.input_path)
+
+    def _execute(self, job: _Job, done: int, created: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+        """Run the first ``done`` requests: (order key, line) for the output and the error file."""
+        ok: list[tuple[int, bytes]] = []
+        bad: list[tuple[int, bytes]] = []
+        salt = secrets.token_hex(6)
+        for index, raw in enumerate(_requests(job.input_path)):
+            if index >= done:
+                break
+            line = orjson.loads(raw)
+            custom_id, body = line["custom_id"], line["body"]
+            order = zlib.crc32(custom_id.encode())
+            line_id = f"req-{salt}{index:08x}"
+            problem = _request_problem(body) if job.scan.bad[index] else None
+            if problem is None:
+                response = {"status_code": 200, "request_id": line_id, "body": _complete(body, created, line_id)}
+                ok.append((order, orjson.dumps({"id": line_id, "custom_id": custom_id, "response": response})))
+            else:
+                status, error = problem
+                response = {"status_code": status, "request_id": line_id, "body": {"error": error}}
+                bad.append((order, orjson.dumps({"id": line_id, "custom_id": custom_id, "response": response})))
+        return ok, bad
+
+    def _store_results(self, job: _Job, lines: list[tuple[int, bytes]], kind: str) -> str | None:
+        if not lines:
+            return None
+        lines.sort(key=lambda pair: pair[0])
+        path = self.files.blob_path()
+        path.write_bytes(b"".join(line + b"\n" for _, line in lines))
+        stored = self.files.add(path, f"{job.id}_{kind}.jsonl", "batch-api", ttl=None)
+        with self._lock:
+            self._ready[stored.id] = ("jsonl", stored.size)
+        return stored.id

@@ -1,0 +1,36 @@
+"""Groq Batch API adapter on the official ``groq`` SDK.
+
+Groq serves OpenAI's Files + Batches API under ``/openai/v1`` (research §8): the same input line
+(``{custom_id, method, url, body}``), batch object, statuses, ``metadata``, per-line output and error
+files, and the same Chat Completions body — ``developer`` messages, ``max_completion_tokens``,
+``reasoning_effort`` (low/medium/high, on Groq's reasoning models) and ``response_format``
+json_schema. So this adapter is :class:`~batchery.providers.openai.OpenAIBatch` on another client,
+and ``check`` refuses a reasoning token budget for the same reason (there is no Groq equivalent).
+
+What differs: ``batches.list()`` in groq 1.7 takes no paging parameters and returns one list, so
+``find`` sees the batches that list shows (the newest; a batch whose create response was just lost
+is among them) and ``poll`` fetches any batch it does not show one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..limits import LIMITS
+from .openai import OpenAIBatch
+
+
+class GroqBatch(OpenAIBatch):
+    name = "groq"
+    limits = LIMITS["groq"]
+    key_env = "GROQ_API_KEY"
+
+    def __init__(self, api_key: str, base_url: str | None = None):
+        import groq  # lazy: only the provider in use pays for its SDK import
+
+        self._sdk = groq
+        self.client = groq.Groq(api_key=api_key, base_url=base_url, max_retries=5)
+
+    def _listed(self) -> Iterable:
+        """One call: groq 1.7's ``batches.list()`` takes no paging parameters."""
+        return self.client.batches.list().data

@@ -1,0 +1,210 @@
+"""Together Batch API adapter (Files + ``/v1/batches``, endpoint /v1/chat/completions) on the
+official ``together`` SDK.
+
+What this module relies on (research §7, read against ``together`` 3.1.1):
+
+* Input lines are ``{custom_id, body}``, the model inside the body. The body is OpenAI's Chat
+  Completions body with Together's differences: roles are system/user/assistant/tool (a neutral
+  ``developer`` message goes out as ``system``), the cap is ``max_tokens``, a JSON schema is
+  ``response_format`` json_schema, and reasoning is ``reasoning_effort`` (low/medium/high, typed in
+  the SDK's chat parameters). A token budget has no Together equivalent (``reasoning.enabled`` only
+  switches thinking on or off), so ``check`` refuses it.
+* Upload is the SDK's ``files.upload`` with ``purpose="batch-api"``: POST, a 302 to a presigned URL,
+  a PUT of the bytes, then ``/preprocess``. Its client-side check is off: batchery wrote the file
+  from validated requests, the server validates it again while VALIDATING (the same errors, says
+  Together), and the check would read up to 100 MB twice more. The PUT goes through the SDK's raw
+  httpx client, so its network errors arrive as httpx exceptions, and the SDK re-raises any non-302
+  answer to the first POST (a 500 too) as a plain ``APIStatusError``: errors are therefore
+  classified by status code, not by exception class.
+* Create answers ``{"job": …}``; list answers a bare array of every batch in one call, so ``poll`` is
+  one call. Statuses are upper-case; COMPLETED, FAILED, EXPIRED and CANCELLED are final. Together
+  cancels only VALIDATING or IN_PROGRESS jobs; a refused cancel of an ended job is not an error.
+* Results are OpenAI-shaped lines (decoded by the OpenAI adapter's decoder), with successes in
+  ``output_file_id`` and per-request failures in ``error_file_id``, in no particular order. Lines that
+  never ran (EXPIRED, CANCELLED) are in neither file, and end expired or cancelled. A FAILED job
+  without result files failed validation, and its ``error`` applies to every line. Usage has only
+  ``prompt_tokens`` and ``completion_tokens``; Together reports no cached or reasoning counts.
+
+Finding a batch whose create response was lost: Together's batch has no metadata, name or
+description. The most reliable evidence is its input file. The engine writes each batch to
+``<tag>.jsonl``, and the SDK uploads that file under its own name (``file_name``), which Together
+keeps as the file's ``filename``. Every batch names its ``input_file_id``. ``find`` lists the files
+and the batches (two calls) and follows batch → input file → name → tag. A tag is 64 random bits,
+so a name match cannot be someone else's batch. Model, creation time or size would only be
+circumstantial evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+from ..errors import ProviderError, TransientError
+from ..limits import LIMITS
+from .base import CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, Outcome, RemoteBatch, split_lines
+from .openai import chat_body as openai_chat_body
+from .openai import decode_line
+
+COMPLETION_WINDOW = "24h"  # Together's only window
+_ENDED = frozenset({"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"})
+_LEFTOVER = {"FAILED": FAILED, "EXPIRED": EXPIRED, "CANCELLED": CANCELLED}
+# Together's chat roles are system/user/assistant/tool: a developer message is a system instruction.
+_ROLES = {"developer": "system"}
+
+
+def input_file_name(tag: str) -> str:
+    """The name the engine gives a batch's input file (``<tag>.jsonl``), which ``find`` looks for."""
+    return f"{tag}.jsonl"
+
+
+class TogetherBatch(BatchProvider):
+    name = "together"
+    endpoint = "/v1/chat/completions"
+    limits = LIMITS["together"]
+    key_env = "TOGETHER_API_KEY"
+
+    def __init__(self, api_key: str, base_url: str | None = None):
+        import httpx  # the SDK's HTTP client: the upload's PUT raises its transport errors as they are
+        import together  # lazy: only the provider in use pays for its SDK import
+
+        self._sdk = together
+        self._transport_error = httpx.TransportError
+        self.client = together.Together(api_key=api_key, base_url=base_url, max_retries=5)
+
+    # -- requests out --------------------------------------------------------------------------
+
+    def check(self, request: dict) -> str | None:
+        if "reasoning" in request and "effort" not in request["reasoning"]:
+            return ("together takes reasoning as {\"effort\": \"low\"|\"medium\"|\"high\"} (reasoning_effort), "
+                    "not a token budget")
+        return None
+
+    def encode(self, custom_id: str, request: dict) -> bytes:
+        return orjson.dumps({"custom_id": custom_id, "body": chat_body(request)})
+
+    def upload(self, path: Path) -> str:
+        with self._errors("upload"):
+            return self.client.files.upload(file=path, purpose="batch-api", check=False).id
+
+    def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:
+        # The tag travels as the input file's name (see the module docstring). No SDK retries: a
+        # retried create whose first response was lost makes a second batch; the engine finds it.
+        with self._errors("create"):
+            created = self.client.with_options(max_retries=0).batches.create(
+                endpoint=self.endpoint, input_file_id=input_file, completion_window=COMPLETION_WINDOW,
+                model_id=model,
+            )
+        if created.job is None:
+            raise ProviderError(f"together create answered without a job: {created.warning or 'no reason given'}")
+        return _remote(created.job, tag)
+
+    # -- watching ------------------------------------------------------------------------------
+
+    def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
+        names = {input_file_name(tag): tag for tag in tags}
+        found: dict[str, RemoteBatch] = {}
+        with self._errors("find batches"):
+            file_tags = {f.id: names[f.filename] for f in self.client.files.list().data if f.filename in names}
+            if not file_tags:  # none of their input files exists, so none of the batches can
+                return found
+            for job in self.client.batches.list():
+                tag = file_tags.get(job.input_file_id)
+                if tag is not None and tag not in found:
+                    found[tag] = _remote(job, tag)
+        return found
+
+    def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
+        wanted = set(remote_ids)
+        with self._errors("poll"):
+            seen = {job.id: _remote(job) for job in self.client.batches.list() if job.id in wanted}
+            for remote_id in wanted - seen.keys():  # not listed (yet): ask for it by id
+                seen[remote_id] = _remote(self.client.batches.retrieve(remote_id))
+        return seen
+
+    def cancel(self, remote_id: str) -> None:
+        try:
+            with self._errors("cancel"):
+                self.client.batches.cancel(remote_id)
+        except ProviderError:
+            # Only VALIDATING or IN_PROGRESS jobs can be cancelled; an ended one keeps its results.
+            if not self.poll([remote_id])[remote_id].ended:
+                raise
+
+    # -- results in ----------------------------------------------------------------------------
+
+    def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
+        for file_id in (remote.output_file, remote.error_file):
+            if not file_id:
+                continue
+            with self._errors("download"), self.client.files.with_streaming_response.content(file_id) as response:
+                for line in split_lines(response.iter_bytes(1 << 20)):
+                    outcome = decode_result(line)
+                    if outcome is not None:
+                        yield outcome
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """SDK exceptions -> batchery's: network trouble, 429 and 5xx are transient (the engine tries
+        again); any other refusal stops with Together's message (never the request headers, which
+        carry the key)."""
+        sdk = self._sdk
+        try:
+            yield
+        except (sdk.APIConnectionError, self._transport_error) as exc:
+            raise TransientError(f"together {action}: {type(exc).__name__}: {_message(exc)}") from None
+        except sdk.APIStatusError as exc:
+            status = exc.status_code
+            if status == 429 or status >= 500:
+                raise TransientError(f"together {action}: HTTP {status}: {_message(exc)}") from None
+            # The SDK words every 401 on upload as "exceed your free trial credits", a wrong key included.
+            hint = " (check TOGETHER_API_KEY)" if status == 401 else ""
+            raise ProviderError(f"together {action} refused ({status}): {_message(exc)}{hint}") from None
+
+
+def _message(exc: Exception) -> str:
+    return str(getattr(exc, "message", None) or exc)
+
+
+def chat_body(request: dict) -> dict:
+    """Neutral request -> Together chat completion body: OpenAI's, with Together's roles and cap."""
+    body = openai_chat_body(request)
+    body["messages"] = [{**m, "role": _ROLES.get(m["role"], m["role"])} for m in body["messages"]]
+    if "max_completion_tokens" in body:
+        body["max_tokens"] = body.pop("max_completion_tokens")
+    return body
+
+
+def decode_result(line: bytes) -> Outcome | None:
+    """One output/error-file line -> Outcome. OpenAI's line shapes, plus the one Together's docs
+    describe loosely ("pairs a custom_id with the failure reason"): a bare error string."""
+    outcome = decode_line(line)
+    if outcome is not None:
+        return outcome
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("custom_id"), str) and isinstance(obj.get("error"), str):
+        return Outcome(obj["custom_id"], FAILED, None, None, None, None, None, None, "error", obj["error"])
+    return None
+
+
+def _remote(job, tag: str | None = None) -> RemoteBatch:
+    status = job.status or "UNKNOWN"
+    # A FAILED job with result files stopped part-way: its lines are collected and the rest failed.
+    # Without files it failed validation, and its error is every line's.
+    rejected = status == "FAILED" and not (job.output_file_id or job.error_file_id)
+    return RemoteBatch(
+        remote_id=job.id,
+        status=status,
+        ended=status in _ENDED,
+        tag=tag,
+        output_file=job.output_file_id,
+        error_file=job.error_file_id,
+        error=(job.error or "the batch failed validation") if rejected else None,
+        error_code="batch_failed" if rejected else None,
+        leftover=_LEFTOVER.get(status, MISSING),
+    )
