@@ -50,13 +50,13 @@ def provider_session(conn: Connection) -> Iterator[tuple[Any, PollPolicy | None]
 def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None = None,
              store: Store, batch_size: int | None = None, wait: bool = True,
              poll: PollPolicy | None = None, on_progress: Callable[[Progress], None] | None = None,
-             ) -> tuple[str, Progress]:
+             raw: bool = False) -> tuple[str, Progress]:
     """Run (or resume) the job for a request file. Returns (job name, final progress)."""
     name = job or path.stem
     with provider_session(conn) as (adapter, emulator_poll):
-        fingerprint = file_fingerprint(path, conn.provider, model)
+        fingerprint = file_fingerprint(path, conn.provider, model, raw)
         options = {"base_url": conn.base_url} if conn.base_url else {}
-        job_row, _ = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options)
+        job_row, _ = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw)
         engine = Engine(store, adapter, job_row, batch_size=batch_size, poll=poll or emulator_poll,
                         on_progress=on_progress)
         return name, engine.run(wait=wait)
@@ -65,15 +65,16 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
 def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None = None,
         job: str | None = None, store: str | Path | None = None, base_url: str | None = None,
         api_key: str | None = None, emulate: bool = False, batch_size: int | None = None,
-        poll_interval: float | None = None,
+        poll_interval: float | None = None, raw: bool = False,
         on_progress: Callable[[Progress], None] | None = None) -> list[Result]:
     """Run requests through a provider's Batch API and return one Result per request, in order.
 
     Calling it again with the same requests (or the same `job` name) resumes instead of resending.
+    With raw=True each request is a line in the provider's own batch format, sent as it is.
     It blocks until the job ends; from async code (a notebook), use `arun`.
     """
     items = list(requests)
-    digest = hashlib.sha256(f"{provider}\0{model}\0".encode())
+    digest = hashlib.sha256(f"{provider}\0{model}\0{raw}\0".encode())
     for obj in items:
         digest.update(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str))
     fingerprint = digest.hexdigest()
@@ -81,7 +82,7 @@ def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None
     poll = PollPolicy(initial=poll_interval) if poll_interval is not None else None
     conn = Connection(provider, base_url, api_key, emulate)
     with Store(store) as st, provider_session(conn) as (adapter, emulator_poll):
-        job_row, _ = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint)
+        job_row, _ = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint, raw=raw)
         Engine(st, adapter, job_row, batch_size=batch_size, poll=poll or emulator_poll,
                on_progress=on_progress).run()
         return list(iter_results(st, job_row.id, job_row.provider))

@@ -20,7 +20,7 @@ import orjson
 from .errors import InputError, JobError, ProviderError, TransientError
 from .limits import split
 from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch
-from .requests import canonical_bytes, parse_request, request_key
+from .requests import canonical_bytes, parse_raw_request, parse_request, request_key
 from .store import Job, Store
 
 _CHUNK = 10_000
@@ -63,8 +63,8 @@ class PollPolicy:
     sleep: Callable[[float], None] = field(default=time.sleep)
 
 
-def file_fingerprint(path: Path, provider: str, model: str | None) -> str:
-    digest = hashlib.sha256(f"{provider}\0{model}\0".encode())
+def file_fingerprint(path: Path, provider: str, model: str | None, raw: bool = False) -> str:
+    digest = hashlib.sha256(f"{provider}\0{model}\0{raw}\0".encode())
     with path.open("rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
@@ -73,7 +73,7 @@ def file_fingerprint(path: Path, provider: str, model: str | None) -> str:
 
 def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | None,
                 source: Iterable[tuple[str, Any]], fingerprint: str,
-                options: dict | None = None) -> tuple[Job, bool]:
+                options: dict | None = None, raw: bool = False) -> tuple[Job, bool]:
     """Create the job from its requests, or return the existing one. Returns (job, resumed).
 
     The whole input is validated and stored in one transaction: a bad line anywhere leaves
@@ -94,10 +94,14 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
         job_id = store.insert_job(name, provider.name, model, provider.endpoint, fingerprint, options or {})
         lines: list[tuple] = []
         for where, obj in source:
-            row_id, metadata, canonical = parse_request(obj, model, where)
-            problem = provider.check(canonical)
-            if problem:
-                raise InputError(f"{where}: {problem}")
+            if raw:
+                row_id, metadata, canonical = parse_raw_request(
+                    obj, provider.line_id_field, provider.line_body_field, provider.model_in_body, model, where)
+            else:
+                row_id, metadata, canonical = parse_request(obj, model, where)
+                problem = provider.check(canonical)
+                if problem:
+                    raise InputError(f"{where}: {problem}")
             body = canonical_bytes(canonical)
             if len(body) > max_line:
                 raise InputError(f"{where}: request is {len(body):,} bytes, over {provider.name}'s "

@@ -139,6 +139,23 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
     return row_id, obj.get("metadata"), canonical
 
 
+def parse_raw_request(obj: Any, id_field: str, body_field: str, model_in_body: bool,
+                      default_model: str | None, where: str) -> tuple[str | None, Any, dict]:
+    """A line already in the provider's batch format (`--raw`): its request body is sent as it
+    is, under our content key; the line's own id is kept as the row id."""
+    if not isinstance(obj, dict) or not isinstance(obj.get(body_field), dict):
+        raise _fail(where, f"a raw line must be an object with a '{body_field}' object (the provider's batch format)")
+    body = obj[body_field]
+    model = (body.get("model") if model_in_body else None) or default_model
+    if not isinstance(model, str) or not model:
+        raise _fail(where, f"no model: give --model or a 'model' in '{body_field}'" if model_in_body else
+                    "no model: give --model (this provider sets the model per batch, not per line)")
+    if model_in_body and "model" not in body:
+        body = {**body, "model": model}
+    row_id = obj.get(id_field)
+    return None if row_id is None else str(row_id), None, {"model": model, "raw": body}
+
+
 def canonical_bytes(canonical: dict) -> bytes:
     """Stable serialisation: sorted keys, no whitespace."""
     return orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)

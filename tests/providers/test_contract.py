@@ -77,3 +77,36 @@ def test_mixed_job_gives_identical_normalised_results_on_every_provider(provider
                   provider=reference).run()
         expected = normalised(results(store, "reference"))
         assert [row[:3] for row in normalised(rows)] == [row[:3] for row in expected]
+
+
+def native_line(provider: str, user_id: str, prompt: str) -> dict:
+    """A line in the provider's own batch format, with a parameter batchery's neutral model lacks."""
+    model = MODELS[provider]
+    chat = [{"role": "user", "content": prompt}]
+    return {
+        "openai": {"custom_id": user_id, "method": "POST", "url": "/v1/chat/completions",
+                   "body": {"model": model, "messages": chat, "seed": 7}},
+        "groq": {"custom_id": user_id, "method": "POST", "url": "/v1/chat/completions",
+                 "body": {"model": model, "messages": chat, "seed": 7}},
+        "anthropic": {"custom_id": user_id, "params": {"model": model, "max_tokens": 200, "messages": chat, "top_k": 5}},
+        "gemini": {"key": user_id, "request": {"contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                                               "generationConfig": {"topK": 5}}},
+        "mistral": {"custom_id": user_id, "body": {"messages": chat, "random_seed": 7}},
+        "together": {"custom_id": user_id, "body": {"model": model, "messages": chat, "top_k": 5}},
+    }[provider]
+
+
+def test_raw_lines_in_the_providers_own_format_are_sent_as_they_are(provider_name, store, emulator):
+    from batchery.engine import Engine, prepare_job
+    from batchery.inputs import iter_objects
+
+    from conftest import clock_poll
+
+    adapter = get_provider(provider_name, base_url=emulator.base_url(provider_name), api_key="test-key")
+    lines = [native_line(provider_name, f"user-{i}", f"Raw question {i}") for i in range(5)]
+    job, _ = prepare_job(store, "raw", adapter, MODELS[provider_name], iter_objects(lines), "raw", raw=True)
+    Engine(store, adapter, job, poll=clock_poll(emulator)).run()
+    rows = results(store, "raw")
+    assert [(r.id, r.status, r.text) for r in rows] == [
+        (f"user-{i}", "succeeded", f"Emulated answer to: Raw question {i}") for i in range(5)]
+    assert all(r.custom_id.startswith("bq-") for r in rows)  # our content key, not the user's id

@@ -27,6 +27,7 @@ def run(
     base_url: Optional[str] = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged."),
     emulate: bool = typer.Option(False, help="Run against an in-process emulator: no key, no cost."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="At most this many requests per batch."),
+    raw: bool = typer.Option(False, "--raw", help="Lines are already in the provider's own batch format; send their bodies as they are."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Run a job of requests through a Batch API, or resume it. Results come back in input order."""
@@ -44,7 +45,8 @@ def run(
     with Store(store) as st:
         try:
             name, final = run_file(input, Connection(provider, base_url, None, emulate), model, job=job,
-                                   store=st, batch_size=batch_size, wait=not no_wait, on_progress=progress)
+                                   store=st, batch_size=batch_size, wait=not no_wait, on_progress=progress,
+                                   raw=raw)
         finally:
             progress.close()
         if no_wait:

@@ -91,8 +91,10 @@ class AnthropicBatch(BatchProvider):
                     "(they become its top-level system prompt)")
         return None
 
-    def encode(self, custom_id: str, request: dict) -> bytes:
-        return orjson.dumps({"custom_id": custom_id, "params": message_params(request)})
+    line_body_field = "params"
+
+    def translate(self, request: dict) -> dict:
+        return message_params(request)
 
     def upload(self, path: Path) -> str:
         with self._errors("list batches"):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+import orjson
+
 from ..limits import BatchLimits
 
 # Outcome statuses a line can end in.
@@ -59,10 +61,26 @@ class BatchProvider(ABC):
         input line before anything is sent, so a field is never silently dropped."""
         return None
 
+    # The provider's own batch line: where it carries the id and the request. `--raw` input
+    # lines are read with these, and `wrap` writes them.
+    line_id_field = "custom_id"
+    line_body_field = "body"
+    model_in_body = True  # False where the model is set once per batch (Gemini, Mistral)
+
     @abstractmethod
+    def translate(self, request: dict) -> dict:
+        """The provider's request body for a neutral canonical request."""
+
+    def wrap(self, custom_id: str, body: dict) -> dict:
+        """One line of the provider's batch format around a request body."""
+        return {self.line_id_field: custom_id, self.line_body_field: body}
+
     def encode(self, custom_id: str, request: dict) -> bytes:
         """One line of the batch input file batchery writes (no trailing newline). For providers
-        that take requests in the create call, it is whatever `create` will read back."""
+        that take requests in the create call, it is whatever `create` will read back.
+        A `--raw` request carries the provider's own body and is sent as it is."""
+        body = request["raw"] if "raw" in request else self.translate(request)
+        return orjson.dumps(self.wrap(custom_id, body))
 
     @abstractmethod
     def upload(self, path: Path) -> str:

@@ -84,8 +84,10 @@ class GeminiBatch(BatchProvider):
             return f"gemini accepts at most {_MAX_STOP_SEQUENCES} stop sequences"
         return None
 
-    def encode(self, custom_id: str, request: dict) -> bytes:
-        return orjson.dumps({"key": custom_id, "request": generate_request(request)})
+    line_id_field, line_body_field, model_in_body = "key", "request", False
+
+    def translate(self, request: dict) -> dict:
+        return generate_request(request)
 
     def upload(self, path: Path) -> str:
         if path.stat().st_size <= INLINE_MAX_BYTES:

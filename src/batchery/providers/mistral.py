@@ -75,8 +75,10 @@ class MistralBatch(BatchProvider):
                     "not a token budget")
         return None
 
-    def encode(self, custom_id: str, request: dict) -> bytes:
-        return orjson.dumps({"custom_id": custom_id, "body": chat_body(request)})
+    model_in_body = False
+
+    def translate(self, request: dict) -> dict:
+        return chat_body(request)
 
     def upload(self, path: Path) -> str:
         with self._errors("upload"), path.open("rb") as f:

@@ -37,10 +37,11 @@ class OpenAIBatch(BatchProvider):
             return f"{self.name} takes reasoning as {{\"effort\": \"low\"|\"medium\"|\"high\"}}, not a token budget"
         return None
 
-    def encode(self, custom_id: str, request: dict) -> bytes:
-        return orjson.dumps(
-            {"custom_id": custom_id, "method": "POST", "url": self.endpoint, "body": chat_body(request)}
-        )
+    def translate(self, request: dict) -> dict:
+        return chat_body(request)
+
+    def wrap(self, custom_id: str, body: dict) -> dict:
+        return {"custom_id": custom_id, "method": "POST", "url": self.endpoint, "body": body}
 
     def upload(self, path: Path) -> str:
         with self._errors("upload"), path.open("rb") as f:

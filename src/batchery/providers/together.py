@@ -82,8 +82,8 @@ class TogetherBatch(BatchProvider):
                     "not a token budget")
         return None
 
-    def encode(self, custom_id: str, request: dict) -> bytes:
-        return orjson.dumps({"custom_id": custom_id, "body": chat_body(request)})
+    def translate(self, request: dict) -> dict:
+        return chat_body(request)
 
     def upload(self, path: Path) -> str:
         with self._errors("upload"):
