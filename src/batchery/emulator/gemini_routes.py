@@ -536,6 +536,7 @@ class GeminiService:
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
                  timing: Timing, max_lines: int = MAX_LINES) -> None:
         self.provider, self.prefix, self.clock, self.stats = provider, prefix, clock, stats
+        self.open_paths = (f"{prefix}/upload/",)  # resumable upload chunks carry no key
         self.timing, self.max_lines = timing, max_lines
         data_dir.mkdir(parents=True, exist_ok=True)
         self.files = GeminiFiles(data_dir, clock)
@@ -606,13 +607,9 @@ class GeminiService:
         meta = _field(await _json_body(request, allow_empty=True), "file") or {}
         mime = headers.get("x-goog-upload-header-content-type") or _field(meta, "mimeType") or "application/octet-stream"
         upload_id = self.files.start_upload(size, mime, _field(meta, "displayName"))
+        # Google authorises chunk requests by the unguessable upload_id (the SDK sends them without
+        # its key), so the session URL carries no key: see `open_paths`.
         query = {"upload_id": upload_id, "upload_protocol": "resumable"}
-        # Google authorises chunk requests by upload_id, and the SDK sends them without its key
-        # header; the emulator's middleware wants a key on every path, so the session URL carries
-        # it, as Google's would had the start request used ?key=.
-        key = headers.get("x-goog-api-key") or request.query_params.get("key")
-        if key:
-            query["key"] = key
         return Response(status_code=200, headers={
             "x-goog-upload-url": f"{self._root(request)}upload/{version}/files?{urlencode(query)}",
             "x-goog-upload-status": "active",

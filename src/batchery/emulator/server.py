@@ -54,9 +54,10 @@ class AuthAndRequestId:
     prefixes and stamp every response with ``x-request-id`` (the SDK exposes it as ``_request_id``).
     The key's value is never looked at beyond being non-empty, and never logged."""
 
-    def __init__(self, app: ASGIApp, protected: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, protected: Iterable[str], open_paths: Iterable[str] = ()) -> None:
         self.app = app
         self.protected = tuple(protected)
+        self.open_paths = tuple(open_paths)  # upload sessions, authorised by their own unguessable id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +71,8 @@ class AuthAndRequestId:
             await send(message)
 
         path: str = scope["path"]
-        if any(path == p or path.startswith(p + "/") for p in self.protected):
+        guarded = any(path == p or path.startswith(p + "/") for p in self.protected)
+        if guarded and not (self.open_paths and path.startswith(self.open_paths)):
             if not _has_key(scope):
                 error = ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="invalid_api_key")
                 await error.response()(scope, receive, send_with_id)
@@ -88,7 +90,8 @@ def build_app(services: Iterable, stats: Stats) -> ASGIApp:
         routes=[Route("/_emulator/stats", stats_route), *(s.mount() for s in services)],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
     )
-    return AuthAndRequestId(app, [s.prefix for s in services])
+    return AuthAndRequestId(app, [s.prefix for s in services],
+                            [p for s in services for p in getattr(s, "open_paths", ())])
 
 
 class Emulator:
