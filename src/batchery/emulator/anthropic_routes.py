@@ -44,7 +44,6 @@ from .clock import Clock
 from .fake_model import model_exists, reply
 from .responses import ApiError, JSONResponse
 from .state import Stats, new_id
-from .validation import MAX_LINES
 
 MAX_REQUESTS = 100_000
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -130,11 +129,11 @@ class AnthropicMessageBatches:
     """The Message Batches API of one emulated Anthropic workspace."""
 
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_LINES) -> None:
+                 timing: Timing, max_lines: int = MAX_REQUESTS) -> None:
         self.provider, self.prefix, self.data_dir = provider, prefix, data_dir
         self.clock, self.stats, self.timing = clock, stats, timing
         # The shared knob defaults to OpenAI's cap; left at its default, Anthropic keeps its own.
-        self.max_requests = MAX_REQUESTS if max_lines == MAX_LINES else min(max_lines, MAX_REQUESTS)
+        self.max_requests = max_lines
         data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._batches: dict[str, MessageBatch] = {}

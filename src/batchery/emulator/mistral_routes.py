@@ -51,7 +51,6 @@ from .clock import Clock
 from .fake_model import model_exists, reply
 from .responses import JSONResponse
 from .state import FileStore, StoredFile, Stats
-from .validation import MAX_LINES
 
 MAX_REQUESTS = 1_000_000  # per job [DOC]
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -296,10 +295,10 @@ class MistralService:
     """One mounted instance of Mistral's Files + batch jobs API, with its own files and jobs."""
 
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_LINES) -> None:
+                 timing: Timing, max_lines: int = MAX_REQUESTS) -> None:
         self.provider, self.prefix, self.clock, self.stats, self.timing = provider, prefix, clock, stats, timing
         # The emulator's default line cap is OpenAI's; left at that default, Mistral's own applies.
-        self.max_lines = MAX_REQUESTS if max_lines == MAX_LINES else max_lines
+        self.max_lines = max_lines
         data_dir.mkdir(parents=True, exist_ok=True)
         self.files = FileStore(data_dir, clock)
         self._kinds: dict[str, tuple[str, str, int | None]] = {}  # file id -> (sample_type, source, num_lines)

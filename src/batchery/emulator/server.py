@@ -29,7 +29,7 @@ from .batches import Timing
 from .clock import Clock
 from .responses import ApiError, JSONResponse, api_error_handler, http_error_handler
 from .state import Stats
-from .validation import MAX_LINES
+from ..limits import LIMITS
 
 STARTUP_TIMEOUT = 10.0
 
@@ -116,7 +116,7 @@ class Emulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, processing_seconds: float = 0.0,
                  completion_window_seconds: float = 86400, cancel_seconds: float = 0.0,
                  clock: Clock | None = None, data_dir: str | Path | None = None,
-                 max_batch_lines: int = MAX_LINES) -> None:
+                 max_batch_lines: int | None = None) -> None:
         self.host, self.port = host, port
         self.clock = clock or Clock()
         self._own_dir = data_dir is None
@@ -128,7 +128,7 @@ class Emulator:
             service_class = getattr(importlib.import_module(module), cls)
             self.services[name] = service_class(
                 provider=name, prefix=base, data_dir=self.data_dir / name, clock=self.clock,
-                stats=self._stats, timing=timing, max_lines=max_batch_lines)
+                stats=self._stats, timing=timing, max_lines=max_batch_lines or LIMITS[name].max_requests)
         self.app = build_app(self.services.values(), self._stats)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
