@@ -99,10 +99,7 @@ class MessageBatch:
 
     def done_by(self, t: float) -> int:
         """How many requests (a prefix of the input) have run at time ``t``."""
-        seconds = self.timing.processing_seconds
-        if seconds <= 0 or t >= self.created + seconds:
-            return self.total
-        return min(self.total, int(self.total * max(0.0, t - self.created) / seconds))
+        return self.timing.done_by(self.created, self.total, t, start=0.0, end=1.0)
 
     def to_json(self, now: float, results_base: str) -> dict:
         if self.ended is not None:

@@ -37,9 +37,22 @@ _TIMESTAMPS = (
 
 @dataclass(frozen=True)
 class Timing:
+    """The emulator's time knobs, shared by every provider's routes."""
+
     processing_seconds: float = 0.0
     completion_window_seconds: float = 86400.0
     cancel_seconds: float = 0.0
+
+    def done_by(self, created: float, total: int, t: float, start: float = 0.1, end: float = 0.9) -> int:
+        """How many requests (a prefix of the input) have run at time ``t``: none until ``start``
+        of processing_seconds has passed (queued or validating), then at an even pace until
+        ``end`` of it, when all have."""
+        begin, finish = created + start * self.processing_seconds, created + end * self.processing_seconds
+        if t >= finish:
+            return total
+        if t < begin:
+            return 0
+        return min(total, int(total * (t - begin) / (finish - begin)))
 
 
 @dataclass
@@ -76,12 +89,7 @@ class Batch:
 
     def done_by(self, t: float) -> int:
         """How many requests (a prefix of the file) have been executed at time ``t``."""
-        n = self.check.total
-        if t >= self.p_end:
-            return n
-        if t < self.v_end:
-            return 0
-        return min(n, int(n * (t - self.v_end) / (self.p_end - self.v_end)))
+        return self.timing.done_by(self.created, self.check.total, t)
 
     def counts_at(self, done: int) -> tuple[int, int]:
         failed = self.check.bad[:done].count(1)

@@ -367,12 +367,7 @@ class GeminiJob:
 
     def done_by(self, t: float) -> int:
         """Requests (a prefix of the input) executed by time ``t``."""
-        start, finish = self.starts, self.created + 0.9 * self.timing.processing_seconds
-        if t >= finish:
-            return self.total
-        if t < start:
-            return 0
-        return min(self.total, int(self.total * (t - start) / (finish - start)))
+        return self.timing.done_by(self.created, self.total, t)
 
     def to_json(self, now: float, with_inline: bool) -> dict:
         ended = self.state in ENDED

@@ -223,12 +223,7 @@ class _Job:
 
     def done_by(self, t: float) -> int:
         """How many requests (a prefix of the input) have run at time ``t``."""
-        n = self.scan.total
-        if t >= self.end:
-            return n
-        if t < self.start:
-            return 0
-        return min(n, int(n * (t - self.start) / (self.end - self.start)))
+        return self.timing.done_by(self.created, self.scan.total, t, end=1.0)
 
     def to_json(self, now: float) -> dict:
         if self.done is not None:
