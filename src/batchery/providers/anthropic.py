@@ -38,7 +38,7 @@ import orjson
 
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
-from .base import CANCELLED, EXPIRED, FAILED, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, split_lines
+from .base import CANCELLED, EXPIRED, FAILED, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, poll_listed, split_lines
 
 if TYPE_CHECKING:
     from anthropic.types.messages import MessageBatch
@@ -49,7 +49,6 @@ DEFAULT_MAX_TOKENS = 4096
 MIN_THINKING_BUDGET = 1024  # the API's floor for thinking.budget_tokens
 _INSTRUCTION_ROLES = frozenset({"system", "developer"})
 _LIST_PAGE = 100
-_POLL_SCAN = 300  # list positions poll() reads before fetching the rest one by one
 _UNRUN = {
     "canceled": (CANCELLED, "batch_cancelled", "the batch was canceled before this request ran"),
     "expired": (EXPIRED, "batch_expired", "the batch reached its 24 h limit before this request ran"),
@@ -158,21 +157,10 @@ class AnthropicBatch(BatchProvider):
         return {}
 
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
-        # The list (newest first) covers a job's batches in a call or two; whatever it has not
-        # shown within a few pages is fetched one by one.
-        wanted = set(remote_ids)
-        seen: dict[str, RemoteBatch] = {}
+        batches = self.client.messages.batches
         with self._errors("poll"):
-            for position, batch in enumerate(self.client.messages.batches.list(limit=_LIST_PAGE)):
-                if batch.id in wanted:
-                    seen[batch.id] = _remote(batch)
-                    if len(seen) == len(wanted):
-                        break
-                if position >= _POLL_SCAN:
-                    break
-            for remote_id in wanted - seen.keys():
-                seen[remote_id] = _remote(self.client.messages.batches.retrieve(remote_id))
-        return seen
+            return poll_listed(map(_remote, batches.list(limit=_LIST_PAGE)), remote_ids,
+                               lambda remote_id: _remote(batches.retrieve(remote_id)))
 
     def cancel(self, remote_id: str) -> None:
         batches = self.client.messages.batches

@@ -4,7 +4,7 @@ decides everything else (splitting, polling cadence, retries, bookkeeping)."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -106,6 +106,38 @@ class BatchProvider(ABC):
     @abstractmethod
     def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
         """Every line the provider returned for an ended batch, in the order it returned them."""
+
+
+LIST_SCAN = 300  # listed batches a poll looks through before fetching the rest one by one
+
+
+def find_tagged(listed: Iterable[RemoteBatch], tags: set[str]) -> dict[str, RemoteBatch]:
+    """Walk a provider's batch list (newest first) until every tag has been seen."""
+    found: dict[str, RemoteBatch] = {}
+    for remote in listed:
+        if remote.tag in tags:
+            found[remote.tag] = remote
+            if len(found) == len(tags):
+                break
+    return found
+
+
+def poll_listed(listed: Iterable[RemoteBatch], remote_ids: list[str],
+                fetch: Callable[[str], RemoteBatch]) -> dict[str, RemoteBatch]:
+    """Batch states from one walk of the list, which covers a job's recent batches in a call or
+    two; whatever it has not shown within LIST_SCAN entries is fetched one by one."""
+    wanted = set(remote_ids)
+    seen: dict[str, RemoteBatch] = {}
+    for position, remote in enumerate(listed):
+        if remote.remote_id in wanted:
+            seen[remote.remote_id] = remote
+            if len(seen) == len(wanted):
+                break
+        if position >= LIST_SCAN:
+            break
+    for remote_id in wanted - seen.keys():
+        seen[remote_id] = fetch(remote_id)
+    return seen
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -25,7 +25,10 @@ import orjson
 
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
-from .base import CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, split_lines
+from .base import (
+    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
+    find_tagged, poll_listed, split_lines,
+)
 
 # Batch files up to this size are sent inline. The API takes inline requests under 20 MB, but
 # inline results come back in one JSON body that the SDK parses whole, so only small batches
@@ -44,7 +47,6 @@ _RPC_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEED
               "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
               "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 _TRANSIENT_HTTP = {408, 429}
-_POLL_SCAN = 300  # batches a poll reads from the list before fetching the rest one by one
 
 
 class GeminiBatch(BatchProvider):
@@ -104,31 +106,14 @@ class GeminiBatch(BatchProvider):
     # -- watching ------------------------------------------------------------------------------
 
     def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
-        found: dict[str, RemoteBatch] = {}
         with self._errors("list batches"):
-            for job in self.client.batches.list(config={"page_size": 100}):
-                if job.display_name in tags:
-                    found[job.display_name] = _remote(job)
-                    if len(found) == len(tags):
-                        break
-        return found
+            return find_tagged(map(_remote, self.client.batches.list(config={"page_size": 100})), tags)
 
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
-        # One list call covers a job's recent batches (newest first in the emulator; the API does
-        # not document its order); whatever a few pages have not shown is fetched one by one.
-        wanted = set(remote_ids)
-        seen: dict[str, RemoteBatch] = {}
+        # The API does not document the list's order (the emulator serves newest first).
         with self._errors("poll"):
-            for position, job in enumerate(self.client.batches.list(config={"page_size": 100})):
-                if job.name in wanted:
-                    seen[job.name] = _remote(job)
-                    if len(seen) == len(wanted):
-                        break
-                if position >= _POLL_SCAN:
-                    break
-            for remote_id in wanted - seen.keys():
-                seen[remote_id] = _remote(self.client.batches.get(name=remote_id))
-        return seen
+            return poll_listed(map(_remote, self.client.batches.list(config={"page_size": 100})), remote_ids,
+                               lambda remote_id: _remote(self.client.batches.get(name=remote_id)))
 
     def cancel(self, remote_id: str) -> None:
         with self._errors("cancel"):

@@ -39,7 +39,10 @@ import orjson
 
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
-from .base import CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, split_lines
+from .base import (
+    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
+    find_tagged, poll_listed, split_lines,
+)
 
 TAG_KEY = "batchery_batch"
 TIMEOUT_HOURS = 24  # Mistral's default window; TIMEOUT_EXCEEDED after it
@@ -95,30 +98,13 @@ class MistralBatch(BatchProvider):
     # -- watching ------------------------------------------------------------------------------
 
     def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
-        found: dict[str, RemoteBatch] = {}
         with self._errors("list batch jobs"):
-            for job in self._jobs():
-                remote = _remote(job)
-                if remote.tag in tags:
-                    found[remote.tag] = remote
-                    if len(found) == len(tags):
-                        break
-        return found
+            return find_tagged(map(_remote, self._jobs()), tags)
 
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
-        # The list (newest first) covers a job's batches in a call or two; whatever it has not
-        # shown within a few pages is fetched one by one.
-        wanted = set(remote_ids)
-        seen: dict[str, RemoteBatch] = {}
         with self._errors("poll"):
-            for job in self._jobs(max_pages=_POLL_PAGES):
-                if job.id in wanted:
-                    seen[job.id] = _remote(job)
-                    if len(seen) == len(wanted):
-                        break
-            for remote_id in wanted - seen.keys():
-                seen[remote_id] = _remote(self.client.batch.jobs.get(job_id=remote_id))
-        return seen
+            return poll_listed(map(_remote, self._jobs(max_pages=_POLL_PAGES)), remote_ids,
+                               lambda remote_id: _remote(self.client.batch.jobs.get(job_id=remote_id)))
 
     def cancel(self, remote_id: str) -> None:
         try:

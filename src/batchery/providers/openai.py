@@ -10,7 +10,10 @@ import orjson
 
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
-from .base import CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, split_lines
+from .base import (
+    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
+    find_tagged, poll_listed, split_lines,
+)
 
 TAG_KEY = "batchery_batch"
 _ENDED = {"completed", "failed", "expired", "cancelled"}
@@ -62,32 +65,13 @@ class OpenAIBatch(BatchProvider):
     # -- watching ------------------------------------------------------------------------------
 
     def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
-        found: dict[str, RemoteBatch] = {}
         with self._errors("list batches"):
-            for batch in self._listed():
-                remote = _remote(batch)
-                if remote.tag in tags:
-                    found[remote.tag] = remote
-                    if len(found) == len(tags):
-                        break
-        return found
+            return find_tagged(map(_remote, self._listed()), tags)
 
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
-        # The list (newest first) covers a job's batches in a call or two; whatever it has not
-        # shown within a few pages is fetched one by one.
-        wanted = set(remote_ids)
-        seen: dict[str, RemoteBatch] = {}
         with self._errors("poll"):
-            for position, batch in enumerate(self._listed()):
-                if batch.id in wanted:
-                    seen[batch.id] = _remote(batch)
-                    if len(seen) == len(wanted):
-                        break
-                if position >= 300:
-                    break
-            for remote_id in wanted - seen.keys():
-                seen[remote_id] = _remote(self.client.batches.retrieve(remote_id))
-        return seen
+            return poll_listed(map(_remote, self._listed()), remote_ids,
+                               lambda remote_id: _remote(self.client.batches.retrieve(remote_id)))
 
     def cancel(self, remote_id: str) -> None:
         with self._errors("cancel"):
