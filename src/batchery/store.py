@@ -5,8 +5,8 @@ and the next run resumes from what is written here. Tables:
 
 - jobs     one row per named job (provider, default model, input fingerprint, state)
 - items      one row per distinct request (key) in a job, in input order: the first input line
-             that asks it, its canonical body, where it is (pending, queued in a batch, done)
-             and, once done, its outcome
+             that asks it, its canonical body, and where it is (pending, queued in a batch, done)
+- outcomes   the outcome of each done item
 - duplicates input lines that ask exactly what an earlier line asked: they share its outcome
 - batches  local batch records, written before any remote side effect (write-ahead)
 - events   an append-only log of what happened, for `status` and debugging
@@ -47,8 +47,11 @@ _MIGRATIONS: list[str] = [
         key TEXT NOT NULL, model TEXT NOT NULL,
         body BLOB NOT NULL,              -- the canonical request
         state TEXT NOT NULL,             -- pending | queued | done
-        batch INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
-        status TEXT,                     -- succeeded | failed | expired | cancelled | missing
+        batch INTEGER, attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE outcomes (               -- written once per item: appending is cheaper than growing items
+        item INTEGER PRIMARY KEY,
+        status TEXT NOT NULL,            -- succeeded | failed | expired | cancelled | missing
         text TEXT, response BLOB, input_tokens INTEGER, output_tokens INTEGER,
         cached_tokens INTEGER, reasoning_tokens INTEGER, error_code TEXT, error_message TEXT
     );
@@ -233,13 +236,14 @@ class Store:
         """Pending items already answered successfully in another job take that answer (no new spend)."""
         if self.db.execute("SELECT 1 FROM jobs WHERE id <> ? LIMIT 1", (job_id,)).fetchone() is None:
             return 0  # the only job in the store: nothing to reuse, and no need to look up every key
+        answered = ("FROM items AS i JOIN items AS p ON p.key = i.key AND p.job_id <> i.job_id"
+                    " JOIN outcomes AS o ON o.item = p.id AND o.status = 'succeeded'"
+                    " WHERE i.job_id = ? AND i.state = 'pending'")
+        self.db.execute(f"INSERT OR IGNORE INTO outcomes SELECT i.id, {_OUTCOME_COLS} {answered}", (job_id,))
         cur = self.db.execute(
-            "UPDATE items AS i SET state = 'done', status = o.status, text = o.text, response = o.response,"
-            " input_tokens = o.input_tokens, output_tokens = o.output_tokens, cached_tokens = o.cached_tokens,"
-            " reasoning_tokens = o.reasoning_tokens, attempts = o.attempts,"
-            " batch = o.batch FROM items AS o"
-            " WHERE i.job_id = ? AND i.state = 'pending' AND o.key = i.key AND o.job_id <> i.job_id"
-            " AND o.status = 'succeeded'",
+            "UPDATE items AS i SET state = 'done', batch = p.batch, attempts = p.attempts"
+            " FROM items AS p JOIN outcomes AS o ON o.item = p.id AND o.status = 'succeeded'"
+            " WHERE i.job_id = ? AND i.state = 'pending' AND p.key = i.key AND p.job_id <> i.job_id",
             (job_id,),
         )
         return cur.rowcount
@@ -310,39 +314,40 @@ class Store:
     def record_outcomes(self, outcomes: list[tuple]) -> None:
         """Store outcomes given as (status, text, response, input_tokens, output_tokens, cached_tokens,
         reasoning_tokens, error_code, error_message, item id), sorted by item id so the table is
-        walked in order.
+        appended to in order.
 
-        Only items still queued change, so a collect repeated after a crash changes nothing.
+        An item keeps its first outcome, so a collect repeated after a crash changes nothing.
         """
         self.db.executemany(
-            "UPDATE items SET state = 'done', status = ?, text = ?, response = ?, input_tokens = ?,"
-            " output_tokens = ?, cached_tokens = ?, reasoning_tokens = ?, error_code = ?, error_message = ?"
-            " WHERE id = ? AND state = 'queued'",
+            f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             outcomes,
         )
 
     def close_batch_items(self, batch_id: int, status: str, code: str, message: str) -> int:
-        """Every line of the batch that has no outcome yet gets `status` (e.g. missing)."""
+        """The batch's items are done; those with no outcome yet get `status` (e.g. missing)."""
         cur = self.db.execute(
-            "UPDATE items SET state = 'done', status = ?, error_code = ?, error_message = ?"
-            " WHERE batch = ? AND state = 'queued'",
+            "INSERT OR IGNORE INTO outcomes (item, status, error_code, error_message)"
+            " SELECT id, ?, ?, ? FROM items WHERE batch = ? AND state = 'queued'",
             (status, code, message, batch_id),
         )
+        self.db.execute("UPDATE items SET state = 'done' WHERE batch = ? AND state = 'queued'", (batch_id,))
         return cur.rowcount
 
     def close_pending_items(self, job_id: int, status: str, code: str, message: str) -> int:
         cur = self.db.execute(
-            "UPDATE items SET state = 'done', status = ?, error_code = ?, error_message = ?"
-            " WHERE job_id = ? AND state = 'pending'",
+            "INSERT OR IGNORE INTO outcomes (item, status, error_code, error_message)"
+            " SELECT id, ?, ?, ? FROM items WHERE job_id = ? AND state = 'pending'",
             (status, code, message, job_id),
         )
+        self.db.execute("UPDATE items SET state = 'done' WHERE job_id = ? AND state = 'pending'", (job_id,))
         return cur.rowcount
 
     def counts(self, job_id: int) -> dict[str, int]:
         """Distinct requests by state/outcome: pending, queued, succeeded, failed, ..."""
         out: dict[str, int] = {}
         for state, status, n in self.db.execute(
-            "SELECT state, status, COUNT(*) FROM items WHERE job_id = ? GROUP BY state, status", (job_id,)
+            "SELECT i.state, o.status, COUNT(*) FROM items i LEFT JOIN outcomes o ON o.item = i.id"
+            " WHERE i.job_id = ? GROUP BY i.state, o.status", (job_id,)
         ):
             label = status if state == "done" else state
             out[label] = out.get(label, 0) + n
@@ -356,14 +361,15 @@ class Store:
         Items are already in input order; duplicate lines are merged in by ordinal.
         """
         remote = dict(self.db.execute("SELECT id, remote_id FROM batches"))
-        outcome = ("key, model, state, status, text, response, input_tokens, output_tokens, cached_tokens,"
-                   " reasoning_tokens, error_code, error_message, attempts, batch")
+        outcome = ("i.key, i.model, i.state, o.status, o.text, o.response, o.input_tokens, o.output_tokens,"
+                   " o.cached_tokens, o.reasoning_tokens, o.error_code, o.error_message, i.attempts, i.batch")
         firsts = self.db.execute(
-            f"SELECT ordinal, row_id, metadata, {outcome} FROM items WHERE job_id = ? ORDER BY id", (job_id,))
+            f"SELECT i.ordinal, i.row_id, i.metadata, {outcome} FROM items i"
+            " LEFT JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? ORDER BY i.id", (job_id,))
         repeats = self.db.cursor().execute(
-            f"SELECT d.ordinal, d.row_id, d.metadata, {', '.join('i.' + c.strip() for c in outcome.split(','))}"
+            f"SELECT d.ordinal, d.row_id, d.metadata, {outcome}"
             " FROM duplicates d JOIN items i ON i.key = d.key AND i.job_id = d.job_id"
-            " WHERE d.job_id = ? ORDER BY d.ordinal", (job_id,))
+            " LEFT JOIN outcomes o ON o.item = i.id WHERE d.job_id = ? ORDER BY d.ordinal", (job_id,))
         for row in heapq.merge(_chunks(firsts), _chunks(repeats)):
             yield (*row[1:-1], remote.get(row[-1]))
 
@@ -382,6 +388,8 @@ class Store:
         return [(at, kind, orjson.loads(d) if d else {}) for at, kind, d in reversed(rows)]
 
 
+_OUTCOME_COLS = ("status, text, response, input_tokens, output_tokens, cached_tokens, reasoning_tokens,"
+                 " error_code, error_message")
 _JOB_COLS = "id, name, provider, model, endpoint, fingerprint, state, n_rows, options, created_at, updated_at"
 _BATCH_COLS = ("id, job_id, tag, model, state, n_requests, n_bytes, input_file, remote_id, remote_status,"
                " output_file, error_file, error, created_at, updated_at")
