@@ -25,8 +25,6 @@ from .store import Job, Store
 
 _CHUNK = 10_000
 _OPEN_BATCH = ("planned", "creating", "submitted")
-# Room for the provider's envelope around a canonical request, for the per-line size check.
-_LINE_OVERHEAD = 512
 
 
 @dataclass
@@ -88,7 +86,7 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
             )
         return existing, True
 
-    max_line = provider.limits.max_bytes - _LINE_OVERHEAD
+    max_bytes = provider.limits.max_bytes
     n = 0
     with store.transaction():
         job_id = store.insert_job(name, provider.name, model, provider.endpoint, fingerprint, options or {})
@@ -102,13 +100,14 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
                 problem = provider.check(canonical)
                 if problem:
                     raise InputError(f"{where}: {problem}")
-            body = canonical_bytes(canonical)
-            if len(body) > max_line:
-                raise InputError(f"{where}: request is {len(body):,} bytes, over {provider.name}'s "
-                                 f"batch file limit of {provider.limits.max_bytes:,} bytes")
-            key = request_key(provider.name, body)
+            key = request_key(provider.name, canonical_bytes(canonical))
+            # Stored as the provider's batch line: encoded once here, copied into batch files as is.
+            line = provider.encode(key, canonical)
+            if len(line) >= max_bytes:
+                raise InputError(f"{where}: request is {len(line):,} bytes, over {provider.name}'s "
+                                 f"batch file limit of {max_bytes:,} bytes")
             lines.append((n, None if row_id is None else str(row_id),
-                          None if metadata is None else orjson.dumps(metadata), key, canonical["model"], body))
+                          None if metadata is None else orjson.dumps(metadata), key, canonical["model"], line))
             n += 1
             if len(lines) >= _CHUNK:
                 store.add_requests(job_id, lines)
@@ -250,7 +249,7 @@ class Engine:
         self.files.mkdir(mode=0o700, exist_ok=True)
         for model in self.store.pending_models(self.job.id):
             while rows := self.store.pending_requests(self.job.id, model, max_requests):
-                lines = [self.provider.encode(key, orjson.loads(body)) + b"\n" for _, key, body in rows]
+                lines = [line + b"\n" for _, _, line in rows]
                 count = len(next(split(((i, len(line)) for i, line in enumerate(lines)), max_requests,
                                        limits.max_bytes)))
                 tag = f"bb-{secrets.token_hex(8)}"
@@ -286,8 +285,8 @@ class Engine:
     def _write_batch_file(self, batch_id: int, path: Path) -> None:
         path.parent.mkdir(mode=0o700, exist_ok=True)
         with path.open("wb") as f:
-            for key, body in self.store.batch_requests(batch_id):
-                f.write(self.provider.encode(key, orjson.loads(body)) + b"\n")
+            for line in self.store.batch_lines(batch_id):
+                f.write(line + b"\n")
 
     def _poll_and_collect(self, in_flight: list) -> bool:
         states = self.provider.poll([b.remote_id for b in in_flight])

@@ -5,7 +5,8 @@ and the next run resumes from what is written here. Tables:
 
 - jobs     one row per named job (provider, default model, input fingerprint, state)
 - items      one row per distinct request (key) in a job, in input order: the first input line
-             that asks it, its canonical body, and where it is (pending, queued in a batch, done)
+             that asks it, its line of the provider's batch file, and where it is (pending, queued in
+             a batch, done)
 - outcomes   the outcome of each done item
 - duplicates input lines that ask exactly what an earlier line asked: they share its outcome
 - batches  local batch records, written before any remote side effect (write-ahead)
@@ -45,7 +46,7 @@ _MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL,
         ordinal INTEGER NOT NULL, row_id TEXT, metadata BLOB,   -- the first input line asking it
         key TEXT NOT NULL, model TEXT NOT NULL,
-        body BLOB NOT NULL,              -- the canonical request
+        line BLOB NOT NULL,              -- the request as one line of the provider's batch file
         state TEXT NOT NULL,             -- pending | queued | done
         batch INTEGER, attempts INTEGER NOT NULL DEFAULT 0
     );
@@ -207,13 +208,13 @@ class Store:
     # -- ingest --------------------------------------------------------------------------------
 
     def add_requests(self, job_id: int, lines: list[tuple]) -> None:
-        """Store input lines given as (ordinal, row id, metadata bytes, key, model, canonical body).
+        """Store input lines given as (ordinal, row id, metadata bytes, key, model, provider line).
 
         A line asking what an earlier line asked becomes a duplicate of it: sent once, answered for both.
         """
         before = self.db.total_changes
         self.db.executemany(
-            "INSERT OR IGNORE INTO items (job_id, ordinal, row_id, metadata, key, model, body, state)"
+            "INSERT OR IGNORE INTO items (job_id, ordinal, row_id, metadata, key, model, line, state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
             [(job_id, *line) for line in lines],
         )
@@ -255,9 +256,9 @@ class Store:
         return [r[0] for r in rows]
 
     def pending_requests(self, job_id: int, model: str, limit: int) -> list[tuple[int, str, bytes]]:
-        """(item id, key, canonical body) of the first `limit` pending items for one model."""
+        """(item id, key, provider line) of the first `limit` pending items for one model."""
         return self.db.execute(
-            "SELECT id, key, body FROM items WHERE job_id = ? AND model = ? AND state = 'pending'"
+            "SELECT id, key, line FROM items WHERE job_id = ? AND model = ? AND state = 'pending'"
             " ORDER BY id LIMIT ?",
             (job_id, model, limit),
         ).fetchall()
@@ -285,12 +286,11 @@ class Store:
         """custom_id -> item id for the lines of a batch still waiting for an outcome."""
         return dict(self.db.execute("SELECT key, id FROM items WHERE batch = ? AND state = 'queued'", (batch_id,)))
 
-    def batch_requests(self, batch_id: int) -> Iterator[tuple[str, bytes]]:
-        cur = self.db.execute(
-            "SELECT key, body FROM items WHERE batch = ? AND state = 'queued' ORDER BY id", (batch_id,)
-        )
+    def batch_lines(self, batch_id: int) -> Iterator[bytes]:
+        cur = self.db.execute("SELECT line FROM items WHERE batch = ? AND state = 'queued' ORDER BY id", (batch_id,))
         while chunk := cur.fetchmany(10_000):
-            yield from chunk
+            for (line,) in chunk:
+                yield line
 
     def batches(self, job_id: int, states: Iterable[str] | None = None) -> list[Batch]:
         if states is None:
