@@ -44,10 +44,11 @@ def clock_poll(emulator: Emulator) -> PollPolicy:
 
 
 def start_job(store: Store, emulator: Emulator, requests: list[dict], *, name: str = "job",
-              model: str = "gpt-test", batch_size: int | None = None, provider=None) -> Engine:
+              model: str = "gpt-test", batch_size: int | None = None, provider=None,
+              max_attempts: int = 3) -> Engine:
     provider = provider or get_provider("openai", base_url=emulator.base_url("openai"), api_key="test-key")
     job, _ = prepare_job(store, name, provider, model, iter_objects(requests), fingerprint=name)
-    return Engine(store, provider, job, batch_size=batch_size, poll=clock_poll(emulator))
+    return Engine(store, provider, job, batch_size=batch_size, max_attempts=max_attempts, poll=clock_poll(emulator))
 
 
 def results(store: Store, name: str = "job") -> list:

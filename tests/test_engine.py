@@ -106,7 +106,7 @@ def test_answers_are_reused_across_jobs_in_the_same_store(store, emulator):
 
 def test_cancel_keeps_finished_lines_and_marks_the_rest_cancelled(store, make_emulator):
     emulator = make_emulator(processing_seconds=100)
-    engine = start_job(store, emulator, prompts(200))
+    engine = start_job(store, emulator, prompts(200))  # retries allowed: a cancel the user asked for is final
     engine.run(wait=False)
     emulator.clock.advance(50)  # about half the lines are done
     final = engine.cancel()
@@ -128,7 +128,7 @@ def test_cancel_before_anything_is_sent_cancels_locally(store, emulator):
 
 def test_expired_batch_keeps_finished_lines_and_marks_the_rest_expired(store, make_emulator):
     emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
-    final = start_job(store, emulator, prompts(300)).run()
+    final = start_job(store, emulator, prompts(300), max_attempts=1).run()
     counts = final.items
     assert set(counts) == {"succeeded", "expired"}
     assert counts["succeeded"] > 0 and counts["expired"] > 0
@@ -164,3 +164,23 @@ def test_a_line_the_provider_never_returns_is_marked_missing(store, emulator):
     assert final.items == {"succeeded": 9, "missing": 1}
     missing = [r for r in results(store) if r.status == "missing"]
     assert [r.id for r in missing] == ["r7"] and missing[0].error["code"] == "missing" and missing[0].text is None
+
+
+def test_expired_lines_are_retried_in_new_batches_until_they_succeed_or_attempts_run_out(tmp_path, make_emulator):
+    # Each batch needs 100 s but expires at 60 s: every attempt finishes part of what it is sent.
+    outcomes = {}
+    for attempts in (1, 3):
+        emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
+        with Store(tmp_path / f"store-{attempts}") as store:
+            outcomes[attempts] = start_job(store, emulator, prompts(300), max_attempts=attempts).run().items
+            rows = results(store)
+        assert emulator.stats()["batches_created"]["openai"] == attempts  # one new batch per attempt
+    assert outcomes[3]["succeeded"] > outcomes[1]["succeeded"]
+    assert {r.attempts for r in rows} == {1, 2, 3}
+    assert all(r.attempts == 3 for r in rows if r.status == "expired")  # gave up only after the last attempt
+
+
+def test_a_request_the_provider_rejects_is_not_retried(store, emulator):
+    final = start_job(store, emulator, [{"prompt": "fine"}, {"prompt": "x", "model": "missing-model"}]).run()
+    assert final.items == {"succeeded": 1, "failed": 1}
+    assert [r.attempts for r in results(store)] == [1, 1]

@@ -18,6 +18,7 @@ from .errors import JobError
 from .inputs import iter_objects, read_requests
 from .providers import get_provider
 from .export import Result, iter_results
+from .retry import DEFAULT_MAX_ATTEMPTS
 from .store import Store
 
 # The emulator answers at once, so polling it every 50 ms costs nothing and keeps demos snappy.
@@ -48,7 +49,8 @@ def provider_session(conn: Connection) -> Iterator[tuple[Any, PollPolicy | None]
 
 
 def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None = None,
-             store: Store, batch_size: int | None = None, wait: bool = True,
+             store: Store, batch_size: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+             wait: bool = True,
              poll: PollPolicy | None = None, on_progress: Callable[[Progress], None] | None = None,
              raw: bool = False) -> tuple[str, Progress]:
     """Run (or resume) the job for a request file. Returns (job name, final progress)."""
@@ -57,15 +59,15 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
         fingerprint = file_fingerprint(path, conn.provider, model, raw)
         options = {"base_url": conn.base_url} if conn.base_url else {}
         job_row, _ = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw)
-        engine = Engine(store, adapter, job_row, batch_size=batch_size, poll=poll or emulator_poll,
-                        on_progress=on_progress)
+        engine = Engine(store, adapter, job_row, batch_size=batch_size, max_attempts=max_attempts,
+                        poll=poll or emulator_poll, on_progress=on_progress)
         return name, engine.run(wait=wait)
 
 
 def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None = None,
         job: str | None = None, store: str | Path | None = None, base_url: str | None = None,
         api_key: str | None = None, emulate: bool = False, batch_size: int | None = None,
-        poll_interval: float | None = None, raw: bool = False,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS, poll_interval: float | None = None, raw: bool = False,
         on_progress: Callable[[Progress], None] | None = None) -> list[Result]:
     """Run requests through a provider's Batch API and return one Result per request, in order.
 
@@ -83,8 +85,8 @@ def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None
     conn = Connection(provider, base_url, api_key, emulate)
     with Store(store) as st, provider_session(conn) as (adapter, emulator_poll):
         job_row, _ = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint, raw=raw)
-        Engine(st, adapter, job_row, batch_size=batch_size, poll=poll or emulator_poll,
-               on_progress=on_progress).run()
+        Engine(st, adapter, job_row, batch_size=batch_size, max_attempts=max_attempts,
+               poll=poll or emulator_poll, on_progress=on_progress).run()
         return list(iter_results(st, job_row.id, job_row.provider))
 
 

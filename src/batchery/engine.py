@@ -20,6 +20,7 @@ import orjson
 from .errors import InputError, JobError, ProviderError, TransientError
 from .limits import split
 from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch
+from .retry import DEFAULT_MAX_ATTEMPTS, TRANSIENT_CODES, retryable_statuses
 from .requests import canonical_bytes, parse_raw_request, parse_request, request_key
 from .store import Job, Store
 
@@ -127,11 +128,13 @@ class Engine:
     """Drives one job to the end (or to submission, with wait=False)."""
 
     def __init__(self, store: Store, provider: BatchProvider, job: Job, *, batch_size: int | None = None,
-                 poll: PollPolicy | None = None, on_progress: Callable[[Progress], None] | None = None):
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, poll: PollPolicy | None = None,
+                 on_progress: Callable[[Progress], None] | None = None):
         self.store = store
         self.provider = provider
         self.job = job
         self.batch_size = batch_size
+        self.max_attempts = max_attempts
         self.poll = poll or PollPolicy()
         self.on_progress = on_progress
         self.files = store.dir / "batches"
@@ -153,7 +156,7 @@ class Engine:
                 with self.store.transaction():
                     self.store.log(self.job.id, "transient_error", message=str(exc))
             self._report()
-            if not wait or not self.store.batches(self.job.id, _OPEN_BATCH):
+            if not wait or not self._has_work():
                 break
             if changed:
                 delay = self.poll.initial
@@ -166,6 +169,11 @@ class Engine:
         if self.on_progress:
             self.on_progress(progress)
         return progress
+
+    def _has_work(self) -> bool:
+        """Batches still open, or requests waiting to be sent (new, or back for another attempt)."""
+        return bool(self.store.batches(self.job.id, _OPEN_BATCH)) or (
+            self._accepting_work() and self.store.has_pending(self.job.id))
 
     def _cycle(self) -> bool:
         self._reconcile()
@@ -327,11 +335,15 @@ class Engine:
         with self.store.transaction():
             self._record(chunk, commit=False)
             unanswered = self.store.close_batch_items(batch.id, leftover, code, message)
+            retried = self.store.requeue_retryable(
+                batch.id, self.max_attempts, retryable_statuses(user_cancelled=self.job.state == "cancelling"),
+                TRANSIENT_CODES)
             self.store.update_batch(batch.id, state="collected", remote_status=remote.status,
                                     output_file=remote.output_file, error_file=remote.error_file,
                                     error=remote.error)
             self.store.log(self.job.id, "batch_collected", batch=batch.id, remote=remote.remote_id,
-                           status=remote.status, unanswered=unanswered, leftover=leftover, strays=strays)
+                           status=remote.status, unanswered=unanswered, leftover=leftover, strays=strays,
+                           retried=retried)
 
     def _record(self, chunk: list[tuple], commit: bool = True) -> None:
         chunk.sort(key=lambda row: row[-1])  # item id order: the table is walked, not jumped

@@ -342,6 +342,36 @@ class Store:
         self.db.execute("UPDATE items SET state = 'done' WHERE job_id = ? AND state = 'pending'", (job_id,))
         return cur.rowcount
 
+    def requeue_retryable(self, batch_id: int, max_attempts: int, statuses: tuple[str, ...],
+                          failed_codes: tuple[str, ...]) -> int:
+        """Items of the batch whose outcome may pass on another attempt, while attempts remain, go
+        back to pending and lose that outcome. Returns how many."""
+        ids = [row[0] for row in self.db.execute(
+            "SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id WHERE i.batch = ? AND i.attempts < ?"
+            f" AND (o.status IN ({','.join('?' * len(statuses))})"
+            f" OR (o.status = 'failed' AND o.error_code IN ({','.join('?' * len(failed_codes))})))",
+            (batch_id, max_attempts, *statuses, *failed_codes),
+        )]
+        self.db.executemany("DELETE FROM outcomes WHERE item = ?", ((i,) for i in ids))
+        self.db.executemany("UPDATE items SET state = 'pending', batch = NULL WHERE id = ?", ((i,) for i in ids))
+        return len(ids)
+
+    def has_pending(self, job_id: int) -> bool:
+        return self.db.execute(
+            "SELECT 1 FROM items WHERE job_id = ? AND state = 'pending' LIMIT 1", (job_id,)).fetchone() is not None
+
+    def attempts(self, job_id: int) -> dict[int, int]:
+        """How many distinct requests took 1, 2, ... sends."""
+        return dict(self.db.execute(
+            "SELECT attempts, COUNT(*) FROM items WHERE job_id = ? AND attempts > 0 GROUP BY attempts", (job_id,)))
+
+    def failure_reasons(self, job_id: int, limit: int = 10) -> list[tuple[str, str, str, int]]:
+        """The most common (status, error code, example message, count) among lines that did not succeed."""
+        return self.db.execute(
+            "SELECT o.status, o.error_code, MIN(o.error_message), COUNT(*) FROM items i"
+            " JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? AND o.status <> 'succeeded'"
+            " GROUP BY o.status, o.error_code ORDER BY COUNT(*) DESC LIMIT ?", (job_id, limit)).fetchall()
+
     def counts(self, job_id: int) -> dict[str, int]:
         """Distinct requests by state/outcome: pending, queued, succeeded, failed, ..."""
         out: dict[str, int] = {}

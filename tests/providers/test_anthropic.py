@@ -270,7 +270,7 @@ def test_cancel_keeps_finished_lines_and_the_rest_come_back_canceled(store, make
 
 def test_expiry_ends_the_batch_with_partial_results_and_expired_lines(store, make_emulator):
     emulator = make_emulator(processing_seconds=200, completion_window_seconds=100)
-    final = job(store, emulator, prompts(40)).run()
+    final = job(store, emulator, prompts(40), max_attempts=1).run()
     assert final.items == {"succeeded": 20, "expired": 20}
     expired = [r for r in results(store) if r.status == "expired"]
     assert {r.error["code"] for r in expired} == {"batch_expired"}
@@ -280,7 +280,7 @@ def test_expiry_ends_the_batch_with_partial_results_and_expired_lines(store, mak
 
 def test_archived_results_end_every_line_missing_with_the_reason(store, make_emulator):
     emulator = make_emulator(processing_seconds=10)
-    engine = job(store, emulator, prompts(5))
+    engine = job(store, emulator, prompts(5), max_attempts=1)
     engine.run(wait=False)
     emulator.clock.advance(30 * 86400)
     final = engine.run()

@@ -120,7 +120,7 @@ def test_poll_reads_the_list_and_fetches_only_what_it_does_not_show(emulator, tm
 
 def test_an_expired_batch_keeps_finished_lines_and_marks_the_rest_expired(store, make_emulator):
     emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
-    final = run_job(store, emulator, prompts(300)).run()
+    final = run_job(store, emulator, prompts(300), max_attempts=1).run()
     assert set(final.items) == {"succeeded", "expired"} and final.remote == {"expired": 1}
     rows = results(store)
     assert [r.id for r in rows] == [f"r{i}" for i in range(300)]

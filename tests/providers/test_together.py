@@ -158,7 +158,7 @@ def test_a_batch_validates_runs_and_completes_with_lines_keyed_by_custom_id(make
 
 def test_an_expired_batch_keeps_finished_lines_and_marks_the_rest_expired(store, make_emulator):
     emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
-    final = run_job(store, emulator, prompts(300)).run()
+    final = run_job(store, emulator, prompts(300), max_attempts=1).run()
     assert set(final.items) == {"succeeded", "expired"} and final.remote == {"EXPIRED": 1}
     rows = results(store)
     assert [r.id for r in rows] == [f"r{i}" for i in range(300)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import typer
@@ -36,6 +37,10 @@ def main() -> None:
         app()
     except BatcheryError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except sqlite3.Error as exc:  # a damaged store, or one written by an incompatible build
+        print(f"error: the job store cannot be read ({exc}); point --store elsewhere or move it aside",
+              file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: the job is saved; run the same command again to resume", file=sys.stderr)

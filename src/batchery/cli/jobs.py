@@ -27,6 +27,8 @@ def run(
     base_url: Optional[str] = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged."),
     emulate: bool = typer.Option(False, help="Run against an in-process emulator: no key, no cost."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="At most this many requests per batch."),
+    max_attempts: int = typer.Option(3, min=1, help="Sends per request: lines that expire, go missing or hit a "
+                                     "transient provider error are retried in new batches up to this many."),
     raw: bool = typer.Option(False, "--raw", help="Lines are already in the provider's own batch format; send their bodies as they are."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
@@ -45,8 +47,8 @@ def run(
     with Store(store) as st:
         try:
             name, final = run_file(input, Connection(provider, base_url, None, emulate), model, job=job,
-                                   store=st, batch_size=batch_size, wait=not no_wait, on_progress=progress,
-                                   raw=raw)
+                                   store=st, batch_size=batch_size, max_attempts=max_attempts,
+                                   wait=not no_wait, on_progress=progress, raw=raw)
         finally:
             progress.close()
         if no_wait:
@@ -82,6 +84,10 @@ def status(
     for r in reports:
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(r["requests"].items()))
         print(f"{r['job']}: {r['state']} | {r['provider']} {r['model'] or ''} | {r['rows']:,} lines | {counts}")
+        if r.get("attempts"):
+            print("  attempts: " + ", ".join(f"{n:,} sent {k}x" for k, n in r["attempts"].items()))
+        for f in r.get("failures", []):
+            print(f"  {f['count']:>7,} {f['status']:<9} {f['code'] or '':<24} {(f['example'] or '')[:80]}")
         for b in r.get("batches", []):
             print(f"  batch {b['id']:>4} {b['remote_id'] or '(not created)':<40} {b['remote_status'] or b['state']:<12}"
                   f" {b['requests']:>7,} requests")
@@ -166,6 +172,9 @@ def _report(st, job, detailed: bool) -> dict:
     report = {"job": job.name, "state": job.state, "provider": job.provider, "model": job.model,
               "rows": job.n_rows, "requests": st.counts(job.id)}
     if detailed:
+        report["attempts"] = {str(k): v for k, v in sorted(st.attempts(job.id).items())}
+        report["failures"] = [{"status": s, "code": c, "example": m, "count": n}
+                              for s, c, m, n in st.failure_reasons(job.id)]
         report["batches"] = [
             {"id": b.id, "remote_id": b.remote_id, "state": b.state, "remote_status": b.remote_status,
              "requests": b.n_requests, "bytes": b.n_bytes, "error": b.error}
