@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -108,3 +109,30 @@ def test_help_is_fast_and_does_not_import_provider_sdks():
          "print(sorted(m for m in ('openai', 'httpx2', 'starlette', 'sqlite3') if m in sys.modules))"],
         capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "[]"
+
+
+def test_a_second_process_on_the_same_job_stops_with_a_clear_message(tmp_path, make_emulator, requests_file):
+    emulator = make_emulator(processing_seconds=3600)  # the first run keeps polling; its clock never moves
+    args = ["run", str(requests_file), "--model", "m", "--base-url", emulator.base_url("openai"),
+            "--store", str(tmp_path / "s")]
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}, "OPENAI_API_KEY": "test-key"}
+    first = subprocess.Popen([sys.executable, "-m", "batchery", *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        # wait (by watching the provider, not the clock) until the first run has submitted its batch
+        deadline = time.monotonic() + 60
+        while emulator.stats()["batches_created"]["openai"] == 0:
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = batchery(*args, env={"OPENAI_API_KEY": "test-key"})
+        assert second.returncode == 2
+        assert "is being run by another batchery process (pid" in second.stderr
+        assert emulator.stats()["batches_created"]["openai"] == 1
+    finally:
+        first.kill()
+        first.wait()
+    # the lock dies with its process: a new run takes the job over and sends nothing again
+    again = batchery(*args, "--no-wait", env={"OPENAI_API_KEY": "test-key"})
+    assert again.returncode == 0, again.stderr
+    assert emulator.stats()["batches_created"]["openai"] == 1

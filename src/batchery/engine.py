@@ -146,7 +146,12 @@ class Engine:
         """Cycle until every batch is collected: reconcile, plan, submit, poll, collect.
 
         With wait=False one cycle runs (submitting what is new, collecting what has ended).
+        Another process working on the same job makes this raise JobError at once.
         """
+        with self.store.job_lock(self.job):
+            return self._run(wait)
+
+    def _run(self, wait: bool) -> Progress:
         delay = self.poll.initial
         while True:
             try:
@@ -196,6 +201,10 @@ class Engine:
     def cancel(self, wait: bool = True) -> Progress:
         """Stop the job: unsent work is cancelled locally, remote batches are asked to cancel and
         their partial results are kept."""
+        with self.store.job_lock(self.job):
+            return self._cancel(wait)
+
+    def _cancel(self, wait: bool) -> Progress:
         self._reconcile()  # a create in doubt is settled first, so it is either cancelled below or never sent
         with self.store.transaction():
             self.store.set_job_state(self.job.id, "cancelling")
@@ -209,7 +218,7 @@ class Engine:
             self.store.log(self.job.id, "cancel_requested", unsent=n)
         for batch in self.store.batches(self.job.id, ["submitted"]):
             self.provider.cancel(batch.remote_id)
-        return self.run(wait=wait)
+        return self._run(wait)
 
     def progress(self, done: bool = False) -> Progress:
         batches: dict[str, int] = {}

@@ -15,6 +15,7 @@ and the next run resumes from what is written here. Tables:
 
 from __future__ import annotations
 
+import fcntl
 import heapq
 import os
 import sqlite3
@@ -27,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from .errors import StoreError
+from .errors import JobError, StoreError
 
 DB_NAME = "batchery.db"
 
@@ -179,6 +180,27 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    @contextmanager
+    def job_lock(self, job: Job) -> Iterator[None]:
+        """One writer per job: an exclusive lock that the OS drops when its process dies, so a
+        crash never leaves a job locked."""
+        path = self.dir / "locks" / f"job-{job.id}.lock"
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise JobError(f"job '{job.name}' is being run by another batchery process (pid {holder}); "
+                           "let it finish or stop it, then run the same command again") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     # -- jobs ----------------------------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 
 import typer
@@ -38,7 +37,12 @@ def main() -> None:
     except BatcheryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except sqlite3.Error as exc:  # a damaged store, or one written by an incompatible build
+    except Exception as exc:
+        import sqlite3  # not at the top: `batchery --help` does not load the store
+
+        if not isinstance(exc, sqlite3.Error):
+            raise
+        # a damaged store, or one written by an incompatible build
         print(f"error: the job store cannot be read ({exc}); point --store elsewhere or move it aside",
               file=sys.stderr)
         sys.exit(2)
