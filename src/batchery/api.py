@@ -58,7 +58,8 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
     with provider_session(conn) as (adapter, emulator_poll):
         fingerprint = file_fingerprint(path, conn.provider, model, raw)
         options = {"base_url": conn.base_url} if conn.base_url else {}
-        job_row, _ = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw)
+        job_row, _ = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw,
+                                 source_name=str(path))
         engine = Engine(store, adapter, job_row, batch_size=batch_size, max_attempts=max_attempts,
                         poll=poll or emulator_poll, on_progress=on_progress)
         return name, engine.run(wait=wait)

@@ -72,7 +72,8 @@ def file_fingerprint(path: Path, provider: str, model: str | None, raw: bool = F
 
 def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | None,
                 source: Iterable[tuple[str, Any]], fingerprint: str,
-                options: dict | None = None, raw: bool = False) -> tuple[Job, bool]:
+                options: dict | None = None, raw: bool = False, source_name: str = "the input",
+                ) -> tuple[Job, bool]:
     """Create the job from its requests, or return the existing one. Returns (job, resumed).
 
     The whole input is validated and stored in one transaction: a bad line anywhere leaves
@@ -114,7 +115,7 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
                 store.add_requests(job_id, lines)
                 lines = []
         if n == 0:
-            raise InputError("no requests to run: the input is empty")
+            raise InputError(f"{source_name}: no requests to run (empty input)")
         store.add_requests(job_id, lines)
         store.set_job_rows(job_id, n)
         reused = store.reuse_cached_results(job_id)
