@@ -184,3 +184,20 @@ def test_a_request_the_provider_rejects_is_not_retried(store, emulator):
     final = start_job(store, emulator, [{"prompt": "fine"}, {"prompt": "x", "model": "missing-model"}]).run()
     assert final.items == {"succeeded": 1, "failed": 1}
     assert [r.attempts for r in results(store)] == [1, 1]
+
+
+def test_a_provider_that_stays_unreachable_stops_the_run_with_a_clear_error_and_loses_nothing(tmp_path, emulator):
+    from batchery.engine import PollPolicy
+    from batchery.errors import ProviderError
+
+    down = OpenAIBatch(api_key="k", base_url="http://127.0.0.1:9/v1")  # nothing listens there
+    down.client = down.client.with_options(max_retries=0)
+    with Store(tmp_path / "s") as store:
+        engine = start_job(store, emulator, prompts(20), provider=down)
+        engine.poll = PollPolicy(initial=0, give_up_after=3, sleep=lambda s: None)
+        with pytest.raises(ProviderError, match="failed 3 times in a row; the job is saved"):
+            engine.run()
+    with Store(tmp_path / "s") as store:  # the provider is back: the same job resumes and finishes
+        final = start_job(store, emulator, prompts(20)).run()
+    assert final.items == {"succeeded": 20}
+    assert emulator.stats()["batches_created"]["openai"] == 1

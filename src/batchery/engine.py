@@ -60,6 +60,9 @@ class PollPolicy:
     maximum: float = 60.0
     factor: float = 1.5
     sleep: Callable[[float], None] = field(default=time.sleep)
+    # Cycles in a row that fail with a transient error (each after the SDK's own retries) before
+    # the run stops and says so: a blip passes, a wrong URL or a long outage does not spin forever.
+    give_up_after: int = 5
 
 
 def file_fingerprint(path: Path, provider: str, model: str | None, raw: bool = False) -> str:
@@ -154,13 +157,18 @@ class Engine:
 
     def _run(self, wait: bool) -> Progress:
         delay = self.poll.initial
+        failures = 0
         while True:
             try:
                 changed = self._cycle()
+                failures = 0
             except TransientError as exc:  # network, 429, 5xx: the store is consistent, try again
-                changed = False
+                changed, failures = False, failures + 1
                 with self.store.transaction():
                     self.store.log(self.job.id, "transient_error", message=str(exc))
+                if failures >= self.poll.give_up_after:
+                    raise ProviderError(f"{exc} (failed {failures} times in a row; the job is saved: run the "
+                                        "same command again to resume)") from None
             self._report()
             if not wait or not self._has_work():
                 break
