@@ -201,3 +201,19 @@ def test_a_provider_that_stays_unreachable_stops_the_run_with_a_clear_error_and_
         final = start_job(store, emulator, prompts(20)).run()
     assert final.items == {"succeeded": 20}
     assert emulator.stats()["batches_created"]["openai"] == 1
+
+
+def test_a_download_cut_short_is_fetched_again_rather_than_resending_the_lines(store, emulator):
+    class CutsTheFirstDownload(OpenAIBatch):
+        downloads = 0
+
+        def outcomes(self, remote):
+            CutsTheFirstDownload.downloads += 1
+            lines = list(super().outcomes(remote))
+            return iter(lines[: len(lines) // 2] if CutsTheFirstDownload.downloads == 1 else lines)
+
+    provider = CutsTheFirstDownload(api_key="k", base_url=emulator.base_url("openai"))
+    final = start_job(store, emulator, prompts(40), provider=provider).run()
+    assert final.items == {"succeeded": 40}
+    assert CutsTheFirstDownload.downloads == 2
+    assert emulator.stats()["batches_created"]["openai"] == 1  # nothing was sent (and paid for) twice

@@ -26,6 +26,7 @@ from .store import Job, Store
 
 _CHUNK = 10_000
 _OPEN_BATCH = ("planned", "creating", "submitted")
+_DOWNLOADS = 3  # tries at a batch's results when the download brings fewer lines than the provider counted
 
 
 @dataclass
@@ -331,9 +332,13 @@ class Engine:
     def _collect(self, batch, remote: RemoteBatch) -> None:
         """Store one outcome per returned line, then name what never came back."""
         members = self.store.batch_members(batch.id)
+        size = len(members)
         chunk: list[tuple] = []
         strays = 0  # lines for requests this batch does not hold (or a second copy of one)
-        if remote.error is None:
+        # The provider's own counts say how many lines it returned: a download that brought fewer
+        # (cut short on the way) is fetched again before the rest are called missing and re-sent.
+        returned = remote.completed + remote.failed
+        for _ in range(_DOWNLOADS if remote.error is None else 0):
             for outcome in self.provider.outcomes(remote):
                 item = members.pop(outcome.custom_id, None)
                 if item is None:
@@ -343,6 +348,11 @@ class Engine:
                 if len(chunk) >= _CHUNK:
                     self._record(chunk)
                     chunk = []
+            if not members or size - len(members) >= returned:
+                break
+            with self.store.transaction():
+                self.store.log(self.job.id, "short_download", batch=batch.id, expected=returned,
+                               received=size - len(members))
         if remote.error is not None:
             leftover, code, message = remote.leftover, remote.error_code or "batch_failed", remote.error
         elif remote.leftover == MISSING:
