@@ -362,10 +362,11 @@ class Engine:
             message = f"the batch ended {remote.status} before this request ran"
         with self.store.transaction():
             self._record(chunk, commit=False)
-            unanswered = self.store.close_batch_items(batch.id, leftover, code, message)
+            unanswered = self.store.add_leftover_outcomes(batch.id, leftover, code, message)
             retried = self.store.requeue_retryable(
                 batch.id, self.max_attempts, retryable_statuses(user_cancelled=self.job.state == "cancelling"),
                 TRANSIENT_CODES)
+            self.store.finish_batch_items(batch.id)
             self.store.update_batch(batch.id, state="collected", remote_status=remote.status,
                                     output_file=remote.output_file, error_file=remote.error_file,
                                     error=remote.error)

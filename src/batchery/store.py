@@ -345,15 +345,22 @@ class Store:
             outcomes,
         )
 
-    def close_batch_items(self, batch_id: int, status: str, code: str, message: str) -> int:
-        """The batch's items are done; those with no outcome yet get `status` (e.g. missing)."""
-        cur = self.db.execute(
+    def add_leftover_outcomes(self, batch_id: int, status: str, code: str, message: str) -> int:
+        """Items of the batch with no outcome yet get `status` (e.g. missing). Returns how many."""
+        return self.db.execute(
             "INSERT OR IGNORE INTO outcomes (item, status, error_code, error_message)"
             " SELECT id, ?, ?, ? FROM items WHERE batch = ? AND state = 'queued'",
             (status, code, message, batch_id),
-        )
+        ).rowcount
+
+    def finish_batch_items(self, batch_id: int) -> None:
         self.db.execute("UPDATE items SET state = 'done' WHERE batch = ? AND state = 'queued'", (batch_id,))
-        return cur.rowcount
+
+    def close_batch_items(self, batch_id: int, status: str, code: str, message: str) -> int:
+        """The batch's items are done; those with no outcome yet get `status`."""
+        n = self.add_leftover_outcomes(batch_id, status, code, message)
+        self.finish_batch_items(batch_id)
+        return n
 
     def close_pending_items(self, job_id: int, status: str, code: str, message: str) -> int:
         cur = self.db.execute(
@@ -366,10 +373,11 @@ class Store:
 
     def requeue_retryable(self, batch_id: int, max_attempts: int, statuses: tuple[str, ...],
                           failed_codes: tuple[str, ...]) -> int:
-        """Items of the batch whose outcome may pass on another attempt, while attempts remain, go
-        back to pending and lose that outcome. Returns how many."""
+        """Items of the batch (still queued) whose outcome may pass on another attempt, while attempts
+        remain, go back to pending and lose that outcome. Returns how many."""
         ids = [row[0] for row in self.db.execute(
-            "SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id WHERE i.batch = ? AND i.attempts < ?"
+            "SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id"
+            " WHERE i.batch = ? AND i.state = 'queued' AND i.attempts < ?"
             f" AND (o.status IN ({','.join('?' * len(statuses))})"
             f" OR (o.status = 'failed' AND o.error_code IN ({','.join('?' * len(failed_codes))})))",
             (batch_id, max_attempts, *statuses, *failed_codes),
