@@ -20,8 +20,8 @@ import orjson
 from .errors import InputError, JobError, ProviderError, TransientError
 from .limits import split
 from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch
-from .retry import DEFAULT_MAX_ATTEMPTS, TRANSIENT_CODES, retryable_statuses
 from .requests import canonical_bytes, parse_raw_request, parse_request, request_key
+from .retry import DEFAULT_MAX_ATTEMPTS, TRANSIENT_CODES, retryable_statuses
 from .store import Job, Store
 
 _CHUNK = 10_000
