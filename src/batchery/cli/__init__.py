@@ -24,11 +24,17 @@ def emulator(
     host: str = typer.Option("127.0.0.1", help="Address to bind; keep the default unless you know why."),
     port: int = typer.Option(8787, help="Port to listen on."),
     processing_seconds: float = typer.Option(0.0, help="How long each batch takes to complete."),
+    faults: str = typer.Option("", help="Faults to inject, e.g. 'http_429=0.1,lost_create=1,seed=7' "
+                               "(grammar: batchery.emulator.faults)."),
 ) -> None:
     """Serve a local emulator of the providers' Batch APIs (for tests, demos and dry runs)."""
     from ..emulator import serve
+    from ..errors import ConfigError
 
-    serve(host=host, port=port, processing_seconds=processing_seconds)
+    try:
+        serve(host=host, port=port, processing_seconds=processing_seconds, faults=faults or None)
+    except ValueError as exc:  # a bad --faults spec, found before the socket is bound
+        raise ConfigError(f"--faults: {exc}") from None
 
 
 def main() -> None:

@@ -11,6 +11,11 @@ the batch is at ``clock.now()``. With ``S = processing_seconds`` after ``created
 with the requests done by then. Cancel freezes progress at that moment (``cancelling``) and becomes
 ``cancelled`` ``cancel_seconds`` later. Result files are written once, on the terminal transition.
 
+Faults (:mod:`.faults`) bend this timeline: ``slow_validation`` shifts everything after
+``created`` later, ``expire_after`` brings ``expires_at`` closer, ``queue_full`` fails validation
+with ``token_limit_exceeded``, ``provider_cancel`` starts a cancel half-way through processing
+with no client call, and the line faults reshape the result files as they are written.
+
 ``request_counts.total`` is 0 while validating (and for failed batches), ``completed`` counts
 successes, ``failed`` counts executed requests that were rejected; requests that never ran
 (expired / cancelled) are in neither, so ``total - completed - failed`` is what was skipped.
@@ -20,10 +25,12 @@ from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from .clock import Clock
+from .faults import FaultInjector
 from .results import build_results
 from .state import FileStore, Stats, new_id
 from .validation import FileCheck
@@ -74,22 +81,35 @@ class Batch:
     error_file_id: str | None = None
     usage: dict | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    ordinal: int = 0  # position in its book: names the batch to the fault injector
+    validation_delay: float = 0.0  # slow_validation: the timeline starts this much after created
+    expires_in: float | None = None  # expire_after: None means the completion window
+    provider_cancel_at: float | None = None  # provider_cancel: when the provider starts cancelling
+
+    @property
+    def start(self) -> float:
+        return self.created + self.validation_delay
 
     @property
     def v_end(self) -> float:
-        return self.created + 0.1 * self.timing.processing_seconds
+        return self.start + 0.1 * self.timing.processing_seconds
 
     @property
     def p_end(self) -> float:
-        return self.created + 0.9 * self.timing.processing_seconds
+        return self.start + 0.9 * self.timing.processing_seconds
+
+    @property
+    def end(self) -> float:
+        return self.start + self.timing.processing_seconds
 
     @property
     def expires(self) -> float:
-        return self.created + self.timing.completion_window_seconds
+        window = self.timing.completion_window_seconds if self.expires_in is None else self.expires_in
+        return self.created + window
 
     def done_by(self, t: float) -> int:
         """How many requests (a prefix of the file) have been executed at time ``t``."""
-        return self.timing.done_by(self.created, self.check.total, t)
+        return self.timing.done_by(self.start, self.check.total, t)
 
     def counts_at(self, done: int) -> tuple[int, int]:
         failed = self.check.bad[:done].count(1)
@@ -139,11 +159,13 @@ def _zero_usage() -> dict:
 class BatchBook:
     """All batches of one provider namespace, newest last, plus their state transitions."""
 
-    def __init__(self, provider: str, files: FileStore, clock: Clock, stats: Stats) -> None:
+    def __init__(self, provider: str, files: FileStore, clock: Clock, stats: Stats,
+                 faults: FaultInjector | None = None) -> None:
         self.provider = provider
         self.files = files
         self.clock = clock
         self.stats = stats
+        self.faults = faults
         self._lock = threading.Lock()
         self._batches: dict[str, Batch] = {}
         self._order: list[str] = []
@@ -157,13 +179,33 @@ class BatchBook:
             id=new_id("batch_"), endpoint=endpoint, input_file_id=input_file_id, input_path=input_path,
             completion_window=window, metadata=metadata, created=self.clock.now(), timing=timing, check=check,
         )
+        if self.faults is not None:
+            self._plan_faults(batch)
         self.files.pin(input_path)
         with self._lock:
+            batch.ordinal = len(self._order)
             self._position[batch.id] = len(self._order)
             self._order.append(batch.id)
             self._batches[batch.id] = batch
         self.stats.add(self.provider, "batches_created")
         return batch
+
+    def _plan_faults(self, batch: Batch) -> None:
+        """Decide, at creation, which batch-level faults this batch will meet."""
+        faults = self.faults
+        assert faults is not None
+        if faults.validation_delay:
+            batch.validation_delay = faults.validation_delay
+            faults.record("slow_validation")
+        window = batch.timing.completion_window_seconds
+        if faults.expiry_window(window) < window:
+            batch.expires_in = faults.expiry_window(window)  # counted if the batch does expire
+        if batch.check.errors:
+            return  # already failing validation: no budget spent on it
+        if faults.take("queue_full"):
+            batch.check = replace(batch.check, errors=[_token_limit_error(batch.check.model)])
+        elif faults.take("provider_cancel", record=False):  # counted when it happens
+            batch.provider_cancel_at = batch.start + 0.5 * batch.timing.processing_seconds
 
     def get(self, batch_id: str) -> Batch | None:
         with self._lock:
@@ -190,13 +232,21 @@ class BatchBook:
         with batch.lock:
             if batch.status in TERMINAL:
                 return
+            cut = batch.provider_cancel_at
+            if batch.cancel_at is None and cut is not None and now >= cut and cut < batch.expires:
+                self._reach(batch, cut)
+                batch.cancel_at = cut
+                batch.status = "cancelling"
+                batch.stamps["cancelling_at"] = int(cut)
+                if self.faults is not None:
+                    self.faults.record("provider_cancel")
             if batch.cancel_at is not None:
                 end = batch.cancel_at + batch.timing.cancel_seconds
                 if now >= end:
                     self._finish(batch, "cancelled", end, batch.done_by(batch.cancel_at))
                 return
             failing = bool(batch.check.errors)
-            end = batch.v_end if failing else batch.created + batch.timing.processing_seconds
+            end = batch.v_end if failing else batch.end
             if now >= batch.expires and batch.expires < end:
                 self._reach(batch, batch.expires)
                 self._finish(batch, "expired", batch.expires, batch.done_by(batch.expires))
@@ -237,11 +287,15 @@ class BatchBook:
         stamp = int(at)
         if status != "failed":
             unexecuted = {"expired": "batch_expired", "cancelled": "batch_cancelled"}.get(status)
-            results = build_results(batch.input_path, secrets.token_hex(8), done, unexecuted, stamp, batch.check.bad)
+            corrupt = None if self.faults is None else partial(self.faults.corrupt, batch.ordinal)
+            results = build_results(batch.input_path, secrets.token_hex(8), done, unexecuted, stamp,
+                                    batch.check.bad, corrupt)
             batch.output_file_id = self._store(batch, results.output, "output")
             batch.error_file_id = self._store(batch, results.errors, "error")
             batch.usage = results.usage
             self.stats.add(self.provider, "requests_processed", results.processed)
+        if status == "expired" and batch.expires_in is not None and self.faults is not None:
+            self.faults.record("expire_after")
         batch.counts = batch.counts_at(done) if status != "failed" else (0, 0)
         batch.status = status
         batch.stamps[f"{status}_at"] = stamp
@@ -253,3 +307,15 @@ class BatchBook:
         path = self.files.blob_path()
         path.write_bytes(content)
         return self.files.add(path, f"{batch.id}_{kind}.jsonl", "batch_output").id
+
+
+def _token_limit_error(model: str | None) -> dict:
+    """The validation error OpenAI gives when the model's enqueued-token pool is full (research
+    §2.6, openai/openai-python#2084): the batch is accepted, then fails on the next read."""
+    return {
+        "code": "token_limit_exceeded",
+        "message": f"Enqueued token limit reached for {model or 'this model'} in organization org-emulator. "
+                   "Limit: 2,000,000 enqueued tokens. Please try again once some in_progress batches have been completed.",
+        "param": None,
+        "line": None,
+    }

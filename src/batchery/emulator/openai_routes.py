@@ -3,7 +3,9 @@
 Parametrised by URL prefix and provider name so the same routes can be mounted again for
 OpenAI-compatible services (Groq lives under ``/openai/v1``) with their own files, batches and
 stats. Heavy work (copying uploads, scanning input files, producing results) runs in the thread
-pool so one big batch does not stall the event loop.
+pool so one big batch does not stall the event loop. A :class:`~.faults.FaultPlan` makes the
+routes misbehave on purpose: http_* errors at the mount's gate, lost creates and cut downloads
+here, everything that happens to a batch in its :class:`BatchBook`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 
 from .batches import Batch, BatchBook, Timing
 from .clock import Clock
+from .faults import CutConnection, FaultGate, FaultPlan, truncated_file_response
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile, Stats
 from .validation import MAX_LINES, check_input_file
@@ -34,21 +38,39 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 
 
+# The envelopes real OpenAI sends for these statuses (research §2.8).
+_FAULT_ERRORS = {
+    429: ("Rate limit reached for requests. Please try again later.", "requests", "rate_limit_exceeded"),
+    500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
+    503: ("The server is overloaded or not ready yet.", "server_error", None),
+}
+
+
+def _fault_response(status: int) -> Response:
+    message, kind, code = _FAULT_ERRORS[status]
+    return ApiError(status, message, type=kind, code=code).response()
+
+
 class OpenAICompatible:
     """One mounted instance of the Files + Batches API (its own namespace of files and batches)."""
 
+    accepts_faults = True  # the Emulator hands such services its FaultPlan
+
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
                  timing: Timing, endpoints: tuple[str, ...] = ("/v1/chat/completions",),
-                 windows: tuple[str, ...] = ("24h",), max_lines: int = MAX_LINES) -> None:
+                 windows: tuple[str, ...] = ("24h",), max_lines: int = MAX_LINES,
+                 faults: FaultPlan | None = None) -> None:
         self.provider, self.prefix, self.clock, self.stats = provider, prefix, clock, stats
         self.timing, self.endpoints, self.windows, self.max_lines = timing, endpoints, windows, max_lines
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.faults = (faults or FaultPlan()).injector(provider, stats)
         self.files = FileStore(data_dir, clock)
-        self.batches = BatchBook(provider, self.files, clock, stats)
+        self.batches = BatchBook(provider, self.files, clock, stats, self.faults if faults else None)
         stats.register(provider)
 
     def mount(self) -> Mount:
-        return Mount(self.prefix, routes=[
+        gate = [Middleware(FaultGate, faults=self.faults, render=_fault_response)] if self.faults.plan.http_active else None
+        return Mount(self.prefix, middleware=gate, routes=[
             Route("/files", self.upload_file, methods=["POST"]),
             Route("/files", self.list_files, methods=["GET"]),
             Route("/files/{file_id}", self.retrieve_file, methods=["GET"]),
@@ -105,6 +127,8 @@ class OpenAICompatible:
 
     async def file_content(self, request: Request) -> Response:
         stored = self._file(request)
+        if self.faults.take("truncated_download"):
+            return truncated_file_response(stored.path, stored.size)
         return FileResponse(stored.path, media_type="application/octet-stream")
 
     def _file(self, request: Request) -> StoredFile:
@@ -138,7 +162,10 @@ class OpenAICompatible:
             raise ApiError(400, f"Input file {input_file_id} has purpose {stored.purpose!r}; batches need purpose 'batch'.", param="input_file_id", code="invalid_value")
         check = await run_in_threadpool(check_input_file, stored.path, endpoint, self.max_lines)
         batch = self.batches.create(endpoint, input_file_id, stored.path, window, metadata, self.timing, check)
-        return JSONResponse(batch.to_json(self.clock.now()))
+        response = JSONResponse(batch.to_json(self.clock.now()))
+        if self.faults.take("lost_create"):
+            return CutConnection(response.body, media_type="application/json")
+        return response
 
     async def retrieve_batch(self, request: Request) -> Response:
         batch = self._batch(request)

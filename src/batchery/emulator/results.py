@@ -4,12 +4,14 @@ Runs once per batch, when it becomes terminal. The first ``done`` requests were 
 fake model, or rejected with a 400 like the real endpoint would); the rest never ran and are
 reported with ``error.code`` = ``batch_expired`` / ``batch_cancelled``. Lines are written in a
 deterministic but scrambled order (sorted by a hash of ``custom_id``) because the real service
-does not keep input order and clients must join on ``custom_id``.
+does not keep input order and clients must join on ``custom_id``. A ``corrupt`` hook (the fault
+injector's, see :mod:`.faults`) may then drop, duplicate, mangle or shuffle lines.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,17 +34,19 @@ class Results:
     usage: dict = field(default_factory=lambda: {"input_tokens": 0, "output_tokens": 0})
 
 
-def _order(lines: list[tuple[int, bytes]]) -> bytes:
+def _order(lines: list[tuple[int, bytes]]) -> list[bytes]:
     lines.sort(key=lambda pair: pair[0])
-    return b"".join(line + b"\n" for _, line in lines)
+    return [line for _, line in lines]
 
 
 def build_results(input_path: Path, batch_key: str, done: int, unexecuted_code: str | None, created: int,
-                  invalid: bytearray | None = None) -> Results:
+                  invalid: bytearray | None = None,
+                  corrupt: Callable[[list[list[bytes]]], list[list[bytes]]] | None = None) -> Results:
     """Execute the first ``done`` requests of ``input_path`` and render both result files.
 
     ``invalid`` (from validation) marks the requests known to fail ``check_chat_body``, which saves
-    re-checking every good one; without it every request is checked.
+    re-checking every good one; without it every request is checked. ``corrupt`` receives the
+    lines of ``[output, errors]`` (without newlines) and returns what to write instead.
     """
     ok: list[tuple[int, bytes]] = []
     bad: list[tuple[int, bytes]] = []
@@ -91,8 +95,10 @@ def build_results(input_path: Path, batch_key: str, done: int, unexecuted_code: 
                     }
                     bad.append((order_key, orjson.dumps(record)))
             index += 1
-    res.output = _order(ok)
-    res.errors = _order(bad)
+    files = [_order(ok), _order(bad)]
+    if corrupt is not None:
+        files = corrupt(files)
+    res.output, res.errors = (b"".join(line + b"\n" for line in lines) for lines in files)
     res.processed = min(done, index)
     res.usage = {
         "input_tokens": input_tokens,

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batches import Timing
 from .clock import Clock
+from .faults import FaultPlan
 from .responses import ApiError, JSONResponse, api_error_handler, http_error_handler
 from .state import Stats
 from ..limits import LIMITS
@@ -100,6 +101,9 @@ class Emulator:
     ``processing_seconds``: time from create to ``completed`` (0: done at the first read).
     ``completion_window_seconds``: ``expires_at - created_at``; set it below processing time to
     force expiry. ``cancel_seconds``: time spent in ``cancelling``. ``clock``: e.g. ManualClock.
+    ``faults``: a :class:`~.faults.FaultPlan` or its spec string (``"http_429=0.1,lost_create=1"``)
+    to misbehave on purpose, deterministically from its seed; honoured by the services whose class
+    sets ``accepts_faults`` (OpenAI and Groq today), each with its own budgets and random streams.
     """
 
     # provider -> (module, class, SDK base path). Each provider's routes live under their own path
@@ -116,8 +120,9 @@ class Emulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, processing_seconds: float = 0.0,
                  completion_window_seconds: float = 86400, cancel_seconds: float = 0.0,
                  clock: Clock | None = None, data_dir: str | Path | None = None,
-                 max_batch_lines: int | None = None) -> None:
+                 max_batch_lines: int | None = None, faults: FaultPlan | str | None = None) -> None:
         self.host, self.port = host, port
+        self.faults = FaultPlan.coerce(faults)  # parse first: a bad spec fails before any side effect
         self.clock = clock or Clock()
         self._own_dir = data_dir is None
         self.data_dir = Path(tempfile.mkdtemp(prefix="batchery-emulator-")) if data_dir is None else Path(data_dir)
@@ -126,9 +131,10 @@ class Emulator:
         self.services = {}
         for name, (module, cls, base) in self.SERVICES.items():
             service_class = getattr(importlib.import_module(module), cls)
+            extra = {"faults": self.faults} if self.faults and getattr(service_class, "accepts_faults", False) else {}
             self.services[name] = service_class(
                 provider=name, prefix=base, data_dir=self.data_dir / name, clock=self.clock,
-                stats=self._stats, timing=timing, max_lines=max_batch_lines or LIMITS[name].max_requests)
+                stats=self._stats, timing=timing, max_lines=max_batch_lines or LIMITS[name].max_requests, **extra)
         self.app = build_app(self.services.values(), self._stats)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -198,6 +204,8 @@ class Emulator:
             print(f"batchery emulator listening on {self.url}", flush=True)
             for name in self.SERVICES:
                 print(f"  {name}: base_url={self.base_url(name)}", flush=True)
+            if self.faults:
+                print(f"  faults: {self.faults} (stats: {self.url}/_emulator/stats)", flush=True)
         self._server = self._make_server(quiet=False)
         try:
             self._server.run(sockets=[sock])
@@ -214,8 +222,13 @@ class Emulator:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, processing_seconds: float = 0.0,
-          completion_window_seconds: float = 86400, cancel_seconds: float = 0.0) -> None:
-    """Run the emulator in the foreground (for ``batchery emulator``), printing where it listens."""
+          completion_window_seconds: float = 86400, cancel_seconds: float = 0.0,
+          faults: FaultPlan | str | None = None) -> None:
+    """Run the emulator in the foreground (for ``batchery emulator``), printing where it listens.
+
+    ``faults`` is a spec string such as ``"http_429=0.1,lost_create=1,seed=7"`` (grammar in
+    :mod:`batchery.emulator.faults`); a bad spec raises ValueError before the socket is bound."""
     emulator = Emulator(host=host, port=port, processing_seconds=processing_seconds,
-                        completion_window_seconds=completion_window_seconds, cancel_seconds=cancel_seconds)
+                        completion_window_seconds=completion_window_seconds, cancel_seconds=cancel_seconds,
+                        faults=faults)
     emulator.run_forever()

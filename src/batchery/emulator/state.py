@@ -54,6 +54,7 @@ class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(self.KEYS, 0))
+        self._faults: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def register(self, provider: str) -> None:
         """Make a provider show up (with zeros) before anything happened on it."""
@@ -64,15 +65,29 @@ class Stats:
         with self._lock:
             self._counts[provider][key] += n
 
+    def add_fault(self, provider: str, name: str, n: int = 1) -> None:
+        """Count ``n`` injected faults of kind ``name`` (see :mod:`.faults`)."""
+        with self._lock:
+            self._faults[provider][name] += n
+
     def snapshot(self) -> dict:
         """``{"batches_created": {provider: n}, "files_uploaded": n, "requests_processed": n,
-        "by_provider": {provider: {...}}}``: totals at the top, the breakdown underneath."""
+        "faults": {name: n}, "by_provider": {provider: {..., "faults": {name: n}}}}``: totals at
+        the top, the breakdown underneath. Only faults that were injected appear."""
         with self._lock:
-            per = {p: dict(c) for p, c in self._counts.items()}
+            per: dict[str, dict] = {p: dict(c) for p, c in self._counts.items()}
+            faults = {p: dict(f) for p, f in self._faults.items()}
+        totals: dict[str, int] = defaultdict(int)
+        for counts in faults.values():
+            for name, n in counts.items():
+                totals[name] += n
+        for p, counts in per.items():
+            counts["faults"] = faults.get(p, {})
         return {
             "batches_created": {p: c["batches_created"] for p, c in per.items()},
             "files_uploaded": sum(c["files_uploaded"] for c in per.values()),
             "requests_processed": sum(c["requests_processed"] for c in per.values()),
+            "faults": dict(totals),
             "by_provider": per,
         }
 
