@@ -38,7 +38,10 @@ import orjson
 
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
-from .base import CANCELLED, EXPIRED, FAILED, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, poll_listed, split_lines
+from .base import (
+    CANCELLED, EXPIRED, FAILED, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, decode_stream, poll_listed,
+    split_lines,
+)
 
 if TYPE_CHECKING:
     from anthropic.types.messages import MessageBatch
@@ -177,10 +180,7 @@ class AnthropicBatch(BatchProvider):
     def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
         results = self.client.messages.batches.with_streaming_response.results
         with self._errors("download"), results(remote.remote_id) as response:
-            for line in split_lines(response.iter_bytes(1 << 20)):
-                outcome = decode_line(line)
-                if outcome is not None:
-                    yield outcome
+            yield from decode_stream(response.iter_bytes(1 << 20), decode_line)
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:

@@ -140,6 +140,15 @@ def poll_listed(listed: Iterable[RemoteBatch], remote_ids: list[str],
     return seen
 
 
+def decode_stream(chunks: Iterable[bytes], decode: Callable[[bytes], Outcome | None]) -> Iterator[Outcome]:
+    """The outcomes in a downloaded results stream; an unreadable line yields nothing (the engine
+    then names it missing)."""
+    for line in split_lines(chunks):
+        outcome = decode(line)
+        if outcome is not None:
+            yield outcome
+
+
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Turn a byte stream into lines without holding the whole download in memory."""
     rest = b""

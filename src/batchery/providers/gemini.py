@@ -27,7 +27,7 @@ from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
 from .base import (
     CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
-    find_tagged, poll_listed, split_lines,
+    decode_stream, find_tagged, poll_listed,
 )
 
 # Batch files up to this size are sent inline. The API takes inline requests under 20 MB, but
@@ -145,10 +145,7 @@ class GeminiBatch(BatchProvider):
             with self._errors("download"):
                 self.client.files.download(file=file_name, destination=spool)
             spool.seek(0)
-            for line in split_lines(iter(lambda: spool.read(1 << 20), b"")):
-                outcome = decode_line(line)
-                if outcome is not None:
-                    yield outcome
+            yield from decode_stream(iter(lambda: spool.read(1 << 20), b""), decode_line)
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:

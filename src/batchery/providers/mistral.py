@@ -41,7 +41,7 @@ from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
 from .base import (
     CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
-    find_tagged, poll_listed, split_lines,
+    decode_stream, find_tagged, poll_listed,
 )
 
 TAG_KEY = "batchery_batch"
@@ -135,10 +135,7 @@ class MistralBatch(BatchProvider):
             with self._errors("download"):
                 response = self.client.files.download(file_id=file_id)
                 try:
-                    for line in split_lines(response.iter_bytes(1 << 20)):
-                        outcome = decode_line(line)
-                        if outcome is not None:
-                            yield outcome
+                    yield from decode_stream(response.iter_bytes(1 << 20), decode_line)
                 finally:
                     response.close()
 

@@ -12,7 +12,7 @@ from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
 from .base import (
     CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
-    find_tagged, poll_listed, split_lines,
+    decode_stream, find_tagged, poll_listed,
 )
 
 TAG_KEY = "batchery_batch"
@@ -91,10 +91,7 @@ class OpenAIBatch(BatchProvider):
             if not file_id:
                 continue
             with self._errors("download"), self.client.files.with_streaming_response.content(file_id) as response:
-                for line in split_lines(response.iter_bytes(1 << 20)):
-                    outcome = decode_line(line)
-                    if outcome is not None:
-                        yield outcome
+                yield from decode_stream(response.iter_bytes(1 << 20), decode_line)
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:

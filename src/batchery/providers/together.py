@@ -44,7 +44,7 @@ import orjson
 
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
-from .base import CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, Outcome, RemoteBatch, split_lines
+from .base import CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, Outcome, RemoteBatch, decode_stream
 from .openai import chat_body as openai_chat_body
 from .openai import decode_line
 
@@ -140,10 +140,7 @@ class TogetherBatch(BatchProvider):
             if not file_id:
                 continue
             with self._errors("download"), self.client.files.with_streaming_response.content(file_id) as response:
-                for line in split_lines(response.iter_bytes(1 << 20)):
-                    outcome = decode_result(line)
-                    if outcome is not None:
-                        yield outcome
+                yield from decode_stream(response.iter_bytes(1 << 20), decode_result)
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
