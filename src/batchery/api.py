@@ -16,6 +16,7 @@ import orjson
 from .engine import Engine, PollPolicy, Progress, file_fingerprint, prepare_job
 from .errors import JobError
 from .inputs import iter_objects, read_requests
+from .pricing import PriceBook
 from .providers import get_provider
 from .export import Result, iter_results
 from .retry import DEFAULT_MAX_ATTEMPTS
@@ -52,7 +53,8 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
              store: Store, batch_size: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
              wait: bool = True,
              poll: PollPolicy | None = None, on_progress: Callable[[Progress], None] | None = None,
-             raw: bool = False) -> tuple[str, Progress]:
+             raw: bool = False, max_cost: float | None = None, prices: PriceBook | None = None,
+             ) -> tuple[str, Progress]:
     """Run (or resume) the job for a request file. Returns (job name, final progress)."""
     name = job or path.stem
     with provider_session(conn) as (adapter, emulator_poll):
@@ -61,7 +63,7 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
         job_row, _ = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw,
                                  source_name=str(path))
         engine = Engine(store, adapter, job_row, batch_size=batch_size, max_attempts=max_attempts,
-                        poll=poll or emulator_poll, on_progress=on_progress)
+                        poll=poll or emulator_poll, on_progress=on_progress, max_cost=max_cost, prices=prices)
         return name, engine.run(wait=wait)
 
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from .errors import InputError, JobError, ProviderError, TransientError
+from .errors import ConfigError, InputError, JobError, ProviderError, TransientError
 from .limits import split
+from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_cost, total
 from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch
 from .requests import canonical_bytes, parse_raw_request, parse_request, request_key
 from .retry import DEFAULT_MAX_ATTEMPTS, TRANSIENT_CODES, retryable_statuses
@@ -39,6 +40,7 @@ class Progress:
     remote: dict[str, int]  # remote batches by provider status
     elapsed: float
     done: bool = False
+    stopped: str | None = None  # why submitting stopped early (e.g. the --max-cost cap), if it did
 
     @property
     def total(self) -> int:
@@ -134,7 +136,8 @@ class Engine:
 
     def __init__(self, store: Store, provider: BatchProvider, job: Job, *, batch_size: int | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, poll: PollPolicy | None = None,
-                 on_progress: Callable[[Progress], None] | None = None):
+                 on_progress: Callable[[Progress], None] | None = None, max_cost: float | None = None,
+                 prices: PriceBook | None = None):
         self.store = store
         self.provider = provider
         self.job = job
@@ -144,6 +147,10 @@ class Engine:
         self.on_progress = on_progress
         self.files = store.dir / "batches"
         self._started = time.monotonic()
+        # --max-cost: no new batch is submitted once spent + committed + its projected cost would pass it
+        self.max_cost = max_cost
+        self.prices = (prices or PriceBook(store_dir=store.dir)) if max_cost is not None else prices
+        self.stopped: str | None = None
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -178,15 +185,18 @@ class Engine:
             else:
                 self.poll.sleep(delay)
                 delay = min(delay * self.poll.factor, self.poll.maximum)
-        if wait:
+        if wait and self.stopped is None:
             self._finish()
-        progress = self.progress(done=wait)
+        progress = self.progress(done=wait and self.stopped is None)
+        progress.stopped = self.stopped
         if self.on_progress:
             self.on_progress(progress)
         return progress
 
     def _has_work(self) -> bool:
         """Batches still open, or requests waiting to be sent (new, or back for another attempt)."""
+        if self.stopped is not None:  # capped: only what is already sent is still awaited
+            return bool(self.store.batches(self.job.id, ["creating", "submitted"]))
         return bool(self.store.batches(self.job.id, _OPEN_BATCH)) or (
             self._accepting_work() and self.store.has_pending(self.job.id))
 
@@ -195,6 +205,8 @@ class Engine:
         if self._accepting_work():
             self._plan()
         for batch in self.store.batches(self.job.id, ["planned"]):
+            if self.stopped is not None or self._over_budget(batch):
+                break
             self._submit(batch)
         in_flight = self.store.batches(self.job.id, ["submitted"])
         return self._poll_and_collect(in_flight) if in_flight else False
@@ -287,6 +299,30 @@ class Engine:
                 with self.store.transaction():
                     batch_id = self.store.insert_batch(self.job.id, tag, model, rows[count - 1][0], count, n_bytes)
                     self.store.log(self.job.id, "batch_planned", batch=batch_id, requests=count, bytes=n_bytes)
+
+    def _over_budget(self, batch) -> bool:
+        """With --max-cost: would submitting this batch take the projected spend past the cap?
+        If so, stop submitting (the batch stays planned, the job resumable) and say why."""
+        if self.max_cost is None:
+            return False
+        projected = batch_line_cost(self.prices, self.provider, batch.model, self.store.batch_lines(batch.id))
+        if not projected.known:
+            raise ConfigError(f"--max-cost cannot be enforced: {UNKNOWN} for {self.provider.name} model "
+                              f"'{batch.model}'; add it to {PRICES_FILE} (or --prices FILE), or drop --max-cost")
+        spent = total(actual_cost(self.prices, self.provider.name, self.store.usage_by_model(self.job.id)))
+        committed = sum(batch_line_cost(self.prices, self.provider, b.model, self.store.batch_lines(b.id)).batch
+                        or 0.0 for b in self.store.batches(self.job.id, ["creating", "submitted"]))
+        so_far = (spent or 0.0) + committed
+        if so_far + projected.batch <= self.max_cost:
+            return False
+        self.stopped = (f"--max-cost ${self.max_cost:,.2f} reached: spent and committed ${so_far:,.4f}; the next "
+                        f"batch ({batch.n_requests:,} requests, projected ${projected.batch:,.4f}) would pass the cap, "
+                        "so nothing more was submitted. The job is saved: run again with a higher --max-cost "
+                        "(or none) to continue")
+        with self.store.transaction():
+            self.store.log(self.job.id, "max_cost_reached", max_cost=self.max_cost, spent=round(so_far, 6),
+                           next_batch=batch.id, projected=round(projected.batch, 6))
+        return True
 
     def _submit(self, batch) -> None:
         path = self.files / f"{batch.tag}.jsonl"

@@ -402,6 +402,14 @@ class Store:
             " JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? AND o.status <> 'succeeded'"
             " GROUP BY o.status, o.error_code ORDER BY COUNT(*) DESC LIMIT ?", (job_id, limit)).fetchall()
 
+    def usage_by_model(self, job_id: int) -> list[tuple[str, int, int]]:
+        """(model, input tokens, output tokens) returned for this job's own batches: answers reused
+        from another job's cache cost this job nothing and are left out."""
+        return self.db.execute(
+            "SELECT i.model, COALESCE(SUM(o.input_tokens), 0), COALESCE(SUM(o.output_tokens), 0) FROM items i"
+            " JOIN outcomes o ON o.item = i.id JOIN batches b ON b.id = i.batch AND b.job_id = i.job_id"
+            " WHERE i.job_id = ? GROUP BY i.model ORDER BY i.model", (job_id,)).fetchall()
+
     def counts(self, job_id: int) -> dict[str, int]:
         """Distinct requests by state/outcome: pending, queued, succeeded, failed, ..."""
         out: dict[str, int] = {}

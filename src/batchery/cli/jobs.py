@@ -30,12 +30,24 @@ def run(
     max_attempts: int = typer.Option(3, min=1, help="Sends per request: lines that expire, go missing or hit a "
                                      "transient provider error are retried in new batches up to this many."),
     raw: bool = typer.Option(False, "--raw", help="Lines are already in the provider's own batch format; send their bodies as they are."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimate (requests, tokens, cost) and send nothing."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="USD: stop submitting new batches "
+                                             "before the projected batch spend would pass this (the job stays resumable)."),
+    prices: Optional[Path] = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
+                                          "in the store directory)."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Run a job of requests through a Batch API, or resume it. Results come back in input order."""
+    if dry_run:
+        from .estimate import estimate_file, print_estimate
+
+        print_estimate(estimate_file(input, provider, model, raw, prices, store), as_json=False)
+        print("dry run: nothing was sent", file=sys.stderr)
+        return
     from ..api import Connection, run_file
     from ..errors import ConfigError
     from ..export import export
+    from ..pricing import PriceBook
     from ..store import Store
     from .progress import make_progress
 
@@ -48,9 +60,12 @@ def run(
         try:
             name, final = run_file(input, Connection(provider, base_url, None, emulate), model, job=job,
                                    store=st, batch_size=batch_size, max_attempts=max_attempts,
-                                   wait=not no_wait, on_progress=progress, raw=raw)
+                                   wait=not no_wait, on_progress=progress, raw=raw, max_cost=max_cost,
+                                   prices=PriceBook(prices, store_dir=st.dir) if max_cost is not None else None)
         finally:
             progress.close()
+        if final.stopped:
+            print(f"stopped: {final.stopped}", file=sys.stderr)
         if no_wait:
             print(f"submitted job '{name}'; run the same command again (or `batchery status {name}`) "
                   "to follow it", file=sys.stderr)
@@ -61,29 +76,41 @@ def run(
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
         print(f"job '{name}': {n:,} result lines ({final.total:,} distinct requests: {counts}) -> {target}",
               file=sys.stderr)
+        if final.stopped:
+            raise typer.Exit(3)
 
 
 def status(
     job: Optional[str] = typer.Argument(None, help="A job name; all jobs when omitted."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    prices: Optional[Path] = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
+                                          "in the store directory)."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Where a job stands: requests by outcome, batches by provider status, recent events."""
+    """Where a job stands: requests by outcome, cost so far, batches by provider status, recent events."""
     import orjson
 
+    from ..pricing import PriceBook
     from ..store import Store
 
     with Store(store) as st:
+        book = PriceBook(prices, store_dir=st.dir)
         jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
-        reports = [_report(st, j, detailed=job is not None) for j in jobs]
+        reports = [_report(st, j, detailed=job is not None, book=book) for j in jobs]
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(reports if job is None else reports[0], option=orjson.OPT_INDENT_2) + b"\n")
         return
+    from ..pricing import UNKNOWN, format_usd
+
     if not reports:
         print("no jobs yet")
     for r in reports:
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(r["requests"].items()))
         print(f"{r['job']}: {r['state']} | {r['provider']} {r['model'] or ''} | {r['rows']:,} lines | {counts}")
+        cost = r["cost"]
+        print(f"  cost: {format_usd(cost['batch_usd'])} at batch prices for {cost['input_tokens']:,} input + "
+              f"{cost['output_tokens']:,} output tokens returned"
+              + "".join(f"; {m['model']}: {UNKNOWN}" for m in cost["models"] if m["batch_usd"] is None))
         if r.get("attempts"):
             print("  attempts: " + ", ".join(f"{n:,} sent {k}x" for k, n in r["attempts"].items()))
         for f in r.get("failures", []):
@@ -145,7 +172,7 @@ def list_jobs(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """List the jobs in the store."""
-    status(None, as_json, store)
+    status(None, as_json, None, store)
 
 
 def register(app: typer.Typer) -> None:
@@ -166,11 +193,17 @@ def _job_or_exit(st, name: str):
     return row
 
 
-def _report(st, job, detailed: bool) -> dict:
+def _report(st, job, detailed: bool, book) -> dict:
     from datetime import datetime, timezone
 
+    from ..pricing import actual_cost, total
+
+    costs = actual_cost(book, job.provider, st.usage_by_model(job.id))
     report = {"job": job.name, "state": job.state, "provider": job.provider, "model": job.model,
-              "rows": job.n_rows, "requests": st.counts(job.id)}
+              "rows": job.n_rows, "requests": st.counts(job.id),
+              "cost": {"batch_usd": total(costs), "input_tokens": sum(c.input_tokens for c in costs),
+                       "output_tokens": sum(c.output_tokens for c in costs),
+                       "models": [c.as_dict() for c in costs]}}
     if detailed:
         report["attempts"] = {str(k): v for k, v in sorted(st.attempts(job.id).items())}
         report["failures"] = [{"status": s, "code": c, "example": m, "count": n}

@@ -1,0 +1,134 @@
+"""Token counts for estimates, before anything is sent.
+
+Input tokens: tiktoken for OpenAI models, but only when the model's encoding is already in
+tiktoken's local cache. tiktoken downloads encodings on first use, which hangs or fails on an
+offline machine (CI included), so we look for the cached file ourselves and never let tiktoken
+fetch. Otherwise (other providers, or no cached encoding) an approximation:
+
+    tokens = ceil(characters / 4) per text, + 4 per message + 3 per request
+
+The 4 characters per token is OpenAI's published rule of thumb for English text with its BPE
+encodings (cl100k_base/o200k_base); the per-message and per-request overheads are those of the
+OpenAI chat format. It could not be calibrated against tiktoken where this was written (no encoding
+was cached and there was no network), so treat it as accurate to roughly ±25% for English prose; it
+undercounts code and non-Latin scripts. Every count says which method produced it.
+
+Output tokens: the request's max_tokens when it gives one (an upper bound, so the estimate errs
+high), else DEFAULT_OUTPUT_TOKENS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_OUTPUT_TOKENS = 256
+CHARS_PER_TOKEN = 4
+_PER_MESSAGE = 4
+_PER_REQUEST = 3
+APPROXIMATE = f"approximate (characters/{CHARS_PER_TOKEN})"
+
+_ENCODING_FILES = {
+    name: f"https://openaipublic.blob.core.windows.net/encodings/{file}.tiktoken"
+    for name, file in [("cl100k_base", "cl100k_base"), ("o200k_base", "o200k_base"),
+                       ("o200k_harmony", "o200k_base"), ("p50k_base", "p50k_base"),
+                       ("p50k_edit", "p50k_base"), ("r50k_base", "r50k_base")]
+}
+
+
+@dataclass
+class TokenEstimate:
+    input_tokens: int
+    output_tokens: int
+    method: str  # "tiktoken <encoding>" or APPROXIMATE
+    output_method: str  # how output tokens were set
+
+
+def tiktoken_cache_dir() -> str | None:
+    """Where tiktoken keeps downloaded encodings (its own rule), or None when caching is off."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        directory = os.environ["TIKTOKEN_CACHE_DIR"]
+    elif "DATA_GYM_CACHE_DIR" in os.environ:
+        directory = os.environ["DATA_GYM_CACHE_DIR"]
+    else:
+        directory = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    return directory or None
+
+
+def counter(provider: str, model: str) -> tuple[Callable[[str], int], str]:
+    """(count tokens in a text, method name) for a model: tiktoken if usable offline, else the approximation."""
+    if provider == "openai":
+        encoding = _cached_encoding(model)
+        if encoding is not None:
+            return (lambda text: len(encoding.encode(text, disallowed_special=()))), f"tiktoken {encoding.name}"
+    return approximate_tokens, APPROXIMATE
+
+
+def approximate_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def estimate_request(canonical: dict, count: Callable[[str], int], method: str) -> TokenEstimate:
+    """Tokens of one canonical request (see requests.py), or of a raw provider body under "raw"."""
+    if "raw" in canonical:
+        body = canonical["raw"]
+        texts = list(_strings(body, skip=frozenset({"model", "custom_id", "role", "type"})))
+        limit = _raw_max_tokens(body)
+    else:
+        texts = [m["content"] for m in canonical["messages"]]
+        if canonical.get("system"):
+            texts.append(canonical["system"])
+        limit = canonical.get("max_tokens")
+    input_tokens = sum(count(t) + _PER_MESSAGE for t in texts) + _PER_REQUEST
+    if limit:
+        return TokenEstimate(input_tokens, int(limit), method, "max_tokens")
+    return TokenEstimate(input_tokens, DEFAULT_OUTPUT_TOKENS, method, f"default {DEFAULT_OUTPUT_TOKENS} per request")
+
+
+def _cached_encoding(model: str):
+    """The tiktoken encoding for an OpenAI model if its file is already cached; never downloads."""
+    try:
+        import tiktoken
+        from tiktoken.model import encoding_name_for_model
+    except ImportError:
+        return None
+    try:
+        name = encoding_name_for_model(model)
+    except KeyError:
+        return None
+    url, directory = _ENCODING_FILES.get(name), tiktoken_cache_dir()
+    if url is None or directory is None:
+        return None
+    if not os.path.exists(os.path.join(directory, hashlib.sha1(url.encode()).hexdigest())):
+        return None
+    try:
+        return tiktoken.get_encoding(name)  # reads the cached file (hash-checked); no network
+    except Exception:  # a damaged cache file: tiktoken would try to fetch again; fall back instead
+        return None
+
+
+def _strings(value: Any, skip: frozenset[str]):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if k not in skip:
+                yield from _strings(v, skip)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v, skip)
+
+
+def _raw_max_tokens(body: dict) -> int | None:
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        if isinstance(body.get(key), int):
+            return body[key]
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    if isinstance(config, dict) and isinstance(config.get("maxOutputTokens"), int):
+        return config["maxOutputTokens"]
+    return None
