@@ -4,7 +4,6 @@ and the engine's --max-cost cap."""
 from __future__ import annotations
 
 import socket
-from decimal import Decimal
 
 import pytest
 from genai_prices import Usage, calc_price

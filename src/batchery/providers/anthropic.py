@@ -62,7 +62,6 @@ class AnthropicBatch(BatchProvider):
     name = "anthropic"
     endpoint = "/v1/messages"
     limits = LIMITS["anthropic"]
-    key_env = "ANTHROPIC_API_KEY"
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import anthropic  # lazy: only the provider in use pays for its SDK import

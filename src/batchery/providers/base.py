@@ -54,7 +54,6 @@ class BatchProvider(ABC):
     name: str
     endpoint: str
     limits: BatchLimits
-    key_env: str  # the environment variable holding the API key
 
     def check(self, request: dict) -> str | None:
         """Why this provider cannot honour a canonical request (None if it can). Called for every

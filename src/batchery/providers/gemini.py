@@ -53,7 +53,6 @@ class GeminiBatch(BatchProvider):
     name = "gemini"
     endpoint = "batchGenerateContent"
     limits = LIMITS["gemini"]
-    key_env = "GEMINI_API_KEY"
 
     def __init__(self, api_key: str, base_url: str | None = None):
         from google import genai  # lazy: only the provider in use pays for its SDK import

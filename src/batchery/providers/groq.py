@@ -23,7 +23,6 @@ from .openai import OpenAIBatch
 class GroqBatch(OpenAIBatch):
     name = "groq"
     limits = LIMITS["groq"]
-    key_env = "GROQ_API_KEY"
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import groq  # lazy: only the provider in use pays for its SDK import

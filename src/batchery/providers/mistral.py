@@ -58,7 +58,6 @@ class MistralBatch(BatchProvider):
     name = "mistral"
     endpoint = "/v1/chat/completions"
     limits = LIMITS["mistral"]
-    key_env = "MISTRAL_API_KEY"
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import httpx2  # the SDK's HTTP client: its transport errors are the transient ones

@@ -25,7 +25,6 @@ class OpenAIBatch(BatchProvider):
     name = "openai"
     endpoint = "/v1/chat/completions"
     limits = LIMITS["openai"]
-    key_env = "OPENAI_API_KEY"
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import openai  # lazy: only the provider in use pays for its SDK import

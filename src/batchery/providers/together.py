@@ -64,7 +64,6 @@ class TogetherBatch(BatchProvider):
     name = "together"
     endpoint = "/v1/chat/completions"
     limits = LIMITS["together"]
-    key_env = "TOGETHER_API_KEY"
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import httpx  # the SDK's HTTP client: the upload's PUT raises its transport errors as they are
