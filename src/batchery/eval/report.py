@@ -1,0 +1,540 @@
+"""The evaluation report: one self-contained HTML page plus the numbers as JSON and CSV.
+
+``write_report(data, out_dir)`` takes the summary the evaluation pipeline produces (plain,
+JSON-serialisable data; see ``write_report``) and writes
+
+- ``report.html``: a single file that needs no network to view (inline CSS, inline SVG plots
+  drawn by matplotlib, no scripts, no external fonts or images), rendered by a Jinja2 template
+  with autoescaping on;
+- ``summary.json``: the data as given;
+- ``leaderboard.csv``, ``statements.csv``, ``sections.csv``, ``agreement.csv``, ``costs.csv``
+  and, when a pairwise stage ran, ``pairwise.csv``.
+
+Any optional part may be missing, ``None`` or empty: the report then says "not measured"
+instead of failing. A price that is not known is shown as "unknown price", never as $0.
+Output is deterministic: the same data gives byte-identical files.
+
+matplotlib is imported inside ``write_report`` (Agg backend), so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_report"]
+
+NOT_MEASURED = "not measured"
+UNKNOWN_PRICE = "unknown price"
+
+LEADERBOARD_COLUMNS = ["rank", "candidate", "n", "compliant", "unparsed", "failed", "rate", "lo", "hi",
+                       "boot_lo", "boot_hi", "likert_mean"]
+STATEMENT_COLUMNS = ["statement", "section", "candidate", "n", "rate", "lo", "hi"]
+SECTION_COLUMNS = ["section", "candidate", "n", "rate", "lo", "hi"]
+AGREEMENT_COLUMNS = ["measure", "judge_a", "judge_b", "kappa", "n"]
+PAIRWISE_COLUMNS = ["rank", "item", "strength", "lo", "hi", "elo", "wins", "losses", "ties", "n"]
+COST_COLUMNS = ["stage", "provider", "model", "requests", "input_tokens", "output_tokens", "usd"]
+
+# Mini dot-and-whisker plots in the leaderboard table (hand-written SVG, user units = pixels).
+_WHISKER_W, _WHISKER_H, _WHISKER_PAD = 200, 18, 6
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(x: Any) -> float | None:
+    """A finite float, or None for None, NaN, infinities and anything that is not a number."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _pct(x: Any) -> str:
+    v = _num(x)
+    return NOT_MEASURED if v is None else f"{100 * v:.1f}%"
+
+
+def _ci(lo: Any, hi: Any) -> str:
+    a, b = _num(lo), _num(hi)
+    if a is None or b is None:
+        return NOT_MEASURED
+    return f"{100 * a:.1f}–{100 * b:.1f}%"
+
+
+def _kappa(x: Any) -> str:
+    v = _num(x)
+    return NOT_MEASURED if v is None else f"{v:.2f}"
+
+
+def _kappa_reading(x: Any) -> str:
+    """Landis & Koch's conventional labels."""
+    v = _num(x)
+    if v is None:
+        return ""
+    if v < 0:
+        return "worse than chance"
+    for bound, label in ((0.2, "slight"), (0.4, "fair"), (0.6, "moderate"), (0.8, "substantial")):
+        if v <= bound:
+            return label
+    return "almost perfect"
+
+
+def _int(x: Any) -> str:
+    v = _num(x)
+    return "" if v is None else f"{int(v):,}"
+
+
+def _usd(x: Any) -> str:
+    v = _num(x)
+    if v is None:
+        return UNKNOWN_PRICE
+    if v != 0 and abs(v) < 0.01:
+        return f"${v:.4f}"
+    return f"${v:,.2f}"
+
+
+def _float(x: Any, digits: int = 2) -> str:
+    v = _num(x)
+    return NOT_MEASURED if v is None else f"{v:.{digits}f}"
+
+
+def _p_value(x: Any) -> str:
+    v = _num(x)
+    if v is None:
+        return NOT_MEASURED
+    return "p < 0.001" if v < 0.001 else f"p = {v:.3f}"
+
+
+def _rows(x: Any) -> list[dict]:
+    return [r for r in (x or []) if isinstance(r, dict)]
+
+
+def _clip01(v: float) -> float:
+    return min(1.0, max(0.0, v))
+
+
+# --------------------------------------------------------------------------- SVG helpers
+
+
+def _whisker(rate: Any, lo: Any, hi: Any, boot_lo: Any, boot_hi: Any) -> dict | None:
+    """Coordinates for a row's dot-and-whisker plot on a fixed 0–100% axis (None: no rate)."""
+    r = _num(rate)
+    if r is None:
+        return None
+
+    def x(v: float) -> float:
+        return round(_WHISKER_PAD + _clip01(v) * (_WHISKER_W - 2 * _WHISKER_PAD), 2)
+
+    out = {"w": _WHISKER_W, "h": _WHISKER_H, "mid": _WHISKER_H / 2, "x": x(r),
+           "ticks": [x(t) for t in (0, 0.25, 0.5, 0.75, 1)], "ci": None, "boot": None}
+    a, b = _num(lo), _num(hi)
+    if a is not None and b is not None:
+        out["ci"] = (x(a), x(b))
+    a, b = _num(boot_lo), _num(boot_hi)
+    if a is not None and b is not None:
+        out["boot"] = (x(a), round(x(b) - x(a), 2))
+    return out
+
+
+_PROLOG = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
+_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
+_XMLNS = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
+_SIZE = re.compile(r'<svg\b([^>]*?)\swidth="([\d.]+)pt"\s+height="([\d.]+)pt"')
+
+
+def _inline_svg(raw: str, prefix: str) -> str:
+    """matplotlib's SVG output made fit to sit inside HTML.
+
+    Drops the XML prolog, DOCTYPE and RDF metadata (namespace declarations are not needed
+    inline), gives every id a per-figure prefix so several plots can share one page, scopes
+    matplotlib's global ``*`` style rule to the plot, and replaces the fixed size by
+    ``width=100%`` with the natural width as ``max-width`` so the plot scales with the page.
+    """
+    svg = _PROLOG.sub("", raw, count=1)
+    svg = _METADATA.sub("", svg)
+    svg = _XMLNS.sub("", svg)
+    ids = sorted(set(re.findall(r'\bid="([^"]+)"', svg)), key=len, reverse=True)
+    if ids:
+        alternatives = "|".join(re.escape(i) for i in ids)
+        svg = re.sub(rf'(\bid="|#)({alternatives})(?=[")])', lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", svg)
+    svg = svg.replace("*{stroke-linejoin", f"svg.{prefix} *{{stroke-linejoin")
+
+    def size(m: re.Match) -> str:
+        return (f'<svg{m.group(1)} class="plot {prefix}" width="100%" '
+                f'style="max-width: {m.group(2)}pt; height: auto"')
+
+    return _SIZE.sub(size, svg, count=1).strip()
+
+
+class _Plots:
+    """matplotlib, imported on first use, configured for small deterministic SVG output."""
+
+    def __init__(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt = plt
+        self.matplotlib = matplotlib
+        self.rc = {
+            "svg.fonttype": "none",  # text stays text: searchable, small, drawn in system fonts
+            "svg.hashsalt": "batchery-report",  # stable ids
+            "text.parse_math": False,  # names with "$" are names, not formulas
+            "font.family": "sans-serif",
+            "font.size": 9,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.edgecolor": "#888888",
+            "axes.labelcolor": "#333333",
+            "xtick.color": "#444444",
+            "ytick.color": "#444444",
+        }
+        self.count = 0
+
+    def to_svg(self, fig) -> str:
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.08)
+        self.plt.close(fig)
+        self.count += 1
+        return _inline_svg(buf.getvalue(), f"fig{self.count}")
+
+    # -- heatmap ------------------------------------------------------------------------
+
+    def heatmap(self, statements: list[dict], candidates: list[str]) -> str | None:
+        import numpy as np
+
+        # Rows grouped by section (in first-seen order), statements in first-seen order inside.
+        order: dict[str, list[str]] = {}
+        cells: dict[tuple[str, str], float | None] = {}
+        seen: set[str] = set()
+        for row in statements:
+            name, section = str(row.get("statement", "")), str(row.get("section") or "")
+            if name not in seen:
+                seen.add(name)
+                order.setdefault(section, []).append(name)
+            cells[(name, str(row.get("candidate", "")))] = _num(row.get("rate"))
+        rows = [(section, name) for section, names in order.items() for name in names]
+        if not rows or not candidates:
+            return None
+
+        values = np.full((len(rows), len(candidates)), np.nan)
+        for i, (_, name) in enumerate(rows):
+            for j, cand in enumerate(candidates):
+                v = cells.get((name, cand))
+                if v is not None:
+                    values[i, j] = _clip01(v)
+
+        def short(s: str, n: int) -> str:
+            return s if len(s) <= n else s[: n - 1] + "…"
+
+        with self.matplotlib.rc_context(self.rc):
+            row_h, col_w = 0.24, max(0.6, min(1.1, 5.0 / len(candidates)))
+            label_w = 0.062 * max(len(short(name, 48)) for _, name in rows) + 0.3
+            fig_w = label_w + col_w * len(candidates) + 1.8
+            fig_h = row_h * len(rows) + 1.6
+            fig, ax = self.plt.subplots(figsize=(fig_w, fig_h))
+            cmap = self.matplotlib.colormaps["viridis"]
+            masked = np.ma.masked_invalid(values)
+            mesh = ax.pcolormesh(masked, cmap=cmap, vmin=0, vmax=1, edgecolors="white", linewidth=0.6)
+            ax.set_facecolor("#e6e6e6")
+            ax.invert_yaxis()
+            ax.set_yticks(np.arange(len(rows)) + 0.5, [short(name, 48) for _, name in rows], fontsize=8)
+            ax.set_xticks(np.arange(len(candidates)) + 0.5, [short(c, 24) for c in candidates], fontsize=8.5)
+            ax.xaxis.tick_top()
+            if max(len(c) for c in candidates) * 0.065 > col_w:
+                self.plt.setp(ax.get_xticklabels(), rotation=30, ha="left", rotation_mode="anchor")
+            ax.tick_params(length=0)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if len(candidates) <= 12:
+                for i in range(len(rows)):
+                    for j in range(len(candidates)):
+                        v = values[i, j]
+                        if np.isnan(v):
+                            ax.text(j + 0.5, i + 0.5, "n/a", ha="center", va="center", fontsize=7, color="#555555")
+                            continue
+                        r, g, b, _ = cmap(v)
+                        ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                        ax.text(j + 0.5, i + 0.5, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color=ink)
+            # Section separators and labels on the right when there is more than one section.
+            if len(order) > 1:
+                start = 0
+                for section, names in order.items():
+                    end = start + len(names)
+                    if start:
+                        ax.axhline(start, color="white", linewidth=2.5)
+                    ax.text(len(candidates) + 0.15, (start + end) / 2, short(section or "(no section)", 28),
+                            ha="left", va="center", fontsize=7.5, color="#444444")
+                    start = end
+            bar = fig.colorbar(mesh, ax=ax, orientation="horizontal", location="bottom",
+                               fraction=max(0.02, 0.35 / fig_h), pad=max(0.01, 0.12 / fig_h), aspect=40, shrink=0.6)
+            bar.set_label("compliance rate (%) — grey: not measured", fontsize=8)
+            bar.set_ticks([0, 0.25, 0.5, 0.75, 1], labels=["0", "25", "50", "75", "100"])
+            bar.ax.tick_params(labelsize=7.5)
+            bar.outline.set_visible(False)
+            if bar.solids is not None:
+                bar.solids.set_rasterized(False)  # vector, not an embedded PNG
+            return self.to_svg(fig)
+
+    # -- Bradley–Terry ----------------------------------------------------------------------
+
+    def strengths(self, items: list[dict]) -> str | None:
+        points = [(str(r.get("item", "")), _num(r.get("strength")), _num(r.get("lo")), _num(r.get("hi")))
+                  for r in items]
+        points = [p for p in points if p[1] is not None]
+        if not points:
+            return None
+        with self.matplotlib.rc_context(self.rc):
+            fig, ax = self.plt.subplots(figsize=(6.4, 0.34 * len(points) + 1.0))
+            for i, (name, s, lo, hi) in enumerate(points):
+                if lo is not None and hi is not None:
+                    ax.plot([lo, hi], [i, i], color="#4b6cb7", linewidth=1.6, solid_capstyle="butt")
+                ax.plot([s], [i], "o", color="#1f2d5c", markersize=5)
+            ax.set_yticks(range(len(points)), [n if len(n) <= 32 else n[:31] + "…" for n, *_ in points])
+            ax.set_ylim(len(points) - 0.5, -0.5)
+            ax.grid(axis="x", color="#dddddd", linewidth=0.6)
+            ax.set_axisbelow(True)
+            ax.tick_params(axis="y", length=0)
+            ax.spines["left"].set_visible(False)
+            ax.set_xlabel("Bradley–Terry strength (dot) with 95% CI (line)")
+            return self.to_svg(fig)
+
+
+# --------------------------------------------------------------------------- view model
+
+
+def _who(row: dict) -> dict:
+    return {k: str(row.get(k) or "") for k in ("name", "provider", "model")}
+
+
+def _view(data: dict, plots: _Plots) -> dict:
+    candidates = [_who(r) for r in _rows(data.get("candidates"))]
+    judges = [_who(r) for r in _rows(data.get("judges"))]
+    board = _rows(data.get("leaderboard"))
+    statements = _rows(data.get("statements"))
+    sections = _rows(data.get("sections"))
+    has_likert = any(_num(r.get("likert_mean")) is not None for r in board)
+
+    leaderboard = [{
+        "rank": i,
+        "candidate": str(r.get("candidate", "")),
+        "rate": _pct(r.get("rate")),
+        "ci": _ci(r.get("lo"), r.get("hi")),
+        "boot": _ci(r.get("boot_lo"), r.get("boot_hi")),
+        "whisker": _whisker(r.get("rate"), r.get("lo"), r.get("hi"), r.get("boot_lo"), r.get("boot_hi")),
+        "n": _int(r.get("n")),
+        "compliant": _int(r.get("compliant")),
+        "unparsed": _int(r.get("unparsed")),
+        "failed": _int(r.get("failed")),
+        "likert": _float(r.get("likert_mean")),
+    } for i, r in enumerate(board, 1)]
+
+    # Heatmap columns: leaderboard order, then anyone else who appears in the statements.
+    cand_order: list[str] = []
+    for name in [r["candidate"] for r in leaderboard] + [str(r.get("candidate", "")) for r in statements]:
+        if name not in cand_order:
+            cand_order.append(name)
+    rank = {name: i for i, name in enumerate(cand_order)}
+    heatmap = plots.heatmap(statements, cand_order) if statements else None
+    n_statements = len({str(r.get("statement", "")) for r in statements})
+
+    # Sections in first-seen order (as in the heatmap), candidates in leaderboard order within each.
+    section_order: dict[str, int] = {}
+    for r in statements + sections:
+        section_order.setdefault(str(r.get("section", "")), len(section_order))
+    section_rows = sorted(sections, key=lambda r: (section_order[str(r.get("section", ""))],
+                                                   rank.get(str(r.get("candidate", "")), len(rank))))
+    section_table = [{
+        "section": str(r.get("section", "")), "candidate": str(r.get("candidate", "")), "n": _int(r.get("n")),
+        "rate": _pct(r.get("rate")), "ci": _ci(r.get("lo"), r.get("hi")),
+    } for r in section_rows]
+
+    agreement = None
+    raw_agreement = data.get("agreement")
+    if isinstance(raw_agreement, dict):
+        agreement = {
+            "fleiss": _kappa(raw_agreement.get("fleiss_kappa")),
+            "fleiss_reading": _kappa_reading(raw_agreement.get("fleiss_kappa")),
+            "pairs": [{"a": str(p.get("a", "")), "b": str(p.get("b", "")), "kappa": _kappa(p.get("kappa")),
+                       "reading": _kappa_reading(p.get("kappa")), "n": _int(p.get("n"))}
+                      for p in _rows(raw_agreement.get("pairs"))],
+        }
+
+    pairwise = None
+    raw_pairwise = data.get("pairwise")
+    if isinstance(raw_pairwise, dict):
+        bt = _rows(raw_pairwise.get("bradley_terry"))
+        bt_sorted = sorted(bt, key=lambda r: -(_num(r.get("strength")) if _num(r.get("strength")) is not None else -math.inf))
+        has_elo = any(_num(r.get("elo")) is not None for r in bt)
+        bias = raw_pairwise.get("position_bias") if isinstance(raw_pairwise.get("position_bias"), dict) else None
+        reverse = (raw_pairwise.get("reverse_consistency")
+                   if isinstance(raw_pairwise.get("reverse_consistency"), dict) else None)
+        p = _num(bias.get("p_value")) if bias else None
+        pairwise = {
+            "plot": plots.strengths(bt_sorted),
+            "has_elo": has_elo,
+            "rows": [{"rank": i, "item": str(r.get("item", "")), "strength": _float(r.get("strength")),
+                      "lo": _float(r.get("lo")), "hi": _float(r.get("hi")), "elo": _float(r.get("elo"), 0),
+                      "wins": _int(r.get("wins")), "losses": _int(r.get("losses")), "ties": _int(r.get("ties")),
+                      "n": _int(r.get("n"))} for i, r in enumerate(bt_sorted, 1)],
+            "bias": None if bias is None else {
+                "first": _int(bias.get("first")), "second": _int(bias.get("second")), "tie": _int(bias.get("tie")),
+                "share_first": _pct(bias.get("share_first")), "p": _p_value(bias.get("p_value")),
+                "reading": ("" if p is None else
+                            "the judges favour one position more than chance explains" if p < 0.05 else
+                            "no evidence that the judges favour a position"),
+            },
+            "reverse": None if reverse is None else {"share": _pct(reverse.get("share")), "n": _int(reverse.get("n"))},
+        }
+
+    costs = _rows(data.get("costs"))
+    cost_rows = [{
+        "stage": str(c.get("stage", "")), "provider": str(c.get("provider", "")), "model": str(c.get("model", "")),
+        "requests": _int(c.get("requests")), "input_tokens": _int(c.get("input_tokens")),
+        "output_tokens": _int(c.get("output_tokens")), "usd": _usd(c.get("usd")),
+        "unknown": _num(c.get("usd")) is None,
+    } for c in costs]
+    known = [_num(c.get("usd")) for c in costs if _num(c.get("usd")) is not None]
+    unknown = len(costs) - len(known)
+    if not costs:
+        total_usd = total_cell = NOT_MEASURED
+    elif not known:
+        total_usd = total_cell = UNKNOWN_PRICE
+    elif unknown:
+        total_cell = f"at least {_usd(sum(known))}"
+        total_usd = f"{total_cell} (+ {unknown} stage{'s' if unknown > 1 else ''} at unknown price)"
+    else:
+        total_usd = total_cell = _usd(sum(known))
+
+    def total(key: str) -> str:
+        return _int(sum(_num(c.get(key)) or 0 for c in costs))
+
+    best = leaderboard[0] if leaderboard and leaderboard[0]["whisker"] else None
+    return {
+        "title": str(data.get("title") or "Evaluation report"),
+        "created": str(data.get("created") or ""),
+        "spec": str(data.get("spec") or ""),
+        "mode": str(data.get("mode") or ""),
+        "scale": str(data.get("scale") or ""),
+        "jury_rule": str(data.get("jury_rule") or ""),
+        "candidates": candidates,
+        "judges": judges,
+        "best": best,
+        "leaderboard": leaderboard,
+        "has_likert": has_likert,
+        "heatmap": heatmap,
+        "n_statements": n_statements,
+        "sections": section_table,
+        "agreement": agreement,
+        "pairwise": pairwise,
+        "costs": cost_rows,
+        "cost_totals": {"requests": total("requests"), "input_tokens": total("input_tokens"),
+                        "output_tokens": total("output_tokens"), "usd": total_usd, "usd_cell": total_cell,
+                        "unknown": unknown},
+        "notes": [str(n) for n in (data.get("notes") or [])],
+        "not_measured": NOT_MEASURED,
+    }
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _csv_value(x: Any) -> Any:
+    if x is None:
+        return ""
+    if isinstance(x, float) and not math.isfinite(x):
+        return ""
+    return x
+
+
+def _write_csv(path: Path, columns: list[str], rows: Iterable[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: _csv_value(row.get(c)) for c in columns})
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN and infinities become null so summary.json is strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("batchery.eval", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env.get_template("report.html.j2")
+
+
+def write_report(data: dict, out_dir: Path) -> Path:
+    """Write the evaluation report for ``data`` into ``out_dir``; return the path of report.html.
+
+    ``data`` is the evaluation summary (title, created, spec, mode, scale, candidates, judges,
+    jury_rule, leaderboard, statements, sections, agreement, pairwise, costs, notes). Optional
+    parts may be missing, None or empty; they are reported as "not measured".
+    """
+    import markupsafe
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = data or {}
+
+    plots = _Plots()
+    view = _view(data, plots)
+    for key in ("heatmap",):
+        if view[key]:
+            view[key] = markupsafe.Markup(view[key])
+    if view["pairwise"] and view["pairwise"]["plot"]:
+        view["pairwise"]["plot"] = markupsafe.Markup(view["pairwise"]["plot"])
+    html = _template().render(**view)
+    html_path = out_dir / "report.html"
+    html_path.write_text(html, encoding="utf-8")
+
+    (out_dir / "summary.json").write_text(
+        json.dumps(_json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+
+    _write_csv(out_dir / "leaderboard.csv", LEADERBOARD_COLUMNS,
+               ({"rank": i, **r} for i, r in enumerate(_rows(data.get("leaderboard")), 1)))
+    _write_csv(out_dir / "statements.csv", STATEMENT_COLUMNS, _rows(data.get("statements")))
+    _write_csv(out_dir / "sections.csv", SECTION_COLUMNS, _rows(data.get("sections")))
+
+    agreement = data.get("agreement") if isinstance(data.get("agreement"), dict) else None
+    agreement_rows: list[dict] = []
+    if agreement is not None:
+        agreement_rows.append({"measure": "fleiss_kappa", "kappa": agreement.get("fleiss_kappa")})
+        agreement_rows += [{"measure": "cohen_kappa", "judge_a": p.get("a"), "judge_b": p.get("b"),
+                            "kappa": p.get("kappa"), "n": p.get("n")} for p in _rows(agreement.get("pairs"))]
+    _write_csv(out_dir / "agreement.csv", AGREEMENT_COLUMNS, agreement_rows)
+
+    pairwise_path = out_dir / "pairwise.csv"
+    if isinstance(data.get("pairwise"), dict):
+        bt = _rows(data["pairwise"].get("bradley_terry"))
+        bt = sorted(bt, key=lambda r: -(_num(r.get("strength")) if _num(r.get("strength")) is not None else -math.inf))
+        _write_csv(pairwise_path, PAIRWISE_COLUMNS, ({"rank": i, **r} for i, r in enumerate(bt, 1)))
+    elif pairwise_path.exists():
+        pairwise_path.unlink()  # a stale file from an earlier report into the same directory would mislead
+
+    _write_csv(out_dir / "costs.csv", COST_COLUMNS, _rows(data.get("costs")))
+    return html_path
