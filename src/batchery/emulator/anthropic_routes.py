@@ -41,7 +41,7 @@ from starlette.routing import Mount, Route
 
 from .batches import Timing
 from .clock import Clock
-from .fake_model import model_exists, reply
+from .fake_model import Behaviour, model_exists, reply
 from .responses import ApiError, JSONResponse
 from .state import Stats, new_id
 
@@ -126,8 +126,9 @@ class AnthropicMessageBatches:
     """The Message Batches API of one emulated Anthropic workspace."""
 
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_REQUESTS) -> None:
+                 timing: Timing, max_lines: int = MAX_REQUESTS, behaviour: Behaviour | None = None) -> None:
         self.provider, self.prefix, self.data_dir = provider, prefix, data_dir
+        self.behaviour = behaviour
         self.clock, self.stats, self.timing = clock, stats, timing
         # The shared knob defaults to OpenAI's cap; left at its default, Anthropic keeps its own.
         self.max_requests = max_lines
@@ -278,7 +279,8 @@ class AnthropicMessageBatches:
             for index, raw in enumerate(f):
                 request = orjson.loads(raw)
                 custom_id = request["custom_id"]
-                result = _execute(request["params"], f"{batch.id[-8:]}{index:06x}") if index < done else {"type": unrun}
+                result = (_execute(request["params"], f"{batch.id[-8:]}{index:06x}", behaviour=self.behaviour)
+                          if index < done else {"type": unrun})
                 counts[result["type"]] += 1
                 line = orjson.dumps({"custom_id": custom_id, "result": result})
                 lines.append((zlib.crc32(custom_id.encode()), line))
@@ -385,7 +387,7 @@ def _problem(params: dict) -> tuple[str, str] | None:
     return None
 
 
-def _execute(params: dict, suffix: str) -> dict:
+def _execute(params: dict, suffix: str, *, behaviour: Behaviour | None = None) -> dict:
     """One request's ``result``: a succeeded Message from the fake model, or an errored envelope."""
     problem = _problem(params)
     if problem is not None:
@@ -393,13 +395,15 @@ def _execute(params: dict, suffix: str) -> dict:
         return {"type": "errored", "error": {"type": "error", "error": {"type": error_type, "message": message},
                                              "request_id": "req_" + suffix}}
     messages = params["messages"]
-    prompt = next((_text(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")
+    users = [_text(m.get("content")) for m in messages if m["role"] == "user"]
+    prompt = users[-1] if users else ""
     input_chars = len(_text(params.get("system"))) + sum(len(_text(m.get("content"))) for m in messages)
     thinking = (params.get("thinking") or {}).get("type") == "enabled"
     thought = THINKING_TOKENS if thinking else 0
     fmt = (params.get("output_config") or {}).get("format")
     text, input_tokens, output_tokens, truncated = reply(
-        prompt, fmt["schema"] if fmt else None, params["max_tokens"] - thought, input_chars)
+        prompt, fmt["schema"] if fmt else None, params["max_tokens"] - thought, input_chars,
+        model=params["model"], behaviour=behaviour, history=users[:-1])
     content = [{"type": "thinking", "thinking": "Emulated reasoning.", "signature": "sig_" + suffix}] if thinking else []
     content.append({"type": "text", "text": text})
     return {"type": "succeeded", "message": {

@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from .clock import Clock
+from .fake_model import Behaviour
 from .faults import FaultInjector
 from .results import build_results
 from .state import FileStore, Stats, new_id
@@ -160,8 +161,9 @@ class BatchBook:
     """All batches of one provider namespace, newest last, plus their state transitions."""
 
     def __init__(self, provider: str, files: FileStore, clock: Clock, stats: Stats,
-                 faults: FaultInjector | None = None) -> None:
+                 faults: FaultInjector | None = None, behaviour: Behaviour | None = None) -> None:
         self.provider = provider
+        self.behaviour = behaviour
         self.files = files
         self.clock = clock
         self.stats = stats
@@ -289,7 +291,7 @@ class BatchBook:
             unexecuted = {"expired": "batch_expired", "cancelled": "batch_cancelled"}.get(status)
             corrupt = None if self.faults is None else partial(self.faults.corrupt, batch.ordinal)
             results = build_results(batch.input_path, secrets.token_hex(8), done, unexecuted, stamp,
-                                    batch.check.bad, corrupt)
+                                    batch.check.bad, corrupt, behaviour=self.behaviour)
             batch.output_file_id = self._store(batch, results.output, "output")
             batch.error_file_id = self._store(batch, results.errors, "error")
             batch.usage = results.usage

@@ -1,15 +1,47 @@
-"""A deterministic stand-in for a chat model.
+"""A deterministic stand-in for a chat model, with knobs that make candidates and judges differ.
 
 It answers a Chat Completions request body with a complete ``chat.completion`` object whose text is
 derived from the request, so tests can predict and compare answers without any network. The same
 body always gives the same answer; ``max_tokens`` / ``max_completion_tokens`` truncate it (with
 ``finish_reason: "length"``); ``response_format`` json_schema / json_object yields JSON content.
 It is on the hot path of the 1M-line benchmark, so it avoids anything heavier than one hash.
+
+Behaviour knobs (:class:`Behaviour`), so that an evaluation run on the emulator has something for
+its statistics to find. Every knob is a table from model name to a probability; the key ``"*"``
+sets the value for models the table does not name, and a plain number stands for ``{"*": n}``.
+Every draw is a hash of (knob, model, prompt): the same request always gets the same answer.
+
+- ``quality`` (default 1.0): the probability that a candidate's plain-text answer follows the
+  guideline. An answer that does not is still ``"Emulated answer to: ..."`` but ends with
+  :data:`IGNORES_GUIDELINE` (" (this answer ignores the guideline)"), so a reader of the demo can
+  see which answers are bad and the fake judge can tell. The default is 1.0, not lower, so that a
+  run without knobs answers exactly as the emulator always has.
+- ``judge_noise`` (default 0.0): the probability that a judge gets a verdict wrong (a compliance
+  verdict flipped; in a comparison of a good and a bad answer, the bad one picked).
+- ``position_bias`` (default 0.5, unbiased): the probability that a judge comparing two equally good
+  (or equally bad) answers picks A, the one shown first; B otherwise.
+- ``tie_rate`` (default 0.0): the share of such equal comparisons the judge calls a tie instead
+  (position bias decides the rest).
+- ``unparsable`` (default 0.0): the share of judge replies that are prose instead of JSON, so the
+  re-ask path of an evaluation gets exercised. A re-ask (the judge prompt in an earlier user turn,
+  a correction as the last one) is always answered with JSON, and with the verdict the first ask
+  would have given.
+
+A request is judged when it asks for a JSON schema whose properties include ``compliant`` or
+``score`` (with the prompt holding an ``<answer>`` section) or ``winner`` (with ``<answer_a>`` and
+``<answer_b>`` sections): the tags of :mod:`batchery.eval.prompts`. The verdict follows the answers'
+marker: compliance is ``compliant = not marked`` with a Likert score of 5 or 4 for compliant and 1
+or 2 for not; a comparison goes to the unmarked answer. Confidence lies in 0.60..0.95, and the
+explanation is a sentence that agrees with the verdict. Other fields the schema asks for get
+schema-valid values. Requests without the tags get schema-valid values as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import orjson
@@ -18,6 +50,79 @@ from .schema_values import generate
 
 PREVIEW_CHARS = 200
 CHARS_PER_TOKEN = 4
+
+IGNORES_GUIDELINE = " (this answer ignores the guideline)"
+_MARK = IGNORES_GUIDELINE.strip()
+# What a judge says when its reply is not JSON (the ``unparsable`` knob): no braces, so no parser
+# can mistake it for a verdict.
+UNPARSABLE_REPLY = ("Having read everything carefully, I lean one way, but I would rather explain my "
+                    "view in prose than commit to a verdict in the requested format.")
+
+_DEFAULTS = {"quality": 1.0, "judge_noise": 0.0, "position_bias": 0.5, "tie_rate": 0.0, "unparsable": 0.0}
+WILDCARD = "*"
+
+
+def _table(name: str, value: Any) -> dict[str, float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {WILDCARD: value}
+    if not isinstance(value, Mapping):  # ValueError throughout: one error type for a bad config
+        kind = type(value).__name__
+        raise ValueError(f"behaviour.{name} must be a probability or a table of model name -> probability, got {kind}")  # noqa: TRY004
+    out = {}
+    for model, p in value.items():
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"behaviour.{name}: model names must be non-empty strings, got {model!r}")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"behaviour.{name}[{model!r}] must be a number from 0 to 1, got {p!r}")
+        out[model] = float(p)
+    return out
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How the fake models behave, per model name (see the module docstring for each knob)."""
+
+    quality: Mapping[str, float] = field(default_factory=dict)
+    judge_noise: Mapping[str, float] = field(default_factory=dict)
+    position_bias: Mapping[str, float] = field(default_factory=dict)
+    tie_rate: Mapping[str, float] = field(default_factory=dict)
+    unparsable: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _table(f.name, getattr(self, f.name)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Behaviour:
+        """From a config mapping such as ``{"quality": {"small": 0.6, "*": 0.9}, "judge_noise": 0.05}``."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ValueError(f"behaviour must be a mapping of knob -> table, got {type(data).__name__}")  # noqa: TRY004
+        unknown = sorted(set(data) - set(_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown behaviour knob(s) {unknown}; known: {sorted(_DEFAULTS)}")
+        return cls(**{name: value for name, value in data.items() if value is not None})
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {f.name: dict(getattr(self, f.name)) for f in fields(self)}
+
+    def value(self, knob: str, model: str | None) -> float:
+        """The knob's value for ``model``: its own entry, else the ``"*"`` entry, else the default."""
+        table: Mapping[str, float] = getattr(self, knob)
+        if model is not None and model in table:
+            return table[model]
+        return table.get(WILDCARD, _DEFAULTS[knob])
+
+
+DEFAULT_BEHAVIOUR = Behaviour()
+
+
+def _draw(knob: str, model: str | None, text: str) -> float:
+    """A deterministic uniform number in [0, 1) for (knob, model, text)."""
+    digest = hashlib.blake2b(f"{knob}\x1f{model or ''}\x1f{text}".encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def request_seed(body: dict) -> int:
@@ -49,19 +154,38 @@ def model_exists(model: str) -> bool:
     return not model.startswith(MISSING_MODEL_PREFIX)
 
 
+def follows_guideline(prompt: str, model: str | None, behaviour: Behaviour | None = None) -> bool:
+    """Whether ``model``'s plain-text answer to ``prompt`` follows the guideline (the quality knob)."""
+    quality = (behaviour or DEFAULT_BEHAVIOUR).value("quality", model)
+    return quality >= 1.0 or _draw("quality", model, prompt) < quality
+
+
+def plain_answer(prompt: str, model: str | None = None, behaviour: Behaviour | None = None) -> str:
+    """The candidate's text: a preview of the prompt, marked when it ignores the guideline."""
+    text = "Emulated answer to: " + prompt[:PREVIEW_CHARS]
+    return text if follows_guideline(prompt, model, behaviour) else text + IGNORES_GUIDELINE
+
+
 def reply(prompt: str, schema: dict | None = None, max_tokens: int | None = None,
-          input_chars: int = 0) -> tuple[str, int, int, bool]:
+          input_chars: int = 0, *, model: str | None = None, behaviour: Behaviour | None = None,
+          history: Sequence[str] = ()) -> tuple[str, int, int, bool]:
     """The provider-neutral answer: (text, input tokens, output tokens, truncated).
 
-    Every provider's routes call this with the last user message's text, so the same request
+    Every provider's routes call this with the whole text of the last user message (and the texts
+    of the earlier user turns as ``history``, which a re-asked judge needs), so the same request
     gets the same answer from all six emulated providers. With a JSON schema the text is JSON
-    valid against it, seeded by the prompt (not by the provider's wire format).
+    valid against it, seeded by the prompt (not by the provider's wire format), or a judge's
+    verdict when the prompt is a batchery judge prompt. ``model`` and ``behaviour`` apply the knobs
+    (the default :class:`Behaviour` when none is given).
     """
+    behaviour = behaviour or DEFAULT_BEHAVIOUR
     if schema is not None:
-        seed = zlib.crc32(prompt.encode()) << 32 | zlib.adler32(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
-        text = orjson.dumps(generate(schema, seed)).decode()
+        text = _judge(prompt, history, schema, model, behaviour)
+        if text is None:
+            seed = zlib.crc32(prompt.encode()) << 32 | zlib.adler32(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+            text = orjson.dumps(generate(schema, seed)).decode()
     else:
-        text = "Emulated answer to: " + prompt[:PREVIEW_CHARS]
+        text = plain_answer(prompt, model, behaviour)
     output_tokens = _tokens(len(text))
     truncated = isinstance(max_tokens, int) and output_tokens > max_tokens
     if truncated:
@@ -69,30 +193,118 @@ def reply(prompt: str, schema: dict | None = None, max_tokens: int | None = None
     return text, _tokens(input_chars or len(prompt)), output_tokens, truncated
 
 
-def _answer(body: dict, seed: int) -> str:
+# -- the fake judge ------------------------------------------------------------------------------
+
+
+def _section(prompt: str, tag: str) -> str | None:
+    """The text between the first ``<tag>`` and the last ``</tag>``, or None."""
+    start = prompt.find(f"<{tag}>")
+    end = prompt.rfind(f"</{tag}>")
+    if start < 0 or end < start:
+        return None
+    return prompt[start + len(tag) + 2:end]
+
+
+def _judge_kind(prompt: str, props: Mapping) -> str | None:
+    if "winner" in props and "<answer_a>" in prompt and "<answer_b>" in prompt:
+        return "pairwise"
+    if ("compliant" in props or "score" in props) and "<answer>" in prompt:
+        return "compliance"
+    return None
+
+
+def _judge(prompt: str, history: Sequence[str], schema: dict, model: str | None,
+           behaviour: Behaviour) -> str | None:
+    """A judge's reply to a batchery judge prompt, or None when ``prompt`` is not one."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, Mapping):
+        return None
+    kind = _judge_kind(prompt, props)
+    reask = False
+    if kind is None:  # a re-ask: the judge prompt is an earlier user turn
+        for earlier in reversed(history):
+            kind = _judge_kind(earlier, props)
+            if kind is not None:
+                prompt, reask = earlier, True
+                break
+        else:
+            return None
+    if not reask and _draw("unparsable", model, prompt) < behaviour.value("unparsable", model):
+        return UNPARSABLE_REPLY
+    verdict = _compliance(prompt, model, behaviour) if kind == "compliance" else _pairwise(prompt, model, behaviour)
+    base = generate(schema, zlib.crc32(prompt.encode("utf-8", "surrogatepass")))
+    out = base if isinstance(base, dict) else {}
+    out.update({name: value for name, value in verdict.items() if name in props})
+    return orjson.dumps(out).decode()
+
+
+def _confidence(model: str | None, prompt: str) -> float:
+    return round(0.6 + 0.35 * _draw("confidence", model, prompt), 2)
+
+
+def _compliance(prompt: str, model: str | None, behaviour: Behaviour) -> dict:
+    answer = _section(prompt, "answer") or ""
+    good = _MARK not in answer
+    compliant = good != (_draw("judge_noise", model, prompt) < behaviour.value("judge_noise", model))
+    high = _draw("score", model, prompt) < 0.6
+    score = (5 if high else 4) if compliant else (1 if high else 2)
+    explanation = ("The answer does what the statement asks and shows no sign of ignoring it." if compliant
+                   else "The answer ignores the guideline the statement sets out, so it does not comply.")
+    return {"explanation": explanation, "compliant": compliant, "score": score,
+            "confidence": _confidence(model, prompt)}
+
+
+def _pairwise(prompt: str, model: str | None, behaviour: Behaviour) -> dict:
+    good_a = _MARK not in (_section(prompt, "answer_a") or "")
+    good_b = _MARK not in (_section(prompt, "answer_b") or "")
+    if good_a != good_b:
+        winner = "A" if good_a else "B"
+        if _draw("judge_noise", model, prompt) < behaviour.value("judge_noise", model):
+            winner = "B" if winner == "A" else "A"
+        loser = "B" if winner == "A" else "A"
+        explanation = f"Answer {winner} follows the guideline better; answer {loser} ignores it."
+    elif _draw("tie_rate", model, prompt) < behaviour.value("tie_rate", model):
+        winner, explanation = "tie", "Both answers are equally good on this criterion; neither is better."
+    else:
+        winner = "A" if _draw("position_bias", model, prompt) < behaviour.value("position_bias", model) else "B"
+        explanation = f"The answers are close; answer {winner} is slightly better on this criterion."
+    return {"explanation": explanation, "winner": winner, "confidence": _confidence(model, prompt)}
+
+
+# -- Chat Completions ------------------------------------------------------------------------------
+
+
+def _user_texts(body: dict) -> list[str]:
+    messages = body.get("messages") or []
+    return [_text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+
+
+def _answer(body: dict, seed: int, behaviour: Behaviour | None = None) -> str:
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
-    messages = body.get("messages") or []
-    last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
-    prompt = _text_of(last_user.get("content")) if last_user else ""
+    users = _user_texts(body)
+    prompt = users[-1] if users else ""
+    model = body.get("model") if isinstance(body.get("model"), str) else None
     if kind == "json_schema":
         spec = fmt.get("json_schema") or {}
-        return reply(prompt, spec.get("schema") or {"type": "object"})[0]
-    text = "Emulated answer to: " + prompt[:PREVIEW_CHARS]
+        return reply(prompt, spec.get("schema") or {"type": "object"}, model=model, behaviour=behaviour,
+                     history=users[:-1])[0]
+    text = plain_answer(prompt, model, behaviour)
     if kind == "json_object":
         return orjson.dumps({"answer": text, "score": seed % 11}).decode()
     return text
 
 
-def complete_chat(body: dict, created: int = 0, seed: int | None = None) -> dict:
+def complete_chat(body: dict, created: int = 0, seed: int | None = None, *,
+                  behaviour: Behaviour | None = None) -> dict:
     """Answer a (valid) Chat Completions request body with a full ``chat.completion`` object.
 
     ``seed`` may be passed when the caller already hashed the request; ``created`` is the
-    timestamp to report (the emulator passes its clock's time).
+    timestamp to report (the emulator passes its clock's time); ``behaviour`` sets the knobs.
     """
     if seed is None:
         seed = request_seed(body)
-    content = _answer(body, seed)
+    content = _answer(body, seed, behaviour)
     completion_tokens = _tokens(len(content))
     finish = "stop"
     limit = body.get("max_completion_tokens") or body.get("max_tokens")

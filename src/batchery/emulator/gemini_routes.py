@@ -53,7 +53,7 @@ from starlette.routing import Mount, Route
 
 from .batches import Timing
 from .clock import Clock
-from .fake_model import model_exists, reply
+from .fake_model import Behaviour, model_exists, reply
 from .responses import JSONResponse
 from .state import FileStore, Stats, StoredFile
 from .validation import MAX_LINES
@@ -188,19 +188,21 @@ def _lower_types(schema: Any) -> Any:
     return schema
 
 
-def generate(request: dict, model: str, response_id: str) -> dict:
+def generate(request: dict, model: str, response_id: str, *, behaviour: Behaviour | None = None) -> dict:
     """A GenerateContentResponse for a valid request: the neutral fake model's answer to the last
     user turn, so every emulated provider returns the same text for the same request."""
     contents = _field(request, "contents")
-    last_user = next((c for c in reversed(contents) if _field(c, "role") in (None, "user")), None)
-    prompt = " ".join(_texts(last_user)) if last_user is not None else ""
+    users = [" ".join(_texts(c)) for c in contents if _field(c, "role") in (None, "user")]
+    prompt = users[-1] if users else ""
     system = _field(request, "systemInstruction")
     input_chars = sum(len(t) for c in [*contents, *([system] if system else [])] for t in _texts(c))
     config = _field(request, "generationConfig") or {}
     schema = _field(config, "responseJsonSchema")
     if schema is None and _field(config, "responseSchema") is not None:
         schema = _lower_types(_field(config, "responseSchema"))
-    text, prompt_tokens, output_tokens, truncated = reply(prompt, schema, _field(config, "maxOutputTokens"), input_chars)
+    text, prompt_tokens, output_tokens, truncated = reply(prompt, schema, _field(config, "maxOutputTokens"), input_chars,
+                                                          model=model.removeprefix("models/"), behaviour=behaviour,
+                                                          history=users[:-1])
     thinking = _field(config, "thinkingConfig") or {}
     budget, level = _field(thinking, "thinkingBudget"), _field(thinking, "thinkingLevel")
     thoughts = min(budget, 64) if isinstance(budget, int) and budget > 0 else _THOUGHTS.get(str(level).upper(), 0)
@@ -431,7 +433,7 @@ def _scan_file(path: Path, max_lines: int) -> tuple[int, bytearray, str | None]:
     return len(bad), bad, None
 
 
-def _execute(job: GeminiJob, done: int) -> Iterator[dict]:
+def _execute(job: GeminiJob, done: int, behaviour: Behaviour | None = None) -> Iterator[dict]:
     """Result records of the first ``done`` requests, in input order."""
     with open(job.source, "rb") as f:
         for index, raw in enumerate(line for line in f if line.strip()):
@@ -443,7 +445,7 @@ def _execute(job: GeminiJob, done: int) -> Iterator[dict]:
             if job.bad[index]:
                 result["error"] = request_problem(request)
             else:
-                result["response"] = generate(request, job.model, f"{job.id}-{index:06x}")
+                result["response"] = generate(request, job.model, f"{job.id}-{index:06x}", behaviour=behaviour)
             if not job.input_file and "metadata" in item:
                 result["metadata"] = item["metadata"]
             yield result
@@ -452,8 +454,10 @@ def _execute(job: GeminiJob, done: int) -> Iterator[dict]:
 class GeminiBatches:
     """All batches of the service, newest last, and their state transitions."""
 
-    def __init__(self, provider: str, files: GeminiFiles, clock: Clock, stats: Stats) -> None:
+    def __init__(self, provider: str, files: GeminiFiles, clock: Clock, stats: Stats,
+                 behaviour: Behaviour | None = None) -> None:
         self.provider, self.files, self.clock, self.stats = provider, files, clock, stats
+        self.behaviour = behaviour
         self._lock = threading.Lock()
         self._jobs: dict[str, GeminiJob] = {}
 
@@ -509,7 +513,7 @@ class GeminiBatches:
 
     def _finish(self, job: GeminiJob, state: str, at: float, done: int) -> None:
         if done:
-            results = _execute(job, done)
+            results = _execute(job, done, self.behaviour)
             if job.input_file:
                 job.output_file = self.files.add_generated(f"batch-{job.id}", results)
             else:
@@ -529,13 +533,14 @@ class GeminiService:
     """The mounted Gemini API: batches, files and resumable uploads under ``prefix``."""
 
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_LINES) -> None:
+                 timing: Timing, max_lines: int = MAX_LINES, behaviour: Behaviour | None = None) -> None:
         self.provider, self.prefix, self.clock, self.stats = provider, prefix, clock, stats
+        self.behaviour = behaviour
         self.open_paths = (f"{prefix}/upload/",)  # resumable upload chunks carry no key
         self.timing, self.max_lines = timing, max_lines
         data_dir.mkdir(parents=True, exist_ok=True)
         self.files = GeminiFiles(data_dir, clock)
-        self.batches = GeminiBatches(provider, self.files, clock, stats)
+        self.batches = GeminiBatches(provider, self.files, clock, stats, behaviour)
         stats.register(provider)
 
     def mount(self) -> Mount:

@@ -48,7 +48,7 @@ from starlette.routing import Mount, Route
 
 from .batches import Timing
 from .clock import Clock
-from .fake_model import model_exists, reply
+from .fake_model import Behaviour, model_exists, reply
 from .responses import JSONResponse
 from .state import FileStore, StoredFile, Stats
 
@@ -187,11 +187,12 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _complete(body: dict, model: str, created: int, completion_id: str) -> dict:
+def _complete(body: dict, model: str, created: int, completion_id: str, *,
+              behaviour: Behaviour | None = None) -> dict:
     """A chat.completion for a valid body: the neutral fake answer to the last user message, with a
     thinking chunk first when reasoning was asked for (as Mistral's adjustable-reasoning models do)."""
     messages = body["messages"]
-    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    users = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
     fmt = body.get("response_format") or {}
     schema = None
     if fmt.get("type") == "json_schema":
@@ -199,8 +200,10 @@ def _complete(body: dict, model: str, created: int, completion_id: str) -> dict:
     elif fmt.get("type") == "json_object":
         schema = {"type": "object"}
     input_chars = sum(len(_text_of(m.get("content"))) for m in messages)
-    text, input_tokens, output_tokens, truncated = reply(_text_of(last_user.get("content")), schema,
-                                                         body.get("max_tokens"), input_chars)
+    text, input_tokens, output_tokens, truncated = reply(users[-1] if users else "", schema,
+                                                         body.get("max_tokens"), input_chars,
+                                                         model=model or body.get("model"), behaviour=behaviour,
+                                                         history=users[:-1])
     content: str | list = text
     effort = body.get("reasoning_effort")
     if effort not in (None, "none"):
@@ -290,8 +293,9 @@ class MistralService:
     """One mounted instance of Mistral's Files + batch jobs API, with its own files and jobs."""
 
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_REQUESTS) -> None:
+                 timing: Timing, max_lines: int = MAX_REQUESTS, behaviour: Behaviour | None = None) -> None:
         self.provider, self.prefix, self.clock, self.stats, self.timing = provider, prefix, clock, stats, timing
+        self.behaviour = behaviour
         # The emulator's default line cap is OpenAI's; left at that default, Mistral's own applies.
         self.max_lines = max_lines
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -529,7 +533,7 @@ class MistralService:
             problem = _line_problem(body) if job.scan.bad[index] else None
             record: dict[str, Any] = {"id": line_id, "custom_id": custom_id}
             if problem is None:
-                body = _complete(body, job.model, created, line_id)
+                body = _complete(body, job.model, created, line_id, behaviour=self.behaviour)
                 record |= {"response": {"status_code": 200, "body": body}, "error": None}
                 ok.append((order, orjson.dumps(record)))
             else:

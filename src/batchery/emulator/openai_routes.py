@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 
 from .batches import Batch, BatchBook, Timing
 from .clock import Clock
+from .fake_model import Behaviour
 from .faults import CutConnection, FaultGate, FaultPlan, truncated_file_response
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile, Stats
@@ -59,13 +60,14 @@ class OpenAICompatible:
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
                  timing: Timing, endpoints: tuple[str, ...] = ("/v1/chat/completions",),
                  windows: tuple[str, ...] = ("24h",), max_lines: int = MAX_LINES,
-                 faults: FaultPlan | None = None) -> None:
+                 faults: FaultPlan | None = None, behaviour: Behaviour | None = None) -> None:
         self.provider, self.prefix, self.clock, self.stats = provider, prefix, clock, stats
+        self.behaviour = behaviour
         self.timing, self.endpoints, self.windows, self.max_lines = timing, endpoints, windows, max_lines
         data_dir.mkdir(parents=True, exist_ok=True)
         self.faults = (faults or FaultPlan()).injector(provider, stats)
         self.files = FileStore(data_dir, clock)
-        self.batches = BatchBook(provider, self.files, clock, stats, self.faults if faults else None)
+        self.batches = BatchBook(provider, self.files, clock, stats, self.faults if faults else None, behaviour)
         stats.register(provider)
 
     def mount(self) -> Mount:

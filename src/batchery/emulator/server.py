@@ -27,7 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batches import Timing
 from .clock import Clock
+from .fake_model import Behaviour
 from .faults import FaultPlan
+from .live import Live, check_limits
 from .responses import ApiError, JSONResponse, api_error_handler, http_error_handler
 from .state import Stats
 from ..limits import LIMITS
@@ -81,7 +83,7 @@ class AuthAndRequestId:
         await self.app(scope, receive, send_with_id)
 
 
-def build_app(services: Iterable, stats: Stats) -> ASGIApp:
+def build_app(services: Iterable, stats: Stats, live: Live | None = None) -> ASGIApp:
     services = list(services)
 
     async def stats_route(request: Request) -> Response:
@@ -91,7 +93,7 @@ def build_app(services: Iterable, stats: Stats) -> ASGIApp:
         routes=[Route("/_emulator/stats", stats_route), *(s.mount() for s in services)],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
     )
-    return AuthAndRequestId(app, [s.prefix for s in services],
+    return AuthAndRequestId(live.wrap(app) if live else app, [s.prefix for s in services],
                             [p for s in services for p in getattr(s, "open_paths", ())])
 
 
@@ -104,6 +106,10 @@ class Emulator:
     ``faults``: a :class:`~.faults.FaultPlan` or its spec string (``"http_429=0.1,lost_create=1"``)
     to misbehave on purpose, deterministically from its seed; honoured by the services whose class
     sets ``accepts_faults`` (OpenAI and Groq today), each with its own budgets and random streams.
+    ``rpm``/``tpm``: rate limits of the live endpoints, per provider (see :mod:`.live`); ``latency``:
+    real seconds each live answer waits before it is sent.
+    ``behaviour``: the fake models' knobs (answer quality per candidate, noise and position bias
+    per judge; see :class:`~.fake_model.Behaviour`), shared by every service.
     """
 
     # provider -> (module, class, SDK base path). Each provider's routes live under their own path
@@ -120,22 +126,29 @@ class Emulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, processing_seconds: float = 0.0,
                  completion_window_seconds: float = 86400, cancel_seconds: float = 0.0,
                  clock: Clock | None = None, data_dir: str | Path | None = None,
-                 max_batch_lines: int | None = None, faults: FaultPlan | str | None = None) -> None:
+                 max_batch_lines: int | None = None, faults: FaultPlan | str | None = None,
+                 rpm: int | None = None, tpm: int | None = None, latency: float = 0.0,
+                 behaviour: Behaviour | None = None) -> None:
         self.host, self.port = host, port
         self.faults = FaultPlan.coerce(faults)  # parse first: a bad spec fails before any side effect
+        check_limits(rpm, tpm, latency)
         self.clock = clock or Clock()
         self._own_dir = data_dir is None
         self.data_dir = Path(tempfile.mkdtemp(prefix="batchery-emulator-")) if data_dir is None else Path(data_dir)
         self._stats = Stats()
         timing = Timing(float(processing_seconds), float(completion_window_seconds), float(cancel_seconds))
+        self.behaviour = behaviour if behaviour is not None else Behaviour()
         self.services = {}
         for name, (module, cls, base) in self.SERVICES.items():
             service_class = getattr(importlib.import_module(module), cls)
             extra = {"faults": self.faults} if self.faults and getattr(service_class, "accepts_faults", False) else {}
             self.services[name] = service_class(
                 provider=name, prefix=base, data_dir=self.data_dir / name, clock=self.clock,
-                stats=self._stats, timing=timing, max_lines=max_batch_lines or LIMITS[name].max_requests, **extra)
-        self.app = build_app(self.services.values(), self._stats)
+                stats=self._stats, timing=timing, max_lines=max_batch_lines or LIMITS[name].max_requests,
+                behaviour=self.behaviour, **extra)
+        self.live = Live(bases={name: base for name, (_, _, base) in self.SERVICES.items()}, clock=self.clock,
+                         stats=self._stats, rpm=rpm, tpm=tpm, latency=latency, behaviour=self.behaviour)
+        self.app = build_app(self.services.values(), self._stats, self.live)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -204,6 +217,8 @@ class Emulator:
             print(f"batchery emulator listening on {self.url}", flush=True)
             for name in self.SERVICES:
                 print(f"  {name}: base_url={self.base_url(name)}", flush=True)
+            if rpm_tpm := {k: v for k, v in (("rpm", self.live.rpm), ("tpm", self.live.tpm)) if v}:
+                print(f"  live rate limits per provider: {rpm_tpm}", flush=True)
             if self.faults:
                 print(f"  faults: {self.faults} (stats: {self.url}/_emulator/stats)", flush=True)
         self._server = self._make_server(quiet=False)
@@ -223,12 +238,13 @@ class Emulator:
 
 def serve(host: str = "127.0.0.1", port: int = 8765, processing_seconds: float = 0.0,
           completion_window_seconds: float = 86400, cancel_seconds: float = 0.0,
-          faults: FaultPlan | str | None = None) -> None:
+          faults: FaultPlan | str | None = None, rpm: int | None = None, tpm: int | None = None,
+          latency: float = 0.0) -> None:
     """Run the emulator in the foreground (for ``batchery emulator``), printing where it listens.
 
     ``faults`` is a spec string such as ``"http_429=0.1,lost_create=1,seed=7"`` (grammar in
     :mod:`batchery.emulator.faults`); a bad spec raises ValueError before the socket is bound."""
     emulator = Emulator(host=host, port=port, processing_seconds=processing_seconds,
                         completion_window_seconds=completion_window_seconds, cancel_seconds=cancel_seconds,
-                        faults=faults)
+                        faults=faults, rpm=rpm, tpm=tpm, latency=latency)
     emulator.run_forever()

@@ -49,7 +49,7 @@ class StoredFile:
 class Stats:
     """Counters per provider, read by ``GET /_emulator/stats`` and ``Emulator.stats()``."""
 
-    KEYS = ("batches_created", "files_uploaded", "requests_processed")
+    KEYS = ("batches_created", "files_uploaded", "requests_processed", "live_requests", "live_rate_limited")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -72,7 +72,8 @@ class Stats:
 
     def snapshot(self) -> dict:
         """``{"batches_created": {provider: n}, "files_uploaded": n, "requests_processed": n,
-        "faults": {name: n}, "by_provider": {provider: {..., "faults": {name: n}}}}``: totals at
+        "live_requests": {provider: n}, "live_rate_limited": {provider: n}, "faults": {name: n},
+        "by_provider": {provider: {..., "faults": {name: n}}}}``: totals at
         the top, the breakdown underneath. Only faults that were injected appear."""
         with self._lock:
             per: dict[str, dict] = {p: dict(c) for p, c in self._counts.items()}
@@ -87,6 +88,8 @@ class Stats:
             "batches_created": {p: c["batches_created"] for p, c in per.items()},
             "files_uploaded": sum(c["files_uploaded"] for c in per.values()),
             "requests_processed": sum(c["requests_processed"] for c in per.values()),
+            "live_requests": {p: c["live_requests"] for p, c in per.items()},  # answered live, errors included
+            "live_rate_limited": {p: c["live_rate_limited"] for p, c in per.items()},  # refused with 429
             "faults": dict(totals),
             "by_provider": per,
         }

@@ -54,7 +54,7 @@ from starlette.routing import Mount, Route
 
 from .batches import Timing
 from .clock import Clock
-from .fake_model import CHARS_PER_TOKEN, model_exists, reply
+from .fake_model import CHARS_PER_TOKEN, Behaviour, model_exists, reply
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile, Stats
 from .validation import MAX_LINES, check_chat_body
@@ -99,12 +99,12 @@ def _request_problem(body: dict) -> tuple[int, dict] | None:
     return None if problem is None else (400, problem)
 
 
-def _complete(body: dict, created: int, completion_id: str) -> dict:
+def _complete(body: dict, created: int, completion_id: str, *, behaviour: Behaviour | None = None) -> dict:
     """Together's chat.completion for a valid body: the neutral fake answer to the last user message,
     with a ``reasoning`` text when reasoning_effort asked for thinking (as Together's reasoning
     models return it)."""
     messages = body["messages"]
-    last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), {})
+    users = [_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
     schema = None
     if fmt.get("type") == "json_schema":
@@ -113,7 +113,8 @@ def _complete(body: dict, created: int, completion_id: str) -> dict:
         schema = {"type": "object"}
     input_chars = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
     text, prompt_tokens, completion_tokens, truncated = reply(
-        _text(last_user.get("content")), schema, body.get("max_tokens"), input_chars)
+        users[-1] if users else "", schema, body.get("max_tokens"), input_chars,
+        model=body["model"], behaviour=behaviour, history=users[:-1])
     message: dict[str, Any] = {"role": "assistant", "content": text, "tool_calls": []}
     if body.get("reasoning_effort"):
         message["reasoning"] = f"Thinking ({body['reasoning_effort']} effort) before answering."
@@ -256,8 +257,9 @@ class TogetherService:
     """
 
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_LINES) -> None:
+                 timing: Timing, max_lines: int = MAX_LINES, behaviour: Behaviour | None = None) -> None:
         self.provider, self.clock, self.stats, self.timing, self.max_lines = provider, clock, stats, timing, max_lines
+        self.behaviour = behaviour
         self.base, self.prefix = prefix, prefix + "/v1"
         data_dir.mkdir(parents=True, exist_ok=True)
         self.files = FileStore(data_dir, clock)
@@ -497,7 +499,7 @@ class TogetherService:
             line_id = f"req-{salt}{index:08x}"
             problem = _request_problem(body) if job.scan.bad[index] else None
             if problem is None:
-                response = {"status_code": 200, "request_id": line_id, "body": _complete(body, created, line_id)}
+                response = {"status_code": 200, "request_id": line_id, "body": _complete(body, created, line_id, behaviour=self.behaviour)}
                 ok.append((order, orjson.dumps({"id": line_id, "custom_id": custom_id, "response": response})))
             else:
                 status, error = problem
