@@ -136,3 +136,55 @@ def test_a_second_process_on_the_same_job_stops_with_a_clear_message(tmp_path, m
     again = batchery(*args, "--no-wait", env={"OPENAI_API_KEY": "test-key"})
     assert again.returncode == 0, again.stderr
     assert emulator.stats()["batches_created"]["openai"] == 1
+
+
+def test_live_mode_from_the_command_line_then_the_watch_view(tmp_path, make_emulator, requests_file):
+    emulator = make_emulator(rpm=6000)
+    store, out = tmp_path / "store", tmp_path / "out.jsonl"
+    done = batchery("run", str(requests_file), "--mode", "live", "--rpm", "6000", "--model", "gpt-test",
+                    "--base-url", emulator.base_url("openai"), "--store", str(store), "--out", str(out),
+                    env={"OPENAI_API_KEY": "test-key"})
+    assert done.returncode == 0, done.stderr
+    assert "live: 25 calls" in done.stderr and "25 result lines" in done.stderr
+    assert emulator.stats()["live_requests"]["openai"] == 25
+    status = orjson.loads(batchery("status", "reqs", "--json", "--store", str(store)).stdout)
+    assert status["state"] == "done" and status["cost"]["models"][0]["mode"] == "live"
+
+    # the same requests in batch mode come from the cache: nothing is sent
+    again = batchery("run", str(requests_file), "--job", "as-batch", "--model", "gpt-test", "--base-url",
+                     emulator.base_url("openai"), "--store", str(store), "--out", str(tmp_path / "b.jsonl"),
+                     env={"OPENAI_API_KEY": "test-key"})
+    assert again.returncode == 0 and sum(emulator.stats()["batches_created"].values()) == 0
+
+    from rich.console import Console
+
+    from batchery.cli.jobs import _report
+    from batchery.cli.watch import job_table
+    from batchery.pricing import PriceBook
+    from batchery.store import Store
+
+    with Store(store) as st:
+        reports = [_report(st, j, detailed=False, book=PriceBook()) for j in st.list_jobs()]
+    console = Console(record=True, width=200)
+    console.print(job_table(reports))
+    text = console.export_text()
+    assert "reqs" in text and "as-batch" in text and "25" in text
+
+
+def test_rate_limits_without_live_mode_are_refused(tmp_path, requests_file):
+    done = batchery("run", str(requests_file), "--rpm", "100", "--emulate", "--store", str(tmp_path / "s"))
+    assert done.returncode == 2 and "--mode live" in done.stderr
+
+
+def test_openai_compatible_needs_a_base_url_and_live_mode(tmp_path, emulator, requests_file):
+    no_url = batchery("run", str(requests_file), "--provider", "openai-compatible", "--mode", "live",
+                      "--model", "llama3", "--store", str(tmp_path / "s"))
+    assert no_url.returncode == 2 and "--base-url" in no_url.stderr
+    batch = batchery("run", str(requests_file), "--provider", "openai-compatible", "--model", "llama3",
+                     "--base-url", emulator.base_url("openai"), "--store", str(tmp_path / "s"))
+    assert batch.returncode == 2 and "no Batch API" in batch.stderr
+    live = batchery("run", str(requests_file), "--provider", "openai-compatible", "--mode", "live",
+                    "--model", "llama3", "--base-url", emulator.base_url("openai"), "--store", str(tmp_path / "s"),
+                    "--out", str(tmp_path / "o.jsonl"))
+    assert live.returncode == 0, live.stderr  # no key needed: local servers take none
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 25

@@ -59,13 +59,13 @@ def test_max_cost_stops_with_a_message_and_status_shows_the_cost(tmp_path, emula
     status = batchery("status", "reqs", "--prices", str(prices), "--store", store)
     assert "cost: $" in status.stdout and "at batch prices" in status.stdout
     report = orjson.loads(batchery("status", "reqs", "--json", "--prices", str(prices), "--store", store).stdout)
-    assert report["state"] == "running" and report["cost"]["batch_usd"] > 0
+    assert report["state"] == "running" and report["cost"]["usd"] > 0
     assert report["cost"]["output_tokens"] > 0
 
     finished = batchery(*args, env={"OPENAI_API_KEY": "test-key"})  # no cap: resumes and finishes
     assert finished.returncode == 0, finished.stderr
     after = orjson.loads(batchery("status", "reqs", "--json", "--prices", str(prices), "--store", store).stdout)
-    assert after["state"] == "done" and after["cost"]["batch_usd"] > report["cost"]["batch_usd"]
+    assert after["state"] == "done" and after["cost"]["usd"] > report["cost"]["usd"]
 
     unpriced = orjson.loads(batchery("status", "reqs", "--json", "--store", store).stdout)
-    assert unpriced["cost"]["batch_usd"] is None  # unknown price, never a silent zero
+    assert unpriced["cost"]["usd"] is None  # unknown price, never a silent zero

@@ -41,6 +41,7 @@ class Progress:
     elapsed: float
     done: bool = False
     stopped: str | None = None  # why submitting stopped early (e.g. the --max-cost cap), if it did
+    live: dict | None = None  # live mode: calls sent, answered 429, retried, in flight
 
     @property
     def total(self) -> int:
@@ -79,11 +80,12 @@ def file_fingerprint(path: Path, provider: str, model: str | None, raw: bool = F
 def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | None,
                 source: Iterable[tuple[str, Any]], fingerprint: str,
                 options: dict | None = None, raw: bool = False, source_name: str = "the input",
-                ) -> tuple[Job, bool]:
+                reuse: bool = True) -> tuple[Job, bool]:
     """Create the job from its requests, or return the existing one. Returns (job, resumed).
 
     The whole input is validated and stored in one transaction: a bad line anywhere leaves
-    nothing behind and nothing is sent.
+    nothing behind and nothing is sent. With reuse, requests already answered in another job of
+    the store (batch or live: the key is the same) take that answer instead of being sent.
     """
     existing = store.get_job(name)
     if existing is not None:
@@ -124,7 +126,7 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
             raise InputError(f"{source_name}: no requests to run (empty input)")
         store.add_requests(job_id, lines)
         store.set_job_rows(job_id, n)
-        reused = store.reuse_cached_results(job_id)
+        reused = store.reuse_cached_results(job_id) if reuse else 0
         store.log(job_id, "created", rows=n, reused=reused)
     job = store.get_job(name)
     assert job is not None
@@ -309,7 +311,7 @@ class Engine:
         if not projected.known:
             raise ConfigError(f"--max-cost cannot be enforced: {UNKNOWN} for {self.provider.name} model "
                               f"'{batch.model}'; add it to {PRICES_FILE} (or --prices FILE), or drop --max-cost")
-        spent = total(actual_cost(self.prices, self.provider.name, self.store.usage_by_model(self.job.id)))
+        spent = total(actual_cost(self.prices, self.provider.name, self.store.usage_by_model(self.job.id)), batch=None)
         committed = sum(batch_line_cost(self.prices, self.provider, b.model, self.store.batch_lines(b.id)).batch
                         or 0.0 for b in self.store.batches(self.job.id, ["creating", "submitted"]))
         so_far = (spent or 0.0) + committed

@@ -68,6 +68,7 @@ class Cost:
     input_tokens: int
     output_tokens: int
     price: Price | None
+    mode: str = "batch"  # the price these tokens were bought at: batch or live
 
     @property
     def known(self) -> bool:
@@ -81,10 +82,15 @@ class Cost:
     def live(self) -> float | None:
         return None if self.price is None else self.price.cost(self.input_tokens, self.output_tokens, False)
 
+    @property
+    def usd(self) -> float | None:
+        """What these tokens cost in the mode they were bought in."""
+        return self.batch if self.mode == "batch" else self.live
+
     def as_dict(self) -> dict:
         p = self.price
-        return {"model": self.model, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "batch_usd": self.batch, "live_usd": self.live,
+        return {"model": self.model, "mode": self.mode, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens, "usd": self.usd, "batch_usd": self.batch, "live_usd": self.live,
                 "price": UNKNOWN if p is None else {
                     "input_per_mtok": p.input, "output_per_mtok": p.output, "batch_input_per_mtok": p.batch_input,
                     "batch_output_per_mtok": p.batch_output, "source": p.source, "batch_source": p.batch_source}}
@@ -142,14 +148,17 @@ class PriceBook:
                      batch_source)
 
 
-def actual_cost(book: PriceBook, provider: str, usage: list[tuple[str, int, int]]) -> list[Cost]:
-    """Batch cost of returned usage, given as (model, input tokens, output tokens) per model."""
-    return [book.cost(provider, model, inp or 0, out or 0) for model, inp, out in usage]
+def actual_cost(book: PriceBook, provider: str, usage: list[tuple[str, str, int, int]]) -> list[Cost]:
+    """Cost of returned usage, given as (model, mode, input tokens, output tokens): batch answers at
+    batch prices, live answers at live prices."""
+    return [Cost(provider, model, inp or 0, out or 0, book.price(provider, model), mode)
+            for model, mode, inp, out in usage]
 
 
-def total(costs: list[Cost], batch: bool = True) -> float | None:
-    """Sum of the costs, or None when any of them has an unknown price (a partial sum would mislead)."""
-    amounts = [c.batch if batch else c.live for c in costs]
+def total(costs: list[Cost], batch: bool | None = True) -> float | None:
+    """Sum of the costs (at batch prices, live prices, or with batch=None each in its own mode), or
+    None when any of them has an unknown price (a partial sum would mislead)."""
+    amounts = [c.usd if batch is None else c.batch if batch else c.live for c in costs]
     return None if any(a is None for a in amounts) else sum(amounts)  # type: ignore[arg-type]
 
 

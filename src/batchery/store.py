@@ -77,7 +77,16 @@ _MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT
     );
     """,
+    # 2: where each outcome came from, so cost uses the right price (a live answer costs the live
+    # price, a batch answer the batch price, an answer reused from another job nothing).
+    """
+    ALTER TABLE outcomes ADD COLUMN source TEXT NOT NULL DEFAULT 'batch';
+    UPDATE outcomes SET source = 'cache' WHERE item IN (
+        SELECT i.id FROM items i JOIN batches b ON b.id = i.batch WHERE b.job_id <> i.job_id)
+    """,
 ]
+
+SOURCES = ("batch", "live", "cache")  # how an outcome was obtained
 
 
 @dataclass
@@ -262,7 +271,8 @@ class Store:
         answered = ("FROM items AS i JOIN items AS p ON p.key = i.key AND p.job_id <> i.job_id"
                     " JOIN outcomes AS o ON o.item = p.id AND o.status = 'succeeded'"
                     " WHERE i.job_id = ? AND i.state = 'pending'")
-        self.db.execute(f"INSERT OR IGNORE INTO outcomes SELECT i.id, {_OUTCOME_COLS} {answered}", (job_id,))
+        self.db.execute(f"INSERT OR IGNORE INTO outcomes (item, {_OUTCOME_COLS}, source)"
+                        f" SELECT i.id, {_OUTCOME_COLS}, 'cache' {answered}", (job_id,))
         cur = self.db.execute(
             "UPDATE items AS i SET state = 'done', batch = p.batch, attempts = p.attempts"
             " FROM items AS p JOIN outcomes AS o ON o.item = p.id AND o.status = 'succeeded'"
@@ -333,17 +343,32 @@ class Store:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def record_outcomes(self, outcomes: list[tuple]) -> None:
+    def record_outcomes(self, outcomes: list[tuple], source: str = "batch") -> None:
         """Store outcomes given as (status, text, response, input_tokens, output_tokens, cached_tokens,
         reasoning_tokens, error_code, error_message, item id), sorted by item id so the table is
         appended to in order.
 
         An item keeps its first outcome, so a collect repeated after a crash changes nothing.
         """
+        assert source in SOURCES
         self.db.executemany(
-            f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{source}')",
             outcomes,
         )
+
+    def finish_live_items(self, outcomes: list[tuple], sends: list[tuple[int, int]]) -> None:
+        """Record answers from live calls (rows as in record_outcomes) and the calls each took as
+        (sends, item id): each item is done at once."""
+        self.record_outcomes(outcomes, source="live")
+        self.db.executemany("UPDATE items SET state = 'done', attempts = attempts + ? WHERE id = ?", sends)
+
+    def pending_after(self, job_id: int, after: int, limit: int) -> list[tuple[int, str, str, bytes]]:
+        """(item id, key, model, provider line) of pending items past item `after`, in input order:
+        live mode walks the job once with this, whatever the model."""
+        return self.db.execute(
+            "SELECT id, key, model, line FROM items WHERE job_id = ? AND state = 'pending' AND id > ?"
+            " ORDER BY id LIMIT ?", (job_id, after, limit)).fetchall()
 
     def add_leftover_outcomes(self, batch_id: int, status: str, code: str, message: str) -> int:
         """Items of the batch with no outcome yet get `status` (e.g. missing). Returns how many."""
@@ -402,13 +427,14 @@ class Store:
             " JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? AND o.status <> 'succeeded'"
             " GROUP BY o.status, o.error_code ORDER BY COUNT(*) DESC LIMIT ?", (job_id, limit)).fetchall()
 
-    def usage_by_model(self, job_id: int) -> list[tuple[str, int, int]]:
-        """(model, input tokens, output tokens) returned for this job's own batches: answers reused
-        from another job's cache cost this job nothing and are left out."""
+    def usage_by_model(self, job_id: int) -> list[tuple[str, str, int, int]]:
+        """(model, source, input tokens, output tokens) returned for this job's own batch and live
+        calls: answers reused from another job's cache cost this job nothing and are left out."""
         return self.db.execute(
-            "SELECT i.model, COALESCE(SUM(o.input_tokens), 0), COALESCE(SUM(o.output_tokens), 0) FROM items i"
-            " JOIN outcomes o ON o.item = i.id JOIN batches b ON b.id = i.batch AND b.job_id = i.job_id"
-            " WHERE i.job_id = ? GROUP BY i.model ORDER BY i.model", (job_id,)).fetchall()
+            "SELECT i.model, o.source, COALESCE(SUM(o.input_tokens), 0), COALESCE(SUM(o.output_tokens), 0)"
+            " FROM items i JOIN outcomes o ON o.item = i.id"
+            " WHERE i.job_id = ? AND o.source <> 'cache' GROUP BY i.model, o.source ORDER BY i.model, o.source",
+            (job_id,)).fetchall()
 
     def counts(self, job_id: int) -> dict[str, int]:
         """Distinct requests by state/outcome: pending, queued, succeeded, failed, ..."""

@@ -45,7 +45,10 @@ def normalised(rows) -> list[tuple]:
     return [(r.id, r.status, r.text) for r in rows]
 
 
-@pytest.fixture(params=sorted(PROVIDERS))
+BATCH_PROVIDERS = sorted(p for p in PROVIDERS if p != "openai-compatible")  # that one is live only
+
+
+@pytest.fixture(params=BATCH_PROVIDERS)
 def provider_name(request) -> str:
     return request.param
 
@@ -110,3 +113,33 @@ def test_raw_lines_in_the_providers_own_format_are_sent_as_they_are(provider_nam
     assert [(r.id, r.status, r.text) for r in rows] == [
         (f"user-{i}", "succeeded", f"Emulated answer to: Raw question {i}") for i in range(5)]
     assert all(r.custom_id.startswith("bq-") for r in rows)  # our content key, not the user's id
+
+
+@pytest.fixture(params=[*sorted(PROVIDERS)])
+def live_provider(request) -> str:
+    return request.param
+
+
+def test_the_same_job_live_gives_the_batch_results_on_every_provider(live_provider, store, emulator):
+    """Live mode: every provider's official async SDK against the emulator's live endpoints; the
+    results are the batch path's, line for line (openai-compatible is checked against OpenAI)."""
+    from batchery.live import LivePolicy, LiveRunner
+
+    from batchery.engine import prepare_job
+    from batchery.inputs import iter_objects
+
+    service = live_provider if live_provider in emulator.SERVICES else "openai"
+    model = MODELS[service]
+    batch_adapter = get_provider(service, base_url=emulator.base_url(service), api_key="test-key")
+    start_job(store, emulator, mixed_job(), name="batch", model=model, batch_size=6, provider=batch_adapter).run()
+
+    adapter = get_provider(live_provider, base_url=emulator.base_url(service), api_key="test-key")
+    job, _ = prepare_job(store, "live", adapter, model, iter_objects(mixed_job()), "live", reuse=False)
+    progress = LiveRunner(store, adapter, job, LivePolicy(concurrency=4)).run()
+    assert progress.done and progress.live["sent"] == len(mixed_job()) - 1  # the duplicate is sent once
+
+    live_rows = results(store, "live")
+    assert normalised(live_rows) == normalised(results(store, "batch"))
+    by_id = {r.id: r for r in live_rows}
+    assert by_id["rejected"].status == "failed" and by_id["rejected"].error["message"]
+    assert all(r.usage["input_tokens"] and r.usage["output_tokens"] for r in live_rows if r.status == "succeeded")

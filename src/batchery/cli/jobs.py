@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +20,17 @@ def _load_env() -> None:
 
 def run(
     input: Path = typer.Argument(..., help="Requests: JSONL (one request per line) or CSV with a 'prompt' column."),
-    provider: str = typer.Option("openai", help="Provider whose Batch API runs the job."),
+    provider: str = typer.Option("openai", help="Provider: openai, anthropic, gemini, mistral, together, groq, "
+                                 "or openai-compatible (any OpenAI-style server at --base-url; live only)."),
+    mode: str = typer.Option("batch", help="batch: the provider's Batch API (cheaper, hours); live: one call per "
+                             "request, paced under --rpm/--tpm (answers in minutes)."),
+    rpm: Optional[float] = typer.Option(None, min=1, help="Live mode: requests per minute to stay under "
+                                        "(default: learnt from the provider's rate-limit headers)."),
+    tpm: Optional[float] = typer.Option(None, min=1, help="Live mode: tokens per minute to stay under "
+                                        "(estimated before each call, corrected from the usage returned)."),
+    concurrency: int = typer.Option(32, min=1, help="Live mode: calls in flight at most."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Send requests even if the store already holds "
+                                  "their answer from another job (batch or live)."),
     model: Optional[str] = typer.Option(None, help="Model for requests that do not name one."),
     job: Optional[str] = typer.Option(None, help="Job name (default: the input file's name). Same name = resume."),
     out: Optional[Path] = typer.Option(None, help="Results file (default: <job>.results.jsonl)."),
@@ -44,7 +55,7 @@ def run(
         print_estimate(estimate_file(input, provider, model, raw, prices, store), as_json=False)
         print("dry run: nothing was sent", file=sys.stderr)
         return
-    from ..api import Connection, run_file
+    from ..api import Connection, live_policy, run_file
     from ..errors import ConfigError
     from ..export import export
     from ..pricing import PriceBook
@@ -54,6 +65,9 @@ def run(
     if emulate and no_wait:
         raise ConfigError("--emulate runs an emulator only while this command runs, so --no-wait would "
                           "leave nothing to collect from; start `batchery emulator` and pass --base-url instead")
+    live = live_policy(mode, rpm, tpm, concurrency)
+    if live is not None and no_wait:
+        raise ConfigError("--no-wait needs batch mode: live calls are answered while the command runs")
     _load_env()
     progress = make_progress()
     with Store(store) as st:
@@ -61,7 +75,8 @@ def run(
             name, final = run_file(input, Connection(provider, base_url, None, emulate), model, job=job,
                                    store=st, batch_size=batch_size, max_attempts=max_attempts,
                                    wait=not no_wait, on_progress=progress, raw=raw, max_cost=max_cost,
-                                   prices=PriceBook(prices, store_dir=st.dir) if max_cost is not None else None)
+                                   prices=PriceBook(prices, store_dir=st.dir) if max_cost is not None else None,
+                                   live=live, no_cache=no_cache)
         finally:
             progress.close()
         if final.stopped:
@@ -83,6 +98,9 @@ def run(
 def status(
     job: Optional[str] = typer.Argument(None, help="A job name; all jobs when omitted."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    watch: bool = typer.Option(False, "--watch", help="A live view of every job (or the one named), refreshed "
+                               "until Ctrl-C: batches by state, lines done/failed, tokens, cost, oldest batch."),
+    interval: float = typer.Option(2.0, min=0.1, help="Seconds between refreshes with --watch."),
     prices: Optional[Path] = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
                                           "in the store directory)."),
     store: Optional[Path] = StoreOpt,
@@ -92,6 +110,12 @@ def status(
 
     from ..pricing import PriceBook
     from ..store import Store
+
+    if watch:
+        from .watch import watch_jobs
+
+        watch_jobs(store, job, interval, prices)
+        return
 
     with Store(store) as st:
         book = PriceBook(prices, store_dir=st.dir)
@@ -108,9 +132,10 @@ def status(
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(r["requests"].items()))
         print(f"{r['job']}: {r['state']} | {r['provider']} {r['model'] or ''} | {r['rows']:,} lines | {counts}")
         cost = r["cost"]
-        print(f"  cost: {format_usd(cost['batch_usd'])} at batch prices for {cost['input_tokens']:,} input + "
+        modes = " and ".join(sorted({m["mode"] for m in cost["models"]})) or "batch"
+        print(f"  cost: {format_usd(cost['usd'])} at {modes} prices for {cost['input_tokens']:,} input + "
               f"{cost['output_tokens']:,} output tokens returned"
-              + "".join(f"; {m['model']}: {UNKNOWN}" for m in cost["models"] if m["batch_usd"] is None))
+              + "".join(f"; {m['model']}: {UNKNOWN}" for m in cost["models"] if m["usd"] is None))
         if r.get("attempts"):
             print("  attempts: " + ", ".join(f"{n:,} sent {k}x" for k, n in r["attempts"].items()))
         for f in r.get("failures", []):
@@ -172,7 +197,7 @@ def list_jobs(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """List the jobs in the store."""
-    status(None, as_json, None, store)
+    status(None, as_json=as_json, watch=False, interval=2.0, prices=None, store=store)
 
 
 def register(app: typer.Typer) -> None:
@@ -199,9 +224,15 @@ def _report(st, job, detailed: bool, book) -> dict:
     from ..pricing import actual_cost, total
 
     costs = actual_cost(book, job.provider, st.usage_by_model(job.id))
+    batches = st.batches(job.id)
+    by_state: dict[str, int] = {}
+    for b in batches:
+        by_state[b.state] = by_state.get(b.state, 0) + 1
+    open_since = [b.created_at for b in batches if b.state in ("planned", "creating", "submitted")]
     report = {"job": job.name, "state": job.state, "provider": job.provider, "model": job.model,
-              "rows": job.n_rows, "requests": st.counts(job.id),
-              "cost": {"batch_usd": total(costs), "input_tokens": sum(c.input_tokens for c in costs),
+              "rows": job.n_rows, "requests": st.counts(job.id), "batches_by_state": by_state,
+              "oldest_open_batch_seconds": round(time.time() - min(open_since), 1) if open_since else None,
+              "cost": {"usd": total(costs, batch=None), "input_tokens": sum(c.input_tokens for c in costs),
                        "output_tokens": sum(c.output_tokens for c in costs),
                        "models": [c.as_dict() for c in costs]}}
     if detailed:

@@ -8,10 +8,16 @@ from collections.abc import Callable
 from ..engine import Progress
 
 
+def _where(p: Progress) -> str:
+    """Batches by provider status, or in live mode the calls made and answered 429."""
+    if p.live is not None:
+        return (f"live: {p.live['sent']:,} calls, {p.live['in_flight']} in flight, "
+                f"{p.live['rate_limited']:,} answered 429, {p.live['retried']:,} retried")
+    return "batches: " + (", ".join(f"{n} {state}" for state, n in sorted(p.remote.items())) or "none yet")
+
+
 def _summary(p: Progress) -> str:
-    batches = ", ".join(f"{n} {state}" for state, n in sorted(p.remote.items())) or "none yet"
-    return (f"[{p.job}] requests {p.finished:,}/{p.total:,} done, {p.failed:,} failed | "
-            f"batches: {batches} | {p.elapsed:,.1f}s")
+    return f"[{p.job}] requests {p.finished:,}/{p.total:,} done, {p.failed:,} failed | {_where(p)} | {p.elapsed:,.1f}s"
 
 
 class PlainProgress:
@@ -22,7 +28,7 @@ class PlainProgress:
 
     def __call__(self, p: Progress) -> None:
         line = _summary(p)
-        state = line.split(" | ")[:2]  # print when work moves, not when only the clock does
+        state = line.split(" | ")[:1]  # print when work moves, not when only the clock does
         if state != self._last:
             print(line, file=sys.stderr, flush=True)
         self._last = state
@@ -41,8 +47,7 @@ class RichProgress:
         self._bar.start()
 
     def __call__(self, p: Progress) -> None:
-        batches = ", ".join(f"{n} {s}" for s, n in sorted(p.remote.items())) or "planning"
-        detail = f"failed {p.failed:,} | batches: {batches}"
+        detail = f"failed {p.failed:,} | {_where(p)}"
         if self._task is None:
             self._task = self._bar.add_task(p.job, total=p.total, detail=detail)
         self._bar.update(self._task, completed=p.finished, total=p.total, detail=detail)

@@ -15,7 +15,11 @@ PROVIDERS: dict[str, tuple[str, str, str, str]] = {
     "mistral": ("batchery.providers.mistral", "MistralBatch", "MISTRAL_API_KEY", "MISTRAL_BASE_URL"),
     "together": ("batchery.providers.together", "TogetherBatch", "TOGETHER_API_KEY", "TOGETHER_BASE_URL"),
     "groq": ("batchery.providers.groq", "GroqBatch", "GROQ_API_KEY", "GROQ_BASE_URL"),
+    "openai-compatible": ("batchery.providers.openai", "OpenAICompatible", "OPENAI_COMPATIBLE_API_KEY",
+                          "OPENAI_COMPATIBLE_BASE_URL"),
 }
+# Local servers (Ollama, vLLM) often take no key: the SDK still needs a value to send.
+_KEY_OPTIONAL = {"openai-compatible": "not-needed"}
 # Extra variables some SDKs also read for the key (Gemini accepts GOOGLE_API_KEY too).
 _KEY_ALIASES = {"gemini": ("GOOGLE_API_KEY",)}
 
@@ -27,6 +31,7 @@ def get_provider(name: str, *, base_url: str | None = None, api_key: str | None 
     module_name, class_name, key_env, url_env = PROVIDERS[name]
     api_key = api_key or next(
         (os.environ[v] for v in (key_env, *_KEY_ALIASES.get(name, ())) if os.environ.get(v)), None)
+    api_key = api_key or _KEY_OPTIONAL.get(name)
     if not api_key:
         names = " or ".join((key_env, *_KEY_ALIASES.get(name, ())))
         raise ConfigError(

@@ -39,8 +39,8 @@ import orjson
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
 from .base import (
-    CANCELLED, EXPIRED, FAILED, SUCCEEDED, BatchProvider, Outcome, RemoteBatch, decode_stream, poll_listed,
-    split_lines,
+    CANCELLED, EXPIRED, FAILED, SUCCEEDED, BatchProvider, LiveResponse, Outcome, RemoteBatch, decode_stream,
+    poll_listed, post_stainless, split_lines,
 )
 
 if TYPE_CHECKING:
@@ -173,6 +173,23 @@ class AnthropicBatch(BatchProvider):
                 if batches.retrieve(remote_id).processing_status != "ended":
                     raise
                 # it already ended: its results are collected as usual
+
+    # -- live mode -----------------------------------------------------------------------------
+
+    def open_live_client(self):
+        return self._sdk.AsyncAnthropic(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
+
+    async def send(self, body: dict, model: str) -> LiveResponse:
+        return await post_stainless(self.live_client, self._sdk, "/v1/messages", body, self.name)
+
+    def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
+        if not isinstance(body, dict):
+            return None
+        if status == 200 and body.get("type") == "message":
+            return _succeeded(custom_id, body)
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        return Outcome(custom_id, FAILED, None, orjson.dumps(body), None, None, None, None,
+                       str(error.get("type") or f"http_{status}"), str(error.get("message") or "the request failed"))
 
     # -- results in ----------------------------------------------------------------------------
 

@@ -3,14 +3,16 @@ decides everything else (splitting, polling cadence, retries, bookkeeping)."""
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
+from ..errors import ConfigError, TransientError
 from ..limits import BatchLimits
 
 # Outcome statuses a line can end in.
@@ -50,10 +52,20 @@ class RemoteBatch:
     failed: int = 0
 
 
+class LiveResponse(NamedTuple):
+    """One live call's HTTP answer, whatever its status: the executor reads the status and the
+    rate-limit headers, the adapter decodes the body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
 class BatchProvider(ABC):
     name: str
     endpoint: str
     limits: BatchLimits
+    has_batch_api = True
 
     def check(self, request: dict) -> str | None:
         """Why this provider cannot honour a canonical request (None if it can). Called for every
@@ -106,6 +118,56 @@ class BatchProvider(ABC):
     def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
         """Every line the provider returned for an ended batch, in the order it returned them."""
 
+    # -- live mode: one request per call, through the SDK's async client, no SDK retries (the
+    # executor paces, retries and cools down for every provider alike) -----------------------------
+
+    _live_client: Any = None
+
+    def open_live_client(self) -> Any:
+        """The SDK's async client for live calls (made on first use, inside the running loop)."""
+        raise ConfigError(f"{self.name} has no live mode in batchery yet")
+
+    @property
+    def live_client(self) -> Any:
+        if self._live_client is None:
+            self._live_client = self.open_live_client()
+        return self._live_client
+
+    def live_body(self, line: bytes) -> dict:
+        """The request body inside a stored batch line."""
+        return orjson.loads(line)[self.line_body_field]
+
+    async def send(self, body: dict, model: str) -> LiveResponse:
+        """Make one live call; a response of any status is returned, a network failure raises
+        TransientError."""
+        raise ConfigError(f"{self.name} has no live mode in batchery yet")
+
+    def decode_live(self, custom_id: str, status: int, body: Any) -> Outcome | None:
+        """A live response body (parsed JSON) -> Outcome, or None when it is not one the provider sends."""
+        return None
+
+    def live_outcome(self, custom_id: str, response: LiveResponse) -> Outcome:
+        """Every live response ends in an outcome: decoded, or failed with its HTTP status."""
+        try:
+            body = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            body = None
+        outcome = self.decode_live(custom_id, response.status, body) if body is not None else None
+        if outcome is None:
+            text = response.body[:300].decode(errors="replace")
+            return Outcome(custom_id, FAILED, None, None, None, None, None, None,
+                           f"http_{response.status}", text or f"HTTP {response.status} with no body")
+        return outcome
+
+    async def aclose(self) -> None:
+        """Close the async client that live calls opened, if any."""
+        client, self._live_client = self._live_client, None
+        close = getattr(client, "close", None)
+        if close is not None:
+            result = close()
+            if hasattr(result, "__await__"):
+                await result
+
 
 LIST_SCAN = 300  # listed batches a poll looks through before fetching the rest one by one
 
@@ -146,6 +208,22 @@ def decode_stream(chunks: Iterable[bytes], decode: Callable[[bytes], Outcome | N
         outcome = decode(line)
         if outcome is not None:
             yield outcome
+
+
+async def post_stainless(client: Any, sdk: Any, path: str, body: dict, provider: str) -> LiveResponse:
+    """One POST through a Stainless-generated SDK (openai, anthropic, groq, together): its documented
+    low-level `post` with cast_to=httpx.Response hands back the HTTP response without parsing it,
+    and error statuses come back as the response the SDK attached to its exception."""
+    # The SDK's own HTTP library (httpx, or httpx2 in newer SDKs) names the raw response type.
+    http = next(importlib.import_module(c.__module__.partition(".")[0]) for c in type(client._client).__mro__
+                if c.__module__.startswith("httpx"))
+    try:
+        response = await client.post(path, cast_to=http.Response, body=body)
+    except sdk.APIStatusError as exc:
+        response = exc.response
+    except sdk.APIConnectionError as exc:  # timeouts included
+        raise TransientError(f"{provider} live call: {type(exc).__name__}") from None
+    return LiveResponse(response.status_code, response.headers, response.content)
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:

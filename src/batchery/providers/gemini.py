@@ -26,7 +26,7 @@ import orjson
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
+    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, LiveResponse, Outcome, RemoteBatch,
     decode_stream, find_tagged, poll_listed,
 )
 
@@ -145,6 +145,40 @@ class GeminiBatch(BatchProvider):
                 self.client.files.download(file=file_name, destination=spool)
             spool.seek(0)
             yield from decode_stream(iter(lambda: spool.read(1 << 20), b""), decode_line)
+
+    # -- live mode -----------------------------------------------------------------------------
+
+    def open_live_client(self):
+        return self.client.aio
+
+    async def send(self, body: dict, model: str) -> LiveResponse:
+        """generateContent through the SDK: the REST body's generationConfig, systemInstruction and
+        the like become the SDK's config (its types take the REST camelCase names)."""
+        config = dict(body.get("generationConfig") or {})
+        config.update((k, v) for k, v in body.items() if k not in ("contents", "generationConfig"))
+        try:
+            response = await self.live_client.models.generate_content(
+                model=model, contents=body.get("contents"), config=config or None)
+        except self._errors_module.APIError as exc:
+            error = {"code": exc.code, "message": exc.message, "status": exc.status}
+            if isinstance(exc.details, dict) and isinstance(exc.details.get("error"), dict):
+                error = exc.details["error"]
+            return LiveResponse(exc.code, {}, orjson.dumps({"error": error}))
+        except self._network_errors as exc:
+            raise TransientError(f"gemini live call: {type(exc).__name__}") from None
+        http = response.sdk_http_response
+        data = response.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"sdk_http_response"})
+        return LiveResponse(200, (http.headers if http and http.headers else {}), orjson.dumps(data))
+
+    def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
+        if not isinstance(body, dict):
+            return None
+        return _outcome(custom_id, None if status != 200 else body, body.get("error") if status != 200 else None)
+
+    async def aclose(self) -> None:
+        client, self._live_client = self._live_client, None
+        if client is not None:
+            await client.aclose()
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:

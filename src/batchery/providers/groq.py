@@ -30,6 +30,11 @@ class GroqBatch(OpenAIBatch):
         self._sdk = groq
         self.client = groq.Groq(api_key=api_key, base_url=base_url, max_retries=5)
 
+    live_path = "/openai/v1/chat/completions"
+
+    def open_live_client(self):
+        return self._sdk.AsyncGroq(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
+
     def _listed(self) -> Iterable:
         """One call: groq 1.7's ``batches.list()`` takes no paging parameters."""
         return self.client.batches.list().data

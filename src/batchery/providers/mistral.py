@@ -40,7 +40,7 @@ import orjson
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
+    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, LiveResponse, Outcome, RemoteBatch,
     decode_stream, find_tagged, poll_listed,
 )
 
@@ -68,6 +68,31 @@ class MistralBatch(BatchProvider):
         retry = utils.RetryConfig("backoff", utils.BackoffStrategy(500, 20_000, 2.0, 60_000),
                                   retry_connection_errors=True)
         self.client = Mistral(api_key=api_key, server_url=base_url, retry_config=retry)
+        self._no_retries = utils.RetryConfig("none", None, False)
+
+    # -- live mode -----------------------------------------------------------------------------
+
+    def open_live_client(self):
+        return self.client  # the same client has the async methods
+
+    async def send(self, body: dict, model: str) -> LiveResponse:
+        """chat.complete through the SDK (it has no raw call): the parsed answer is dumped back to
+        JSON, and a refusal arrives as the SDK's error with the HTTP response attached."""
+        errors = self._sdk_errors
+        try:
+            answer = await self.client.chat.complete_async(**{**body, "model": model}, retries=self._no_retries)
+        except errors.MistralError as exc:
+            response = exc.raw_response
+            return LiveResponse(response.status_code, response.headers, response.content)
+        except (self._transport_error, errors.NoResponseError) as exc:
+            raise TransientError(f"mistral live call: {type(exc).__name__}") from None
+        return LiveResponse(200, {}, orjson.dumps(answer.model_dump(mode="json", by_alias=True)))
+
+    def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
+        return decode_line(orjson.dumps({"custom_id": custom_id, "response": {"status_code": status, "body": body}}))
+
+    async def aclose(self) -> None:
+        self._live_client = None  # shared with batch calls: closed with them
 
     # -- requests out --------------------------------------------------------------------------
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import orjson
 
-from ..errors import ProviderError, TransientError
-from ..limits import LIMITS
+from ..errors import ConfigError, ProviderError, TransientError
+from ..limits import LIMITS, BatchLimits
 from .base import (
     CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
-    decode_stream, find_tagged, poll_listed,
+    LiveResponse, decode_stream, find_tagged, poll_listed, post_stainless,
 )
 
 TAG_KEY = "batchery_batch"
@@ -31,6 +31,11 @@ class OpenAIBatch(BatchProvider):
 
         self._sdk = openai
         self.client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=5)
+
+    live_path = "/chat/completions"
+
+    def open_live_client(self):
+        return self._sdk.AsyncOpenAI(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
 
     # -- requests out --------------------------------------------------------------------------
 
@@ -92,6 +97,14 @@ class OpenAIBatch(BatchProvider):
             with self._errors("download"), self.client.files.with_streaming_response.content(file_id) as response:
                 yield from decode_stream(response.iter_bytes(1 << 20), decode_line)
 
+    # -- live mode -----------------------------------------------------------------------------
+
+    async def send(self, body: dict, model: str) -> LiveResponse:
+        return await post_stainless(self.live_client, self._sdk, self.live_path, body, self.name)
+
+    def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
+        return decode_response(custom_id, status, body)
+
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         """SDK exceptions -> batchery's: transient ones are retried by the engine, the rest stop the
@@ -103,6 +116,22 @@ class OpenAIBatch(BatchProvider):
             raise TransientError(f"{self.name} {action}: {type(exc).__name__}: {_message(exc)}") from None
         except sdk.APIStatusError as exc:
             raise ProviderError(f"{self.name} {action} refused ({exc.status_code}): {_message(exc)}") from None
+
+
+class OpenAICompatible(OpenAIBatch):
+    """Any server that speaks OpenAI's Chat Completions — vLLM, Ollama, llama.cpp's server,
+    Together's live endpoint — at --base-url. Live mode only: such servers have no Batch API."""
+
+    name = "openai-compatible"
+    has_batch_api = False
+    # No batch file limits apply; a request line is capped only to keep one line sane.
+    limits = BatchLimits(max_requests=1, max_bytes=64 * 1024 * 1024, discount=0.0, window="live only")
+
+    def __init__(self, api_key: str, base_url: str | None = None):
+        if not base_url:
+            raise ConfigError("--provider openai-compatible needs --base-url, the server's OpenAI-style URL "
+                              "(e.g. http://localhost:8000/v1 for vLLM, http://localhost:11434/v1 for Ollama)")
+        super().__init__(api_key, base_url)
 
 
 def _message(exc) -> str:
@@ -141,8 +170,18 @@ def decode_line(line: bytes) -> Outcome | None:
         return None
     response, error = obj.get("response"), obj.get("error")
     if isinstance(response, dict) and isinstance(response.get("body"), dict):
-        body = response["body"]
-        if response.get("status_code") == 200:
+        return decode_response(custom_id, response.get("status_code"), response["body"])
+    if isinstance(error, dict):
+        code = str(error.get("code") or "error")
+        return Outcome(custom_id, _LINE_STATUS.get(code, FAILED), None, None, None, None, None, None, code,
+                       str(error.get("message") or ""))
+    return None
+
+
+def decode_response(custom_id: str, status, body) -> Outcome | None:
+    """A Chat Completions response (a batch line's, or a live call's) -> Outcome."""
+    if isinstance(body, dict):
+        if status == 200:
             try:
                 text = body["choices"][0]["message"]["content"]
             except (KeyError, IndexError, TypeError):
@@ -153,13 +192,9 @@ def decode_line(line: bytes) -> Outcome | None:
                            (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
                            (usage.get("completion_tokens_details") or {}).get("reasoning_tokens"), None, None)
         err = body.get("error") if isinstance(body.get("error"), dict) else {}
-        code = err.get("code") or err.get("type") or f"http_{response.get('status_code')}"
+        code = err.get("code") or err.get("type") or f"http_{status}"
         return Outcome(custom_id, FAILED, None, orjson.dumps(body), None, None, None, None, str(code),
                        str(err.get("message") or "request failed"))
-    if isinstance(error, dict):
-        code = str(error.get("code") or "error")
-        return Outcome(custom_id, _LINE_STATUS.get(code, FAILED), None, None, None, None, None, None, code,
-                       str(error.get("message") or ""))
     return None
 
 

@@ -44,9 +44,12 @@ import orjson
 
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
-from .base import CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, Outcome, RemoteBatch, decode_stream
+from .base import (
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, LiveResponse, Outcome, RemoteBatch, decode_stream,
+    post_stainless,
+)
 from .openai import chat_body as openai_chat_body
-from .openai import decode_line
+from .openai import decode_line, decode_response
 
 COMPLETION_WINDOW = "24h"  # Together's only window
 _ENDED = frozenset({"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"})
@@ -72,6 +75,15 @@ class TogetherBatch(BatchProvider):
         self._sdk = together
         self._transport_error = httpx.TransportError
         self.client = together.Together(api_key=api_key, base_url=base_url, max_retries=5)
+
+    def open_live_client(self):
+        return self._sdk.AsyncTogether(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
+
+    async def send(self, body: dict, model: str) -> LiveResponse:
+        return await post_stainless(self.live_client, self._sdk, "/v1/chat/completions", body, self.name)
+
+    def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
+        return decode_response(custom_id, status, body)
 
     # -- requests out --------------------------------------------------------------------------
 

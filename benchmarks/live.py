@@ -1,0 +1,135 @@
+"""Live mode throughput: how close to a rate limit batchery runs, and how fast it goes without one.
+
+The emulator runs in a *separate* process (`batchery emulator --rpm ... --latency ...`); the
+client is the real LiveRunner with the official OpenAI SDK and the SQLite store.
+
+    .venv/bin/python benchmarks/live.py                  # both scenarios, 3 runs each
+    .venv/bin/python benchmarks/live.py --runs 5 --limited-requests 3000
+
+1. Against a limit: the emulator admits 3,000 RPM and answers after 200 ms; the client is told
+   --rpm 3000. Achieved RPM = requests / wall time; target >= 97% of the limit with < 0.5% of
+   calls answered 429.
+2. Raw: no limit, no latency. Target >= 3,000 requests/s. The baseline, run in the same session
+   against the same emulator, is a bare httpx.AsyncClient posting the same bodies with the same
+   concurrency (no SDK, no store): the ceiling this machine gives any Python client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).parent))
+from overhead import free_port  # noqa: E402
+
+from batchery.engine import prepare_job  # noqa: E402
+from batchery.inputs import iter_objects  # noqa: E402
+from batchery.live import LivePolicy, LiveRunner  # noqa: E402
+from batchery.providers import get_provider  # noqa: E402
+from batchery.store import Store  # noqa: E402
+
+LIMIT_RPM = 3_000
+LATENCY = 0.2
+
+
+def start_emulator(*args: str) -> tuple[subprocess.Popen, str]:
+    import socket
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "batchery.cli", "emulator", "--port", str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the emulator did not start")
+
+
+def requests(n: int, tag: str) -> list[dict]:
+    return [{"id": i, "prompt": f"{tag} question {i}: what is {i} + {i % 13}?", "max_tokens": 32} for i in range(n)]
+
+
+def run_live(url: str, n: int, tag: str, rpm: float | None, concurrency: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "store") as store:
+        adapter = get_provider("openai", base_url=url + "/v1", api_key="bench")
+        job, _ = prepare_job(store, tag, adapter, "gpt-4o-mini", iter_objects(requests(n, tag)), tag)
+        started = time.perf_counter()
+        progress = LiveRunner(store, adapter, job, LivePolicy(rpm=rpm, concurrency=concurrency)).run()
+        elapsed = time.perf_counter() - started
+    assert progress.items.get("succeeded") == n, progress.items
+    return {"elapsed": elapsed, "rpm": n / elapsed * 60, "per_s": n / elapsed,
+            "429_share": progress.live["rate_limited"] / progress.live["sent"]}
+
+
+async def _bare(url: str, n: int, concurrency: int) -> float:
+    import httpx
+
+    bodies = [orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": r["prompt"]}],
+                            "max_completion_tokens": 32}) for r in requests(n, "bare")]
+    queue: asyncio.Queue = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    headers = {"authorization": "Bearer bench", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=url, headers=headers,
+                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def worker() -> None:
+            while not queue.empty():
+                response = await client.post("/v1/chat/completions", content=queue.get_nowait())
+                response.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--limited-requests", type=int, default=2_000)
+    parser.add_argument("--raw-requests", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+
+    proc, url = start_emulator("--rpm", str(LIMIT_RPM), "--latency", str(LATENCY))
+    try:
+        limited = [run_live(url, args.limited_requests, f"limited{r}", LIMIT_RPM, args.concurrency)
+                   for r in range(args.runs)]
+    finally:
+        proc.terminate()
+        proc.wait()
+    rpm = statistics.median(r["rpm"] for r in limited)
+    share = statistics.median(r["429_share"] for r in limited)
+    print(f"against {LIMIT_RPM:,} RPM at {LATENCY * 1000:.0f} ms latency, {args.limited_requests:,} requests, "
+          f"median of {args.runs}: {rpm:,.0f} RPM = {rpm / LIMIT_RPM:.1%} of the limit, "
+          f"{share:.2%} of calls answered 429 (runs: "
+          + ", ".join(f"{r['rpm']:,.0f} RPM/{r['429_share']:.2%}" for r in limited) + ")")
+
+    proc, url = start_emulator()
+    try:
+        raw, bare = [], []
+        for r in range(args.runs):
+            raw.append(run_live(url, args.raw_requests, f"raw{r}", None, args.concurrency)["per_s"])
+            bare.append(asyncio.run(_bare(url, args.raw_requests, args.concurrency)))
+    finally:
+        proc.terminate()
+        proc.wait()
+    print(f"no limit, no latency, {args.raw_requests:,} requests, median of {args.runs}: "
+          f"{statistics.median(raw):,.0f} requests/s through batchery (SDK + store); bare httpx client "
+          f"{statistics.median(bare):,.0f} requests/s; ratio {statistics.median(raw) / statistics.median(bare):.2f} "
+          f"(runs: {', '.join(f'{x:,.0f}' for x in raw)} vs {', '.join(f'{x:,.0f}' for x in bare)})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""`batchery status --watch`: one live table of every job in the store, read from the store alone,
+so it follows jobs that other processes (batch or live) are running."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+def job_table(reports: list[dict]):
+    """The table for a set of status reports (running jobs first)."""
+    from rich.table import Table
+
+    from ..pricing import format_usd
+
+    table = Table(title=f"batchery jobs  {time.strftime('%H:%M:%S')}", expand=True)
+    for name, justify in [("job", "left"), ("state", "left"), ("provider/model", "left"), ("done", "right"),
+                          ("failed", "right"), ("pending", "right"), ("batches", "left"), ("tokens in/out", "right"),
+                          ("cost", "right"), ("oldest batch", "right")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in sorted(reports, key=lambda r: (r["state"] != "running", r["job"])):
+        requests = r["requests"]
+        waiting = requests.get("pending", 0) + requests.get("queued", 0)
+        done = sum(requests.values()) - waiting
+        failed = done - requests.get("succeeded", 0)
+        batches = ", ".join(f"{n} {s}" for s, n in sorted(r["batches_by_state"].items())) or "live/none"
+        cost = r["cost"]
+        table.add_row(r["job"], r["state"], f"{r['provider']} {r['model'] or ''}", f"{done:,}",
+                      f"[red]{failed:,}[/red]" if failed else "0", f"{waiting:,}", batches,
+                      f"{cost['input_tokens']:,}/{cost['output_tokens']:,}", format_usd(cost["usd"]),
+                      _age(r["oldest_open_batch_seconds"]))
+    return table
+
+
+def watch_jobs(store_dir: Path | None, job: str | None, interval: float, prices: Path | None) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    from ..pricing import PriceBook
+    from ..store import Store
+    from .jobs import _job_or_exit, _report
+
+    def snapshot():
+        with Store(store_dir) as st:
+            book = PriceBook(prices, store_dir=st.dir)
+            jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
+            return job_table([_report(st, j, detailed=False, book=book) for j in jobs])
+
+    console = Console(stderr=False)
+    try:
+        if not sys.stdout.isatty():  # a log: one table per refresh
+            while True:
+                console.print(snapshot())
+                time.sleep(interval)
+        with Live(snapshot(), console=console, refresh_per_second=4) as view:
+            while True:
+                time.sleep(interval)
+                view.update(snapshot())
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,210 @@
+"""Live mode: send a job's pending requests one call each, under exact rate limits.
+
+The store, keys, outcomes and exports are the batch engine's; only the way requests travel
+differs. Pending items are read in input order; a fixed pool of workers sends them through the
+adapter's async SDK client, paced by one RateLimiter; answers are written to the store in small
+transactions as they arrive, so a crash loses at most the calls in flight (a second run sends
+only what has no outcome).
+
+Per call: a 429 starts a shared cooldown for as long as the provider asked (Retry-After or its
+equivalent; else jittered exponential backoff) and the request waits its turn again; network
+errors and 5xx are retried with jittered backoff up to max_attempts sends; any other answer
+(success or a refusal) is the request's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ..engine import Progress
+from ..errors import JobError, TransientError
+from ..providers.base import FAILED, BatchProvider, Outcome
+from ..retry import DEFAULT_MAX_ATTEMPTS
+from ..store import Job, Store
+from ..tokens import CHARS_PER_TOKEN, DEFAULT_OUTPUT_TOKENS
+from .limiter import RateLimiter
+from .signals import rate_limits, retry_after
+
+_OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "maxOutputTokens")
+_READ_AHEAD = 1_000  # pending items read from the store per query
+
+
+@dataclass
+class LivePolicy:
+    """How live calls are paced and retried. Clock and sleep are injectable so tests run in
+    simulated time."""
+
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int = 32
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # sends per request when the network or a 5xx fails it
+    max_rate_limited: int = 50  # 429s one request may meet before it is recorded as failed
+    backoff: float = 1.0  # first backoff in seconds, doubled per failure ...
+    max_backoff: float = 60.0  # ... up to this
+    flush_every: int = 256  # outcomes per store transaction ...
+    flush_seconds: float = 0.5  # ... or this often, whichever comes first
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass
+class LiveStats:
+    sent: int = 0  # calls made, retries included
+    rate_limited: int = 0  # calls answered 429
+    retried: int = 0  # calls repeated after a network error or 5xx
+    in_flight: int = 0
+
+
+class LiveRunner:
+    """Runs one job's pending requests live, to the end."""
+
+    def __init__(self, store: Store, provider: BatchProvider, job: Job, policy: LivePolicy | None = None,
+                 on_progress: Callable[[Progress], None] | None = None) -> None:
+        self.store, self.provider, self.job = store, provider, job
+        self.policy = policy or LivePolicy()
+        self.on_progress = on_progress
+        self.stats = LiveStats()
+        self._done: list[tuple] = []  # (status, ..., error_message, item id) waiting for the store
+        self._sends: list[tuple[int, int]] = []  # (sends, item id)
+        self._started = time.monotonic()
+
+    def run(self) -> Progress:
+        with self.store.job_lock(self.job):
+            if self.store.batches(self.job.id, ["planned", "creating", "submitted"]):
+                raise JobError(f"job '{self.job.name}' has batches in flight: finish it in batch mode (run "
+                               "without --mode live), or cancel it, before sending the rest live")
+            asyncio.run(self._run())
+            if not self.store.has_pending(self.job.id) and self.job.state == "running":
+                with self.store.transaction():
+                    self.store.set_job_state(self.job.id, "done")
+                    self.store.log(self.job.id, "done", **self.stats.__dict__)
+                self.job.state = "done"
+            progress = self.progress(done=self.job.state == "done")
+        if self.on_progress:
+            self.on_progress(progress)
+        return progress
+
+    def progress(self, done: bool = False) -> Progress:
+        return Progress(self.job.name, self.store.counts(self.job.id), {}, {},
+                        time.monotonic() - self._started, done, live=dict(self.stats.__dict__))
+
+    async def _run(self) -> None:
+        policy = self.policy
+        self.limiter = RateLimiter(policy.rpm, policy.tpm, clock=policy.clock, sleep=policy.sleep)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=policy.concurrency * 4)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(policy.concurrency)]
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            after = 0
+            while rows := self.store.pending_after(self.job.id, after, _READ_AHEAD):
+                for row in rows:
+                    await queue.put(row)
+                after = rows[-1][0]
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            flusher.cancel()
+            for task in workers:
+                task.cancel()
+            self._flush()  # whatever arrived is kept, even when interrupted
+            await self.provider.aclose()
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.policy.flush_seconds)
+            self._flush()
+            if self.on_progress:
+                self.on_progress(self.progress())
+
+    def _flush(self) -> None:
+        if not self._done:
+            return
+        done, sends = self._done, self._sends
+        self._done, self._sends = [], []
+        done.sort(key=lambda row: row[-1])
+        with self.store.transaction():
+            self.store.finish_live_items(done, sends)
+
+    def _keep(self, outcome: Outcome, item: int, sends: int) -> None:
+        self._done.append((*outcome[1:], item))
+        self._sends.append((sends, item))
+        if len(self._done) >= self.policy.flush_every:
+            self._flush()
+
+    async def _worker(self, queue: asyncio.Queue) -> None:
+        while (row := await queue.get()) is not None:
+            item, key, model, line = row
+            self.stats.in_flight += 1
+            try:
+                outcome, sends = await self._call(key, model, line)
+            finally:
+                self.stats.in_flight -= 1
+            self._keep(outcome, item, sends)
+
+    async def _call(self, key: str, model: str, line: bytes) -> tuple[Outcome, int]:
+        """One request to its outcome: (outcome, calls made)."""
+        policy, limiter = self.policy, self.limiter
+        body = self.provider.live_body(line)
+        prompt, output_cap = _estimate_tokens(line, body)
+        estimate = prompt + output_cap
+        sends = failures = limited = 0
+        while True:
+            await limiter.acquire(estimate)
+            sends += 1
+            self.stats.sent += 1
+            try:
+                response = await self.provider.send(body, model)
+            except TransientError as exc:
+                failures += 1
+                if failures >= policy.max_attempts:
+                    return _failed(key, "connection_error", f"{exc} (after {failures} tries)"), sends
+                self.stats.retried += 1
+                limiter.settle(estimate, 0)
+                await policy.sleep(self._backoff(failures))
+                continue
+            limiter.observe(*rate_limits(response.headers))
+            if response.status == 429:
+                limited += 1
+                self.stats.rate_limited += 1
+                limiter.settle(estimate, 0)
+                wait = retry_after(response.headers, response.body)
+                limiter.cool_down((wait if wait is not None else self._backoff(limited))
+                                  * (1 + 0.1 * policy.rng.random()))
+                if limited >= policy.max_rate_limited:
+                    return _failed(key, "rate_limited", f"answered 429 {limited} times in a row"), sends
+                continue
+            outcome = self.provider.live_outcome(key, response)
+            if response.status >= 500 or response.status == 408:
+                failures += 1
+                if failures < policy.max_attempts:
+                    self.stats.retried += 1
+                    limiter.settle(estimate, 0)
+                    await policy.sleep(self._backoff(failures))
+                    continue
+            # The provider counts the output cap when the call starts (OpenAI documents it), so only
+            # the prompt estimate is corrected by what the response reports.
+            limiter.settle(estimate, None if outcome.input_tokens is None else outcome.input_tokens + output_cap)
+            return outcome, sends
+
+    def _backoff(self, failures: int) -> float:
+        """Full jitter: a random wait up to an exponentially growing cap, so retries spread out."""
+        cap = min(self.policy.max_backoff, self.policy.backoff * 2 ** (failures - 1))
+        return cap * (0.5 + 0.5 * self.policy.rng.random())
+
+
+def _estimate_tokens(line: bytes, body: dict) -> tuple[int, int]:
+    """What the provider will count against TPM before answering: (prompt, output cap). The line's
+    size overestimates the prompt a little, which is the safe side, and costs nothing to compute."""
+    config = body.get("generationConfig") if isinstance(body.get("generationConfig"), dict) else body
+    output = next((config[f] for f in _OUTPUT_FIELDS if isinstance(config.get(f), int)), DEFAULT_OUTPUT_TOKENS)
+    return len(line) // CHARS_PER_TOKEN, output
+
+
+def _failed(key: str, code: str, message: str) -> Outcome:
+    return Outcome(key, FAILED, None, None, None, None, None, None, code, message)
