@@ -12,22 +12,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# A small job end to end on the in-process emulator: no API key, no network, no cost.
+# A full evaluation end to end on the in-process emulator: no API key, no network, no cost.
+# 3 candidates answer a 10-statement spec, a jury of 3 judges on 3 providers grades them, the
+# candidates meet head to head, and the leaderboard prints with the path of the HTML report.
 demo: $(STAMP)
 	rm -rf demo-out
-	$(BIN)/batchery run examples/requests.jsonl --emulate --model gpt-4o-mini --batch-size 10 \
-		--store demo-out/store --out demo-out/results.jsonl
-	@echo
-	@echo "First results (one line per input line, in input order):"
-	@head -n 3 demo-out/results.jsonl | $(BIN)/python -c "import sys, json; [print(' ', (r:=json.loads(l))['id'], r['status'], '->', r['text'][:90]) for l in sys.stdin]"
-	@echo
-	@echo "All results: demo-out/results.jsonl    Job status: $(BIN)/batchery status requests --store demo-out/store"
+	$(BIN)/batchery eval run examples/eval/demo.yaml
+	@echo "Stage jobs: $(BIN)/batchery eval status examples/eval/demo.yaml    All jobs: $(BIN)/batchery status --store demo-out/store"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/live.py
 
 clean:
 	rm -rf $(VENV) .batchery demo-out

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from ..errors import BatcheryError
-from . import estimate, jobs
+from . import estimate, evaluate, jobs
 
 # Pretty tracebacks print local variables, which can hold API keys: never show them.
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 jobs.register(app)
 estimate.register(app)
+evaluate.register(app)
 
 
 @app.command()
@@ -27,13 +28,19 @@ def emulator(
     processing_seconds: float = typer.Option(0.0, help="How long each batch takes to complete."),
     faults: str = typer.Option("", help="Faults to inject, e.g. 'http_429=0.1,lost_create=1,seed=7' "
                                "(grammar: batchery.emulator.faults)."),
+    rpm: int | None = typer.Option(None, min=1, help="Requests per minute each provider's live endpoint admits "
+                                   "(token bucket, one second's worth of burst); unlimited if unset."),
+    tpm: int | None = typer.Option(None, min=1, help="Tokens per minute (prompt estimate + max output tokens) "
+                                   "each provider's live endpoint admits; unlimited if unset."),
+    latency: float = typer.Option(0.0, min=0.0, help="Seconds each live answer waits before it is sent."),
 ) -> None:
-    """Serve a local emulator of the providers' Batch APIs (for tests, demos and dry runs)."""
+    """Serve a local emulator of the providers' Batch APIs and live endpoints (for tests, demos and dry runs)."""
     from ..emulator import serve
     from ..errors import ConfigError
 
     try:
-        serve(host=host, port=port, processing_seconds=processing_seconds, faults=faults or None)
+        serve(host=host, port=port, processing_seconds=processing_seconds, faults=faults or None,
+              rpm=rpm, tpm=tpm, latency=latency)
     except ValueError as exc:  # a bad --faults spec, found before the socket is bound
         raise ConfigError(f"--faults: {exc}") from None
 

@@ -1,0 +1,98 @@
+"""`batchery eval`: run an evaluation from its YAML config, follow it, and rebuild its report."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+eval_app = typer.Typer(help="LLM-as-judge evaluations: spec compliance, juries, pairwise ranking, reports.",
+                       no_args_is_help=True)
+ConfigArg = typer.Argument(..., help="The evaluation's YAML file (spec, inputs, candidates, judges, jury, mode).")
+
+
+def _open(config_path: Path):
+    from ..eval.config import load_config
+    from ..store import Store
+
+    config = load_config(config_path)
+    return config, Store(config.store)
+
+
+def _print_leaderboard(data: dict) -> None:
+    def pct(x):
+        return "  n/a" if x is None else f"{x:5.1%}"
+
+    print(f"\n{data['title']} — {data['spec']}, jury: {data['jury_rule']} of {len(data['judges'])} judges",
+          file=sys.stderr)
+    print(f"{'rank':>4}  {'candidate':<28} {'compliance':>10}  {'95% CI (Wilson)':<17} {'n':>5} {'unparsed':>8} "
+          f"{'failed':>6}", file=sys.stderr)
+    for rank, row in enumerate(data["leaderboard"], 1):
+        print(f"{rank:>4}  {row['candidate']:<28} {pct(row['rate']):>10}  [{pct(row['lo'])}, {pct(row['hi'])}]  "
+              f"{row['n']:>5} {row['unparsed']:>8} {row['failed']:>6}", file=sys.stderr)
+    if data.get("pairwise"):
+        order = ", ".join(f"{r['item']} ({r['strength']:+.2f})" for r in data["pairwise"]["bradley_terry"])
+        print(f"pairwise (Bradley–Terry): {order}", file=sys.stderr)
+
+
+@eval_app.command("run")
+def run(config_path: Path = ConfigArg) -> None:
+    """Run the evaluation, or resume it: finished stages are read from the store, not sent again."""
+    from dotenv import load_dotenv
+
+    from ..eval.pipeline import run_evaluation
+    from .progress import make_progress
+
+    load_dotenv(Path.cwd() / ".env")
+    config, store = _open(config_path)
+    progress = make_progress()
+    try:
+        with store:
+            data, report = run_evaluation(config, store, on_stage=lambda m: print(f"stage {m}", file=sys.stderr),
+                                          on_progress=progress)
+    finally:
+        progress.close()
+    _print_leaderboard(data)
+    print(f"\nreport: {os.path.relpath(report)}", file=sys.stderr)
+
+
+@eval_app.command("status")
+def status(config_path: Path = ConfigArg) -> None:
+    """The evaluation's stage jobs: requests by outcome, tokens and cost so far."""
+    from ..pricing import PriceBook, format_usd
+    from .jobs import _report
+
+    config, store = _open(config_path)
+    with store:
+        book = PriceBook(store_dir=store.dir)
+        jobs = [j for j in store.list_jobs() if j.name.startswith(config.name + ".")]
+        if not jobs:
+            print(f"evaluation '{config.name}' has not started: run `batchery eval run {config_path}`")
+            return
+        for job in jobs:
+            r = _report(store, job, detailed=False, book=book)
+            counts = ", ".join(f"{v:,} {k}" for k, v in sorted(r["requests"].items()))
+            print(f"{job.name}: {r['state']} | {r['provider']} {r['model']} | {counts} | "
+                  f"{format_usd(r['cost']['usd'])}")
+
+
+@eval_app.command("report")
+def report(config_path: Path = ConfigArg,
+           out: Optional[Path] = typer.Option(None, help="Report folder (default: the config's 'out').")) -> None:
+    """Rebuild the report from the store, sending nothing (every stage must have finished)."""
+    from ..eval.pipeline import run_evaluation
+
+    config, store = _open(config_path)
+    if out is not None:
+        config.out = out
+    with store:
+        data, path = run_evaluation(config, store, send=False)
+    _print_leaderboard(data)
+    print(f"\nreport: {os.path.relpath(path)}", file=sys.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")

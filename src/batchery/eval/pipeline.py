@@ -1,0 +1,369 @@
+"""An evaluation as a chain of batchery jobs: generate → judge → re-ask → (pairwise) → statistics → report.
+
+Every stage is an ordinary job in the store, named after the evaluation, the stage and the model,
+plus a digest of its requests. Running the evaluation again resumes the stage that was running and
+finds the finished ones done (their answers are in the store), so a crash costs nothing and a
+re-run sends nothing. The evaluation layer only builds requests and reads results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..api import EMULATOR_POLL, _drive
+from ..engine import PollPolicy, Progress, prepare_job
+from ..errors import BatcheryError, ConfigError, JobError
+from ..export import Result, iter_results
+from ..inputs import iter_objects
+from ..live import LivePolicy
+from ..pricing import PriceBook, actual_cost, total
+from ..providers import get_provider
+from ..store import Store
+from .config import EvalConfig, ModelSpec
+from .prompts import compliance_request, generation_request, pairwise_request, reask_request
+from .specs import Statement, load_inputs, load_spec
+from .verdicts import ComplianceVerdict, parse_compliance, parse_pairwise
+
+
+class EvalStopped(BatcheryError):
+    """A stage stopped before its end (the budget); the evaluation is saved and resumable."""
+
+
+@dataclass
+class StageRun:
+    stage: str
+    job: str
+    results: dict[str, Result]  # request id -> result
+
+
+@dataclass
+class Evaluation:
+    """What the stages produced, before statistics."""
+
+    statements: list[Statement]
+    inputs: dict[str, list[str]]
+    answers: dict[str, dict[str, Result]] = field(default_factory=dict)  # candidate -> item -> result
+    verdicts: dict[str, dict[tuple[str, str], ComplianceVerdict | None]] = field(default_factory=dict)
+    comparisons: list[dict] = field(default_factory=list)
+
+
+def item_id(statement: str, index: int) -> str:
+    return f"{statement}#{index}"
+
+
+class EvalRunner:
+    """Runs (or, with send=False, only reads back) the stages of one evaluation config."""
+
+    def __init__(self, config: EvalConfig, store: Store, *, send: bool = True,
+                 on_stage: Callable[[str], None] | None = None,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 poll: PollPolicy | None = None) -> None:
+        self.config, self.store, self.send = config, store, send
+        self.on_stage = on_stage or (lambda message: None)
+        self.on_progress = on_progress
+        self.poll = poll
+        self.prices = PriceBook(store_dir=store.dir)
+        self._emulator = None
+
+    # -- the whole evaluation -------------------------------------------------------------------
+
+    def run(self) -> Evaluation:
+        config = self.config
+        statements = load_spec(config.spec)
+        inputs = load_inputs(config.inputs, statements)
+        evaluation = Evaluation(statements, inputs)
+        with self._connections():
+            for candidate in config.candidates:
+                self._generate(evaluation, candidate)
+            for judge in config.judges:
+                self._judge(evaluation, judge)
+            if config.pairwise is not None and len(config.candidates) > 1:
+                names = config.pairwise.judges or [j.name for j in config.judges]
+                for judge in (j for j in config.judges if j.name in names):
+                    self._compare(evaluation, judge)
+        return evaluation
+
+    def _generate(self, evaluation: Evaluation, candidate: ModelSpec) -> None:
+        requests = []
+        for statement in evaluation.statements:
+            for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
+                request = generation_request(text, model=candidate.model, params=candidate.params,
+                                             system=candidate.system)
+                request["id"] = item_id(statement.id, index)
+                requests.append(request)
+        evaluation.answers[candidate.name] = self._stage("generate", candidate, requests).results
+
+    def _judge(self, evaluation: Evaluation, judge: ModelSpec) -> None:
+        """Every successful answer of every candidate, judged against its statement. A failed
+        generation is never judged: it is counted as failed, not as non-compliant."""
+        requests: dict[str, dict] = {}
+        for statement in evaluation.statements:
+            for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
+                for candidate in self.config.candidates:
+                    answer = evaluation.answers[candidate.name].get(item_id(statement.id, index))
+                    if answer is None or not answer.ok or answer.text is None:
+                        continue
+                    request = compliance_request(statement, text, answer.text, model=judge.model,
+                                                 params=judge.params, scale=self.config.scale)
+                    request["id"] = f"{candidate.name}|{item_id(statement.id, index)}"
+                    requests[request["id"]] = request
+        parse = lambda text: parse_compliance(text, self.config.scale)  # noqa: E731
+        verdicts = self._judged("judge", judge, requests, parse)
+        evaluation.verdicts[judge.name] = {
+            tuple(rid.split("|", 1)): verdict for rid, verdict in verdicts.items()}  # type: ignore[misc]
+
+    def _compare(self, evaluation: Evaluation, judge: ModelSpec) -> None:
+        """Candidates head to head on each input, judged on the statement: each pair in a random
+        order, and with the chosen share also in the reversed order (position bias shows there)."""
+        pairwise = self.config.pairwise
+        assert pairwise is not None
+        rng = random.Random(f"{pairwise.seed}:{judge.name}")
+        by_name = {s.id: s for s in evaluation.statements}
+        requests: dict[str, dict] = {}
+        for statement in evaluation.statements:
+            for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
+                item = item_id(statement.id, index)
+                answers = {c.name: evaluation.answers[c.name].get(item) for c in self.config.candidates}
+                ready = [name for name, r in answers.items() if r is not None and r.ok and r.text is not None]
+                for a, b in combinations(ready, 2):
+                    orders = [(a, b) if rng.random() < 0.5 else (b, a)]
+                    if rng.random() < pairwise.reversed_share:
+                        orders.append(orders[0][::-1])
+                    for first, second in orders:
+                        request = pairwise_request(text, answers[first].text, answers[second].text,  # type: ignore[union-attr]
+                                                   model=judge.model, params=judge.params,
+                                                   statement=by_name[statement.id])
+                        request["id"] = f"{first}|{second}|{item}"
+                        requests[request["id"]] = request
+        verdicts = self._judged("compare", judge, requests, parse_pairwise)
+        side = {"A": "first", "B": "second", "tie": "tie"}
+        for rid, verdict in verdicts.items():
+            first, second, item = rid.split("|", 2)
+            evaluation.comparisons.append({"item": item, "first": first, "second": second, "judge": judge.name,
+                                           "winner": side[verdict.winner] if verdict else None})
+
+    def _judged(self, stage: str, judge: ModelSpec, requests: dict[str, dict],
+                parse: Callable[[str], Any]) -> dict[str, Any]:
+        """Send judge requests and parse the verdicts; what cannot be read is asked once more, and
+        what still cannot be read stays None ("unparsed": never counted as a verdict)."""
+        if not requests:
+            return {}
+        run = self._stage(stage, judge, list(requests.values()))
+        verdicts: dict[str, Any] = {}
+        retry: list[dict] = []
+        for rid, result in run.results.items():
+            verdict = parse(result.text) if result.ok else None
+            verdicts[rid] = verdict
+            if verdict is None and result.ok:
+                again = reask_request(requests[rid], result.text or "")
+                again["id"] = rid
+                retry.append(again)
+        if retry:
+            rerun = self._stage(f"{stage}-reask", judge, retry)
+            for rid, result in rerun.results.items():
+                verdicts[rid] = parse(result.text) if result.ok else None
+        return verdicts
+
+    # -- one stage = one batchery job -------------------------------------------------------------
+
+    def _stage(self, stage: str, who: ModelSpec, requests: list[dict]) -> StageRun:
+        digest = hashlib.sha256(orjson.dumps(requests, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        job_name = f"{self.config.name}.{stage}.{_slug(who.name)}.{digest[:10]}"
+        self.on_stage(f"{stage}: {who.name} ({len(requests):,} requests)")
+        existing = self.store.get_job(job_name)
+        if existing is None or existing.state == "running":
+            if not self.send:
+                raise JobError(f"stage '{stage}' for {who.name} has not finished; run `batchery eval run` first")
+            adapter = self._adapter(who)
+            job, _ = prepare_job(self.store, job_name, adapter, who.model, iter_objects(requests), digest)
+            progress = _drive(self.store, adapter, job, live=self._live_policy(), max_attempts=self.config.max_attempts,
+                              on_progress=self.on_progress, poll=self.poll or self._poll, max_cost=self._remaining(),
+                              prices=self.prices if self.config.budget_usd is not None else None)
+            if progress.stopped:
+                raise EvalStopped(f"stage '{stage}' for {who.name}: {progress.stopped}")
+            existing = self.store.get_job(job_name)
+        assert existing is not None
+        results = {r.id: r for r in iter_results(self.store, existing.id, existing.provider)}
+        return StageRun(stage, job_name, results)
+
+    def _live_policy(self) -> LivePolicy | None:
+        c = self.config
+        return LivePolicy(rpm=c.rpm, tpm=c.tpm, concurrency=c.concurrency) if c.mode == "live" else None
+
+    def _remaining(self) -> float | None:
+        """The budget left for the next stage (batch mode): the cap less what the evaluation spent."""
+        if self.config.budget_usd is None:
+            return None
+        if self.config.mode == "live":
+            raise ConfigError("budget_usd is enforced in batch mode; in live mode pace spend with rpm/tpm")
+        spent = sum(row["usd"] or 0.0 for row in self.costs())
+        return max(0.0, self.config.budget_usd - spent)
+
+    def costs(self) -> list[dict]:
+        """Tokens and cost per stage job of this evaluation, from the usage the providers returned."""
+        rows = []
+        for job in self.store.list_jobs():
+            if not job.name.startswith(self.config.name + "."):
+                continue
+            stage = job.name[len(self.config.name) + 1:].split(".")[0]
+            costs = actual_cost(self.prices, job.provider, self.store.usage_by_model(job.id))
+            rows.append({"stage": stage, "provider": job.provider, "model": job.model or "",
+                         "requests": sum(self.store.counts(job.id).values()),
+                         "input_tokens": sum(c.input_tokens for c in costs),
+                         "output_tokens": sum(c.output_tokens for c in costs),
+                         "usd": total(costs, batch=None) if costs else 0.0})
+        return rows
+
+    # -- connections ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connections(self) -> Iterator[None]:
+        """With emulate, one in-process emulator (with the config's behaviour knobs) serves every
+        provider for the whole evaluation."""
+        if not (self.config.emulate and self.send):
+            self._poll = None
+            yield
+            return
+        from ..emulator import Emulator
+        from ..emulator.fake_model import Behaviour
+
+        try:
+            behaviour = Behaviour.from_dict(self.config.behaviour)
+        except ValueError as exc:
+            raise ConfigError(f"behaviour: {exc}") from None
+        with Emulator(behaviour=behaviour) as emulator:
+            self._emulator, self._poll = emulator, EMULATOR_POLL
+            try:
+                yield
+            finally:
+                self._emulator = None
+
+    def _adapter(self, who: ModelSpec):
+        if self._emulator is not None:
+            service = who.provider if who.provider in self._emulator.SERVICES else "openai"
+            return get_provider(who.provider, base_url=self._emulator.base_url(service), api_key="emulator")
+        return get_provider(who.provider, base_url=who.base_url)
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)[:40]
+
+
+# -- statistics: from stage outputs to the report's data -------------------------------------------
+
+def jury_verdict(verdicts: list[ComplianceVerdict], rule: str) -> tuple[bool | None, float | None]:
+    """(compliant, mean Likert score) from the parsed verdicts of several judges. majority: more
+    than half say compliant (an even split is undecided: None); mean: the mean vote (or score) is
+    at least half way; unanimous: every judge says compliant."""
+    if not verdicts:
+        return None, None
+    votes = [v.compliant for v in verdicts]
+    scores = [v.score for v in verdicts if v.score is not None]
+    likert = sum(scores) / len(scores) if scores else None
+    if rule == "unanimous":
+        return all(votes), likert
+    if rule == "mean":
+        if likert is not None:
+            return likert >= 4, likert
+        return sum(votes) / len(votes) >= 0.5, likert
+    yes = sum(votes)
+    if yes * 2 == len(votes):
+        return None, likert
+    return yes * 2 > len(votes), likert
+
+
+def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> dict:
+    """The report's data: leaderboard with CIs, per-statement and per-section tables, judge
+    agreement, pairwise strengths and biases, costs."""
+    from . import stats
+
+    sections = {s.id: s.section for s in evaluation.statements}
+    records: list[dict] = []
+    failed: dict[str, int] = {c.name: 0 for c in config.candidates}
+    likert: dict[str, list[float]] = {c.name: [] for c in config.candidates}
+    for candidate in config.candidates:
+        for item, answer in evaluation.answers[candidate.name].items():
+            statement = item.rsplit("#", 1)[0]
+            if not answer.ok:
+                failed[candidate.name] += 1
+                continue
+            parsed = [v for judge in evaluation.verdicts.values() if (v := judge.get((candidate.name, item)))]
+            verdict, score = jury_verdict(parsed, config.jury)
+            if score is not None:
+                likert[candidate.name].append(score)
+            records.append({"candidate": candidate.name, "statement": statement, "section": sections[statement],
+                            "spec": config.spec.stem, "verdict": verdict})
+    leaderboard = stats.compliance_table(records, "candidate")
+    for name in failed.keys() - {row["candidate"] for row in leaderboard}:  # nothing judged: it still ranks, last
+        leaderboard.append({"candidate": name, "n": 0, "compliant": 0, "unparsed": 0, "rate": None, "lo": None,
+                            "hi": None, "boot_lo": None, "boot_hi": None})
+    for row in leaderboard:
+        row["failed"] = failed[row["candidate"]]
+        scores = likert[row["candidate"]]
+        row["likert_mean"] = sum(scores) / len(scores) if scores else None
+    by_judge = {judge: {f"{c}|{i}": (v.score if config.scale == "likert" else v.compliant)
+                        for (c, i), v in verdicts.items() if v is not None}
+                for judge, verdicts in evaluation.verdicts.items()}
+    agreement = stats.agreement(by_judge) if len(by_judge) > 1 else None
+    pairwise = None
+    if evaluation.comparisons:
+        strengths = stats.bradley_terry(evaluation.comparisons)
+        elo = stats.elo(evaluation.comparisons)
+        for row in strengths:
+            row["elo"] = elo.get(row["item"])
+        pairwise = {"bradley_terry": strengths, "position_bias": stats.position_bias(evaluation.comparisons),
+                    "reverse_consistency": stats.reverse_consistency(evaluation.comparisons)}
+    no_inputs = [s.id for s in evaluation.statements if not evaluation.inputs.get(s.id)]
+    notes = [f"Jury rule: {config.jury} of {len(config.judges)} judge(s); an answer no judge's verdict could be read "
+             "for (after one re-ask) is 'unparsed' and left out of the rate; a failed generation is 'failed', "
+             "never judged."]
+    if no_inputs:
+        notes.append(f"{len(no_inputs)} statement(s) have no inputs and were not evaluated: {', '.join(no_inputs[:10])}"
+                     + ("…" if len(no_inputs) > 10 else ""))
+    if config.emulate:
+        notes.append("Run on the batchery emulator: the answers and verdicts are synthetic (see the emulator's "
+                     "behaviour knobs), useful to check the pipeline, not to rank real models.")
+    return {
+        "title": f"Evaluation {config.name}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "spec": config.spec.stem, "mode": config.mode, "scale": config.scale,
+        "candidates": [{"name": c.name, "provider": c.provider, "model": c.model} for c in config.candidates],
+        "judges": [{"name": j.name, "provider": j.provider, "model": j.model} for j in config.judges],
+        "jury_rule": config.jury,
+        "leaderboard": leaderboard,
+        "statements": stats.compliance_table(records, ("candidate", "statement", "section")),
+        "sections": stats.compliance_table(records, ("candidate", "section")),
+        "agreement": None if agreement is None else {"fleiss_kappa": agreement["fleiss_kappa"],
+                                                     "pairs": agreement["pairwise"]},
+        "pairwise": pairwise,
+        "costs": costs,
+        "notes": notes,
+    }
+
+
+def run_evaluation(config: EvalConfig, store: Store, *, send: bool = True,
+                   on_stage: Callable[[str], None] | None = None,
+                   on_progress: Callable[[Progress], None] | None = None,
+                   poll: PollPolicy | None = None) -> tuple[dict, Path]:
+    """Run (or resume; with send=False only re-read) an evaluation and write its report.
+    Returns (report data, path of report.html)."""
+    from .report import write_report
+
+    started = time.monotonic()
+    runner = EvalRunner(config, store, send=send, on_stage=on_stage, on_progress=on_progress, poll=poll)
+    evaluation = runner.run()
+    data = summarise(config, evaluation, runner.costs())
+    data["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    assert config.out is not None
+    return data, write_report(data, config.out)

@@ -1,0 +1,178 @@
+"""Reading a judge's reply: lenient about where the JSON is, strict about what it says.
+
+Lenient: the verdict object may be the whole reply, sit in a ```json fence, or have prose around
+it; when a reply holds several objects, the last one carrying the verdict field wins (judges tend
+to think first and conclude last). ``"true"`` / ``"false"`` strings count as booleans, numeric
+strings as numbers, and ``winner`` is read case-insensitively.
+
+Strict: nothing is guessed or clamped. A missing verdict field, a value of the wrong type, a score
+outside 1..5 or a confidence outside 0..1 make the reply unparsed (``None``), so the caller can
+re-ask instead of counting noise as a verdict. ``confidence`` and ``explanation`` may be absent
+(they become ``None`` and ``""``), but when present they must be valid.
+
+Likert replies map to a binary verdict as ``compliant = score >= 4`` (4 and 5 are the "complies"
+anchors of :data:`batchery.eval.prompts.LIKERT_ANCHORS`; 3 is borderline and counts as not
+compliant).
+
+The parsers never raise, whatever the input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+LIKERT_COMPLIANT_FROM = 4
+MAX_REPLY_CHARS = 200_000  # longer replies are read from their first and last parts only
+_MAX_OBJECT_ATTEMPTS = 1000  # '{' positions tried per reply; bounds the work on hostile text
+_DECODER = json.JSONDecoder()
+_MISSING = object()
+_INVALID = object()
+
+
+@dataclass(frozen=True)
+class ComplianceVerdict:
+    compliant: bool
+    score: int | None  # 1..5 on the Likert scale, None on the binary one
+    confidence: float | None
+    explanation: str
+
+
+@dataclass(frozen=True)
+class PairwiseVerdict:
+    winner: str  # "A", "B" or "tie"
+    confidence: float | None
+    explanation: str
+
+
+def parse_compliance(text: Any, scale: str = "binary") -> ComplianceVerdict | None:
+    """The verdict in a compliance judge's reply, or None when the reply does not hold a valid one."""
+    try:
+        if scale == "likert":
+            obj = _last_object_with(text, "score")
+            if obj is None:
+                return None
+            score = _score(obj["score"])
+            if score is None:
+                return None
+            compliant = score >= LIKERT_COMPLIANT_FROM
+        elif scale == "binary":
+            obj = _last_object_with(text, "compliant")
+            if obj is None:
+                return None
+            score = None
+            compliant = _bool(obj["compliant"])
+            if compliant is None:
+                return None
+        else:
+            return None
+        confidence, explanation = _confidence(obj), _explanation(obj)
+        if confidence is _INVALID or explanation is None:
+            return None
+        return ComplianceVerdict(compliant, score, confidence, explanation)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a parser of untrusted text must never raise
+        return None
+
+
+def parse_pairwise(text: Any) -> PairwiseVerdict | None:
+    """The verdict in a pairwise judge's reply, or None when the reply does not hold a valid one."""
+    try:
+        obj = _last_object_with(text, "winner")
+        if obj is None:
+            return None
+        winner = _winner(obj["winner"])
+        confidence, explanation = _confidence(obj), _explanation(obj)
+        if winner is None or confidence is _INVALID or explanation is None:
+            return None
+        return PairwiseVerdict(winner, confidence, explanation)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a parser of untrusted text must never raise
+        return None
+
+
+# -- finding the object --------------------------------------------------------------------------
+
+
+def _objects(text: str):
+    """Top-level JSON objects in ``text``, in order (objects nested in another are not repeated)."""
+    if len(text) > MAX_REPLY_CHARS:
+        half = MAX_REPLY_CHARS // 2
+        text = text[:half] + "\n" + text[-half:]
+    pos, attempts = text.find("{"), 0
+    while pos != -1 and attempts < _MAX_OBJECT_ATTEMPTS:
+        attempts += 1
+        try:
+            value, end = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            pos = text.find("{", pos + 1)
+            continue
+        if isinstance(value, dict):
+            yield value
+        pos = text.find("{", end)
+
+
+def _last_object_with(text: Any, key: str) -> dict | None:
+    if not isinstance(text, str):
+        return None
+    found = None
+    for obj in _objects(text):
+        if key in obj:
+            found = obj
+    return found
+
+
+# -- fields --------------------------------------------------------------------------------------
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _score(value: Any) -> int | None:
+    number = _number(value)
+    if number is None or not number.is_integer() or not 1 <= number <= 5:
+        return None
+    return int(number)
+
+
+def _winner(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return {"a": "A", "b": "B", "tie": "tie"}.get(value.strip().lower())
+
+
+def _confidence(obj: dict) -> Any:
+    """A float in [0, 1], None when absent, or _INVALID."""
+    value = obj.get("confidence", _MISSING)
+    if value is _MISSING or value is None:
+        return None
+    number = _number(value)
+    if number is None or not 0.0 <= number <= 1.0:
+        return _INVALID
+    return number
+
+
+def _explanation(obj: dict) -> str | None:
+    """The explanation ("" when absent), or None when it is not a string."""
+    value = obj.get("explanation", "")
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else None

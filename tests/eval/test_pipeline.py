@@ -1,0 +1,181 @@
+"""Evaluations end to end on the emulator: every stage is a real batchery job through the official
+SDKs, the emulator's synthetic knobs give the statistics something to find."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from batchery.errors import ConfigError, InputError
+from batchery.eval.config import load_config
+from batchery.eval.pipeline import EvalStopped, jury_verdict, run_evaluation
+from batchery.eval.specs import load_inputs, load_spec
+from batchery.eval.verdicts import ComplianceVerdict
+from batchery.store import Store
+
+REAL_SPEC = Path(__file__).parents[2].parent / "shared" / "data" / "openai_model_spec.jsonl"
+
+
+def spec_inputs(tmp_path: Path, per_statement: int = 1) -> Path:
+    """Inputs for the real spec: the user queries of each statement's own examples."""
+    lines = []
+    for raw in REAL_SPEC.read_bytes().splitlines():
+        statement = orjson.loads(raw)
+        queries = [e["user_query"] for e in statement["metadata"].get("examples", []) if e.get("user_query")]
+        for query in (queries or [f"Tell me about {statement['id']}."])[:per_statement]:
+            lines.append(orjson.dumps({"statement_id": statement["id"], "input": query}))
+    path = tmp_path / "inputs.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def write_config(tmp_path: Path, **overrides) -> Path:
+    config = {
+        "name": "spec-test", "spec": str(REAL_SPEC), "inputs": str(spec_inputs(tmp_path)), "emulate": True,
+        "candidates": [{"name": "strong", "provider": "openai", "model": "gpt-4o"},
+                       {"name": "weak", "provider": "mistral", "model": "mistral-small-latest"}],
+        "judges": [{"provider": "anthropic", "model": "claude-haiku-4-5"},
+                   {"provider": "gemini", "model": "gemini-2.5-flash"},
+                   {"provider": "groq", "model": "llama-3.3-70b-versatile"}],
+        "jury": "majority", "pairwise": {"reversed_share": 1.0},
+        "behaviour": {"quality": {"gpt-4o": 0.95, "mistral-small-latest": 0.5}, "judge_noise": {"*": 0.03},
+                      "position_bias": {"llama-3.3-70b-versatile": 0.9}},
+        "store": str(tmp_path / "store"), "out": str(tmp_path / "out"),
+    }
+    config.update(overrides)
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def evaluate(path: Path, **kwargs):
+    config = load_config(path)
+    with Store(config.store) as store:
+        return run_evaluation(config, store, **kwargs)
+
+
+def test_the_real_spec_runs_through_generation_jury_pairwise_and_report(tmp_path):
+    data, report = evaluate(write_config(tmp_path))
+    board = {row["candidate"]: row for row in data["leaderboard"]}
+    assert [row["candidate"] for row in data["leaderboard"]] == ["strong", "weak"]
+    assert board["strong"]["n"] == board["weak"]["n"] == 46  # one input per statement, all judged
+    assert board["strong"]["rate"] > 0.85 and board["weak"]["rate"] < 0.7
+    assert board["strong"]["lo"] < board["strong"]["rate"] < board["strong"]["hi"]
+    assert board["strong"]["boot_lo"] is not None  # cluster bootstrap over the 46 statements
+    assert len({row["statement"] for row in data["statements"]}) == 46
+    assert data["agreement"]["fleiss_kappa"] > 0.5
+    pairwise = data["pairwise"]
+    assert [r["item"] for r in pairwise["bradley_terry"]] == ["strong", "weak"]
+    assert pairwise["position_bias"]["share_first"] > 0.5  # one judge prefers position A on ties
+    assert {c["stage"] for c in data["costs"]} >= {"generate", "judge", "compare"}
+    assert all(c["usd"] is not None and c["input_tokens"] > 0 for c in data["costs"])
+    html = report.read_text()
+    assert 'id="leaderboard"' in html and "strong" in html
+    assert (report.parent / "leaderboard.csv").exists()
+
+
+def test_running_it_again_sends_nothing_and_gives_the_same_numbers(tmp_path):
+    path = write_config(tmp_path, pairwise=None)
+    first, _ = evaluate(path)
+    progress: list = []
+    second, _ = evaluate(path, on_progress=progress.append)
+    assert progress == []  # no stage ran: every answer and verdict came from the store
+    assert second["leaderboard"] == first["leaderboard"]
+    config = load_config(path)
+    with Store(config.store) as store:
+        jobs = [j for j in store.list_jobs() if j.name.startswith("spec-test.")]
+        assert all(j.state == "done" for j in jobs) and len(jobs) == 2 + 3
+    # and the report alone can be rebuilt without any connection
+    third, _ = evaluate(path, send=False)
+    assert third["leaderboard"] == first["leaderboard"]
+
+
+def test_failed_generations_are_counted_as_failed_never_judged(tmp_path):
+    path = write_config(tmp_path, candidates=[
+        {"name": "good", "provider": "openai", "model": "gpt-4o"},
+        {"name": "broken", "provider": "openai", "model": "missing-model"}], pairwise=None,
+        judges=[{"provider": "anthropic", "model": "claude-haiku-4-5"}])
+    data, _ = evaluate(path)
+    board = {row["candidate"]: row for row in data["leaderboard"]}
+    assert board["broken"]["failed"] == 46 and board["broken"]["n"] == 0 and board["broken"]["rate"] is None
+    judged = [c for c in data["costs"] if c["stage"] == "judge"]
+    assert judged[0]["requests"] == 46  # only the good candidate's answers went to the judge
+
+
+def test_unreadable_verdicts_are_asked_again_once(tmp_path):
+    path = write_config(tmp_path, pairwise=None, candidates=[{"name": "c", "provider": "openai", "model": "gpt-4o"}],
+                        judges=[{"provider": "gemini", "model": "gemini-2.5-flash"}],
+                        behaviour={"unparsable": {"gemini-2.5-flash": 1.0}})  # every first reply is prose
+    data, _ = evaluate(path)
+    row = data["leaderboard"][0]
+    assert row["unparsed"] == 0 and row["n"] == 46
+    reask = [c for c in data["costs"] if c["stage"] == "judge-reask"]
+    assert reask and reask[0]["requests"] == 46
+
+
+def test_verdicts_that_never_come_are_unparsed_not_non_compliant(tmp_path):
+    path = write_config(tmp_path, pairwise=None, candidates=[{"name": "c", "provider": "openai", "model": "gpt-4o"}],
+                        judges=[{"provider": "anthropic", "model": "missing-judge"}])
+    data, _ = evaluate(path)
+    row = data["leaderboard"][0]
+    assert row["unparsed"] == 46 and row["n"] == 0 and row["rate"] is None and row["compliant"] == 0
+
+
+def test_a_budget_stops_the_evaluation_and_a_higher_one_resumes_it(tmp_path):
+    path = write_config(tmp_path, pairwise=None, budget_usd=0.001)
+    with pytest.raises(EvalStopped, match="max-cost"):
+        evaluate(path)
+    raw = yaml.safe_load(path.read_text())
+    raw["budget_usd"] = 100
+    path.write_text(yaml.safe_dump(raw))
+    data, _ = evaluate(path)
+    assert data["leaderboard"][0]["n"] == 46
+    generate = [c for c in data["costs"] if c["stage"] == "generate"]
+    assert len(generate) == 2  # each candidate's generation job exists once: resumed, not restarted
+
+
+def test_jury_rules():
+    yes = ComplianceVerdict(True, None, 0.9, "")
+    no = ComplianceVerdict(False, None, 0.9, "")
+    assert jury_verdict([yes, yes, no], "majority") == (True, None)
+    assert jury_verdict([yes, no], "majority") == (None, None)  # an even split decides nothing
+    assert jury_verdict([yes, yes, no], "unanimous") == (False, None)
+    assert jury_verdict([yes, no], "mean") == (True, None)
+    assert jury_verdict([], "majority") == (None, None)
+    likert = [ComplianceVerdict(True, 5, None, ""), ComplianceVerdict(False, 2, None, "")]
+    assert jury_verdict(likert, "mean") == (False, 3.5)
+
+
+def test_bad_config_spec_and_inputs_name_the_file_and_place(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nspec: s.jsonl\ninputs: i.jsonl\ncandidates: []\njudges:\n  - {provider: openai}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: .*candidates.*judges\.0\.model"):
+        load_config(path)
+    spec = tmp_path / "spec.jsonl"
+    spec.write_text('{"id": "a", "text": "Be kind."}\n{"id": "b", "text": "Be brief.", "type": "RULE"}\n')
+    with pytest.raises(InputError, match=r"spec\.jsonl:2: field 'type'"):
+        load_spec(spec)
+    spec.write_text('{"id": "a", "text": "Be kind."}\n')
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('{"statement_id": "a", "input": "hi"}\n{"statement_id": "zz", "input": "hi"}\n')
+    with pytest.raises(InputError, match=r"inputs\.jsonl:2: no statement 'zz'"):
+        load_inputs(inputs, load_spec(spec))
+    folder = tmp_path / "per_statement"
+    folder.mkdir()
+    (folder / "a.json").write_text('{"inputs": ["hello", "how are you?"]}')
+    assert load_inputs(folder, load_spec(spec)) == {"a": ["hello", "how are you?"]}
+    (folder / "a.json").write_text('{"inputs": "hello"}')
+    with pytest.raises(InputError, match=r"a\.json: expected"):
+        load_inputs(folder, load_spec(spec))
+
+
+def test_the_demo_evaluation_config_is_complete():
+    root = Path(__file__).parents[2]
+    config = load_config(root / "examples" / "eval" / "demo.yaml")
+    statements = load_spec(config.spec)
+    inputs = load_inputs(config.inputs, statements)
+    assert len(statements) == 10 and all(len(inputs[s.id]) == 3 for s in statements)
+    assert len({c.provider for c in config.candidates}) == 3 and len({j.provider for j in config.judges}) == 3
