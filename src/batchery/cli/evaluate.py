@@ -94,5 +94,36 @@ def report(config_path: Path = ConfigArg,
     print(f"\nreport: {os.path.relpath(path)}", file=sys.stderr)
 
 
+@eval_app.command("rank")
+def rank(config_path: Path = typer.Argument(..., help="The ranking's YAML file (items, trait, judges, "
+                                            "comparisons_per_item, reversed_share).")) -> None:
+    """Rank items (e.g. writing samples) on a described trait from sampled pairwise judgements."""
+    from dotenv import load_dotenv
+
+    from ..eval.config import RankingConfig, load_config
+    from ..eval.ranking import run_ranking
+    from ..store import Store
+    from .progress import make_progress
+
+    load_dotenv(Path.cwd() / ".env")
+    config = load_config(config_path, RankingConfig)
+    progress = make_progress()
+    try:
+        with Store(config.store) as store:
+            data, path = run_ranking(config, store, on_stage=lambda m: print(f"stage {m}", file=sys.stderr),
+                                     on_progress=progress)
+    finally:
+        progress.close()
+    pairwise = data["pairwise"]
+    print(f"\n{data['title']} — {len(pairwise['bradley_terry'])} items", file=sys.stderr)
+    for rank_no, row in enumerate(pairwise["bradley_terry"], 1):
+        print(f"{rank_no:>4}  {row['item']:<30} {row['strength']:+.2f}  [{row['lo']:+.2f}, {row['hi']:+.2f}]  "
+              f"Elo {row['elo']:.0f}", file=sys.stderr)
+    bias = pairwise["position_bias"]
+    print(f"position bias: first shown won {bias['share_first'] or 0:.0%} of decisive judgements "
+          f"(p = {bias['p_value'] if bias['p_value'] is not None else float('nan'):.3g})", file=sys.stderr)
+    print(f"\nreport: {os.path.relpath(path)}", file=sys.stderr)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(eval_app, name="eval")

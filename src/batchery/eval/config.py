@@ -53,33 +53,36 @@ class PairwiseConfig(BaseModel):
     seed: int = 0
 
 
-class EvalConfig(BaseModel):
+class RunSettings(BaseModel):
+    """How an evaluation's jobs run: shared by spec evaluations and rankings."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    spec: Path
-    inputs: Path
-    candidates: list[ModelSpec] = Field(min_length=1)
     judges: list[ModelSpec] = Field(min_length=1)
-    jury: Literal["mean", "majority", "unanimous"] = "majority"
-    scale: Literal["binary", "likert"] = "binary"
     mode: Literal["batch", "live"] = "batch"
     rpm: float | None = Field(None, gt=0)
     tpm: float | None = Field(None, gt=0)
     concurrency: int = Field(32, ge=1)
     max_attempts: int = Field(3, ge=1)
     budget_usd: float | None = Field(None, ge=0)
-    pairwise: PairwiseConfig | None = None
     emulate: bool = False
     behaviour: dict[str, Any] | None = None
     out: Path | None = None  # report folder; default eval-out/<name>
     store: Path | None = None
 
+
+class EvalConfig(RunSettings):
+    spec: Path
+    inputs: Path
+    candidates: list[ModelSpec] = Field(min_length=1)
+    jury: Literal["mean", "majority", "unanimous"] = "majority"
+    scale: Literal["binary", "likert"] = "binary"
+    pairwise: PairwiseConfig | None = None
+
     @model_validator(mode="after")
     def _unique_names(self) -> EvalConfig:
-        for role, models in (("candidate", self.candidates), ("judge", self.judges)):
-            names = [m.name for m in models]
-            if len(set(names)) != len(names):
-                raise ValueError(f"two {role}s share a name; give each a distinct 'name'")
+        _distinct(self.judges, "judge")
+        _distinct(self.candidates, "candidate")
         if self.pairwise and self.pairwise.judges:
             unknown = set(self.pairwise.judges) - {j.name for j in self.judges}
             if unknown:
@@ -87,8 +90,30 @@ class EvalConfig(BaseModel):
         return self
 
 
-def load_config(path: Path) -> EvalConfig:
-    """Read and check an evaluation config; every problem is a ConfigError naming the file and field."""
+class RankingConfig(RunSettings):
+    """Pairwise ranking of any set of items on a described trait (e.g. writing samples)."""
+
+    items: Path  # JSONL: {"id": ..., "text": ...}
+    trait: str = Field(min_length=1)
+    comparisons_per_item: int = Field(8, ge=1)  # pairs sampled so each item meets about this many others
+    reversed_share: float = Field(0.2, ge=0.0, le=1.0)  # pairs also judged with the two sides swapped
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RankingConfig:
+        _distinct(self.judges, "judge")
+        return self
+
+
+def _distinct(models: list[ModelSpec], role: str) -> None:
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two {role}s share a name; give each a distinct 'name'")
+
+
+def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
+    """Read and check an evaluation (or, with kind=RankingConfig, a ranking) config; every problem
+    is a ConfigError naming the file and field."""
     import yaml
 
     try:
@@ -100,13 +125,13 @@ def load_config(path: Path) -> EvalConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings (name, spec, inputs, candidates, judges, ...)")
     try:
-        config = EvalConfig.model_validate(raw)
+        config = kind.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None
     base = path.parent
-    for field in ("spec", "inputs", "out", "store"):
-        value = getattr(config, field)
+    for field in ("spec", "inputs", "items", "out", "store"):
+        value = getattr(config, field, None)
         if value is not None and not value.is_absolute():
             setattr(config, field, base / value)
     if config.out is None:

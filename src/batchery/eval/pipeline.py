@@ -30,7 +30,7 @@ from ..live import LivePolicy
 from ..pricing import PriceBook, actual_cost, total
 from ..providers import get_provider
 from ..store import Store
-from .config import EvalConfig, ModelSpec
+from .config import EvalConfig, ModelSpec, RunSettings
 from .prompts import compliance_request, generation_request, pairwise_request, reask_request
 from .specs import Statement, load_inputs, load_spec
 from .verdicts import ComplianceVerdict, parse_compliance, parse_pairwise
@@ -65,7 +65,7 @@ def item_id(statement: str, index: int) -> str:
 class EvalRunner:
     """Runs (or, with send=False, only reads back) the stages of one evaluation config."""
 
-    def __init__(self, config: EvalConfig, store: Store, *, send: bool = True,
+    def __init__(self, config: RunSettings, store: Store, *, send: bool = True,
                  on_stage: Callable[[str], None] | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
                  poll: PollPolicy | None = None) -> None:
@@ -80,10 +80,11 @@ class EvalRunner:
 
     def run(self) -> Evaluation:
         config = self.config
+        assert isinstance(config, EvalConfig)
         statements = load_spec(config.spec)
         inputs = load_inputs(config.inputs, statements)
         evaluation = Evaluation(statements, inputs)
-        with self._connections():
+        with self.connections():
             for candidate in config.candidates:
                 self._generate(evaluation, candidate)
             for judge in config.judges:
@@ -102,7 +103,7 @@ class EvalRunner:
                                              system=candidate.system)
                 request["id"] = item_id(statement.id, index)
                 requests.append(request)
-        evaluation.answers[candidate.name] = self._stage("generate", candidate, requests).results
+        evaluation.answers[candidate.name] = self.stage("generate", candidate, requests).results
 
     def _judge(self, evaluation: Evaluation, judge: ModelSpec) -> None:
         """Every successful answer of every candidate, judged against its statement. A failed
@@ -119,7 +120,7 @@ class EvalRunner:
                     request["id"] = f"{candidate.name}|{item_id(statement.id, index)}"
                     requests[request["id"]] = request
         parse = lambda text: parse_compliance(text, self.config.scale)  # noqa: E731
-        verdicts = self._judged("judge", judge, requests, parse)
+        verdicts = self.judged("judge", judge, requests, parse)
         evaluation.verdicts[judge.name] = {
             tuple(rid.split("|", 1)): verdict for rid, verdict in verdicts.items()}  # type: ignore[misc]
 
@@ -146,20 +147,20 @@ class EvalRunner:
                                                    statement=by_name[statement.id])
                         request["id"] = f"{first}|{second}|{item}"
                         requests[request["id"]] = request
-        verdicts = self._judged("compare", judge, requests, parse_pairwise)
+        verdicts = self.judged("compare", judge, requests, parse_pairwise)
         side = {"A": "first", "B": "second", "tie": "tie"}
         for rid, verdict in verdicts.items():
             first, second, item = rid.split("|", 2)
             evaluation.comparisons.append({"item": item, "first": first, "second": second, "judge": judge.name,
                                            "winner": side[verdict.winner] if verdict else None})
 
-    def _judged(self, stage: str, judge: ModelSpec, requests: dict[str, dict],
+    def judged(self, stage: str, judge: ModelSpec, requests: dict[str, dict],
                 parse: Callable[[str], Any]) -> dict[str, Any]:
         """Send judge requests and parse the verdicts; what cannot be read is asked once more, and
         what still cannot be read stays None ("unparsed": never counted as a verdict)."""
         if not requests:
             return {}
-        run = self._stage(stage, judge, list(requests.values()))
+        run = self.stage(stage, judge, list(requests.values()))
         verdicts: dict[str, Any] = {}
         retry: list[dict] = []
         for rid, result in run.results.items():
@@ -170,14 +171,14 @@ class EvalRunner:
                 again["id"] = rid
                 retry.append(again)
         if retry:
-            rerun = self._stage(f"{stage}-reask", judge, retry)
+            rerun = self.stage(f"{stage}-reask", judge, retry)
             for rid, result in rerun.results.items():
                 verdicts[rid] = parse(result.text) if result.ok else None
         return verdicts
 
     # -- one stage = one batchery job -------------------------------------------------------------
 
-    def _stage(self, stage: str, who: ModelSpec, requests: list[dict]) -> StageRun:
+    def stage(self, stage: str, who: ModelSpec, requests: list[dict]) -> StageRun:
         digest = hashlib.sha256(orjson.dumps(requests, option=orjson.OPT_SORT_KEYS)).hexdigest()
         job_name = f"{self.config.name}.{stage}.{_slug(who.name)}.{digest[:10]}"
         self.on_stage(f"{stage}: {who.name} ({len(requests):,} requests)")
@@ -228,7 +229,7 @@ class EvalRunner:
     # -- connections ------------------------------------------------------------------------------
 
     @contextmanager
-    def _connections(self) -> Iterator[None]:
+    def connections(self) -> Iterator[None]:
         """With emulate, one in-process emulator (with the config's behaviour knobs) serves every
         provider for the whole evaluation."""
         if not (self.config.emulate and self.send):
