@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from overhead import free_port  # noqa: E402
+from overhead import start_emulator  # noqa: E402
 
 from batchery.engine import prepare_job  # noqa: E402
 from batchery.inputs import iter_objects  # noqa: E402
@@ -38,23 +37,6 @@ from batchery.store import Store  # noqa: E402
 
 LIMIT_RPM = 3_000
 LATENCY = 0.2
-
-
-def start_emulator(*args: str) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "batchery.cli", "emulator", "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the emulator did not start")
 
 
 def requests(n: int, tag: str) -> list[dict]:

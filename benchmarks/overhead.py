@@ -46,19 +46,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_emulator() -> tuple[subprocess.Popen, str]:
+def start_emulator(*options: str) -> tuple[subprocess.Popen, str]:
+    """`batchery emulator` in its own process; returns it and the server's URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "batchery.cli", "emulator", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "batchery.cli", "emulator", "--port", str(port), *options],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"http://127.0.0.1:{port}/v1"
+            return proc, f"http://127.0.0.1:{port}"
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise SystemExit("emulator did not start")
+    raise SystemExit("the emulator did not start")
 
 
 def cpu() -> float:
@@ -134,7 +135,8 @@ def main() -> None:
     parser.add_argument("-r", "--runs", type=int, default=3, help="runs (medians are reported)")
     args = parser.parse_args()
 
-    proc, base_url = start_emulator()
+    proc, url = start_emulator()
+    base_url = url + "/v1"
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmpdir = Path(tmp)

@@ -13,6 +13,17 @@ from batchery.export import iter_results
 from batchery.store import Store
 
 
+# One real model name per provider, for tests that run every provider.
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-haiku-4-5",
+    "gemini": "gemini-2.5-flash",
+    "mistral": "mistral-small-latest",
+    "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "groq": "llama-3.1-8b-instant",
+}
+
+
 @pytest.fixture
 def make_emulator():
     started: list[Emulator] = []

@@ -28,12 +28,13 @@ def read_requests(path: Path) -> Iterator[tuple[str, Any]]:
     if suffix == ".csv":
         yield from _read_csv(path)
     elif suffix in (".jsonl", ".ndjson", ".json"):
-        yield from _read_jsonl(path)
+        yield from read_jsonl(path)
     else:
         raise InputError(f"{path}: unknown input format '{suffix}'; use .jsonl or .csv")
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+def read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    """Yield ("file:line", object) for each non-blank line of a JSONL file."""
     with path.open("rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():

@@ -7,7 +7,7 @@ import zlib
 
 import orjson
 import pytest
-from conftest import results, start_job
+from conftest import MODELS, results, start_job
 
 from batchery.emulator import Emulator
 from batchery.emulator.anthropic_routes import _execute as anthropic_execute
@@ -220,14 +220,6 @@ def test_the_emulator_hands_its_behaviour_to_every_service():
         plain.stop()
 
 
-MODELS = {
-    "openai": "gpt-4o-mini",
-    "anthropic": "claude-haiku-4-5",
-    "gemini": "gemini-2.5-flash",
-    "mistral": "mistral-small-latest",
-    "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
-    "groq": "llama-3.1-8b-instant",
-}
 
 
 @pytest.mark.parametrize("provider_name", sorted(MODELS))

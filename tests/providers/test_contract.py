@@ -8,16 +8,8 @@ import pytest
 
 from batchery.providers import PROVIDERS, get_provider
 
-from conftest import results, start_job
+from conftest import MODELS, results, start_job
 
-MODELS = {
-    "openai": "gpt-4o-mini",
-    "anthropic": "claude-haiku-4-5",
-    "gemini": "gemini-2.5-flash",
-    "mistral": "mistral-small-latest",
-    "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
-    "groq": "llama-3.1-8b-instant",
-}
 SCHEMA = {
     "type": "object",
     "properties": {"verdict": {"type": "string", "enum": ["pass", "fail"]},

@@ -19,21 +19,21 @@ from ..store import Store
 from .config import RankingConfig
 from .pipeline import EvalRunner
 from .prompts import pairwise_request
-from .specs import _jsonl
+from .specs import jsonl_objects
 from .verdicts import parse_pairwise
 
 
 def load_items(path: Path) -> dict[str, str]:
     """Items to rank: JSONL lines {"id", "text"}; ids must be unique."""
     items: dict[str, str] = {}
-    for number, obj in _jsonl(path):
+    for where, obj in jsonl_objects(path):
         item, text = obj.get("id"), obj.get("text")
         if not isinstance(item, (str, int)) or isinstance(item, bool):
-            raise InputError(f"{path}:{number}: field 'id' must be a string or an integer")
+            raise InputError(f"{where}: field 'id' must be a string or an integer")
         if not isinstance(text, str) or not text.strip():
-            raise InputError(f"{path}:{number}: field 'text' must be a non-empty string")
+            raise InputError(f"{where}: field 'text' must be a non-empty string")
         if str(item) in items:
-            raise InputError(f"{path}:{number}: item id '{item}' appears twice")
+            raise InputError(f"{where}: item id '{item}' appears twice")
         items[str(item)] = text
     if len(items) < 2:
         raise InputError(f"{path}: at least two items are needed to rank")

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from ..errors import InputError
+from ..inputs import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,12 @@ def load_spec(path: Path) -> list[Statement]:
     """A behaviour spec: one JSON statement per line (id, text, type, authority_level, section,
     subsection, related_statements, metadata.examples). Errors name the file, line and field."""
     statements: list[Statement] = []
-    seen: dict[str, int] = {}
-    for number, obj in _jsonl(path):
-        where = f"{path}:{number}"
+    seen: dict[str, str] = {}
+    for where, obj in jsonl_objects(path):
         sid = _text(obj, "id", where)
         if sid in seen:
-            raise InputError(f"{where}: statement id '{sid}' repeats line {seen[sid]}")
-        seen[sid] = number
+            raise InputError(f"{where}: statement id '{sid}' repeats {seen[sid]}")
+        seen[sid] = where
         kind = obj.get("type", "GUIDELINE")
         if kind not in _TYPES:
             raise InputError(f"{where}: field 'type' must be one of {list(_TYPES)}, got {kind!r}")
@@ -112,8 +112,7 @@ def load_inputs(path: Path, statements: list[Statement]) -> dict[str, list[str]]
                 raise InputError(f"{file}: no statement '{file.stem}' in the spec")
             inputs[file.stem] = list(values)
         return inputs
-    for number, obj in _jsonl(path):
-        where = f"{path}:{number}"
+    for where, obj in jsonl_objects(path):
         sid, text = _text(obj, "statement_id", where), _text(obj, "input", where)
         if sid not in known:
             raise InputError(f"{where}: no statement '{sid}' in the spec")
@@ -121,17 +120,11 @@ def load_inputs(path: Path, statements: list[Statement]) -> dict[str, list[str]]
     return inputs
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def jsonl_objects(path: Path) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) for each line of a JSONL file of objects."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    with path.open("rb") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: not valid JSON ({exc})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{number}: expected a JSON object")
-            yield number, obj
+    for where, obj in read_jsonl(path):
+        if not isinstance(obj, dict):
+            raise InputError(f"{where}: expected a JSON object")
+        yield where, obj
