@@ -171,3 +171,21 @@ def test_rate_limit_signals_from_each_providers_headers():
     assert retry_after({}, gemini) == 1.5
     assert retry_after({}, b"not json retryDelay") is None
     assert duration("6m0s") == 360 and duration("20ms") == 0.02 and duration("") is None
+
+
+def test_max_cost_stops_live_calls_before_the_cap_and_a_higher_cap_resumes(store, make_emulator):
+    from batchery.pricing import PriceBook, actual_cost, total
+
+    emulator = make_emulator()
+    adapter, job = live_job(store, emulator, 40)
+    policy = simulated(emulator, concurrency=4, max_cost=0.0002, prices=PriceBook())
+    progress = LiveRunner(store, adapter, job, policy).run()
+    assert progress.stopped and "--max-cost" in progress.stopped and not progress.done
+    sent = progress.live["sent"]
+    assert 0 < sent < 40 and progress.items["pending"] == 40 - sent
+    spent = total(actual_cost(PriceBook(), "openai", store.usage_by_model(job.id)), batch=None)
+    assert spent <= 0.0002  # the projection (prompt + output cap) bounds what was spent
+
+    adapter = get_provider("openai", base_url=emulator.base_url("openai"), api_key="test-key")
+    again = LiveRunner(store, adapter, store.get_job("live"), simulated(emulator, concurrency=4)).run()
+    assert again.done and again.live["sent"] == 40 - sent

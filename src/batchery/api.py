@@ -80,10 +80,8 @@ def _drive(store: Store, adapter: Any, job_row: Any, *, live: LivePolicy | None,
            on_progress: Callable[[Progress], None] | None, wait: bool = True, **batch: Any) -> Progress:
     """Send the job's pending requests live or as batches; the store and outcomes are the same."""
     if live is not None:
-        if batch.get("max_cost") is not None:
-            raise ConfigError("--max-cost applies to batch mode; in live mode cap spend with --rpm/--tpm "
-                              "and check `batchery estimate` first")
         live.max_attempts = max_attempts
+        live.max_cost, live.prices = batch.get("max_cost"), batch.get("prices")
         return LiveRunner(store, adapter, job_row, live, on_progress=on_progress).run()
     return Engine(store, adapter, job_row, max_attempts=max_attempts, on_progress=on_progress, **batch).run(wait=wait)
 

@@ -189,7 +189,7 @@ class EvalRunner:
             adapter = self._adapter(who)
             job, _ = prepare_job(self.store, job_name, adapter, who.model, iter_objects(requests), digest)
             progress = _drive(self.store, adapter, job, live=self._live_policy(), max_attempts=self.config.max_attempts,
-                              on_progress=self.on_progress, poll=self.poll or self._poll, max_cost=self._remaining(),
+                              on_progress=self.on_progress, poll=self.poll or self._poll, max_cost=self._remaining(job_name),
                               prices=self.prices if self.config.budget_usd is not None else None)
             if progress.stopped:
                 raise EvalStopped(f"stage '{stage}' for {who.name}: {progress.stopped}")
@@ -202,20 +202,19 @@ class EvalRunner:
         c = self.config
         return LivePolicy(rpm=c.rpm, tpm=c.tpm, concurrency=c.concurrency) if c.mode == "live" else None
 
-    def _remaining(self) -> float | None:
-        """The budget left for the next stage (batch mode): the cap less what the evaluation spent."""
+    def _remaining(self, job_name: str) -> float | None:
+        """The cap for a stage job: the budget less what the evaluation's other jobs spent (the job
+        counts its own spend, so a resumed stage is not charged twice)."""
         if self.config.budget_usd is None:
             return None
-        if self.config.mode == "live":
-            raise ConfigError("budget_usd is enforced in batch mode; in live mode pace spend with rpm/tpm")
-        spent = sum(row["usd"] or 0.0 for row in self.costs())
+        spent = sum(row["usd"] or 0.0 for row in self.costs(exclude=job_name))
         return max(0.0, self.config.budget_usd - spent)
 
-    def costs(self) -> list[dict]:
+    def costs(self, exclude: str | None = None) -> list[dict]:
         """Tokens and cost per stage job of this evaluation, from the usage the providers returned."""
         rows = []
         for job in self.store.list_jobs():
-            if not job.name.startswith(self.config.name + "."):
+            if not job.name.startswith(self.config.name + ".") or job.name == exclude:
                 continue
             stage = job.name[len(self.config.name) + 1:].split(".")[0]
             costs = actual_cost(self.prices, job.provider, self.store.usage_by_model(job.id))

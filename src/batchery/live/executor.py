@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..engine import Progress
-from ..errors import JobError, TransientError
+from ..errors import ConfigError, JobError, TransientError
+from ..pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, total
 from ..providers.base import FAILED, BatchProvider, Outcome
 from ..retry import DEFAULT_MAX_ATTEMPTS
 from ..store import Job, Store
@@ -47,6 +48,8 @@ class LivePolicy:
     max_backoff: float = 60.0  # ... up to this
     flush_every: int = 256  # outcomes per store transaction ...
     flush_seconds: float = 0.5  # ... or this often, whichever comes first
+    max_cost: float | None = None  # USD: no call starts once spent + in flight + its projection would pass it
+    prices: PriceBook | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
@@ -72,6 +75,8 @@ class LiveRunner:
         self._done: list[tuple] = []  # (status, ..., error_message, item id) waiting for the store
         self._sends: list[tuple[int, int]] = []  # (sends, item id)
         self._started = time.monotonic()
+        self.stopped: str | None = None  # why calls stopped early (the --max-cost cap), if they did
+        self._spent = self._committed = 0.0
 
     def run(self) -> Progress:
         with self.store.job_lock(self.job):
@@ -85,6 +90,7 @@ class LiveRunner:
                     self.store.log(self.job.id, "done", **self.stats.__dict__)
                 self.job.state = "done"
             progress = self.progress(done=self.job.state == "done")
+            progress.stopped = self.stopped
         if self.on_progress:
             self.on_progress(progress)
         return progress
@@ -96,12 +102,16 @@ class LiveRunner:
     async def _run(self) -> None:
         policy = self.policy
         self.limiter = RateLimiter(policy.rpm, policy.tpm, clock=policy.clock, sleep=policy.sleep)
+        if policy.max_cost is not None:
+            policy.prices = policy.prices or PriceBook(store_dir=self.store.dir)
+            self._spent = total(actual_cost(policy.prices, self.provider.name,
+                                            self.store.usage_by_model(self.job.id)), batch=None) or 0.0
         queue: asyncio.Queue = asyncio.Queue(maxsize=policy.concurrency * 4)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(policy.concurrency)]
         flusher = asyncio.create_task(self._flush_periodically())
         try:
             after = 0
-            while rows := self.store.pending_after(self.job.id, after, _READ_AHEAD):
+            while self.stopped is None and (rows := self.store.pending_after(self.job.id, after, _READ_AHEAD)):
                 for row in rows:
                     await queue.put(row)
                 after = rows[-1][0]
@@ -131,7 +141,7 @@ class LiveRunner:
         with self.store.transaction():
             self.store.finish_live_items(done, sends)
 
-    def _keep(self, outcome: Outcome, item: int, sends: int) -> None:
+    def _keep(self, outcome: Outcome, sends: int, item: int) -> None:
         self._done.append((*outcome[1:], item))
         self._sends.append((sends, item))
         if len(self._done) >= self.policy.flush_every:
@@ -140,19 +150,60 @@ class LiveRunner:
     async def _worker(self, queue: asyncio.Queue) -> None:
         while (row := await queue.get()) is not None:
             item, key, model, line = row
+            if self.stopped is not None:
+                continue  # over budget: the rest stay pending, for a run with a higher cap
             self.stats.in_flight += 1
             try:
-                outcome, sends = await self._call(key, model, line)
+                answer = await self._call(key, model, line)
             finally:
                 self.stats.in_flight -= 1
-            self._keep(outcome, item, sends)
+            if answer is not None:
+                self._keep(*answer, item)
 
-    async def _call(self, key: str, model: str, line: bytes) -> tuple[Outcome, int]:
-        """One request to its outcome: (outcome, calls made)."""
-        policy, limiter = self.policy, self.limiter
+    async def _call(self, key: str, model: str, line: bytes) -> tuple[Outcome, int] | None:
+        """One request to its outcome: (outcome, calls made); None when the budget stops it unsent."""
+        policy = self.policy
         body = self.provider.live_body(line)
         prompt, output_cap = _estimate_tokens(line, body)
         estimate = prompt + output_cap
+        projected = self._projected(model, prompt, output_cap)
+        if projected is None:
+            return None
+        try:
+            answer = await self._send(key, model, body, estimate, output_cap)
+        finally:
+            self._committed -= projected
+        if policy.max_cost is not None:
+            outcome = answer[0]
+            self._spent += self._price(model).cost(outcome.input_tokens or 0, outcome.output_tokens or 0, False)
+        return answer
+
+    def _price(self, model: str):
+        price = self.policy.prices.price(self.provider.name, model)  # type: ignore[union-attr]
+        if price is None:
+            raise ConfigError(f"--max-cost cannot be enforced: {UNKNOWN} for {self.provider.name} model '{model}'; "
+                              f"add it to {PRICES_FILE} (or --prices FILE), or drop --max-cost")
+        return price
+
+    def _projected(self, model: str, prompt: int, output_cap: int) -> float | None:
+        """Reserve this call's projected live cost under --max-cost; None (and stop) if it would pass."""
+        cap = self.policy.max_cost
+        if cap is None:
+            return 0.0
+        if self.stopped is not None:
+            return None
+        projected = self._price(model).cost(prompt, output_cap, False)
+        so_far = self._spent + self._committed
+        if so_far + projected > cap:
+            self.stopped = (f"--max-cost ${cap:,.2f} reached: spent and in flight ${so_far:,.4f}; the next call "
+                            f"(projected ${projected:,.6f}) would pass the cap, so nothing more was sent. The job is "
+                            "saved: run again with a higher --max-cost (or none) to continue")
+            return None
+        self._committed += projected
+        return projected
+
+    async def _send(self, key: str, model: str, body: dict, estimate: int, output_cap: int) -> tuple[Outcome, int]:
+        policy, limiter = self.policy, self.limiter
         sends = failures = limited = 0
         while True:
             await limiter.acquire(estimate)
