@@ -223,3 +223,14 @@ def test_ranking_items_on_a_trait_end_to_end(tmp_path):
     assert bias["share_first"] > 0.75 and bias["p_value"] < 0.01  # the biased judge is caught
     assert data["pairwise"]["reverse_consistency"]["n"] >= 14  # (about) 16 pairs, each judged both ways
     assert report.exists()
+
+
+def test_a_likert_evaluation_reports_mean_scores_and_ranks_by_compliance(tmp_path):
+    path = write_config(tmp_path, pairwise=None, scale="likert", jury="mean",
+                        judges=[{"provider": "anthropic", "model": "claude-haiku-4-5"},
+                                {"provider": "openai", "model": "gpt-4o-mini"}])
+    data, _ = evaluate(path)
+    board = {row["candidate"]: row for row in data["leaderboard"]}
+    assert data["scale"] == "likert" and [r["candidate"] for r in data["leaderboard"]] == ["strong", "weak"]
+    assert 4 <= board["strong"]["likert_mean"] <= 5 and board["weak"]["likert_mean"] < board["strong"]["likert_mean"]
+    assert data["agreement"]["pairs"][0]["kappa"] is not None  # agreement on the 1-5 scores
