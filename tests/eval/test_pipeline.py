@@ -16,7 +16,10 @@ from batchery.eval.specs import load_inputs, load_spec
 from batchery.eval.verdicts import ComplianceVerdict
 from batchery.store import Store
 
-REAL_SPEC = Path(__file__).parents[2].parent / "shared" / "data" / "openai_model_spec.jsonl"
+ROOT = Path(__file__).parents[2]
+REAL_SPEC = ROOT.parent / "shared" / "data" / "openai_model_spec.jsonl"  # the workspace's shared data (CI has it)
+DEMO = ROOT / "examples" / "eval"
+DEMO_ITEMS = 30  # the demo spec: 10 statements x 3 inputs
 
 
 def spec_inputs(tmp_path: Path, per_statement: int = 1) -> Path:
@@ -34,7 +37,7 @@ def spec_inputs(tmp_path: Path, per_statement: int = 1) -> Path:
 
 def write_config(tmp_path: Path, **overrides) -> Path:
     config = {
-        "name": "spec-test", "spec": str(REAL_SPEC), "inputs": str(spec_inputs(tmp_path)), "emulate": True,
+        "name": "spec-test", "spec": str(DEMO / "spec.jsonl"), "inputs": str(DEMO / "inputs.jsonl"), "emulate": True,
         "candidates": [{"name": "strong", "provider": "openai", "model": "gpt-4o"},
                        {"name": "weak", "provider": "mistral", "model": "mistral-small-latest"}],
         "judges": [{"provider": "anthropic", "model": "claude-haiku-4-5"},
@@ -57,8 +60,9 @@ def evaluate(path: Path, **kwargs):
         return run_evaluation(config, store, **kwargs)
 
 
+@pytest.mark.skipif(not REAL_SPEC.exists(), reason=f"the real spec is not at {REAL_SPEC}")
 def test_the_real_spec_runs_through_generation_jury_pairwise_and_report(tmp_path):
-    data, report = evaluate(write_config(tmp_path))
+    data, report = evaluate(write_config(tmp_path, spec=str(REAL_SPEC), inputs=str(spec_inputs(tmp_path))))
     board = {row["candidate"]: row for row in data["leaderboard"]}
     assert [row["candidate"] for row in data["leaderboard"]] == ["strong", "weak"]
     assert board["strong"]["n"] == board["weak"]["n"] == 46  # one input per statement, all judged
@@ -100,9 +104,9 @@ def test_failed_generations_are_counted_as_failed_never_judged(tmp_path):
         judges=[{"provider": "anthropic", "model": "claude-haiku-4-5"}])
     data, _ = evaluate(path)
     board = {row["candidate"]: row for row in data["leaderboard"]}
-    assert board["broken"]["failed"] == 46 and board["broken"]["n"] == 0 and board["broken"]["rate"] is None
+    assert board["broken"]["failed"] == DEMO_ITEMS and board["broken"]["n"] == 0 and board["broken"]["rate"] is None
     judged = [c for c in data["costs"] if c["stage"] == "judge"]
-    assert judged[0]["requests"] == 46  # only the good candidate's answers went to the judge
+    assert judged[0]["requests"] == DEMO_ITEMS  # only the good candidate's answers went to the judge
 
 
 def test_unreadable_verdicts_are_asked_again_once(tmp_path):
@@ -111,9 +115,9 @@ def test_unreadable_verdicts_are_asked_again_once(tmp_path):
                         behaviour={"unparsable": {"gemini-2.5-flash": 1.0}})  # every first reply is prose
     data, _ = evaluate(path)
     row = data["leaderboard"][0]
-    assert row["unparsed"] == 0 and row["n"] == 46
+    assert row["unparsed"] == 0 and row["n"] == DEMO_ITEMS
     reask = [c for c in data["costs"] if c["stage"] == "judge-reask"]
-    assert reask and reask[0]["requests"] == 46
+    assert reask and reask[0]["requests"] == DEMO_ITEMS
 
 
 def test_verdicts_that_never_come_are_unparsed_not_non_compliant(tmp_path):
@@ -121,7 +125,7 @@ def test_verdicts_that_never_come_are_unparsed_not_non_compliant(tmp_path):
                         judges=[{"provider": "anthropic", "model": "missing-judge"}])
     data, _ = evaluate(path)
     row = data["leaderboard"][0]
-    assert row["unparsed"] == 46 and row["n"] == 0 and row["rate"] is None and row["compliant"] == 0
+    assert row["unparsed"] == DEMO_ITEMS and row["n"] == 0 and row["rate"] is None and row["compliant"] == 0
 
 
 def test_a_budget_stops_the_evaluation_and_a_higher_one_resumes_it(tmp_path):
@@ -132,7 +136,7 @@ def test_a_budget_stops_the_evaluation_and_a_higher_one_resumes_it(tmp_path):
     raw["budget_usd"] = 100
     path.write_text(yaml.safe_dump(raw))
     data, _ = evaluate(path)
-    assert data["leaderboard"][0]["n"] == 46
+    assert data["leaderboard"][0]["n"] == DEMO_ITEMS
     generate = [c for c in data["costs"] if c["stage"] == "generate"]
     assert len(generate) == 2  # each candidate's generation job exists once: resumed, not restarted
 
@@ -174,8 +178,7 @@ def test_bad_config_spec_and_inputs_name_the_file_and_place(tmp_path):
 
 
 def test_the_demo_evaluation_config_is_complete():
-    root = Path(__file__).parents[2]
-    config = load_config(root / "examples" / "eval" / "demo.yaml")
+    config = load_config(DEMO / "demo.yaml")
     statements = load_spec(config.spec)
     inputs = load_inputs(config.inputs, statements)
     assert len(statements) == 10 and all(len(inputs[s.id]) == 3 for s in statements)
