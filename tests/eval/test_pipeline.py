@@ -237,3 +237,59 @@ def test_a_likert_evaluation_reports_mean_scores_and_ranks_by_compliance(tmp_pat
     assert data["scale"] == "likert" and [r["candidate"] for r in data["leaderboard"]] == ["strong", "weak"]
     assert 4 <= board["strong"]["likert_mean"] <= 5 and board["weak"]["likert_mean"] < board["strong"]["likert_mean"]
     assert data["agreement"]["pairs"][0]["kappa"] is not None  # agreement on the 1-5 scores
+
+
+def test_an_evaluation_killed_mid_run_resumes_and_pays_for_nothing_twice(tmp_path, make_emulator):
+    """SIGKILL `batchery eval run` at seeded moments, run it again until it finishes: the numbers
+    equal an uninterrupted run's and the provider answered every request exactly once."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    def config_for(emulator, folder: Path) -> Path:
+        folder.mkdir()
+        models = {"candidates": [("strong", "openai", "gpt-4o"), ("weak", "mistral", "mistral-small-latest")],
+                  "judges": [("j1", "anthropic", "claude-haiku-4-5"), ("j2", "gemini", "gemini-2.5-flash"),
+                             ("j3", "groq", "llama-3.3-70b-versatile")]}
+        path = write_config(folder, emulate=False, behaviour=None, pairwise={"reversed_share": 1.0}, **{
+            role: [{"name": n, "provider": p, "model": m, "base_url": emulator.base_url(p)} for n, p, m in entries]
+            for role, entries in models.items()})
+        return path
+
+    keys = {f"{p}_API_KEY": "test-key" for p in ("OPENAI", "MISTRAL", "ANTHROPIC", "GEMINI", "GROQ")}
+    env = {**os.environ, **keys}
+
+    def run(path: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "batchery", "eval", "run", str(path)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    reference = make_emulator()
+    done = run(config_for(reference, tmp_path / "reference"))
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    expected = orjson.loads((tmp_path / "reference" / "out" / "summary.json").read_bytes())
+
+    emulator = make_emulator()
+    path = config_for(emulator, tmp_path / "killed")
+    rng, kills = random.Random(5), 0
+    for _ in range(8):
+        proc = run(path)
+        try:
+            proc.wait(timeout=rng.uniform(0.8, 2.0))  # a deliberate fault injection: kill after a random delay
+            break
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    else:
+        proc = run(path)
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert proc.returncode == 0, proc.stderr.read()
+    assert kills >= 2  # the deaths really happened mid-evaluation
+    resumed = orjson.loads((tmp_path / "killed" / "out" / "summary.json").read_bytes())
+    assert resumed["leaderboard"] == expected["leaderboard"]
+    assert resumed["pairwise"]["bradley_terry"] == expected["pairwise"]["bradley_terry"]
+    assert emulator.stats()["requests_processed"] == reference.stats()["requests_processed"]  # none billed twice
+    created, expected_batches = emulator.stats()["batches_created"], reference.stats()["batches_created"]
+    assert created == expected_batches, (created, expected_batches)  # and no batch created twice
