@@ -66,7 +66,7 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
         options = {"base_url": conn.base_url} if conn.base_url else {}
         job_row, _ = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw,
                                  source_name=str(path), reuse=not no_cache)
-        return name, _drive(store, adapter, job_row, live=live, batch_size=batch_size, max_attempts=max_attempts,
+        return name, drive(store, adapter, job_row, live=live, batch_size=batch_size, max_attempts=max_attempts,
                             wait=wait, poll=poll or emulator_poll, on_progress=on_progress, max_cost=max_cost,
                             prices=prices)
 
@@ -76,7 +76,7 @@ def _check_mode(adapter: Any, live: LivePolicy | None) -> None:
         raise ConfigError(f"{adapter.name} has no Batch API: run it with --mode live")
 
 
-def _drive(store: Store, adapter: Any, job_row: Any, *, live: LivePolicy | None, max_attempts: int,
+def drive(store: Store, adapter: Any, job_row: Any, *, live: LivePolicy | None, max_attempts: int,
            on_progress: Callable[[Progress], None] | None, wait: bool = True, **batch: Any) -> Progress:
     """Send the job's pending requests live or as batches; the store and outcomes are the same."""
     if live is not None:
@@ -114,7 +114,7 @@ def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None
         _check_mode(adapter, live)
         job_row, _ = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint, raw=raw,
                                  reuse=not no_cache)
-        _drive(st, adapter, job_row, live=live, batch_size=batch_size, max_attempts=max_attempts,
+        drive(st, adapter, job_row, live=live, batch_size=batch_size, max_attempts=max_attempts,
                poll=poll or emulator_poll, on_progress=on_progress, max_cost=max_cost,
                prices=PriceBook(store_dir=st.dir) if max_cost is not None else None)
         return list(iter_results(st, job_row.id, job_row.provider))

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ..api import EMULATOR_POLL, _drive
+from ..api import EMULATOR_POLL, drive
 from ..engine import PollPolicy, Progress, prepare_job
 from ..errors import BatcheryError, ConfigError, JobError
 from ..export import Result, iter_results
@@ -39,12 +39,6 @@ from .verdicts import ComplianceVerdict, parse_compliance, parse_pairwise
 class EvalStopped(BatcheryError):
     """A stage stopped before its end (the budget); the evaluation is saved and resumable."""
 
-
-@dataclass
-class StageRun:
-    stage: str
-    job: str
-    results: dict[str, Result]  # request id -> result
 
 
 @dataclass
@@ -103,7 +97,7 @@ class EvalRunner:
                                              system=candidate.system)
                 request["id"] = item_id(statement.id, index)
                 requests.append(request)
-        evaluation.answers[candidate.name] = self.stage("generate", candidate, requests).results
+        evaluation.answers[candidate.name] = self.stage("generate", candidate, requests)
 
     def _judge(self, evaluation: Evaluation, judge: ModelSpec) -> None:
         """Every successful answer of every candidate, judged against its statement. A failed
@@ -160,10 +154,10 @@ class EvalRunner:
         what still cannot be read stays None ("unparsed": never counted as a verdict)."""
         if not requests:
             return {}
-        run = self.stage(stage, judge, list(requests.values()))
+        answers = self.stage(stage, judge, list(requests.values()))
         verdicts: dict[str, Any] = {}
         retry: list[dict] = []
-        for rid, result in run.results.items():
+        for rid, result in answers.items():
             verdict = parse(result.text) if result.ok else None
             verdicts[rid] = verdict
             if verdict is None and result.ok:
@@ -171,14 +165,14 @@ class EvalRunner:
                 again["id"] = rid
                 retry.append(again)
         if retry:
-            rerun = self.stage(f"{stage}-reask", judge, retry)
-            for rid, result in rerun.results.items():
+            for rid, result in self.stage(f"{stage}-reask", judge, retry).items():
                 verdicts[rid] = parse(result.text) if result.ok else None
         return verdicts
 
     # -- one stage = one batchery job -------------------------------------------------------------
 
-    def stage(self, stage: str, who: ModelSpec, requests: list[dict]) -> StageRun:
+    def stage(self, stage: str, who: ModelSpec, requests: list[dict]) -> dict[str, Result]:
+        """Run (or read back) one stage's job; its results by request id."""
         digest = hashlib.sha256(orjson.dumps(requests, option=orjson.OPT_SORT_KEYS)).hexdigest()
         job_name = f"{self.config.name}.{stage}.{_slug(who.name)}.{digest[:10]}"
         self.on_stage(f"{stage}: {who.name} ({len(requests):,} requests)")
@@ -188,15 +182,14 @@ class EvalRunner:
                 raise JobError(f"stage '{stage}' for {who.name} has not finished; run `batchery eval run` first")
             adapter = self._adapter(who)
             job, _ = prepare_job(self.store, job_name, adapter, who.model, iter_objects(requests), digest)
-            progress = _drive(self.store, adapter, job, live=self._live_policy(), max_attempts=self.config.max_attempts,
+            progress = drive(self.store, adapter, job, live=self._live_policy(), max_attempts=self.config.max_attempts,
                               on_progress=self.on_progress, poll=self.poll or self._poll, max_cost=self._remaining(job_name),
                               prices=self.prices if self.config.budget_usd is not None else None)
             if progress.stopped:
                 raise EvalStopped(f"stage '{stage}' for {who.name}: {progress.stopped}")
             existing = self.store.get_job(job_name)
         assert existing is not None
-        results = {r.id: r for r in iter_results(self.store, existing.id, existing.provider)}
-        return StageRun(stage, job_name, results)
+        return {r.id: r for r in iter_results(self.store, existing.id, existing.provider)}
 
     def _live_policy(self) -> LivePolicy | None:
         c = self.config
