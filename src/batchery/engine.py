@@ -8,22 +8,25 @@ never creates a remote batch twice.
 from __future__ import annotations
 
 import hashlib
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from .errors import ConfigError, InputError, JobError, ProviderError, TransientError
+from .errors import AccountError, ConfigError, InputError, JobError, ProviderError, TransientError, UnreachableError
 from .limits import split
 from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_cost, total
-from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch
+from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch, redact, scrub
 from .requests import canonical_bytes, parse_raw_request, parse_request, request_key
-from .retry import DEFAULT_MAX_ATTEMPTS, TRANSIENT_CODES, retryable_statuses
+from .retry import DEFAULT_MAX_ATTEMPTS, RECOVERABLE_CODES, TRANSIENT_CODES, retryable_statuses
 from .store import Job, Store
+
+T = TypeVar("T")
 
 _CHUNK = 10_000
 _OPEN_BATCH = ("planned", "creating", "submitted")
@@ -64,9 +67,21 @@ class PollPolicy:
     maximum: float = 60.0
     factor: float = 1.5
     sleep: Callable[[float], None] = field(default=time.sleep)
-    # Cycles in a row that fail with a transient error (each after the SDK's own retries) before
-    # the run stops and says so: a blip passes, a wrong URL or a long outage does not spin forever.
-    give_up_after: int = 5
+    # A provider call that fails transiently (network, 429, 5xx) is tried again after a jittered
+    # exponential backoff from retry_initial up to retry_maximum seconds, or after the wait the
+    # provider asked for (Retry-After) if that is longer; after give_up_after failures of the same
+    # call in a row (about a minute and a half of trying) the run stops and says so: a 25 % error
+    # rate passes, a wrong URL or a long outage does not spin forever.
+    give_up_after: int = 8
+    retry_initial: float = 1.0
+    retry_maximum: float = 30.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def backoff(self, failures: int, asked: float | None = None) -> float:
+        """Full jitter: a random wait up to an exponentially growing cap, so retries spread out;
+        never shorter than what the provider asked for."""
+        cap = min(self.retry_maximum, self.retry_initial * 2 ** (failures - 1))
+        return max(cap * (0.5 + 0.5 * self.rng.random()), asked or 0.0)
 
 
 def file_fingerprint(path: Path, provider: str, model: str | None, raw: bool = False) -> str:
@@ -133,6 +148,35 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
     return job, False
 
 
+def reopen_recoverable(store: Store, job: Job) -> int:
+    """At the start of a run: lines that failed for a reason a later run can fix (retry.py's
+    recoverable codes: connection, key, quota, rate, server) go back to pending, whatever attempts
+    they used, and a job marked done with such lines (by an older batchery) runs again."""
+    if job.state not in ("running", "done"):
+        return 0
+    with store.transaction():
+        n = store.reopen_retryable(job.id, RECOVERABLE_CODES)
+        if n:
+            store.log(job.id, "reopened", requests=n)
+            if job.state == "done":
+                store.set_job_state(job.id, "running")
+                job.state = "running"
+    return n
+
+
+def unfinished_reason(store: Store, job: Job) -> str | None:
+    """Why a job whose lines have all ended is not done: lines failed for reasons a later run can
+    fix (None when there are none). The message says what happened and what to do."""
+    failures = store.failed_with(job.id, RECOVERABLE_CODES)
+    if not failures:
+        return None
+    n = sum(count for _, _, count in failures)
+    code, example, _ = failures[0]
+    return (f"{n:,} request{'s' if n != 1 else ''} failed for a reason a later run can fix ({code}: {example}). "
+            "The job is saved and not finished: fix the cause (the API key, --base-url, quota or network) "
+            "and run the same command again to send them")
+
+
 class Engine:
     """Drives one job to the end (or to submission, with wait=False)."""
 
@@ -163,22 +207,20 @@ class Engine:
         Another process working on the same job makes this raise JobError at once.
         """
         with self.store.job_lock(self.job):
+            reopen_recoverable(self.store, self.job)
             return self._run(wait)
 
     def _run(self, wait: bool) -> Progress:
         delay = self.poll.initial
-        failures = 0
         while True:
             try:
                 changed = self._cycle()
-                failures = 0
-            except TransientError as exc:  # network, 429, 5xx: the store is consistent, try again
-                changed, failures = False, failures + 1
+            except AccountError as exc:  # every call would fail the same way: stop now, lose nothing
+                self.stopped = (f"{exc}. Nothing more was sent; the job is saved: fix it and run the same "
+                                "command again")
                 with self.store.transaction():
-                    self.store.log(self.job.id, "transient_error", message=str(exc))
-                if failures >= self.poll.give_up_after:
-                    raise ProviderError(f"{exc} (failed {failures} times in a row; the job is saved: run the "
-                                        "same command again to resume)") from None
+                    self.store.log(self.job.id, "account_error", message=str(exc))
+                break
             self._report()
             if not wait or not self._has_work():
                 break
@@ -194,6 +236,24 @@ class Engine:
         if self.on_progress:
             self.on_progress(progress)
         return progress
+
+    def _call(self, action: str, call: Callable[[], T]) -> T:
+        """One provider call, tried again while it fails transiently (network, 429, 5xx) with the
+        policy's backoff, which honours Retry-After. The same for every provider: their SDKs'
+        own retries are off. The store is consistent before every call, so giving up (after
+        give_up_after failures in a row) loses nothing: the job resumes with the same command."""
+        failures = 0
+        while True:
+            try:
+                return call()
+            except TransientError as exc:
+                failures += 1
+                with self.store.transaction():
+                    self.store.log(self.job.id, "transient_error", call=action, failures=failures, message=str(exc))
+                if failures >= self.poll.give_up_after:
+                    raise UnreachableError(f"{exc} (failed {failures} times in a row; the job is saved: run the "
+                                           "same command again to resume)") from None
+                self.poll.sleep(self.poll.backoff(failures, exc.retry_after))
 
     def _has_work(self) -> bool:
         """Batches still open, or requests waiting to be sent (new, or back for another attempt)."""
@@ -215,6 +275,11 @@ class Engine:
 
     def _finish(self) -> None:
         if self.job.state not in ("running", "cancelling"):
+            return
+        if self.job.state == "running" and (reason := unfinished_reason(self.store, self.job)):
+            self.stopped = reason  # not done: the next run sends those lines again
+            with self.store.transaction():
+                self.store.log(self.job.id, "unfinished", reason=reason)
             return
         final = "cancelled" if self.job.state == "cancelling" else "done"
         with self.store.transaction():
@@ -241,7 +306,7 @@ class Engine:
                 self.store.update_batch(batch.id, state="collected", remote_status="not_sent")
             self.store.log(self.job.id, "cancel_requested", unsent=n)
         for batch in self.store.batches(self.job.id, ["submitted"]):
-            self.provider.cancel(batch.remote_id)
+            self._call("cancel", lambda: self.provider.cancel(batch.remote_id))  # noqa: B023 - called at once
         return self._run(wait)
 
     def progress(self, done: bool = False) -> Progress:
@@ -269,7 +334,7 @@ class Engine:
         creating = self.store.batches(self.job.id, ["creating"])
         if not creating:
             return
-        found = self.provider.find({b.tag for b in creating})
+        found = self._call("list batches", lambda: self.provider.find({b.tag for b in creating}))
         with self.store.transaction():
             for batch in creating:
                 remote = found.get(batch.tag)
@@ -330,11 +395,13 @@ class Engine:
         path = self.files / f"{batch.tag}.jsonl"
         if not path.exists():  # lost (or removed after an earlier create): rebuild it from the store
             self._write_batch_file(batch.id, path)
-        input_file = batch.input_file or self.provider.upload(path)
+        input_file = batch.input_file or self._call("upload", lambda: self.provider.upload(path))
         with self.store.transaction():  # write-ahead: from here on a create may exist remotely
             self.store.update_batch(batch.id, input_file=input_file, state="creating")
         try:
-            remote = self.provider.create(input_file, batch.model, batch.tag)  # TransientError: reconciled next cycle
+            remote = self._create(batch, input_file)
+        except UnreachableError:  # not an answer about this batch: it stays `creating`, reconciled next run
+            raise
         except ProviderError as exc:  # refused outright (e.g. unknown model): its lines fail, the job goes on
             with self.store.transaction():
                 self.store.close_batch_items(batch.id, FAILED, "batch_rejected", str(exc))
@@ -347,6 +414,25 @@ class Engine:
             self.store.log(self.job.id, "batch_submitted", batch=batch.id, remote=remote.remote_id)
         path.unlink(missing_ok=True)
 
+    def _create(self, batch, input_file: str) -> RemoteBatch:
+        """Create the batch; a try that failed transiently may still have made it (its answer lost),
+        so every later try first looks for it by tag. An AccountError leaves it `creating`: the next
+        run reconciles it the same way."""
+        tries = 0
+
+        def attempt() -> RemoteBatch:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                found = self.provider.find({batch.tag}).get(batch.tag)
+                if found is not None:
+                    with self.store.transaction():
+                        self.store.log(self.job.id, "batch_recovered", batch=batch.id, remote=found.remote_id)
+                    return found
+            return self.provider.create(input_file, batch.model, batch.tag)
+
+        return self._call("create", attempt)
+
     def _write_batch_file(self, batch_id: int, path: Path) -> None:
         path.parent.mkdir(mode=0o700, exist_ok=True)
         with path.open("wb") as f:
@@ -354,7 +440,7 @@ class Engine:
                 f.write(line + b"\n")
 
     def _poll_and_collect(self, in_flight: list) -> bool:
-        states = self.provider.poll([b.remote_id for b in in_flight])
+        states = self._call("poll", lambda: self.provider.poll([b.remote_id for b in in_flight]))
         changed = False
         for batch in in_flight:
             remote = states[batch.remote_id]
@@ -363,7 +449,8 @@ class Engine:
                 with self.store.transaction():
                     self.store.update_batch(batch.id, remote_status=remote.status)
             if remote.ended:
-                self._collect(batch, remote)
+                # A download cut mid-way is fetched again whole: outcomes already stored are kept once.
+                self._call("download", lambda: self._collect(batch, remote))  # noqa: B023 - called at once
                 changed = True
         return changed
 
@@ -378,6 +465,7 @@ class Engine:
         returned = remote.completed + remote.failed
         for _ in range(_DOWNLOADS if remote.error is None else 0):
             for outcome in self.provider.outcomes(remote):
+                outcome = scrub(outcome)  # a provider's message may echo the key: never stored
                 item = members.pop(outcome.custom_id, None)
                 if item is None:
                     strays += 1
@@ -392,7 +480,7 @@ class Engine:
                 self.store.log(self.job.id, "short_download", batch=batch.id, expected=returned,
                                received=size - len(members))
         if remote.error is not None:
-            leftover, code, message = remote.leftover, remote.error_code or "batch_failed", remote.error
+            leftover, code, message = remote.leftover, remote.error_code or "batch_failed", redact(remote.error)
         elif remote.leftover == MISSING:
             leftover, code, message = MISSING, "missing", "the provider returned no line for this request"
         else:
@@ -407,7 +495,7 @@ class Engine:
             self.store.finish_batch_items(batch.id)
             self.store.update_batch(batch.id, state="collected", remote_status=remote.status,
                                     output_file=remote.output_file, error_file=remote.error_file,
-                                    error=remote.error)
+                                    error=redact(remote.error) if remote.error else None)
             self.store.log(self.job.id, "batch_collected", batch=batch.id, remote=remote.remote_id,
                            status=remote.status, unanswered=unanswered, leftover=leftover, strays=strays,
                            retried=retried)

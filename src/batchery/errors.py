@@ -26,6 +26,22 @@ class ProviderError(BatcheryError):
     """The provider refused a batch-level call (upload, create, cancel) in a way retrying won't fix."""
 
 
+class UnreachableError(ProviderError):
+    """A provider call kept failing in a way that usually passes (network, 429, 5xx) until the
+    engine gave up on it: the run stops, the job is saved and resumes with the same command."""
+
+
+class AccountError(BatcheryError):
+    """The provider refused the key or account (wrong or revoked key, no permission, no quota):
+    every call would fail the same way until the user fixes it, so the run stops at once and the
+    job stays resumable."""
+
+
 class TransientError(BatcheryError):
     """A provider call failed in a way that may pass (network, 429, 5xx). For a create call the
-    outcome is unknown: the batch may exist remotely, so the engine looks for it before retrying."""
+    outcome is unknown: the batch may exist remotely, so the engine looks for it before retrying.
+    `retry_after` is the wait in seconds the provider asked for, when it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -411,6 +411,37 @@ class Store:
         self.db.executemany("UPDATE items SET state = 'pending', batch = NULL WHERE id = ?", ((i,) for i in ids))
         return len(ids)
 
+    def reopen_retryable(self, job_id: int, failed_codes: Iterable[str], statuses: Iterable[str] = (),
+                         max_attempts: int | None = None) -> int:
+        """Finished items of the job that failed with one of `failed_codes` (or ended with one of
+        `statuses`, e.g. expired) go back to pending and lose that outcome, whatever attempts they
+        used (or, given max_attempts, while they used fewer). Answers reused from another job are
+        never touched. Returns how many."""
+        codes, states = tuple(failed_codes), tuple(statuses)
+        where = [f"(o.status = 'failed' AND o.error_code IN ({','.join('?' * len(codes))}))"] if codes else []
+        if states:
+            where.append(f"o.status IN ({','.join('?' * len(states))})")
+        if not where:
+            return 0
+        limit = "" if max_attempts is None else " AND i.attempts < ?"
+        ids = [row[0] for row in self.db.execute(
+            "SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id"
+            f" WHERE i.job_id = ? AND i.state = 'done' AND o.source <> 'cache' AND ({' OR '.join(where)}){limit}",
+            (job_id, *codes, *states, *(() if max_attempts is None else (max_attempts,))),
+        )]
+        self.db.executemany("DELETE FROM outcomes WHERE item = ?", ((i,) for i in ids))
+        self.db.executemany("UPDATE items SET state = 'pending', batch = NULL WHERE id = ?", ((i,) for i in ids))
+        return len(ids)
+
+    def failed_with(self, job_id: int, failed_codes: Iterable[str]) -> list[tuple[str, str, int]]:
+        """(error code, example message, count) of the job's lines failed with one of these codes,
+        most common first."""
+        codes = tuple(failed_codes)
+        return self.db.execute(
+            "SELECT o.error_code, MIN(o.error_message), COUNT(*) FROM items i JOIN outcomes o ON o.item = i.id"
+            f" WHERE i.job_id = ? AND o.status = 'failed' AND o.error_code IN ({','.join('?' * len(codes))})"
+            " GROUP BY o.error_code ORDER BY COUNT(*) DESC", (job_id, *codes)).fetchall()
+
     def has_pending(self, job_id: int) -> bool:
         return self.db.execute(
             "SELECT 1 FROM items WHERE job_id = ? AND state = 'pending' LIMIT 1", (job_id,)).fetchone() is not None

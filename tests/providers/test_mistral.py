@@ -12,7 +12,7 @@ from mistralai.client import Mistral
 from mistralai.client.errors import SDKError
 
 from batchery.engine import prepare_job
-from batchery.errors import InputError, ProviderError, TransientError
+from batchery.errors import AccountError, InputError, ProviderError, TransientError
 from batchery.inputs import iter_objects
 from batchery.providers.mistral import TAG_KEY, MistralBatch, chat_body
 from batchery.store import Store
@@ -230,15 +230,16 @@ def test_errors_arrive_in_mistrals_envelopes(emulator):
     assert orjson.loads(invalid.value.body)["detail"][0]["loc"] == ["body", "timeout_hours"]
 
 
-@pytest.mark.parametrize(("status", "expected"), [(429, TransientError), (503, TransientError), (403, ProviderError)])
-def test_sdk_errors_become_transient_or_final_with_mistrals_message(emulator, monkeypatch, status, expected):
+@pytest.mark.parametrize(("status", "expected"), [
+    (429, TransientError), (503, TransientError), (403, AccountError), (422, ProviderError)])
+def test_sdk_errors_become_transient_account_or_final_with_mistrals_message(emulator, monkeypatch, status, expected):
     provider = adapter(emulator)
 
     def refuse(**kwargs):
         raise SDKError("API error occurred", httpx2.Response(status, json={"object": "error", "message": "no luck"}))
 
     monkeypatch.setattr(provider.client.batch.jobs, "list", refuse)
-    with pytest.raises(expected, match=rf"mistral list batch jobs.*{status}.*: no luck$"):
+    with pytest.raises(expected, match=rf"mistral list batch jobs.*{status}.*: no luck(\. The key or account.*)?$"):
         provider.find({"bb-x"})
 
 

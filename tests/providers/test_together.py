@@ -12,7 +12,7 @@ import together
 from together.lib.utils.files import check_file
 
 from batchery.engine import prepare_job
-from batchery.errors import InputError, ProviderError, TransientError
+from batchery.errors import AccountError, InputError, ProviderError, TransientError
 from batchery.inputs import iter_objects
 from batchery.providers.together import TogetherBatch, chat_body, decode_result, input_file_name
 from batchery.store import Store
@@ -234,7 +234,8 @@ def _status_error(status: int) -> together.APIStatusError:
     (_status_error(500), TransientError),  # files.upload re-raises a 500 as a plain APIStatusError
     (_status_error(429), TransientError),
     (httpx.ConnectError("refused"), TransientError),  # the PUT runs on the SDK's raw httpx client
-    (_status_error(401), ProviderError),
+    (_status_error(401), AccountError),  # a wrong key: the run stops, nothing becomes final
+    (_status_error(400), ProviderError),
 ])
 def test_upload_errors_become_transient_or_final_by_status(tmp_path, monkeypatch, error, expected):
     provider = TogetherBatch(api_key="k", base_url="http://127.0.0.1:9")  # never reached: upload is replaced

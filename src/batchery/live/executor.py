@@ -9,7 +9,9 @@ only what has no outcome).
 Per call: a 429 starts a shared cooldown for as long as the provider asked (Retry-After or its
 equivalent; else jittered exponential backoff) and the request waits its turn again; network
 errors and 5xx are retried with jittered backoff up to max_attempts sends; any other answer
-(success or a refusal) is the request's outcome.
+(success or a refusal) is the request's outcome. A refused key (or no permission, no quota) or a
+provider that stays unreachable stops sending at once: such lines are failed with a recoverable
+code (retry.py), the rest stay pending, the job is not done, and the next run sends them all.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..engine import Progress
+from ..engine import Progress, reopen_recoverable, unfinished_reason
 from ..errors import ConfigError, JobError, TransientError
 from ..pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, total
 from ..providers.base import FAILED, BatchProvider, Outcome
-from ..retry import DEFAULT_MAX_ATTEMPTS
+from ..retry import ACCOUNT_CODES, DEFAULT_MAX_ATTEMPTS, call_failure_kind
 from ..store import Job, Store
 from ..tokens import CHARS_PER_TOKEN, DEFAULT_OUTPUT_TOKENS
 from .limiter import RateLimiter
@@ -83,12 +85,17 @@ class LiveRunner:
             if self.store.batches(self.job.id, ["planned", "creating", "submitted"]):
                 raise JobError(f"job '{self.job.name}' has batches in flight: finish it in batch mode (run "
                                "without --mode live), or cancel it, before sending the rest live")
+            reopen_recoverable(self.store, self.job)
             asyncio.run(self._run())
             if not self.store.has_pending(self.job.id) and self.job.state == "running":
-                with self.store.transaction():
-                    self.store.set_job_state(self.job.id, "done")
-                    self.store.log(self.job.id, "done", **self.stats.__dict__)
-                self.job.state = "done"
+                reason = unfinished_reason(self.store, self.job)  # lines a later run can fix: not done
+                if reason is None:
+                    with self.store.transaction():
+                        self.store.set_job_state(self.job.id, "done")
+                        self.store.log(self.job.id, "done", **self.stats.__dict__)
+                    self.job.state = "done"
+                elif self.stopped is None:
+                    self.stopped = reason
             progress = self.progress(done=self.job.state == "done")
             progress.stopped = self.stopped
         if self.on_progress:
@@ -214,12 +221,21 @@ class LiveRunner:
             except TransientError as exc:
                 failures += 1
                 if failures >= policy.max_attempts:
+                    self._stop(f"{self.provider.name} could not be reached: {exc} (after {failures} tries)")
                     return _failed(key, "connection_error", f"{exc} (after {failures} tries)"), sends
                 self.stats.retried += 1
                 limiter.settle(estimate, 0)
                 await policy.sleep(self._backoff(failures))
                 continue
             limiter.observe(*rate_limits(response.headers))
+            outcome = self.provider.live_outcome(key, response)
+            if outcome.status == FAILED and call_failure_kind(response.status, outcome.error_code) == "account":
+                # A refused key (or no permission, no quota): every call would fail alike.
+                limiter.settle(estimate, 0)
+                self._stop(f"{self.provider.name} refused the key or account ({response.status} "
+                           f"{outcome.error_code}: {outcome.error_message})")
+                code = outcome.error_code if outcome.error_code in ACCOUNT_CODES else f"http_{response.status}"
+                return outcome._replace(error_code=code), sends
             if response.status == 429:
                 limited += 1
                 self.stats.rate_limited += 1
@@ -230,7 +246,6 @@ class LiveRunner:
                 if limited >= policy.max_rate_limited:
                     return _failed(key, "rate_limited", f"answered 429 {limited} times in a row"), sends
                 continue
-            outcome = self.provider.live_outcome(key, response)
             if response.status >= 500 or response.status == 408:
                 failures += 1
                 if failures < policy.max_attempts:
@@ -242,6 +257,12 @@ class LiveRunner:
             # the prompt estimate is corrected by what the response reports.
             limiter.settle(estimate, None if outcome.input_tokens is None else outcome.input_tokens + output_cap)
             return outcome, sends
+
+    def _stop(self, why: str) -> None:
+        """Stop sending: calls in flight finish, what is unsent stays pending for the next run."""
+        if self.stopped is None:
+            self.stopped = (f"{why}. Nothing more was sent; the job is saved: fix the cause (the API key, "
+                            "--base-url, quota or network) and run the same command again")
 
     def _backoff(self, failures: int) -> float:
         """Full jitter: a random wait up to an exponentially growing cap, so retries spread out."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ConfigError
-from .base import BatchProvider
+from .base import BatchProvider, register_secret
 
 # name -> (module, class, API-key variable, base-URL variable)
 PROVIDERS: dict[str, tuple[str, str, str, str]] = {
@@ -24,6 +24,11 @@ _KEY_OPTIONAL = {"openai-compatible": "not-needed"}
 _KEY_ALIASES = {"gemini": ("GOOGLE_API_KEY",)}
 
 
+def key_variables(name: str) -> tuple[str, ...]:
+    """The environment variables a provider's key is read from."""
+    return (PROVIDERS[name][2], *_KEY_ALIASES.get(name, ())) if name in PROVIDERS else ()
+
+
 def get_provider(name: str, *, base_url: str | None = None, api_key: str | None = None) -> BatchProvider:
     """Build the adapter for `name`. The key comes from the argument or the provider's usual variable."""
     if name not in PROVIDERS:
@@ -31,9 +36,10 @@ def get_provider(name: str, *, base_url: str | None = None, api_key: str | None 
     module_name, class_name, key_env, url_env = PROVIDERS[name]
     api_key = api_key or next(
         (os.environ[v] for v in (key_env, *_KEY_ALIASES.get(name, ())) if os.environ.get(v)), None)
+    register_secret(api_key)  # whatever a server echoes back, this never reaches the store or the screen
     api_key = api_key or _KEY_OPTIONAL.get(name)
     if not api_key:
-        names = " or ".join((key_env, *_KEY_ALIASES.get(name, ())))
+        names = " or ".join(key_variables(name))
         raise ConfigError(
             f"{names} is not set: export it (or put it in a .env file) to use {name}; "
             "to try batchery without a key, add --emulate"

@@ -28,7 +28,6 @@ joined on custom_id: our lines would come back ``missing``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,11 +35,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ..errors import ProviderError, TransientError
+from ..errors import ProviderError
 from ..limits import LIMITS
 from .base import (
-    CANCELLED, EXPIRED, FAILED, SUCCEEDED, BatchProvider, LiveResponse, Outcome, RemoteBatch, decode_stream,
-    poll_listed, post_stainless, split_lines,
+    CANCELLED, EXPIRED, FAILED, SUCCEEDED, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
+    decode_stream, poll_listed, post_stainless, split_lines, stainless_failure,
 )
 
 if TYPE_CHECKING:
@@ -67,7 +66,8 @@ class AnthropicBatch(BatchProvider):
         import anthropic  # lazy: only the provider in use pays for its SDK import
 
         self._sdk = anthropic
-        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=5)
+        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
+        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
         self._fresh: set[str] = set()  # references issued by upload() whose create has not been tried
 
     # -- requests out --------------------------------------------------------------------------
@@ -121,7 +121,7 @@ class AnthropicBatch(BatchProvider):
         # parsed into Python objects; no SDK retries, as a retry after a lost response would make a
         # second batch (the next create call looks for it instead).
         with self._errors("create"):
-            batch = self.client.with_options(max_retries=0).post(
+            batch = self.client.post(
                 "/v1/messages/batches",
                 content=body,
                 cast_to=self._sdk.types.messages.MessageBatch,
@@ -198,17 +198,8 @@ class AnthropicBatch(BatchProvider):
         with self._errors("download"), results(remote.remote_id) as response:
             yield from decode_stream(response.iter_bytes(1 << 20), decode_line)
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """SDK exceptions -> batchery's: transient ones are retried by the engine, the rest stop the
-        job with the provider's message (never the request headers, which carry the key)."""
-        sdk = self._sdk
-        try:
-            yield
-        except (sdk.APIConnectionError, sdk.RateLimitError, sdk.RequestTimeoutError, sdk.InternalServerError) as exc:
-            raise TransientError(f"anthropic {action}: {type(exc).__name__}: {_message(exc)}") from None
-        except sdk.APIStatusError as exc:
-            raise ProviderError(f"anthropic {action} refused ({exc.status_code}): {_message(exc)}") from None
+    def describe_error(self, exc: Exception) -> CallFailure | None:
+        return stainless_failure(self._sdk, exc, _message(exc))
 
 
 def _message(exc: Exception) -> str:

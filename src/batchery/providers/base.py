@@ -3,17 +3,21 @@ decides everything else (splitting, polling cadence, retries, bookkeeping)."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 
-from ..errors import ConfigError, TransientError
+from ..errors import AccountError, BatcheryError, ConfigError, ProviderError, TransientError
 from ..limits import BatchLimits
+from ..retry import call_failure_kind
 
 # Outcome statuses a line can end in.
 SUCCEEDED, FAILED, EXPIRED, CANCELLED, MISSING = "succeeded", "failed", "expired", "cancelled", "missing"
@@ -59,6 +63,16 @@ class LiveResponse(NamedTuple):
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+@dataclass
+class CallFailure:
+    """What an SDK's exception says, in the terms batchery decides on (see retry.call_failure_kind)."""
+
+    status: int | None  # HTTP status; None when no answer came (a network failure)
+    message: str
+    code: str | None = None  # the provider's error code, type or reason, where it gave one
+    retry_after: float | None = None  # seconds the provider asked us to wait, where it said
 
 
 class BatchProvider(ABC):
@@ -118,6 +132,31 @@ class BatchProvider(ABC):
     def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
         """Every line the provider returned for an ended batch, in the order it returned them."""
 
+    # -- errors: one place where an SDK's exceptions become batchery's ------------------------------
+
+    def describe_error(self, exc: Exception) -> CallFailure | None:
+        """What an exception of this adapter's SDK says; None when it is not one of the SDK's."""
+        return None
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Around every SDK call (downloads being streamed included): network failures of the SDK's
+        HTTP library and the SDK's own errors become TransientError, AccountError or ProviderError
+        (see retry.py), with the provider's message redacted of any key and never the request
+        headers, which carry it."""
+        try:
+            yield
+        except BatcheryError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, network_errors()):
+                failure: CallFailure | None = CallFailure(None, f"{type(exc).__name__}: {exc}")
+            else:
+                failure = self.describe_error(exc)
+            if failure is None:
+                raise
+            raise call_error(self.name, action, failure) from None
+
     # -- live mode: one request per call, through the SDK's async client, no SDK retries (the
     # executor paces, retries and cools down for every provider alike) -----------------------------
 
@@ -155,9 +194,9 @@ class BatchProvider(ABC):
         outcome = self.decode_live(custom_id, response.status, body) if body is not None else None
         if outcome is None:
             text = response.body[:300].decode(errors="replace")
-            return Outcome(custom_id, FAILED, None, None, None, None, None, None,
-                           f"http_{response.status}", text or f"HTTP {response.status} with no body")
-        return outcome
+            return scrub(Outcome(custom_id, FAILED, None, None, None, None, None, None,
+                                 f"http_{response.status}", text or f"HTTP {response.status} with no body"))
+        return scrub(outcome)
 
     async def aclose(self) -> None:
         """Close the async client that live calls opened, if any."""
@@ -167,6 +206,105 @@ class BatchProvider(ABC):
             result = close()
             if hasattr(result, "__await__"):
                 await result
+
+
+# -- errors and secrets ----------------------------------------------------------------------------
+
+_MIN_SECRET = 12  # shorter values ("k", "emulator") are placeholders, and too common a string to cut
+_REDACTED = "[key redacted]"
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """A key this process was given (not only from the environment): redacted wherever it shows."""
+    if value and len(value) >= _MIN_SECRET:
+        _secrets.add(value)
+
+
+def _known_secrets() -> set[str]:
+    from . import PROVIDERS, key_variables  # the registry names every key variable
+
+    found = set(_secrets)
+    for name in PROVIDERS:
+        for variable in key_variables(name):
+            value = os.environ.get(variable, "")
+            if len(value) >= _MIN_SECRET:
+                found.add(value)
+    return found
+
+
+def redact(text: str) -> str:
+    """The text with every key batchery knows of (given to an adapter, or in a provider's key
+    variable) replaced: servers sometimes echo the key in their error messages."""
+    if not text:
+        return text
+    for secret in _known_secrets():
+        if secret in text:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def scrub(outcome: Outcome) -> Outcome:
+    """A failed outcome's message and body redacted of keys before they are stored or shown."""
+    if outcome.status == SUCCEEDED:
+        return outcome
+    message = redact(outcome.error_message) if outcome.error_message else outcome.error_message
+    response = outcome.response
+    if response:
+        cleaned = redact(response.decode(errors="replace"))
+        response = cleaned.encode() if cleaned != response.decode(errors="replace") else response
+    if message == outcome.error_message and response is outcome.response:
+        return outcome
+    return outcome._replace(error_message=message, response=response)
+
+
+@functools.cache
+def network_errors() -> tuple[type[BaseException], ...]:
+    """Network failures of whichever HTTP library an SDK runs on (httpx, or httpx2 in newer SDKs):
+    a refused connection, a timeout, a download cut mid-way (RemoteProtocolError)..."""
+    found: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def call_error(provider: str, action: str, failure: CallFailure) -> BatcheryError:
+    """A failed provider call as the exception the engine acts on (kinds: retry.call_failure_kind)."""
+    message = redact(failure.message)
+    kind = call_failure_kind(failure.status, failure.code)
+    if kind == "transient":
+        where = f"HTTP {failure.status}: " if failure.status is not None else ""
+        return TransientError(f"{provider} {action}: {where}{message}", failure.retry_after)
+    if kind == "account":
+        from . import key_variables
+
+        return AccountError(
+            f"{provider} {action} refused ({failure.status}): {message}. The key or account was refused: "
+            f"check {' or '.join(key_variables(provider))} (and the account's access, quota and billing)")
+    return ProviderError(f"{provider} {action} refused ({failure.status}): {message}")
+
+
+def stainless_failure(sdk: Any, exc: Exception, message: str) -> CallFailure | None:
+    """CallFailure for the Stainless-generated SDKs (openai, anthropic, groq, together)."""
+    if isinstance(exc, sdk.APIConnectionError):  # timeouts included
+        return CallFailure(None, f"{type(exc).__name__}: {message}")
+    if isinstance(exc, sdk.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error") if isinstance(body.get("error"), dict) else body
+        code = getattr(exc, "code", None) or error.get("code") or error.get("type")
+        return CallFailure(exc.status_code, message, code if isinstance(code, str) else None,
+                           retry_after_of(exc.response.headers))
+    return None
+
+
+def retry_after_of(headers: Mapping[str, str], body: bytes = b"") -> float | None:
+    """The wait a failed call's answer asked for (Retry-After, retry-after-ms, Gemini's RetryInfo)."""
+    from ..live.signals import retry_after  # lazy: live/ imports the engine, which imports this module
+
+    return retry_after(headers, body)
 
 
 LIST_SCAN = 300  # listed batches a poll looks through before fetching the rest one by one
@@ -222,6 +360,8 @@ async def post_stainless(client: Any, sdk: Any, path: str, body: dict, provider:
     except sdk.APIStatusError as exc:
         response = exc.response
     except sdk.APIConnectionError as exc:  # timeouts included
+        raise TransientError(f"{provider} live call: {type(exc).__name__}") from None
+    except network_errors() as exc:  # a body cut short after the status line arrived
         raise TransientError(f"{provider} live call: {type(exc).__name__}") from None
     return LiveResponse(response.status_code, response.headers, response.content)
 

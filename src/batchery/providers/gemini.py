@@ -8,26 +8,26 @@ Results are matched by those keys, never by position. The batch's ``display_name
 so ``find`` recognises a batch whose create response was lost by listing batches.
 
 The SDK reads batch state from ``metadata`` and does not surface ``batchStats`` or the
-operation's ``error`` in Developer API mode, so progress counts stay at zero and a failed batch
-reports only its state.
+operation's ``error`` in Developer API mode. When a batch with a results file has ended, ``poll``
+reads the batch once more as raw JSON for its ``batchStats`` (the provider's count of the lines it
+answered), which the engine compares with the lines a download brought.
 """
 
 from __future__ import annotations
 
-import importlib
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ..errors import ProviderError, TransientError
+from ..errors import TransientError
 from ..limits import LIMITS
+from ..retry import ACCOUNT_CODES
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, find_tagged, poll_listed,
+    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
+    decode_stream, find_tagged, network_errors, poll_listed, retry_after_of,
 )
 
 # Batch files up to this size are sent inline. The API takes inline requests under 20 MB, but
@@ -46,7 +46,7 @@ _ANSWERED = {"STOP", "MAX_TOKENS"}  # finish reasons that leave an answer, even 
 _RPC_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
               "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
               "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
-_TRANSIENT_HTTP = {408, 429}
+_ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
 class GeminiBatch(BatchProvider):
@@ -59,7 +59,6 @@ class GeminiBatch(BatchProvider):
         from google.genai import errors, types
 
         self._errors_module = errors
-        self._network_errors = _network_errors()
         http_options = types.HttpOptions(base_url=base_url) if base_url else None
         # vertexai=False: a GOOGLE_GENAI_USE_VERTEXAI in the environment must not reroute us.
         # The SDK retries nothing unless asked, so a create whose response is lost is not
@@ -111,8 +110,22 @@ class GeminiBatch(BatchProvider):
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
         # The API does not document the list's order (the emulator serves newest first).
         with self._errors("poll"):
-            return poll_listed(map(_remote, self.client.batches.list(config={"page_size": 100})), remote_ids,
-                               lambda remote_id: _remote(self.client.batches.get(name=remote_id)))
+            found = poll_listed(map(_remote, self.client.batches.list(config={"page_size": 100})), remote_ids,
+                                lambda remote_id: _remote(self.client.batches.get(name=remote_id)))
+        for remote in found.values():
+            if remote.ended and remote.output_file:  # inline results come whole in one body: never short
+                self._count(remote)
+        return found
+
+    def _count(self, remote: RemoteBatch) -> None:
+        """Fill in the provider's line counts (``batchStats``), which the SDK's BatchJob leaves out,
+        from the batch as raw JSON, through the SDK's own request method (the one its typed calls use)."""
+        with self._errors("get batch"):
+            body = self.client._api_client.request("get", remote.remote_id, {}).body
+        stats = (orjson.loads(body or b"{}").get("metadata") or {}).get("batchStats") or {}
+        remote.completed = int(stats.get("successfulRequestCount") or 0)
+        remote.failed = int(stats.get("failedRequestCount") or 0)
+        remote.total = int(stats.get("requestCount") or 0)
 
     def cancel(self, remote_id: str) -> None:
         with self._errors("cancel"):
@@ -164,7 +177,7 @@ class GeminiBatch(BatchProvider):
             if isinstance(exc.details, dict) and isinstance(exc.details.get("error"), dict):
                 error = exc.details["error"]
             return LiveResponse(exc.code, {}, orjson.dumps({"error": error}))
-        except self._network_errors as exc:
+        except network_errors() as exc:
             raise TransientError(f"gemini live call: {type(exc).__name__}") from None
         http = response.sdk_http_response
         data = response.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"sdk_http_response"})
@@ -180,34 +193,27 @@ class GeminiBatch(BatchProvider):
         if client is not None:
             await client.aclose()
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """SDK exceptions -> batchery's: transient ones are retried by the engine, the rest stop the
-        job with the provider's message (never the request headers, which carry the key)."""
-        errors = self._errors_module
-        try:
-            yield
-        except errors.ServerError as exc:
-            raise TransientError(f"gemini {action}: {exc.code} {exc.status}: {exc.message}") from None
-        except errors.ClientError as exc:
-            if exc.code in _TRANSIENT_HTTP:
-                raise TransientError(f"gemini {action}: {exc.code} {exc.status}: {exc.message}") from None
-            raise ProviderError(f"gemini {action} refused ({exc.code} {exc.status}): {exc.message}") from None
-        except self._network_errors as exc:
-            raise TransientError(f"gemini {action}: {type(exc).__name__}: {exc}") from None
-        except ValueError as exc:  # the SDK's own checks (pydantic validation included)
-            raise ProviderError(f"gemini {action} refused by the SDK: {exc}") from None
+    def describe_error(self, exc: Exception) -> CallFailure | None:
+        if isinstance(exc, self._errors_module.APIError):
+            error = exc.details.get("error") if isinstance(exc.details, dict) else None
+            error = error if isinstance(error, dict) else {"status": exc.status, "details": None}
+            headers = exc.response.headers if exc.response is not None and hasattr(exc.response, "headers") else {}
+            return CallFailure(exc.code, f"{exc.status}: {exc.message}", _error_code(error),
+                               retry_after_of(headers, orjson.dumps({"error": error})))
+        if isinstance(exc, ValueError):  # the SDK's own checks (pydantic validation included)
+            return CallFailure(400, f"refused by the SDK: {exc}")
+        return None
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """Network failures of whichever httpx flavour the SDK runs on."""
-    found: list[type[BaseException]] = []
-    for name in ("httpx", "httpx2"):
-        try:
-            found.append(importlib.import_module(name).TransportError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
+def _error_code(error: dict) -> str:
+    """The code batchery keeps for a google.rpc.Status: an account reason from its ErrorInfo when
+    there is one (a bad key is a 400 INVALID_ARGUMENT whose reason is API_KEY_INVALID), else the
+    status name."""
+    for detail in error.get("details") or ():
+        if isinstance(detail, dict) and detail.get("reason") in ACCOUNT_CODES:
+            return str(detail["reason"])
+    code = error.get("status") or error.get("code")
+    return _RPC_CODES[code] if isinstance(code, int) and 0 <= code < len(_RPC_CODES) else str(code or "error")
 
 
 def generate_request(request: dict) -> dict:
@@ -288,9 +294,8 @@ def _inline_outcome(item: Any) -> Outcome | None:
 
 def _outcome(key: str, response: Any, error: Any) -> Outcome | None:
     if isinstance(error, dict):
-        code = error.get("status") or error.get("code")
-        name = _RPC_CODES[code] if isinstance(code, int) and 0 <= code < len(_RPC_CODES) else str(code or "error")
-        return Outcome(key, FAILED, None, None, None, None, None, None, name, str(error.get("message") or ""))
+        return Outcome(key, FAILED, None, None, None, None, None, None, _error_code(error),
+                       str(error.get("message") or ""))
     if not isinstance(response, dict):
         return None
     body = orjson.dumps(response)

@@ -28,7 +28,7 @@ class GroqBatch(OpenAIBatch):
         import groq  # lazy: only the provider in use pays for its SDK import
 
         self._sdk = groq
-        self.client = groq.Groq(api_key=api_key, base_url=base_url, max_retries=5)
+        self.client = groq.Groq(api_key=api_key, base_url=base_url, max_retries=0)  # the engine retries
 
     live_path = "/openai/v1/chat/completions"
 

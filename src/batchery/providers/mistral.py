@@ -31,7 +31,6 @@ What this module relies on (research §6, read against ``mistralai`` 3.7.0):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,8 @@ import orjson
 from ..errors import ProviderError, TransientError
 from ..limits import LIMITS
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, find_tagged, poll_listed,
+    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
+    decode_stream, find_tagged, poll_listed, retry_after_of,
 )
 
 TAG_KEY = "batchery_batch"
@@ -65,10 +64,9 @@ class MistralBatch(BatchProvider):
 
         self._transport_error = httpx2.TransportError
         self._sdk_errors = errors
-        retry = utils.RetryConfig("backoff", utils.BackoffStrategy(500, 20_000, 2.0, 60_000),
-                                  retry_connection_errors=True)
-        self.client = Mistral(api_key=api_key, server_url=base_url, retry_config=retry)
+        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
         self._no_retries = utils.RetryConfig("none", None, False)
+        self.client = Mistral(api_key=api_key, server_url=base_url, retry_config=self._no_retries)
 
     # -- live mode -----------------------------------------------------------------------------
 
@@ -163,21 +161,13 @@ class MistralBatch(BatchProvider):
                 finally:
                     response.close()
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """SDK exceptions -> batchery's: network trouble, 429 and 5xx are transient (the engine tries
-        again); any other refusal stops with Mistral's own message (never the request headers, which
-        carry the key)."""
+    def describe_error(self, exc: Exception) -> CallFailure | None:
         errors = self._sdk_errors
-        try:
-            yield
-        except (self._transport_error, errors.NoResponseError) as exc:
-            raise TransientError(f"mistral {action}: {type(exc).__name__}: {exc}") from None
-        except errors.MistralError as exc:
-            status = exc.status_code
-            if status == 429 or status >= 500:
-                raise TransientError(f"mistral {action}: HTTP {status}: {_message(exc)}") from None
-            raise ProviderError(f"mistral {action} refused ({status}): {_message(exc)}") from None
+        if isinstance(exc, errors.NoResponseError):
+            return CallFailure(None, f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, errors.MistralError):
+            return CallFailure(exc.status_code, _message(exc), None, retry_after_of(exc.raw_response.headers))
+        return None
 
 
 def _message(exc) -> str:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 
-from ..errors import ConfigError, ProviderError, TransientError
+from ..errors import ConfigError
 from ..limits import LIMITS, BatchLimits
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, Outcome, RemoteBatch,
-    LiveResponse, decode_stream, find_tagged, poll_listed, post_stainless,
+    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, CallFailure, Outcome, RemoteBatch,
+    LiveResponse, decode_stream, find_tagged, poll_listed, post_stainless, stainless_failure,
 )
 
 TAG_KEY = "batchery_batch"
@@ -30,7 +29,8 @@ class OpenAIBatch(BatchProvider):
         import openai  # lazy: only the provider in use pays for its SDK import
 
         self._sdk = openai
-        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=5)
+        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
+        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
 
     live_path = "/chat/completions"
 
@@ -55,10 +55,10 @@ class OpenAIBatch(BatchProvider):
             return self.client.files.create(file=f, purpose="batch").id
 
     def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:
-        # No SDK retries here: a retried create whose first response was lost makes a second
+        # Never retried blindly: a retried create whose first response was lost makes a second
         # batch. The engine instead looks the tag up and only then creates again.
         with self._errors("create"):
-            batch = self.client.with_options(max_retries=0).batches.create(
+            batch = self.client.batches.create(
                 input_file_id=input_file,
                 endpoint=self.endpoint,
                 completion_window="24h",
@@ -105,17 +105,8 @@ class OpenAIBatch(BatchProvider):
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
         return decode_response(custom_id, status, body)
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """SDK exceptions -> batchery's: transient ones are retried by the engine, the rest stop the
-        job with the provider's message (never the request headers, which carry the key)."""
-        sdk = self._sdk
-        try:
-            yield
-        except (sdk.APIConnectionError, sdk.RateLimitError, sdk.InternalServerError) as exc:
-            raise TransientError(f"{self.name} {action}: {type(exc).__name__}: {_message(exc)}") from None
-        except sdk.APIStatusError as exc:
-            raise ProviderError(f"{self.name} {action} refused ({exc.status_code}): {_message(exc)}") from None
+    def describe_error(self, exc: Exception) -> CallFailure | None:
+        return stainless_failure(self._sdk, exc, _message(exc))
 
 
 class OpenAICompatible(OpenAIBatch):

@@ -37,16 +37,15 @@ circumstantial evidence.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 
-from ..errors import ProviderError, TransientError
+from ..errors import ProviderError
 from ..limits import LIMITS
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, LiveResponse, Outcome, RemoteBatch, decode_stream,
-    post_stainless,
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
+    decode_stream, post_stainless, stainless_failure,
 )
 from .openai import chat_body as openai_chat_body
 from .openai import decode_line, decode_response
@@ -69,12 +68,12 @@ class TogetherBatch(BatchProvider):
     limits = LIMITS["together"]
 
     def __init__(self, api_key: str, base_url: str | None = None):
-        import httpx  # the SDK's HTTP client: the upload's PUT raises its transport errors as they are
         import together  # lazy: only the provider in use pays for its SDK import
 
         self._sdk = together
-        self._transport_error = httpx.TransportError
-        self.client = together.Together(api_key=api_key, base_url=base_url, max_retries=5)
+        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
+        # The upload's PUT raises httpx's transport errors as they are: base._errors catches those.
+        self.client = together.Together(api_key=api_key, base_url=base_url, max_retries=0)
 
     def open_live_client(self):
         return self._sdk.AsyncTogether(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
@@ -104,7 +103,7 @@ class TogetherBatch(BatchProvider):
         # The tag travels as the input file's name (see the module docstring). No SDK retries: a
         # retried create whose first response was lost makes a second batch; the engine finds it.
         with self._errors("create"):
-            created = self.client.with_options(max_retries=0).batches.create(
+            created = self.client.batches.create(
                 endpoint=self.endpoint, input_file_id=input_file, completion_window=COMPLETION_WINDOW,
                 model_id=model,
             )
@@ -153,23 +152,10 @@ class TogetherBatch(BatchProvider):
             with self._errors("download"), self.client.files.with_streaming_response.content(file_id) as response:
                 yield from decode_stream(response.iter_bytes(1 << 20), decode_result)
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """SDK exceptions -> batchery's: network trouble, 429 and 5xx are transient (the engine tries
-        again); any other refusal stops with Together's message (never the request headers, which
-        carry the key)."""
-        sdk = self._sdk
-        try:
-            yield
-        except (sdk.APIConnectionError, self._transport_error) as exc:
-            raise TransientError(f"together {action}: {type(exc).__name__}: {_message(exc)}") from None
-        except sdk.APIStatusError as exc:
-            status = exc.status_code
-            if status == 429 or status >= 500:
-                raise TransientError(f"together {action}: HTTP {status}: {_message(exc)}") from None
-            # The SDK words every 401 on upload as "exceed your free trial credits", a wrong key included.
-            hint = " (check TOGETHER_API_KEY)" if status == 401 else ""
-            raise ProviderError(f"together {action} refused ({status}): {_message(exc)}{hint}") from None
+    def describe_error(self, exc: Exception) -> CallFailure | None:
+        # The SDK words every 401 on upload as "exceed your free trial credits", a wrong key included:
+        # a 401 is an account failure, whose message names TOGETHER_API_KEY.
+        return stainless_failure(self._sdk, exc, _message(exc))
 
 
 def _message(exc: Exception) -> str:
