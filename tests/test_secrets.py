@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 from test_cli import batchery, write_jsonl
 
@@ -54,3 +59,53 @@ def test_the_emulator_binds_loopback_by_default():
 
     with Emulator() as emulator:
         assert emulator.url.startswith("http://127.0.0.1:")
+
+
+class _EchoesTheKey(BaseHTTPRequestHandler):
+    """A server that refuses every request and, as some do, quotes the key it was sent."""
+
+    def _refuse(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        key = (self.headers.get("authorization") or "").removeprefix("Bearer ")
+        body = json.dumps({"error": {"message": f"request refused for key {key}", "type": "invalid_request_error",
+                                     "code": "refused", "param": None}}).encode()
+        self.send_response(400)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _refuse
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def echo_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoesTheKey)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_key_a_server_echoes_back_is_redacted_from_outcomes_status_results_and_errors(tmp_path, echo_server):
+    requests = write_jsonl(tmp_path / "reqs.jsonl", [{"id": i, "prompt": f"q{i}"} for i in range(3)])
+    store, out = tmp_path / "store", tmp_path / "out.jsonl"
+    live = batchery("run", str(requests), "--provider", "openai-compatible", "--mode", "live", "--model", "m",
+                    "--base-url", echo_server, "--store", str(store), "--out", str(out),
+                    env={"OPENAI_COMPATIBLE_API_KEY": SECRET})
+    assert live.returncode == 0, live.stderr  # a refusal of the request itself: final, the job is done
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["error"]["message"] for r in rows] == ["request refused for key [key redacted]"] * 3
+    batch = batchery("run", str(requests), "--job", "batch", "--model", "m", "--base-url", echo_server,
+                     "--store", str(store), env={"OPENAI_API_KEY": SECRET})
+    assert batch.returncode == 2 and "refused for key [key redacted]" in batch.stderr, batch.stderr
+    status = batchery("status", "reqs", "--store", str(store))
+    assert "[key redacted]" in status.stdout
+    for run in (live, batch, status):
+        assert SECRET not in run.stdout + run.stderr
+    for path in [*files_under(store), out]:
+        assert SECRET.encode() not in path.read_bytes(), f"the key leaked into {path}"

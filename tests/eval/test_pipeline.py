@@ -120,12 +120,13 @@ def test_unreadable_verdicts_are_asked_again_once(tmp_path):
     assert reask and reask[0]["requests"] == DEMO_ITEMS
 
 
-def test_verdicts_that_never_come_are_unparsed_not_non_compliant(tmp_path):
+def test_judge_calls_that_fail_are_failed_verdicts_not_unparsed_nor_non_compliant(tmp_path):
     path = write_config(tmp_path, pairwise=None, candidates=[{"name": "c", "provider": "openai", "model": "gpt-4o"}],
                         judges=[{"provider": "anthropic", "model": "missing-judge"}])
     data, _ = evaluate(path)
     row = data["leaderboard"][0]
-    assert row["unparsed"] == DEMO_ITEMS and row["n"] == 0 and row["rate"] is None and row["compliant"] == 0
+    assert row["failed"] == DEMO_ITEMS and row["unparsed"] == 0
+    assert row["n"] == 0 and row["rate"] is None and row["compliant"] == 0
 
 
 def test_a_budget_stops_the_evaluation_and_a_higher_one_resumes_it(tmp_path):

@@ -39,7 +39,8 @@ def run(
     emulate: bool = typer.Option(False, help="Run against an in-process emulator: no key, no cost."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="At most this many requests per batch."),
     max_attempts: int = typer.Option(3, min=1, help="Sends per request: lines that expire, go missing or hit a "
-                                     "transient provider error are retried in new batches up to this many."),
+                                     "transient provider error are retried in new batches up to this many "
+                                     "(failures a later run can fix, like a refused key, are sent again by it)."),
     raw: bool = typer.Option(False, "--raw", help="Lines are already in the provider's own batch format; send their bodies as they are."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimate (requests, tokens, cost) and send nothing."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="USD: stop submitting new batches "
@@ -84,6 +85,8 @@ def run(
         if no_wait:
             print(f"submitted job '{name}'; run the same command again (or `batchery status {name}`) "
                   "to follow it", file=sys.stderr)
+            if final.stopped:  # stopped early (a cap, a refused key): saved, and says so in its exit status
+                raise typer.Exit(3)
             return
         target = out or Path(f"{name}.results.jsonl")
         job_row = st.get_job(name)

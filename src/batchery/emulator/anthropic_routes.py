@@ -36,12 +36,14 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.middleware import Middleware
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 
 from .batches import Timing
 from .clock import Clock
 from .fake_model import Behaviour, model_exists, reply
+from .faults import FaultGate, FaultPlan, cut_file_response, truncated_file_response
 from .responses import ApiError, JSONResponse
 from .state import Stats, new_id
 
@@ -68,6 +70,19 @@ class AnthropicApiError(ApiError):
     def response(self) -> JSONResponse:
         body = {"type": "error", "error": {"type": self.type, "message": self.message}, "request_id": new_id("req_")}
         return JSONResponse(body, status_code=self.status)
+
+
+# What the fault plan's http_* faults answer, as Anthropic words them.
+_FAULT_ERRORS = {
+    429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
+    500: ("api_error", "Internal server error"),
+    503: ("overloaded_error", "Overloaded"),
+}
+
+
+def _fault_response(status: int) -> Response:
+    kind, message = _FAULT_ERRORS[status]
+    return AnthropicApiError(status, kind, message).response()
 
 
 def _invalid(message: str) -> AnthropicApiError:
@@ -125,8 +140,12 @@ class MessageBatch:
 class AnthropicMessageBatches:
     """The Message Batches API of one emulated Anthropic workspace."""
 
+    accepts_faults = True  # http_* faults, truncated_download and cut_download (the results stream)
+
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_REQUESTS, behaviour: Behaviour | None = None) -> None:
+                 timing: Timing, max_lines: int = MAX_REQUESTS, behaviour: Behaviour | None = None,
+                 faults: FaultPlan | None = None) -> None:
+        self.faults = (faults or FaultPlan()).injector(provider, stats)
         self.provider, self.prefix, self.data_dir = provider, prefix, data_dir
         self.behaviour = behaviour
         self.clock, self.stats, self.timing = clock, stats, timing
@@ -140,7 +159,8 @@ class AnthropicMessageBatches:
 
     def mount(self) -> Mount:
         path = "/v1/messages/batches"
-        return Mount(self.prefix, routes=[
+        gate = [Middleware(FaultGate, faults=self.faults, render=_fault_response)] if self.faults.plan.http_active else None
+        return Mount(self.prefix, middleware=gate, routes=[
             Route(path, self.create_batch, methods=["POST"]),
             Route(path, self.list_batches, methods=["GET"]),
             Route(path + "/{batch_id}", self.retrieve_batch, methods=["GET"]),
@@ -148,6 +168,9 @@ class AnthropicMessageBatches:
             Route(path + "/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
             Route(path + "/{batch_id}/results", self.batch_results, methods=["GET"]),
         ])
+
+    def invalid_key_response(self) -> Response:
+        return AnthropicApiError(401, "authentication_error", "invalid x-api-key").response()
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -220,6 +243,10 @@ class AnthropicMessageBatches:
             raise _invalid(f"Batch {batch.id} has not finished processing; its results are not available yet.")
         if self.clock.now() >= batch.created + ARCHIVE_SECONDS:
             raise AnthropicApiError(404, "not_found_error", f"The results of batch {batch.id} have been archived.")
+        if self.faults.take("truncated_download"):
+            return truncated_file_response(batch.results_path, batch.results_path.stat().st_size, "application/binary")
+        if self.faults.take("cut_download"):
+            return cut_file_response(batch.results_path, "application/binary")
         return FileResponse(batch.results_path, media_type="application/binary")
 
     # -- bookkeeping -----------------------------------------------------------------------------

@@ -9,7 +9,9 @@ lines, the batch's ordinal), so the same calls against the same plan meet the sa
 turning one fault on does not change when another one fires.
 
 Today the OpenAI Files + Batches service (and therefore Groq, which mounts the same routes) honours
-the plan; the other services ignore it.
+the whole plan; Anthropic's Message Batches and Gemini's batch mode honour the ``http_*`` faults
+(in their own error envelopes; Gemini's 429 also carries a RetryInfo ``retryDelay``) and the
+download faults; the other services ignore it.
 
 Spec grammar (``FaultPlan.parse``; ``str(plan)`` gives it back)::
 
@@ -34,6 +36,9 @@ Spec grammar (``FaultPlan.parse``; ``str(plan)`` gives it back)::
     reorder              rate          result *files* whose lines are fully, randomly shuffled
     truncated_download   count         the first n file-content downloads (of any file) end half-way,
                                        as a complete response: no error, just half the bytes
+    cut_download         count         the first n result downloads are cut half-way: the connection
+                                       closes before the promised bytes arrive (httpx raises
+                                       RemoteProtocolError while the client streams them)
     provider_cancel      count         the first n valid batches are cancelled by the provider half-way
                                        through processing (cancelling, then cancelled, partial output)
     seed                 integer       the random seed (default 0)
@@ -86,6 +91,7 @@ LINE_FAULTS = ("drop_lines", "malformed_lines", "duplicate_lines")  # at most on
 _KIND = {
     "http_429": "probability", "http_500": "probability", "http_503": "probability",
     "lost_create": "count", "queue_full": "count", "truncated_download": "count", "provider_cancel": "count",
+    "cut_download": "count",
     "slow_validation": "seconds", "expire_after": "seconds", "retry_after": "seconds",
     "drop_lines": "rate", "duplicate_lines": "rate", "malformed_lines": "rate", "reorder": "rate",
     "seed": "integer",
@@ -125,6 +131,7 @@ class FaultPlan:
     reorder: int | float = 0
     truncated_download: int = 0
     provider_cancel: int = 0
+    cut_download: int = 0
     seed: int = 0
     retry_after: float = 1.0
 
@@ -407,6 +414,11 @@ class CutConnection(Response):
         _CUTTING.set(True)
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
+
+
+def cut_file_response(path: Path, media_type: str = "application/octet-stream") -> Response:
+    """A download lost in transit: headers promising the whole file, half of it, then a closed socket."""
+    return CutConnection(path.read_bytes(), media_type=media_type)
 
 
 def truncated_file_response(path: Path, size: int, media_type: str = "application/octet-stream") -> Response:

@@ -48,12 +48,14 @@ from urllib.parse import urlencode
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.middleware import Middleware
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 
 from .batches import Timing
 from .clock import Clock
 from .fake_model import Behaviour, model_exists, reply
+from .faults import FaultGate, FaultPlan, cut_file_response, truncated_file_response
 from .responses import JSONResponse
 from .state import FileStore, Stats, StoredFile
 from .validation import MAX_LINES
@@ -81,14 +83,36 @@ _THOUGHTS = {"MINIMAL": 4, "LOW": 16, "MEDIUM": 32, "HIGH": 64}
 class GoogleError(Exception):
     """An HTTP error in Google's envelope, which the SDK reads into ``code``, ``status``, ``message``."""
 
-    def __init__(self, code: int, message: str, status: str | None = None) -> None:
+    def __init__(self, code: int, message: str, status: str | None = None, details: list | None = None) -> None:
         super().__init__(message)
         self.code, self.message = code, message
         self.status = status or _HTTP_STATUS.get(code, "INVALID_ARGUMENT")
+        self.details = details
 
     def response(self) -> Response:
-        body = {"error": {"code": self.code, "message": self.message, "status": self.status}}
-        return JSONResponse(body, status_code=self.code)
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
+        if self.details:
+            error["details"] = self.details
+        return JSONResponse({"error": error}, status_code=self.code)
+
+
+def invalid_key_response() -> Response:
+    """What the Gemini API answers a key it does not know: a 400 INVALID_ARGUMENT (not a 401) whose
+    ErrorInfo reason is API_KEY_INVALID."""
+    message = "API key not valid. Please pass a valid API key."
+    return GoogleError(400, message, "INVALID_ARGUMENT", [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
+         "metadata": {"service": "generativelanguage.googleapis.com"}},
+        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message},
+    ]).response()
+
+
+# What the fault plan's http_* faults answer, as Google words them.
+_FAULT_ERRORS = {
+    429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+    500: ("INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+}
 
 
 def _google_errors(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -532,8 +556,12 @@ class GeminiBatches:
 class GeminiService:
     """The mounted Gemini API: batches, files and resumable uploads under ``prefix``."""
 
+    accepts_faults = True  # http_* faults (a 429 with RetryInfo), truncated_download and cut_download
+
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_LINES, behaviour: Behaviour | None = None) -> None:
+                 timing: Timing, max_lines: int = MAX_LINES, behaviour: Behaviour | None = None,
+                 faults: FaultPlan | None = None) -> None:
+        self.faults = (faults or FaultPlan()).injector(provider, stats)
         self.provider, self.prefix, self.clock, self.stats = provider, prefix, clock, stats
         self.behaviour = behaviour
         self.open_paths = (f"{prefix}/upload/",)  # resumable upload chunks carry no key
@@ -547,7 +575,9 @@ class GeminiService:
         def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], method: str) -> Route:
             return Route(path, _google_errors(endpoint), methods=[method])
 
-        return Mount(self.prefix, routes=[
+        gate = [Middleware(FaultGate, faults=self.faults, render=self._fault_response)] \
+            if self.faults.plan.http_active else None
+        return Mount(self.prefix, middleware=gate, routes=[
             route("/upload/{version}/files", self.upload, "POST"),
             route("/{version}/files", self.list_files, "GET"),
             route("/{version}/files/{ref}", self.get_file, "GET"),
@@ -625,6 +655,15 @@ class GeminiService:
             body["nextPageToken"] = token
         return JSONResponse(body)
 
+    def invalid_key_response(self) -> Response:
+        return invalid_key_response()
+
+    def _fault_response(self, status: int) -> Response:
+        name, message = _FAULT_ERRORS[status]
+        delay = f"{self.faults.plan.retry_after:g}s"
+        details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}] if status == 429 else None
+        return GoogleError(status, message, name, details).response()
+
     async def get_file(self, request: Request) -> Response:
         version = _version(request)
         ref: str = request.path_params["ref"]
@@ -641,6 +680,10 @@ class GeminiService:
             raise GoogleError(400, "Downloads need alt=media.")
         if gfile.source != "GENERATED":
             raise GoogleError(400, "Only generated files can be downloaded; uploaded files cannot.")
+        if self.faults.take("truncated_download"):
+            return truncated_file_response(gfile.stored.path, gfile.stored.path.stat().st_size)
+        if self.faults.take("cut_download"):
+            return cut_file_response(gfile.stored.path)
         return FileResponse(gfile.stored.path, media_type="application/octet-stream")
 
     async def delete_file(self, request: Request) -> Response:

@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from .batches import Batch, BatchBook, Timing
 from .clock import Clock
 from .fake_model import Behaviour
-from .faults import CutConnection, FaultGate, FaultPlan, truncated_file_response
+from .faults import CutConnection, FaultGate, FaultPlan, cut_file_response, truncated_file_response
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile, Stats
 from .validation import MAX_LINES, check_input_file
@@ -131,6 +131,8 @@ class OpenAICompatible:
         stored = self._file(request)
         if self.faults.take("truncated_download"):
             return truncated_file_response(stored.path, stored.size)
+        if self.faults.take("cut_download"):
+            return cut_file_response(stored.path)
         return FileResponse(stored.path, media_type="application/octet-stream")
 
     def _file(self, request: Request) -> StoredFile:

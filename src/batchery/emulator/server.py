@@ -13,8 +13,9 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from urllib.parse import parse_qs
 from types import TracebackType
 
 import uvicorn
@@ -42,25 +43,37 @@ STARTUP_TIMEOUT = 10.0
 _KEY_HEADERS = (b"x-api-key", b"x-goog-api-key")
 
 
-def _has_key(scope: Scope) -> bool:
+def _key(scope: Scope) -> str:
+    """The API key a request carries, in whichever provider's style ("" when it has none)."""
     headers = dict(scope["headers"])
     auth = headers.get(b"authorization", b"")
     if auth[:7].lower() == b"bearer " and auth[7:].strip():
-        return True
-    if any(headers.get(h, b"").strip() for h in _KEY_HEADERS):
-        return True
-    return b"key=" in scope.get("query_string", b"")
+        return auth[7:].strip().decode(errors="replace")
+    for name in _KEY_HEADERS:
+        if headers.get(name, b"").strip():
+            return headers[name].strip().decode(errors="replace")
+    return (parse_qs(scope.get("query_string", b"").decode(errors="replace")).get("key") or [""])[0]
+
+
+def _wrong_key() -> Response:
+    """OpenAI's answer to a key it does not know (Groq, Together, Mistral answer alike: a 401)."""
+    return ApiError(401, "Incorrect API key provided. You can find your API key in your account settings.",
+                    code="invalid_api_key").response()
 
 
 class AuthAndRequestId:
-    """ASGI middleware: require an API key (any value, in any provider's style) under the API
-    prefixes and stamp every response with ``x-request-id`` (the SDK exposes it as ``_request_id``).
-    The key's value is never looked at beyond being non-empty, and never logged."""
+    """ASGI middleware: require an API key (any value, in any provider's style; with ``api_key``
+    set, that value only) under the API prefixes and stamp every response with ``x-request-id``
+    (the SDK exposes it as ``_request_id``). A wrong key gets the provider's own refusal
+    (``refusals``: prefix -> response maker). The key's value is never logged."""
 
-    def __init__(self, app: ASGIApp, protected: Iterable[str], open_paths: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, protected: Iterable[str], open_paths: Iterable[str] = (),
+                 api_key: str | None = None, refusals: dict[str, Callable[[], Response]] | None = None) -> None:
         self.app = app
         self.protected = tuple(protected)
         self.open_paths = tuple(open_paths)  # upload sessions, authorised by their own unguessable id
+        self.api_key = api_key
+        self.refusals = refusals or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,14 +89,19 @@ class AuthAndRequestId:
         path: str = scope["path"]
         guarded = any(path == p or path.startswith(p + "/") for p in self.protected)
         if guarded and not (self.open_paths and path.startswith(self.open_paths)):
-            if not _has_key(scope):
+            key = _key(scope)
+            if not key:
                 error = ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.", code="invalid_api_key")
                 await error.response()(scope, receive, send_with_id)
+                return
+            if self.api_key is not None and key != self.api_key:
+                refuse = next((r for p, r in self.refusals.items() if path == p or path.startswith(p + "/")), _wrong_key)
+                await refuse()(scope, receive, send_with_id)
                 return
         await self.app(scope, receive, send_with_id)
 
 
-def build_app(services: Iterable, stats: Stats, live: Live | None = None) -> ASGIApp:
+def build_app(services: Iterable, stats: Stats, live: Live | None = None, api_key: str | None = None) -> ASGIApp:
     services = list(services)
 
     async def stats_route(request: Request) -> Response:
@@ -93,8 +111,9 @@ def build_app(services: Iterable, stats: Stats, live: Live | None = None) -> ASG
         routes=[Route("/_emulator/stats", stats_route), *(s.mount() for s in services)],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
     )
+    refusals = {s.prefix: s.invalid_key_response for s in services if hasattr(s, "invalid_key_response")}
     return AuthAndRequestId(live.wrap(app) if live else app, [s.prefix for s in services],
-                            [p for s in services for p in getattr(s, "open_paths", ())])
+                            [p for s in services for p in getattr(s, "open_paths", ())], api_key, refusals)
 
 
 class Emulator:
@@ -105,11 +124,14 @@ class Emulator:
     force expiry. ``cancel_seconds``: time spent in ``cancelling``. ``clock``: e.g. ManualClock.
     ``faults``: a :class:`~.faults.FaultPlan` or its spec string (``"http_429=0.1,lost_create=1"``)
     to misbehave on purpose, deterministically from its seed; honoured by the services whose class
-    sets ``accepts_faults`` (OpenAI and Groq today), each with its own budgets and random streams.
+    sets ``accepts_faults`` (OpenAI, Groq, Anthropic, Gemini), each with its own budgets and random streams.
     ``rpm``/``tpm``: rate limits of the live endpoints, per provider (see :mod:`.live`); ``latency``:
     real seconds each live answer waits before it is sent.
     ``behaviour``: the fake models' knobs (answer quality per candidate, noise and position bias
     per judge; see :class:`~.fake_model.Behaviour`), shared by every service.
+    ``api_key``: accept only this key (default: any non-empty one); any other gets the provider's
+    own refusal (Gemini: 400 INVALID_ARGUMENT, reason API_KEY_INVALID; Anthropic: 401
+    authentication_error; the OpenAI-shaped services: 401 invalid_api_key).
     """
 
     # provider -> (module, class, SDK base path). Each provider's routes live under their own path
@@ -128,7 +150,7 @@ class Emulator:
                  clock: Clock | None = None, data_dir: str | Path | None = None,
                  max_batch_lines: int | None = None, faults: FaultPlan | str | None = None,
                  rpm: int | None = None, tpm: int | None = None, latency: float = 0.0,
-                 behaviour: Behaviour | None = None) -> None:
+                 behaviour: Behaviour | None = None, api_key: str | None = None) -> None:
         self.host, self.port = host, port
         self.faults = FaultPlan.coerce(faults)  # parse first: a bad spec fails before any side effect
         check_limits(rpm, tpm, latency)
@@ -148,7 +170,7 @@ class Emulator:
                 behaviour=self.behaviour, **extra)
         self.live = Live(bases={name: base for name, (_, _, base) in self.SERVICES.items()}, clock=self.clock,
                          stats=self._stats, rpm=rpm, tpm=tpm, latency=latency, behaviour=self.behaviour)
-        self.app = build_app(self.services.values(), self._stats, self.live)
+        self.app = build_app(self.services.values(), self._stats, self.live, api_key)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 

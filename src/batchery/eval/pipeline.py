@@ -33,7 +33,7 @@ from ..store import Store
 from .config import EvalConfig, ModelSpec, RunSettings
 from .prompts import compliance_request, generation_request, pairwise_request, reask_request
 from .specs import Statement, load_inputs, load_spec
-from .verdicts import ComplianceVerdict, parse_compliance, parse_pairwise
+from .verdicts import JUDGE_FAILED, ComplianceVerdict, parse_compliance, parse_pairwise
 
 
 class EvalStopped(BatcheryError):
@@ -151,14 +151,15 @@ class EvalRunner:
     def judged(self, stage: str, judge: ModelSpec, requests: dict[str, dict],
                 parse: Callable[[str], Any]) -> dict[str, Any]:
         """Send judge requests and parse the verdicts; what cannot be read is asked once more, and
-        what still cannot be read stays None ("unparsed": never counted as a verdict)."""
+        what still cannot be read stays None ("unparsed": never counted as a verdict). A judge call
+        that failed is JUDGE_FAILED: no reply came, so it is "failed", not "unparsed"."""
         if not requests:
             return {}
         answers = self.stage(stage, judge, list(requests.values()))
         verdicts: dict[str, Any] = {}
         retry: list[dict] = []
         for rid, result in answers.items():
-            verdict = parse(result.text) if result.ok else None
+            verdict = parse(result.text) if result.ok else JUDGE_FAILED
             verdicts[rid] = verdict
             if verdict is None and result.ok:
                 again = reask_request(requests[rid], result.text or "")
@@ -166,7 +167,7 @@ class EvalRunner:
                 retry.append(again)
         if retry:
             for rid, result in self.stage(f"{stage}-reask", judge, retry).items():
-                verdicts[rid] = parse(result.text) if result.ok else None
+                verdicts[rid] = parse(result.text) if result.ok else JUDGE_FAILED
         return verdicts
 
     # -- one stage = one batchery job -------------------------------------------------------------
@@ -291,7 +292,11 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> 
             if not answer.ok:
                 failed[candidate.name] += 1
                 continue
-            parsed = [v for judge in evaluation.verdicts.values() if (v := judge.get((candidate.name, item)))]
+            replies = [judge.get((candidate.name, item)) for judge in evaluation.verdicts.values()]
+            parsed = [v for v in replies if v]
+            if not parsed and any(v is JUDGE_FAILED for v in replies):
+                failed[candidate.name] += 1  # the judge calls failed: nothing was left unread
+                continue
             verdict, score = jury_verdict(parsed, config.jury)
             if score is not None:
                 likert[candidate.name].append(score)
@@ -306,7 +311,7 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> 
         scores = likert[row["candidate"]]
         row["likert_mean"] = sum(scores) / len(scores) if scores else None
     by_judge = {judge: {f"{c}|{i}": (v.score if config.scale == "likert" else v.compliant)
-                        for (c, i), v in verdicts.items() if v is not None}
+                        for (c, i), v in verdicts.items() if v}
                 for judge, verdicts in evaluation.verdicts.items()}
     agreement = stats.agreement(by_judge) if len(by_judge) > 1 else None
     pairwise = None
@@ -320,7 +325,7 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> 
     no_inputs = [s.id for s in evaluation.statements if not evaluation.inputs.get(s.id)]
     notes = [f"Jury rule: {config.jury} of {len(config.judges)} judge(s); an answer no judge's verdict could be read "
              "for (after one re-ask) is 'unparsed' and left out of the rate; a failed generation is 'failed', "
-             "never judged."]
+             "never judged, and so is an answer whose judge calls all failed."]
     if no_inputs:
         notes.append(f"{len(no_inputs)} statement(s) have no inputs and were not evaluated: {', '.join(no_inputs[:10])}"
                      + ("…" if len(no_inputs) > 10 else ""))

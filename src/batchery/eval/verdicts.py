@@ -32,6 +32,20 @@ _MISSING = object()
 _INVALID = object()
 
 
+class _JudgeFailed:
+    """A judge call that ended failed: there is no reply to read, so it is neither a verdict nor
+    'unparsed'. Falsy, so code that skips missing verdicts skips it too."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "JUDGE_FAILED"
+
+
+JUDGE_FAILED = _JudgeFailed()
+
+
 @dataclass(frozen=True)
 class ComplianceVerdict:
     compliant: bool
