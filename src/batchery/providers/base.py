@@ -292,8 +292,9 @@ def stainless_failure(sdk: Any, exc: Exception, message: str) -> CallFailure | N
     if isinstance(exc, sdk.APIConnectionError):  # timeouts included
         return CallFailure(None, f"{type(exc).__name__}: {message}")
     if isinstance(exc, sdk.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        error = body.get("error") if isinstance(body.get("error"), dict) else body
+        body: dict = exc.body if isinstance(exc.body, dict) else {}
+        inner = body.get("error")
+        error: dict = inner if isinstance(inner, dict) else body
         code = getattr(exc, "code", None) or error.get("code") or error.get("type")
         return CallFailure(exc.status_code, message, code if isinstance(code, str) else None,
                            retry_after_of(exc.response.headers))
