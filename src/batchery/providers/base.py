@@ -282,7 +282,7 @@ def call_error(provider: str, action: str, failure: CallFailure) -> BatcheryErro
         from . import key_variables
 
         return AccountError(
-            f"{provider} {action} refused ({failure.status}): {message}. The key or account was refused: "
+            f"{provider} {action} refused ({failure.status}): {message.rstrip('.')}. The key or account was refused: "
             f"check {' or '.join(key_variables(provider))} (and the account's access, quota and billing)")
     return ProviderError(f"{provider} {action} refused ({failure.status}): {message}")
 
