@@ -6,13 +6,13 @@
 
 from .errors import BatcheryError, ConfigError, InputError, JobError, ProviderError, StoreError
 
-__all__ = ["run", "arun", "results", "Result", "BatcheryError", "ConfigError", "InputError",
-           "JobError", "ProviderError", "StoreError"]
+__all__ = ["run", "arun", "submit", "collect", "status", "results", "Result", "JobStatus", "BatcheryError",
+           "ConfigError", "InputError", "JobError", "ProviderError", "StoreError"]
 
 
 def __getattr__(name: str):
     # The API pulls in the engine and store; importing `batchery` alone (the CLI's --help) stays fast.
-    if name in ("run", "arun", "results"):
+    if name in ("run", "arun", "submit", "collect", "status", "results"):
         from . import api
 
         return getattr(api, name)
@@ -20,4 +20,8 @@ def __getattr__(name: str):
         from .export import Result
 
         return Result
+    if name == "JobStatus":
+        from .control import JobStatus
+
+        return JobStatus
     raise AttributeError(name)

@@ -19,7 +19,7 @@ from .inputs import iter_objects, read_requests
 from .live import LivePolicy, LiveRunner
 from .pricing import PriceBook
 from .providers import get_provider
-from .export import Result, iter_results
+from .export import Result, export, iter_results
 from .retry import DEFAULT_MAX_ATTEMPTS
 from .store import Store
 
@@ -56,19 +56,52 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
              wait: bool = True,
              poll: PollPolicy | None = None, on_progress: Callable[[Progress], None] | None = None,
              raw: bool = False, max_cost: float | None = None, prices: PriceBook | None = None,
-             live: LivePolicy | None = None, no_cache: bool = False) -> tuple[str, Progress]:
+             live: LivePolicy | None = None, no_cache: bool = False,
+             remember: dict | None = None) -> tuple[str, Progress]:
     """Run (or resume) the job for a request file; live (a LivePolicy given) or through the Batch
-    API. Returns (job name, final progress)."""
+    API. Returns (job name, final progress). `remember`: settings kept in the job's options for
+    commands that continue it without the input file (collect, retry), such as its results file."""
     name = job or path.stem
     with provider_session(conn) as (adapter, emulator_poll):
         _check_mode(adapter, live)
         fingerprint = file_fingerprint(path, conn.provider, model, raw)
-        options = {"base_url": conn.base_url} if conn.base_url else {}
-        job_row, _ = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw,
-                                 source_name=str(path), reuse=not no_cache)
+        options = job_options(conn, live, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost,
+                              **(remember or {}))
+        job_row, resumed = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw,
+                                       source_name=str(path), reuse=not no_cache)
+        if resumed:
+            job_row = _resume_settings(store, job_row, options, max_attempts)
         return name, drive(store, adapter, job_row, live=live, batch_size=batch_size, max_attempts=max_attempts,
                             wait=wait, poll=poll or emulator_poll, on_progress=on_progress, max_cost=max_cost,
                             prices=prices)
+
+
+# Options a run records about how it ran (replaced as a whole when the job is run again).
+_RUN_OPTIONS = ("base_url", "emulate", "out", "mode", "rpm", "tpm", "concurrency", "max_attempts", "batch_size",
+                "max_cost")
+
+
+def job_options(conn: Connection, live: LivePolicy | None, **settings: Any) -> dict:
+    """What `collect`, `status --refresh`, `cancel` and `retry` need to continue a job without its
+    input file: where its provider is, how it ran, where its results go. Never the key."""
+    options = {"base_url": conn.base_url, "emulate": conn.emulate or None, **settings}
+    if live is not None:
+        options.update(mode="live", rpm=live.rpm, tpm=live.tpm, concurrency=live.concurrency)
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _resume_settings(store: Store, job_row: Any, options: dict, max_attempts: int) -> Any:
+    """A resumed job records this run's settings, and a finished one reopens the lines a higher
+    --max-attempts allows to be sent again."""
+    from .control import higher_attempts_lines, reopen_job
+
+    kept = {k: v for k, v in job_row.options.items() if k not in _RUN_OPTIONS}
+    with store.job_lock(job_row):  # another process running the job stops this run here, changing nothing
+        with store.transaction():
+            store.set_job_options(job_row.id, {**kept, **options})
+        reopen_job(store, job_row, lambda st, j: higher_attempts_lines(st, j, max_attempts),
+                   f"--max-attempts {max_attempts}")
+    return store.get_job(job_row.name)
 
 
 def _check_mode(adapter: Any, live: LivePolicy | None) -> None:
@@ -103,21 +136,103 @@ def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None
     """
     live = live_policy(mode, rpm, tpm, concurrency)
     items = list(requests)
-    digest = hashlib.sha256(f"{provider}\0{model}\0{raw}\0".encode())
-    for obj in items:
-        digest.update(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str))
-    fingerprint = digest.hexdigest()
+    fingerprint = _fingerprint(items, provider, model, raw)
     name = job or f"api-{fingerprint[:12]}"
     poll = PollPolicy(initial=poll_interval) if poll_interval is not None else None
     conn = Connection(provider, base_url, api_key, emulate)
     with Store(store) as st, provider_session(conn) as (adapter, emulator_poll):
         _check_mode(adapter, live)
-        job_row, _ = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint, raw=raw,
-                                 reuse=not no_cache)
+        options = job_options(conn, live, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost)
+        job_row, resumed = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint, options,
+                                       raw=raw, reuse=not no_cache)
+        if resumed:
+            job_row = _resume_settings(st, job_row, options, max_attempts)
         drive(st, adapter, job_row, live=live, batch_size=batch_size, max_attempts=max_attempts,
                poll=poll or emulator_poll, on_progress=on_progress, max_cost=max_cost,
                prices=PriceBook(store_dir=st.dir) if max_cost is not None else None)
         return list(iter_results(st, job_row.id, job_row.provider))
+
+
+def _fingerprint(items: list[dict], provider: str, model: str | None, raw: bool) -> str:
+    digest = hashlib.sha256(f"{provider}\0{model}\0{raw}\0".encode())
+    for obj in items:
+        digest.update(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str))
+    return digest.hexdigest()
+
+
+def submit(requests: Iterable[dict], *, provider: str = "openai", model: str | None = None,
+           job: str | None = None, store: str | Path | None = None, base_url: str | None = None,
+           api_key: str | None = None, batch_size: int | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+           raw: bool = False, max_cost: float | None = None, no_cache: bool = False,
+           out: str | Path | None = None) -> str:
+    """Submit requests through the provider's Batch API and return the job's name without waiting.
+
+    Follow it with `status(name, refresh=True)` and finish it with `collect(name)` (or `batchery
+    collect`), from this process or any other, later. With `out`, the results file is written when
+    the job finishes, whoever finishes it. Submitting the same requests again resumes the job.
+    """
+    items = list(requests)
+    fingerprint = _fingerprint(items, provider, model, raw)
+    name = job or f"api-{fingerprint[:12]}"
+    conn = Connection(provider, base_url, api_key)
+    with Store(store) as st:
+        adapter = get_provider(provider, base_url=base_url, api_key=api_key)
+        _check_mode(adapter, None)
+        options = job_options(conn, None, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost,
+                              out=str(Path(out).absolute()) if out is not None else None)
+        job_row, resumed = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint, options,
+                                       raw=raw, reuse=not no_cache)
+        if resumed:
+            job_row = _resume_settings(st, job_row, options, max_attempts)
+        final = drive(st, adapter, job_row, live=None, max_attempts=max_attempts, on_progress=None, wait=False,
+                      batch_size=batch_size, max_cost=max_cost,
+                      prices=PriceBook(store_dir=st.dir) if max_cost is not None else None)
+        if final.done and out is not None:  # every answer was already in the store
+            export(st, job_row.id, job_row.provider, out)
+    return name
+
+
+def collect(job: str | None = None, *, store: str | Path | None = None, wait: bool = False,
+            poll_interval: float | None = None, api_keys: dict[str, str] | None = None) -> Any:
+    """Poll the providers for one job (or every open job), download what has finished and mark
+    finished jobs done, writing their results file if they have one (`submit(out=...)`, or `run`'s
+    --out or default name). wait=True keeps going until none is open. Returns the JobStatus of the
+    job, or a list of them. Keys come from the environment (or `.env`), or `api_keys` by provider."""
+    from .control import collect_jobs
+
+    def connect(provider: str, base_url: str | None) -> Any:
+        return get_provider(provider, base_url=base_url, api_key=(api_keys or {}).get(provider))
+
+    with Store(store) as st:
+        jobs = [_stored_job(st, job)] if job is not None else st.list_jobs()
+        poll = PollPolicy(initial=poll_interval) if poll_interval is not None else None
+        statuses = collect_jobs(st, jobs, connect, wait=wait, poll=poll,
+                                results_path=lambda j: Path(j.options["out"]) if j.options.get("out") else None)
+    return statuses[0] if job is not None else statuses
+
+
+def status(job: str | None = None, *, store: str | Path | None = None, refresh: bool = False,
+           api_keys: dict[str, str] | None = None) -> Any:
+    """Where one job (or every job) stands, as JobStatus data. refresh=True asks the providers about
+    open batches first (one call per provider) and records their answer; nothing is downloaded."""
+    from .control import job_status, refresh_jobs
+
+    with Store(store) as st:
+        jobs = [_stored_job(st, job)] if job is not None else st.list_jobs()
+        notes: dict[str, str] = {}
+        if refresh:
+            notes = refresh_jobs(st, jobs, lambda provider, base_url: get_provider(
+                provider, base_url=base_url, api_key=(api_keys or {}).get(provider)))
+        book = PriceBook(store_dir=st.dir)
+        statuses = [job_status(st, st.get_job(j.name), book, notes.get(j.name)) for j in jobs]
+    return statuses[0] if job is not None else statuses
+
+
+def _stored_job(st: Store, name: str) -> Any:
+    row = st.get_job(name)
+    if row is None:
+        raise JobError(f"no job named '{name}' in {st.dir}")
+    return row
 
 
 def live_policy(mode: str, rpm: float | None, tpm: float | None, concurrency: int) -> LivePolicy | None:

@@ -197,13 +197,15 @@ class Engine:
         self.max_cost = max_cost
         self.prices = (prices or PriceBook(store_dir=store.dir)) if max_cost is not None else prices
         self.stopped: str | None = None
+        self._cancel_sent = False  # this process has acted on the job's cancel request
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, wait: bool = True) -> Progress:
         """Cycle until every batch is collected: reconcile, plan, submit, poll, collect.
 
-        With wait=False one cycle runs (submitting what is new, collecting what has ended).
+        With wait=False one cycle runs (submitting what is new, collecting what has ended); if
+        that leaves nothing to wait for, the job ends here too.
         Another process working on the same job makes this raise JobError at once.
         """
         with self.store.job_lock(self.job):
@@ -229,9 +231,10 @@ class Engine:
             else:
                 self.poll.sleep(delay)
                 delay = min(delay * self.poll.factor, self.poll.maximum)
-        if wait and self.stopped is None:
+        ended = (wait or not self._has_work()) and self.stopped is None
+        if ended:
             self._finish()
-        progress = self.progress(done=wait and self.stopped is None)
+        progress = self.progress(done=ended)
         progress.stopped = self.stopped
         if self.on_progress:
             self.on_progress(progress)
@@ -263,6 +266,14 @@ class Engine:
             self._accepting_work() and self.store.has_pending(self.job.id))
 
     def _cycle(self) -> bool:
+        self.submit_work()
+        in_flight = self.store.batches(self.job.id, ["submitted"])
+        return self._poll_and_collect(in_flight) if in_flight else False
+
+    def submit_work(self) -> None:
+        """A cycle up to polling: act on a cancel asked from another process, settle creates in
+        doubt, plan and submit. (collect_jobs runs this for several jobs, then polls them together.)"""
+        self._check_cancel()
         self._reconcile()
         if self._accepting_work():
             self._plan()
@@ -270,8 +281,6 @@ class Engine:
             if self.stopped is not None or self._over_budget(batch):
                 break
             self._submit(batch)
-        in_flight = self.store.batches(self.job.id, ["submitted"])
-        return self._poll_and_collect(in_flight) if in_flight else False
 
     def _finish(self) -> None:
         if self.job.state not in ("running", "cancelling"):
@@ -294,6 +303,19 @@ class Engine:
             return self._cancel(wait)
 
     def _cancel(self, wait: bool) -> Progress:
+        self._cancel_now()
+        return self._run(wait)
+
+    def _check_cancel(self) -> None:
+        """`batchery cancel` from another process writes its request into the store (the job turns
+        'cancelling') without the job lock: the process running the job acts on it here, once."""
+        if not self._cancel_sent and (self.job.state == "cancelling"
+                                      or self.store.job_state(self.job.id) == "cancelling"):
+            self._cancel_now()
+
+    def _cancel_now(self) -> None:
+        """Unsent work is closed as cancelled and running remote batches are asked to cancel (each
+        step repeats harmlessly, so a run that died half-way through a cancel finishes it)."""
         self._reconcile()  # a create in doubt is settled first, so it is either cancelled below or never sent
         with self.store.transaction():
             self.store.set_job_state(self.job.id, "cancelling")
@@ -307,7 +329,7 @@ class Engine:
             self.store.log(self.job.id, "cancel_requested", unsent=n)
         for batch in self.store.batches(self.job.id, ["submitted"]):
             self._call("cancel", lambda: self.provider.cancel(batch.remote_id))  # noqa: B023 - called at once
-        return self._run(wait)
+        self._cancel_sent = True
 
     def progress(self, done: bool = False) -> Progress:
         batches: dict[str, int] = {}
@@ -440,7 +462,10 @@ class Engine:
                 f.write(line + b"\n")
 
     def _poll_and_collect(self, in_flight: list) -> bool:
-        states = self._call("poll", lambda: self.provider.poll([b.remote_id for b in in_flight]))
+        return self.apply_poll(in_flight, self._call("poll", lambda: self.provider.poll([b.remote_id for b in in_flight])))
+
+    def apply_poll(self, in_flight: list, states: dict[str, RemoteBatch]) -> bool:
+        """Record what a poll said about these batches and collect those that ended. True if anything changed."""
         changed = False
         for batch in in_flight:
             remote = states[batch.remote_id]

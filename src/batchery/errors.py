@@ -18,6 +18,10 @@ class JobError(BatcheryError):
     """A job cannot be run as asked: unknown job, input changed under an existing job name."""
 
 
+class JobBusyError(JobError):
+    """Another batchery process holds the job's lock (it is running the job)."""
+
+
 class StoreError(BatcheryError):
     """The job store cannot be opened or is newer than this version of batchery."""
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from .errors import JobError, StoreError
+from .errors import JobBusyError, StoreError
 
 DB_NAME = "batchery.db"
 
@@ -202,7 +202,7 @@ class Store:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise JobError(f"job '{job.name}' is being run by another batchery process (pid {holder}); "
+            raise JobBusyError(f"job '{job.name}' is being run by another batchery process (pid {holder}); "
                            "let it finish or stop it, then run the same command again") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -235,6 +235,36 @@ class Store:
 
     def set_job_rows(self, job_id: int, n_rows: int) -> None:
         self.db.execute("UPDATE jobs SET n_rows = ? WHERE id = ?", (n_rows, job_id))
+
+    def set_job_options(self, job_id: int, options: dict) -> None:
+        self.db.execute("UPDATE jobs SET options = ? WHERE id = ?", (orjson.dumps(options).decode(), job_id))
+
+    def job_state(self, job_id: int) -> str:
+        return self.db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+    def request_cancel(self, job_id: int) -> bool:
+        """Ask for the job to be cancelled, without its lock: a running job becomes 'cancelling',
+        which the process running it acts on at its next cycle. False if the job has already ended."""
+        self.db.execute("UPDATE jobs SET state = 'cancelling', updated_at = ? WHERE id = ? AND state = 'running'",
+                        (time.time(), job_id))
+        return self.job_state(job_id) == "cancelling"
+
+    def reopenable(self, job_id: int, statuses: tuple[str, ...], failed_codes: tuple[str, ...] | None,
+                   max_attempts: int | None = None) -> list[int]:
+        """Done items whose outcome is one of `statuses`, or failed (with one of `failed_codes`; any
+        code when None), sent fewer than `max_attempts` times if given: what a retry would send again."""
+        marks = ",".join("?" * len(statuses))
+        failed = "o.status = 'failed'" + (
+            "" if failed_codes is None else f" AND o.error_code IN ({','.join('?' * len(failed_codes))})")
+        return [row[0] for row in self.db.execute(
+            "SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? AND i.state = 'done'"
+            f" AND (o.status IN ({marks}) OR ({failed})) AND i.attempts < ?",
+            (job_id, *statuses, *(failed_codes or ()), max_attempts if max_attempts is not None else 1 << 62))]
+
+    def reopen(self, item_ids: list[int]) -> None:
+        """These items lose their outcome and wait to be sent again (their attempts are kept)."""
+        self.db.executemany("DELETE FROM outcomes WHERE item = ?", ((i,) for i in item_ids))
+        self.db.executemany("UPDATE items SET state = 'pending', batch = NULL WHERE id = ?", ((i,) for i in item_ids))
 
     # -- ingest --------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from ..errors import BatcheryError
-from . import estimate, evaluate, jobs
+from . import collect, estimate, evaluate, jobs
 
 # Pretty tracebacks print local variables, which can hold API keys: never show them.
 app = typer.Typer(
@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 jobs.register(app)
+collect.register(app)
 estimate.register(app)
 evaluate.register(app)
 

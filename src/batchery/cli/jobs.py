@@ -70,25 +70,29 @@ def run(
     if live is not None and no_wait:
         raise ConfigError("--no-wait needs batch mode: live calls are answered while the command runs")
     _load_env()
+    name = job or input.stem
+    target = out or Path(f"{name}.results.jsonl")
+    # remembered (absolute) so that `batchery collect` writes it from any folder once the job ends
+    remember = {"out": None if str(target) == "-" else str(target.absolute())}
     progress = make_progress()
     with Store(store) as st:
         try:
-            name, final = run_file(input, Connection(provider, base_url, None, emulate), model, job=job,
+            name, final = run_file(input, Connection(provider, base_url, None, emulate), model, job=name,
                                    store=st, batch_size=batch_size, max_attempts=max_attempts,
                                    wait=not no_wait, on_progress=progress, raw=raw, max_cost=max_cost,
                                    prices=PriceBook(prices, store_dir=st.dir) if max_cost is not None else None,
-                                   live=live, no_cache=no_cache)
+                                   live=live, no_cache=no_cache, remember=remember)
         finally:
             progress.close()
         if final.stopped:
             print(f"stopped: {final.stopped}", file=sys.stderr)
-        if no_wait:
-            print(f"submitted job '{name}'; run the same command again (or `batchery status {name}`) "
-                  "to follow it", file=sys.stderr)
+        if no_wait and not final.done:  # a --no-wait run that finds every line done finishes the job
+            print(f"submitted job '{name}': `batchery status {name} --refresh` asks the provider how far it "
+                  f"got; `batchery collect {name}` (or `--all`) downloads the results into {target}",
+                  file=sys.stderr)
             if final.stopped:  # stopped early (a cap, a refused key): saved, and says so in its exit status
                 raise typer.Exit(3)
             return
-        target = out or Path(f"{name}.results.jsonl")
         job_row = st.get_job(name)
         n = export(st, job_row.id, job_row.provider, target)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
@@ -104,6 +108,9 @@ def status(
     watch: bool = typer.Option(False, "--watch", help="A live view of every job (or the one named), refreshed "
                                "until Ctrl-C: batches by state, lines done/failed, tokens, cost, oldest batch."),
     interval: float = typer.Option(2.0, min=0.1, help="Seconds between refreshes with --watch."),
+    refresh: bool = typer.Option(False, "--refresh", help="Ask the providers where open batches stand (one call "
+                                 "per provider) and record it before showing; nothing is downloaded (`batchery "
+                                 "collect` does that). With --watch, asked every 10 s at most."),
     prices: Optional[Path] = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
                                           "in the store directory)."),
     store: Optional[Path] = StoreOpt,
@@ -117,12 +124,16 @@ def status(
     if watch:
         from .watch import watch_jobs
 
-        watch_jobs(store, job, interval, prices)
+        watch_jobs(store, job, interval, prices, refresh=refresh)
         return
 
     with Store(store) as st:
         book = PriceBook(prices, store_dir=st.dir)
         jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
+        if refresh:
+            from .collect import refresh_store
+
+            jobs = refresh_store(st, jobs)
         reports = [_report(st, j, detailed=job is not None, book=book) for j in jobs]
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(reports if job is None else reports[0], option=orjson.OPT_INDENT_2) + b"\n")
@@ -176,8 +187,10 @@ def cancel(
     no_wait: bool = typer.Option(False, "--no-wait", help="Ask for cancellation and return."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Cancel a job: nothing new is sent, running batches are cancelled, finished lines are kept."""
-    from ..engine import Engine
+    """Cancel a job: nothing new is sent, running batches are cancelled, finished lines are kept.
+
+    Works from any terminal while another process runs the job: that process cancels and stops."""
+    from ..control import FINISHED, cancel_job
     from ..providers import get_provider
     from ..store import Store
     from .progress import make_progress
@@ -185,12 +198,19 @@ def cancel(
     _load_env()
     with Store(store) as st:
         row = _job_or_exit(st, job)
-        adapter = get_provider(row.provider, base_url=base_url or row.options.get("base_url"))
+        if row.state in FINISHED:  # nothing to do, and no provider (or key) needed to say so
+            print(f"job '{job}' has already ended ({row.state}): nothing to cancel, nothing changed", file=sys.stderr)
+            return
         progress = make_progress()
         try:
-            final = Engine(st, adapter, row, on_progress=progress).cancel(wait=not no_wait)
+            final = cancel_job(st, row, lambda name, url: get_provider(name, base_url=base_url or url),
+                               wait=not no_wait, on_progress=progress)
         finally:
             progress.close()
+    if final is None:
+        print(f"job '{job}': cancel requested; the batchery process running it cancels its batches and stops, "
+              "keeping finished lines", file=sys.stderr)
+        return
     counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
     print(f"job '{job}' cancelled: {counts}", file=sys.stderr)
 
@@ -200,7 +220,7 @@ def list_jobs(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """List the jobs in the store."""
-    status(None, as_json=as_json, watch=False, interval=2.0, prices=None, store=store)
+    status(None, as_json=as_json, watch=False, interval=2.0, refresh=False, prices=None, store=store)
 
 
 def register(app: typer.Typer) -> None:

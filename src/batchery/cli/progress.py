@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from ..engine import Progress
 
@@ -24,14 +25,14 @@ class PlainProgress:
     """One line per change, for logs and CI."""
 
     def __init__(self) -> None:
-        self._last: list[str] = []
+        self._last: dict[str, list[str]] = {}  # per job: `batchery collect` follows several
 
     def __call__(self, p: Progress) -> None:
         line = _summary(p)
         state = line.split(" | ")[:1]  # print when work moves, not when only the clock does
-        if state != self._last:
+        if state != self._last.get(p.job):
             print(line, file=sys.stderr, flush=True)
-        self._last = state
+        self._last[p.job] = state
 
     def close(self) -> None:
         pass
@@ -43,14 +44,14 @@ class RichProgress:
 
         self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False)
-        self._task = None
+        self._tasks: dict[str, Any] = {}  # one bar per job: `batchery collect` follows several in one view
         self._bar.start()
 
     def __call__(self, p: Progress) -> None:
         detail = f"failed {p.failed:,} | {_where(p)}"
-        if self._task is None:
-            self._task = self._bar.add_task(p.job, total=p.total, detail=detail)
-        self._bar.update(self._task, completed=p.finished, total=p.total, detail=detail)
+        if p.job not in self._tasks:
+            self._tasks[p.job] = self._bar.add_task(p.job, total=p.total, detail=detail)
+        self._bar.update(self._tasks[p.job], completed=p.finished, total=p.total, detail=detail)
 
     def close(self) -> None:
         self._bar.stop()

@@ -41,7 +41,11 @@ def job_table(reports: list[dict]):
     return table
 
 
-def watch_jobs(store_dir: Path | None, job: str | None, interval: float, prices: Path | None) -> None:
+REFRESH_EVERY = 10.0  # seconds between provider polls with --refresh: one list call per provider each time
+
+
+def watch_jobs(store_dir: Path | None, job: str | None, interval: float, prices: Path | None,
+               refresh: bool = False) -> None:
     from rich.console import Console
     from rich.live import Live
 
@@ -49,10 +53,16 @@ def watch_jobs(store_dir: Path | None, job: str | None, interval: float, prices:
     from ..store import Store
     from .jobs import _job_or_exit, _report
 
+    asked = [-REFRESH_EVERY]
+
     def snapshot():
         with Store(store_dir) as st:
             book = PriceBook(prices, store_dir=st.dir)
             jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
+            if refresh and time.monotonic() - asked[0] >= REFRESH_EVERY:
+                from .collect import refresh_store
+
+                jobs, asked[0] = refresh_store(st, jobs), time.monotonic()
             return job_table([_report(st, j, detailed=False, book=book) for j in jobs])
 
     console = Console(stderr=False)

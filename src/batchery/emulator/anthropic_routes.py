@@ -195,10 +195,12 @@ class AnthropicMessageBatches:
 
     async def retrieve_batch(self, request: Request) -> Response:
         batch = self._batch(request)
+        self.stats.add(self.provider, "batch_gets")
         await run_in_threadpool(self._advance, batch)
         return JSONResponse(batch.to_json(self.clock.now(), self._results_base(request)))
 
     async def list_batches(self, request: Request) -> Response:
+        self.stats.add(self.provider, "batch_lists")
         q = request.query_params
         limit = _limit(q.get("limit"))
         page, has_more = self._page(q.get("after_id") or None, q.get("before_id") or None, limit)

@@ -758,6 +758,7 @@ class GeminiService:
 
     async def list_batches(self, request: Request) -> Response:
         _version(request)
+        self.stats.add(self.provider, "batch_lists")
         page, token = _page(request, self.batches.newest_first(), lambda j: j.id, LIST_PAGE)
         docs = await run_in_threadpool(self._render, page)
         body: dict[str, Any] = {"operations": docs}
@@ -774,6 +775,7 @@ class GeminiService:
     async def get_batch(self, request: Request) -> Response:
         _version(request)
         job = self._job(request.path_params["ref"])
+        self.stats.add(self.provider, "batch_gets")
         await run_in_threadpool(self.batches.advance, job)
         return JSONResponse(job.to_json(self.clock.now(), with_inline=True))
 

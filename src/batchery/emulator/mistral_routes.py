@@ -438,6 +438,7 @@ class MistralService:
         raise _error(400, "Either input_files or requests must be provided.")
 
     async def list_jobs(self, request: Request) -> Response:
+        self.stats.add(self.provider, "batch_lists")
         q = request.query_params
         page, page_size = _int(q, "page", 0, 0), _int(q, "page_size", 100, 1)
         statuses = set(q.getlist("status"))
@@ -459,6 +460,7 @@ class MistralService:
 
     async def get_job(self, request: Request) -> Response:
         job = self._job(request)
+        self.stats.add(self.provider, "batch_gets")
         await run_in_threadpool(self._advance, job)
         return JSONResponse(job.to_json(self.clock.now()))
 

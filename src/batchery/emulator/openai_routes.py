@@ -173,10 +173,12 @@ class OpenAICompatible:
 
     async def retrieve_batch(self, request: Request) -> Response:
         batch = self._batch(request)
+        self.stats.add(self.provider, "batch_gets")
         await run_in_threadpool(self.batches.advance, batch)
         return JSONResponse(batch.to_json(self.clock.now()))
 
     async def list_batches(self, request: Request) -> Response:
+        self.stats.add(self.provider, "batch_lists")
         q = request.query_params
         limit = _int_param(q.get("limit"), default=20, low=1, high=100)
         page = self.batches.page(q.get("after") or None, limit)

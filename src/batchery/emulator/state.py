@@ -49,7 +49,8 @@ class StoredFile:
 class Stats:
     """Counters per provider, read by ``GET /_emulator/stats`` and ``Emulator.stats()``."""
 
-    KEYS = ("batches_created", "files_uploaded", "requests_processed", "live_requests", "live_rate_limited")
+    KEYS = ("batches_created", "files_uploaded", "requests_processed", "live_requests", "live_rate_limited",
+            "batch_lists", "batch_gets")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -72,7 +73,8 @@ class Stats:
 
     def snapshot(self) -> dict:
         """``{"batches_created": {provider: n}, "files_uploaded": n, "requests_processed": n,
-        "live_requests": {provider: n}, "live_rate_limited": {provider: n}, "faults": {name: n},
+        "live_requests": {provider: n}, "live_rate_limited": {provider: n}, "batch_lists": {provider: n},
+        "batch_gets": {provider: n}, "faults": {name: n},
         "by_provider": {provider: {..., "faults": {name: n}}}}``: totals at
         the top, the breakdown underneath. Only faults that were injected appear."""
         with self._lock:
@@ -90,6 +92,9 @@ class Stats:
             "requests_processed": sum(c["requests_processed"] for c in per.values()),
             "live_requests": {p: c["live_requests"] for p, c in per.items()},  # answered live, errors included
             "live_rate_limited": {p: c["live_rate_limited"] for p, c in per.items()},  # refused with 429
+            # calls that read batch states: a list page, or one batch by id (how many polls cost)
+            "batch_lists": {p: c["batch_lists"] for p, c in per.items()},
+            "batch_gets": {p: c["batch_gets"] for p, c in per.items()},
             "faults": dict(totals),
             "by_provider": per,
         }

@@ -419,6 +419,7 @@ class TogetherService:
         return JSONResponse({"job": job.to_json(now)}, status_code=201)
 
     async def list_batches(self, request: Request) -> Response:
+        self.stats.add(self.provider, "batch_lists")
         with self._lock:
             jobs = list(reversed(self._jobs.values()))
         await run_in_threadpool(self._advance_all, jobs)
@@ -427,6 +428,7 @@ class TogetherService:
 
     async def retrieve_batch(self, request: Request) -> Response:
         job = self._job(request)
+        self.stats.add(self.provider, "batch_gets")
         await run_in_threadpool(self._advance, job)
         return JSONResponse(job.to_json(self.clock.now()))
 

@@ -78,6 +78,7 @@ class LiveRunner:
         self._sends: list[tuple[int, int]] = []  # (sends, item id)
         self._started = time.monotonic()
         self.stopped: str | None = None  # why calls stopped early (the --max-cost cap), if they did
+        self.cancelled = False  # `batchery cancel` asked (from any process): no new call starts
         self._spent = self._committed = 0.0
 
     def run(self) -> Progress:
@@ -87,6 +88,13 @@ class LiveRunner:
                                "without --mode live), or cancel it, before sending the rest live")
             reopen_recoverable(self.store, self.job)
             asyncio.run(self._run())
+            if self.cancelled:  # answers that arrived are kept; what was never sent is cancelled
+                with self.store.transaction():
+                    self.store.close_pending_items(self.job.id, "cancelled", "cancelled_by_user",
+                                                   "the job was cancelled before this request was sent")
+                    self.store.set_job_state(self.job.id, "cancelled")
+                    self.store.log(self.job.id, "cancelled", **self.stats.__dict__)
+                self.job.state = "cancelled"
             if not self.store.has_pending(self.job.id) and self.job.state == "running":
                 reason = unfinished_reason(self.store, self.job)  # lines a later run can fix: not done
                 if reason is None:
@@ -101,6 +109,12 @@ class LiveRunner:
         if self.on_progress:
             self.on_progress(progress)
         return progress
+
+    def _cancel_requested(self) -> bool:
+        """A cancel written into the store by `batchery cancel` (any process); one indexed read per call."""
+        if not self.cancelled:
+            self.cancelled = self.job.state == "cancelling" or self.store.job_state(self.job.id) == "cancelling"
+        return self.cancelled
 
     def progress(self, done: bool = False) -> Progress:
         return Progress(self.job.name, self.store.counts(self.job.id), {}, {},
@@ -118,7 +132,7 @@ class LiveRunner:
         flusher = asyncio.create_task(self._flush_periodically())
         try:
             after = 0
-            while self.stopped is None and (rows := self.store.pending_after(self.job.id, after, _READ_AHEAD)):
+            while self.stopped is None and not self._cancel_requested() and (rows := self.store.pending_after(self.job.id, after, _READ_AHEAD)):
                 for row in rows:
                     await queue.put(row)
                 after = rows[-1][0]
@@ -157,8 +171,8 @@ class LiveRunner:
     async def _worker(self, queue: asyncio.Queue) -> None:
         while (row := await queue.get()) is not None:
             item, key, model, line = row
-            if self.stopped is not None:
-                continue  # over budget: the rest stay pending, for a run with a higher cap
+            if self.stopped is not None or self._cancel_requested():
+                continue  # over budget (the rest stay pending, for a run with a higher cap) or cancelled
             self.stats.in_flight += 1
             try:
                 answer = await self._call(key, model, line)
