@@ -182,8 +182,8 @@ def test_lines_the_user_cancelled_are_retried_only_when_asked(store, emulator):
 
 def test_running_again_with_a_higher_max_attempts_resends_what_ran_out_of_attempts(tmp_path, make_emulator):
     emulator = make_emulator(faults="drop_lines=2,seed=3")
-    kwargs = dict(provider="openai", model="gpt-test", store=tmp_path / "s", base_url=emulator.base_url(),
-                  api_key="test-key", poll_interval=0.01)
+    kwargs = {"provider": "openai", "model": "gpt-test", "store": tmp_path / "s", "base_url": emulator.base_url(),
+              "api_key": "test-key", "poll_interval": 0.01}
     first = batchery.run(prompts(10), max_attempts=1, **kwargs)
     assert sorted(r.status for r in first).count("missing") == 2
     assert [r.status for r in batchery.run(prompts(10), max_attempts=1, **kwargs)] == [r.status for r in first]
@@ -193,7 +193,7 @@ def test_running_again_with_a_higher_max_attempts_resends_what_ran_out_of_attemp
 
 def test_python_submit_returns_at_once_and_collect_finishes_the_job_later(tmp_path, make_emulator):
     emulator = make_emulator(processing_seconds=60)
-    common = dict(store=tmp_path / "s")
+    common = {"store": tmp_path / "s"}
     name = batchery.submit(prompts(5), provider="anthropic", model=MODELS["anthropic"], job="later",
                            base_url=emulator.base_url("anthropic"), api_key="test-key",
                            out=tmp_path / "later.jsonl", **common)

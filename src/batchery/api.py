@@ -224,7 +224,7 @@ def status(job: str | None = None, *, store: str | Path | None = None, refresh: 
             notes = refresh_jobs(st, jobs, lambda provider, base_url: get_provider(
                 provider, base_url=base_url, api_key=(api_keys or {}).get(provider)))
         book = PriceBook(store_dir=st.dir)
-        statuses = [job_status(st, st.get_job(j.name), book, notes.get(j.name)) for j in jobs]
+        statuses = [job_status(st, _stored_job(st, j.name), book, notes.get(j.name)) for j in jobs]
     return statuses[0] if job is not None else statuses
 
 

@@ -202,7 +202,7 @@ def _group_cycle(store: Store, engines: list[Engine]) -> bool:
     for engine in engines:
         engine.submit_work()
     in_flight = {engine: store.batches(engine.job.id, ["submitted"]) for engine in engines}
-    remote_ids = [b.remote_id for batches in in_flight.values() for b in batches]
+    remote_ids = [b.remote_id for batches in in_flight.values() for b in batches if b.remote_id]
     if not remote_ids:
         return False
     states = engines[0].provider.poll(remote_ids)

@@ -146,7 +146,7 @@ def retry(
                 with st.transaction():  # collect continues the job with these settings
                     st.set_job_options(row.id, {**options, "max_attempts": attempts,
                                                 **({"out": str(out.absolute())} if out else {})})
-            row = st.get_job(job)
+            row = _job_or_exit(st, job)
             print(f"job '{job}': {n:,} lines to send again", file=sys.stderr)
             progress = make_progress()
             try:
@@ -156,7 +156,7 @@ def retry(
                               prices=PriceBook(store_dir=st.dir) if max_cost is not None else None)
             finally:
                 progress.close()
-        row = st.get_job(job)
+        row = _job_or_exit(st, job)
         if final.stopped:
             print(f"stopped: {final.stopped}", file=sys.stderr)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))

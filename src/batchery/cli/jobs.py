@@ -96,7 +96,8 @@ def run(
         job_row = st.get_job(name)
         n = export(st, job_row.id, job_row.provider, target)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
-        print(f"job '{name}': {n:,} result lines ({final.total:,} distinct requests: {counts}) -> {target}",
+        ended = " (cancelled by `batchery cancel`)" if job_row.state == "cancelled" else ""
+        print(f"job '{name}'{ended}: {n:,} result lines ({final.total:,} distinct requests: {counts}) -> {target}",
               file=sys.stderr)
         if final.stopped:
             raise typer.Exit(3)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ..api import EMULATOR_POLL, drive
+from ..api import EMULATOR_POLL, Connection, drive, job_options
 from ..engine import PollPolicy, Progress, prepare_job
 from ..errors import BatcheryError, ConfigError, JobError
 from ..export import Result, iter_results
@@ -182,7 +182,10 @@ class EvalRunner:
             if not self.send:
                 raise JobError(f"stage '{stage}' for {who.name} has not finished; run `batchery eval run` first")
             adapter = self._adapter(who)
-            job, _ = prepare_job(self.store, job_name, adapter, who.model, iter_objects(requests), digest)
+            # where the stage's provider is, so `batchery collect` and `cancel` can reach its batches
+            options = job_options(Connection(who.provider, who.base_url, None, self._emulator is not None),
+                                  self._live_policy(), max_attempts=self.config.max_attempts)
+            job, _ = prepare_job(self.store, job_name, adapter, who.model, iter_objects(requests), digest, options)
             progress = drive(self.store, adapter, job, live=self._live_policy(), max_attempts=self.config.max_attempts,
                               on_progress=self.on_progress, poll=self.poll or self._poll, max_cost=self._remaining(job_name),
                               prices=self.prices if self.config.budget_usd is not None else None)
