@@ -205,7 +205,7 @@ def _group_cycle(store: Store, engines: list[Engine]) -> bool:
     remote_ids = [b.remote_id for batches in in_flight.values() for b in batches if b.remote_id]
     if not remote_ids:
         return False
-    states = engines[0].provider.poll(remote_ids)
+    states = engines[0].call("poll", lambda: engines[0].provider.poll(remote_ids))
     changed = False
     for engine, batches in in_flight.items():
         if batches:

@@ -240,7 +240,7 @@ class Engine:
             self.on_progress(progress)
         return progress
 
-    def _call(self, action: str, call: Callable[[], T]) -> T:
+    def call(self, action: str, call: Callable[[], T]) -> T:
         """One provider call, tried again while it fails transiently (network, 429, 5xx) with the
         policy's backoff, which honours Retry-After. The same for every provider: their SDKs'
         own retries are off. The store is consistent before every call, so giving up (after
@@ -328,7 +328,7 @@ class Engine:
                 self.store.update_batch(batch.id, state="collected", remote_status="not_sent")
             self.store.log(self.job.id, "cancel_requested", unsent=n)
         for batch in self.store.batches(self.job.id, ["submitted"]):
-            self._call("cancel", lambda: self.provider.cancel(batch.remote_id))  # noqa: B023 - called at once
+            self.call("cancel", lambda: self.provider.cancel(batch.remote_id))  # noqa: B023 - called at once
         self._cancel_sent = True
 
     def progress(self, done: bool = False) -> Progress:
@@ -356,7 +356,7 @@ class Engine:
         creating = self.store.batches(self.job.id, ["creating"])
         if not creating:
             return
-        found = self._call("list batches", lambda: self.provider.find({b.tag for b in creating}))
+        found = self.call("list batches", lambda: self.provider.find({b.tag for b in creating}))
         with self.store.transaction():
             for batch in creating:
                 remote = found.get(batch.tag)
@@ -417,7 +417,7 @@ class Engine:
         path = self.files / f"{batch.tag}.jsonl"
         if not path.exists():  # lost (or removed after an earlier create): rebuild it from the store
             self._write_batch_file(batch.id, path)
-        input_file = batch.input_file or self._call("upload", lambda: self.provider.upload(path))
+        input_file = batch.input_file or self.call("upload", lambda: self.provider.upload(path))
         with self.store.transaction():  # write-ahead: from here on a create may exist remotely
             self.store.update_batch(batch.id, input_file=input_file, state="creating")
         try:
@@ -453,7 +453,7 @@ class Engine:
                     return found
             return self.provider.create(input_file, batch.model, batch.tag)
 
-        return self._call("create", attempt)
+        return self.call("create", attempt)
 
     def _write_batch_file(self, batch_id: int, path: Path) -> None:
         path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -462,7 +462,7 @@ class Engine:
                 f.write(line + b"\n")
 
     def _poll_and_collect(self, in_flight: list) -> bool:
-        return self.apply_poll(in_flight, self._call("poll", lambda: self.provider.poll([b.remote_id for b in in_flight])))
+        return self.apply_poll(in_flight, self.call("poll", lambda: self.provider.poll([b.remote_id for b in in_flight])))
 
     def apply_poll(self, in_flight: list, states: dict[str, RemoteBatch]) -> bool:
         """Record what a poll said about these batches and collect those that ended. True if anything changed."""
@@ -475,7 +475,7 @@ class Engine:
                     self.store.update_batch(batch.id, remote_status=remote.status)
             if remote.ended:
                 # A download cut mid-way is fetched again whole: outcomes already stored are kept once.
-                self._call("download", lambda: self._collect(batch, remote))  # noqa: B023 - called at once
+                self.call("download", lambda: self._collect(batch, remote))  # noqa: B023 - called at once
                 changed = True
         return changed
 

@@ -252,13 +252,14 @@ class Store:
     def reopenable(self, job_id: int, statuses: tuple[str, ...], failed_codes: tuple[str, ...] | None,
                    max_attempts: int | None = None) -> list[int]:
         """Done items whose outcome is one of `statuses`, or failed (with one of `failed_codes`; any
-        code when None), sent fewer than `max_attempts` times if given: what a retry would send again."""
+        code when None), sent fewer than `max_attempts` times if given: what a retry would send again.
+        Answers reused from another job are never picked."""
         marks = ",".join("?" * len(statuses))
         failed = "o.status = 'failed'" + (
             "" if failed_codes is None else f" AND o.error_code IN ({','.join('?' * len(failed_codes))})")
         return [row[0] for row in self.db.execute(
             "SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? AND i.state = 'done'"
-            f" AND (o.status IN ({marks}) OR ({failed})) AND i.attempts < ?",
+            f" AND o.source <> 'cache' AND (o.status IN ({marks}) OR ({failed})) AND i.attempts < ?",
             (job_id, *statuses, *(failed_codes or ()), max_attempts if max_attempts is not None else 1 << 62))]
 
     def reopen(self, item_ids: list[int]) -> None:
@@ -445,22 +446,9 @@ class Store:
                          max_attempts: int | None = None) -> int:
         """Finished items of the job that failed with one of `failed_codes` (or ended with one of
         `statuses`, e.g. expired) go back to pending and lose that outcome, whatever attempts they
-        used (or, given max_attempts, while they used fewer). Answers reused from another job are
-        never touched. Returns how many."""
-        codes, states = tuple(failed_codes), tuple(statuses)
-        where = [f"(o.status = 'failed' AND o.error_code IN ({','.join('?' * len(codes))}))"] if codes else []
-        if states:
-            where.append(f"o.status IN ({','.join('?' * len(states))})")
-        if not where:
-            return 0
-        limit = "" if max_attempts is None else " AND i.attempts < ?"
-        ids = [row[0] for row in self.db.execute(
-            "SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id"
-            f" WHERE i.job_id = ? AND i.state = 'done' AND o.source <> 'cache' AND ({' OR '.join(where)}){limit}",
-            (job_id, *codes, *states, *(() if max_attempts is None else (max_attempts,))),
-        )]
-        self.db.executemany("DELETE FROM outcomes WHERE item = ?", ((i,) for i in ids))
-        self.db.executemany("UPDATE items SET state = 'pending', batch = NULL WHERE id = ?", ((i,) for i in ids))
+        used (or, given max_attempts, while they used fewer). Returns how many."""
+        ids = self.reopenable(job_id, tuple(statuses), tuple(failed_codes), max_attempts)
+        self.reopen(ids)
         return len(ids)
 
     def failed_with(self, job_id: int, failed_codes: Iterable[str]) -> list[tuple[str, str, int]]:
