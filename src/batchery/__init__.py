@@ -7,10 +7,22 @@
 from .errors import BatcheryError, ConfigError, InputError, JobError, ProviderError, StoreError
 
 __all__ = ["run", "arun", "submit", "collect", "status", "results", "Result", "JobStatus", "BatcheryError",
-           "ConfigError", "InputError", "JobError", "ProviderError", "StoreError"]
+           "ConfigError", "InputError", "JobError", "ProviderError", "StoreError", "__version__"]
+
+
+def __dir__() -> list[str]:
+    # The public names load lazily (below): list them too, for dir(), completion and help().
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str):
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("batchery")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            return "0+unknown"
     # The API pulls in the engine and store; importing `batchery` alone (the CLI's --help) stays fast.
     if name in ("run", "arun", "submit", "collect", "status", "results"):
         from . import api

@@ -132,8 +132,35 @@ def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None
     Calling it again with the same requests (or the same `job` name) resumes instead of resending;
     answers already in the store from either mode are reused unless no_cache=True.
     With raw=True each request is a line in the provider's own batch format, sent as it is.
-    It blocks until the job ends; from async code (a notebook), use `arun`.
+    It blocks until the job ends; called where an event loop is running (a notebook cell), it runs
+    in a worker thread, since live mode needs a loop of its own; from async code, `arun` does not block.
+    Keys come from the arguments, the environment or a .env file in the working directory, as for the CLI.
     """
+    kwargs = {k: v for k, v in locals().items() if k != "requests"}  # the parameters, passed on as they are
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop here: the usual case
+        return _run(requests, **kwargs)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batchery-run") as pool:
+        return pool.submit(_run, list(requests), **kwargs).result()
+
+
+def load_env() -> None:
+    """API keys from a .env file in the working directory, as the CLI reads them; variables already
+    set win."""
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env")
+
+
+def _run(requests: Iterable[dict], *, provider: str, model: str | None, job: str | None, store: str | Path | None,
+         base_url: str | None, api_key: str | None, emulate: bool, batch_size: int | None, max_attempts: int,
+         poll_interval: float | None, raw: bool, on_progress: Callable[[Progress], None] | None, mode: str,
+         rpm: float | None, tpm: float | None, concurrency: int, max_cost: float | None,
+         no_cache: bool) -> list[Result]:
+    load_env()
     live = live_policy(mode, rpm, tpm, concurrency)
     items = list(requests)
     fingerprint = _fingerprint(items, provider, model, raw)

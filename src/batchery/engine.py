@@ -45,6 +45,8 @@ class Progress:
     done: bool = False
     stopped: str | None = None  # why submitting stopped early (e.g. the --max-cost cap), if it did
     live: dict | None = None  # live mode: calls sent, answered 429, retried, in flight
+    rows: int = 0  # input lines (identical lines are one distinct request)
+    states: dict[str, int] = field(default_factory=dict)  # batches in batchery's words (BATCH_STATES)
 
     @property
     def total(self) -> int:
@@ -55,8 +57,15 @@ class Progress:
         return sum(n for k, n in self.items.items() if k not in ("pending", "queued"))
 
     @property
+    def capped(self) -> bool:
+        """Stopped by the cost cap rather than by the provider (both runners word it so)."""
+        return bool(self.stopped) and self.stopped.startswith("--max-cost")  # type: ignore[union-attr]
+
+    @property
     def failed(self) -> int:
-        return self.finished - self.items.get("succeeded", 0)
+        """Lines that ended without an answer: failed, expired, missing (a cancel is the user's
+        choice, not a failure)."""
+        return self.finished - self.items.get("succeeded", 0) - self.items.get("cancelled", 0)
 
 
 @dataclass
@@ -107,7 +116,7 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
         if existing.fingerprint != fingerprint:
             raise JobError(
                 f"job '{name}' already exists with different requests, provider or model; "
-                f"give this run another --job name, or remove the store entry"
+                f"give this run another --job name, or delete the old job with `batchery delete {name}`"
             )
         return existing, True
 
@@ -334,12 +343,15 @@ class Engine:
     def progress(self, done: bool = False) -> Progress:
         batches: dict[str, int] = {}
         remote: dict[str, int] = {}
+        states: dict[str, int] = {}
         for b in self.store.batches(self.job.id):
             batches[b.state] = batches.get(b.state, 0) + 1
             if b.remote_status:
                 remote[b.remote_status] = remote.get(b.remote_status, 0) + 1
+            word = self.provider.state_word(b.state, b.remote_status)
+            states[word] = states.get(word, 0) + 1
         return Progress(self.job.name, self.store.counts(self.job.id), batches, remote,
-                        time.monotonic() - self._started, done)
+                        time.monotonic() - self._started, done, rows=self.job.n_rows, states=states)
 
     def _report(self) -> None:
         if self.on_progress:

@@ -5,6 +5,8 @@ that tells the user what to do next."""
 class BatcheryError(Exception):
     """Base class of every error batchery raises deliberately."""
 
+    exit_code = 2  # the command's exit status when this stops it (the table: `batchery --help`)
+
 
 class InputError(BatcheryError):
     """A request file or request object is malformed; the message names file, line and field."""
@@ -29,6 +31,8 @@ class StoreError(BatcheryError):
 class ProviderError(BatcheryError):
     """The provider refused a batch-level call (upload, create, cancel) in a way retrying won't fix."""
 
+    exit_code = 4
+
 
 class UnreachableError(ProviderError):
     """A provider call kept failing in a way that usually passes (network, 429, 5xx) until the
@@ -40,11 +44,15 @@ class AccountError(BatcheryError):
     every call would fail the same way until the user fixes it, so the run stops at once and the
     job stays resumable."""
 
+    exit_code = 4
+
 
 class TransientError(BatcheryError):
     """A provider call failed in a way that may pass (network, 429, 5xx). For a create call the
     outcome is unknown: the batch may exist remotely, so the engine looks for it before retrying.
     `retry_after` is the wait in seconds the provider asked for, when it said."""
+
+    exit_code = 4
 
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)

@@ -266,6 +266,18 @@ class Store:
         """These items lose their outcome and wait to be sent again (their attempts are kept)."""
         self.db.executemany("DELETE FROM outcomes WHERE item = ?", ((i,) for i in item_ids))
         self.db.executemany("UPDATE items SET state = 'pending', batch = NULL WHERE id = ?", ((i,) for i in item_ids))
+    def delete_job(self, job_id: int) -> list[str]:
+        """Remove a job and every row of it; returns the tags of its batches (for their files).
+        Answers other jobs reused from it are their own rows and stay; their batch reference
+        is cleared, since a later job may be given the same batch ids."""
+        tags = [r[0] for r in self.db.execute("SELECT tag FROM batches WHERE job_id = ?", (job_id,))]
+        self.db.execute("UPDATE items SET batch = NULL WHERE job_id <> ? AND batch IN"
+                        " (SELECT id FROM batches WHERE job_id = ?)", (job_id, job_id))
+        self.db.execute("DELETE FROM outcomes WHERE item IN (SELECT id FROM items WHERE job_id = ?)", (job_id,))
+        for table in ("items", "duplicates", "batches", "events"):
+            self.db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+        self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return tags
 
     # -- ingest --------------------------------------------------------------------------------
 

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 from ..errors import BatcheryError
 from . import collect, estimate, evaluate, jobs
 
+# Every exit status a command can end with (README "Exit codes" says the same).
+EXIT_CODES = {
+    0: "done: every line succeeded (with --no-wait: submitted)",
+    1: "the job ended but some lines did not succeed (failed, expired or missing after every attempt); "
+       "the results are written and the most common reasons printed",
+    2: "a usage, configuration, input or store error: the message says what to fix",
+    3: "stopped by --max-cost (or an evaluation's budget_usd); the job is saved: run again with a higher cap",
+    4: "the provider refused a call or stayed unreachable; the job is saved: run the same command again later",
+    130: "interrupted (Ctrl-C); the job is saved: run the same command again to resume",
+    143: "terminated (SIGTERM); the job is saved: run the same command again to resume",
+}
+
 # Pretty tracebacks print local variables, which can hold API keys: never show them.
 app = typer.Typer(
     help="Durable, exactly-once LLM batch jobs over the providers' Batch APIs.",
+    epilog="Exit codes:\n\n" + "\n".join(f"{code:>3}  {text}" for code, text in EXIT_CODES.items()),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -20,6 +35,55 @@ jobs.register(app)
 collect.register(app)
 estimate.register(app)
 evaluate.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"batchery {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print batchery's version and exit.")) -> None:
+    """Durable, exactly-once LLM batch jobs over the providers' Batch APIs."""
+
+
+@app.command()
+def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+         store: Optional[Path] = typer.Option(None, "--store", help="Store directory (default: $BATCHERY_HOME, "
+                                              "else ./.batchery).")) -> None:
+    """Version, store path, and each provider with the key variables that are set (never their values)."""
+    import os
+    import platform
+
+    from .. import __version__
+    from ..providers import PROVIDERS, key_variables
+    from ..store import resolve_store_dir
+    from .jobs import _load_env
+
+    _load_env()
+    directory = resolve_store_dir(store)
+    providers = [{"provider": name, "key_variables": list(key_variables(name)),
+                  "key_set": [v for v in key_variables(name) if os.environ.get(v)],
+                  "base_url_variable": url_env, "base_url_set": bool(os.environ.get(url_env))}
+                 for name, (_, _, _, url_env) in PROVIDERS.items()]
+    data = {"version": __version__, "python": platform.python_version(), "store": str(directory.absolute()),
+            "store_exists": (directory / "batchery.db").exists(), "providers": providers}
+    if as_json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    print(f"batchery {data['version']} (Python {data['python']})")
+    print(f"store: {data['store']}" + ("" if data["store_exists"] else " (not created yet)"))
+    print("providers:")
+    for p in providers:
+        key = f"{', '.join(p['key_set'])} set" if p["key_set"] else f"{' or '.join(p['key_variables'])} not set"
+        url = f"; {p['base_url_variable']} set" if p["base_url_set"] else ""
+        print(f"  {p['provider']:<18} {key}{url}")
 
 
 @app.command()
@@ -51,7 +115,7 @@ def main() -> None:
         app()
     except BatcheryError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except Exception as exc:
         import sqlite3  # not at the top: `batchery --help` does not load the store
 

@@ -47,13 +47,15 @@ def run(
                                              "before the projected batch spend would pass this (the job stays resumable)."),
     prices: Optional[Path] = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
                                           "in the store directory)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON on standard output "
+                                 "(job, state, requests by outcome, results file, failure reasons, exit code)."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Run a job of requests through a Batch API, or resume it. Results come back in input order."""
     if dry_run:
         from .estimate import estimate_file, print_estimate
 
-        print_estimate(estimate_file(input, provider, model, raw, prices, store), as_json=False)
+        print_estimate(estimate_file(input, provider, model, raw, prices, store), as_json=as_json)
         print("dry run: nothing was sent", file=sys.stderr)
         return
     from ..api import Connection, live_policy, run_file
@@ -86,21 +88,55 @@ def run(
             progress.close()
         if final.stopped:
             print(f"stopped: {final.stopped}", file=sys.stderr)
+        job_row = st.get_job(name)
+        summary = _run_summary(st, job_row, final)
         if no_wait and not final.done:  # a --no-wait run that finds every line done finishes the job
             print(f"submitted job '{name}': `batchery status {name} --refresh` asks the provider how far it "
                   f"got; `batchery collect {name}` (or `--all`) downloads the results into {target}",
                   file=sys.stderr)
-            if final.stopped:  # stopped early (a cap, a refused key): saved, and says so in its exit status
-                raise typer.Exit(3)
-            return
-        job_row = st.get_job(name)
-        n = export(st, job_row.id, job_row.provider, target)
-        counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
-        ended = " (cancelled by `batchery cancel`)" if job_row.state == "cancelled" else ""
-        print(f"job '{name}'{ended}: {n:,} result lines ({final.total:,} distinct requests: {counts}) -> {target}",
-              file=sys.stderr)
-        if final.stopped:
-            raise typer.Exit(3)
+        else:
+            n = export(st, job_row.id, job_row.provider, target)
+            summary.update(results=str(target), result_lines=n)
+            counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
+            ended = " (cancelled by `batchery cancel`)" if job_row.state == "cancelled" else ""
+            print(f"job '{name}'{ended}: {n:,} result lines ({final.total:,} distinct requests: {counts}) -> {target}",
+                  file=sys.stderr)
+            _print_failures(summary)
+    if as_json:
+        import orjson
+
+        sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    if summary["exit_code"]:
+        raise typer.Exit(summary["exit_code"])
+
+
+# Outcomes that mean a line has no answer after every attempt: the run exits 1 when any remain.
+_UNANSWERED = ("failed", "expired", "missing")
+
+
+def _run_summary(st, job_row, final) -> dict:
+    """What a run ended with, for `--json` and the exit status (0 all answered, 1 some lines not,
+    3 stopped by the cost cap, 4 stopped by the provider: a refused key, lines a later run can fix)."""
+    not_answered = sum(final.items.get(s, 0) for s in _UNANSWERED) if final.done else 0
+    return {"job": job_row.name, "state": job_row.state, "store": str(st.dir), "lines": job_row.n_rows,
+            "distinct_requests": final.total, "requests": dict(sorted(final.items.items())),
+            "not_answered": not_answered, "results": None, "result_lines": None, "stopped": final.stopped,
+            "failures": [{"status": status, "code": code, "example": example, "count": count}
+                         for status, code, example, count in st.failure_reasons(job_row.id, limit=5)
+                         if status in _UNANSWERED],
+            "exit_code": 3 if final.capped else 4 if final.stopped else 1 if not_answered else 0}
+
+
+def _print_failures(summary: dict) -> None:
+    """The most common reasons lines did not succeed, each with an example message."""
+    if not summary["not_answered"]:
+        return
+    print(f"{summary['not_answered']:,} requests did not succeed; most common reasons:", file=sys.stderr)
+    for f in summary["failures"][:3]:
+        example = (f["example"] or "").replace("\n", " ")
+        print(f"  {f['count']:>7,} {f['status']} ({f['code'] or 'no code'}), e.g. "
+              f"{example[:160] + ('…' if len(example) > 160 else '')}", file=sys.stderr)
+    print(f"every reason: `batchery status {summary['job']}`", file=sys.stderr)
 
 
 def status(
@@ -155,11 +191,22 @@ def status(
             print("  attempts: " + ", ".join(f"{n:,} sent {k}x" for k, n in r["attempts"].items()))
         for f in r.get("failures", []):
             print(f"  {f['count']:>7,} {f['status']:<9} {f['code'] or '':<24} {(f['example'] or '')[:80]}")
-        for b in r.get("batches", []):
-            print(f"  batch {b['id']:>4} {b['remote_id'] or '(not created)':<40} {b['remote_status'] or b['state']:<12}"
-                  f" {b['requests']:>7,} requests")
+        for b in r.get("batches", []):  # the detail view: batchery's word, then the provider's own
+            print(f"  batch {b['id']:>4} {b['remote_id'] or '(not created)':<40} {b['status']:<10} "
+                  f"{'(' + b['remote_status'] + ')' if b['remote_status'] else '':<22} {b['requests']:>7,} requests")
         for e in r.get("events", []):
-            print(f"  {e['at']} {e['kind']} {e['detail'] or ''}")
+            print(f"  {e['at']} {e['kind']} {_detail_text(e['detail'])}".rstrip())
+
+
+def _detail_text(detail: dict | None) -> str:
+    """An event's details as text: `batch=3 requests=40` (a value with spaces is quoted)."""
+    import orjson
+
+    parts = []
+    for key, value in (detail or {}).items():
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        parts.append(f'{key}="{text}"' if " " in text else f"{key}={text}")
+    return " ".join(parts)
 
 
 def results(
@@ -186,6 +233,7 @@ def cancel(
     job: str = typer.Argument(..., help="Job name."),
     base_url: Optional[str] = typer.Option(None, help="Provider API base URL (default: the one the job ran with)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Ask for cancellation and return."),
+    as_json: bool = typer.Option(False, "--json", help="Print the job's state and requests by outcome as JSON."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Cancel a job: nothing new is sent, running batches are cancelled, finished lines are kept.
@@ -208,12 +256,48 @@ def cancel(
                                wait=not no_wait, on_progress=progress)
         finally:
             progress.close()
+        state = st.get_job(job).state
     if final is None:
         print(f"job '{job}': cancel requested; the batchery process running it cancels its batches and stops, "
               "keeping finished lines", file=sys.stderr)
-        return
-    counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
-    print(f"job '{job}' cancelled: {counts}", file=sys.stderr)
+    else:
+        counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
+        print(f"job '{job}' cancelled: {counts}", file=sys.stderr)
+    if as_json:
+        import orjson
+
+        data = {"job": job, "state": state, "requests": dict(sorted(final.items.items())) if final else None}
+        sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def delete(
+    job: str = typer.Argument(..., help="Job name."),
+    force: bool = typer.Option(False, "--force", help="Delete even if the job has batches still open at the "
+                               "provider (they keep running there, and are billed, until they end)."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Remove a job and everything the store holds for it (requests, answers, batches, events).
+    Answers other jobs reused from it stay with them. Needs no key: nothing is sent."""
+    from ..errors import JobError
+    from ..store import Store
+
+    with Store(store) as st:
+        row = _job_or_exit(st, job)
+        with st.job_lock(row):  # refuses while another process runs the job
+            open_batches = st.batches(row.id, ["creating", "submitted"])
+            if open_batches and not force:
+                raise JobError(
+                    f"job '{job}' has {len(open_batches)} batch(es) still open at {row.provider} "
+                    f"({', '.join(b.remote_id or b.tag for b in open_batches[:3])}); `batchery cancel {job}` "
+                    "first, or add --force to delete it anyway (open batches keep running there, and are billed)")
+            with st.transaction():
+                tags = st.delete_job(row.id)
+        for tag in tags:  # batch files never uploaded
+            (st.dir / "batches" / f"{tag}.jsonl").unlink(missing_ok=True)
+        (st.dir / "locks" / f"job-{row.id}.lock").unlink(missing_ok=True)
+    print(f"deleted job '{job}' ({row.n_rows:,} lines)" + (
+        f"; {len(open_batches)} batch(es) still open at {row.provider} were left running" if open_batches else ""),
+        file=sys.stderr)
 
 
 def list_jobs(
@@ -230,6 +314,7 @@ def register(app: typer.Typer) -> None:
     app.command()(results)
     app.command()(cancel)
     app.command("list")(list_jobs)
+    app.command()(delete)
 
 
 def _job_or_exit(st, name: str):
@@ -246,15 +331,20 @@ def _report(st, job, detailed: bool, book) -> dict:
     from datetime import datetime, timezone
 
     from ..pricing import actual_cost, total
+    from ..providers import provider_class
 
     costs = actual_cost(book, job.provider, st.usage_by_model(job.id))
     batches = st.batches(job.id)
+    word = provider_class(job.provider).state_word  # batchery's words for the provider's statuses
     by_state: dict[str, int] = {}
+    by_word: dict[str, int] = {}
     for b in batches:
         by_state[b.state] = by_state.get(b.state, 0) + 1
+        by_word[word(b.state, b.remote_status)] = by_word.get(word(b.state, b.remote_status), 0) + 1
     open_since = [b.created_at for b in batches if b.state in ("planned", "creating", "submitted")]
     report = {"job": job.name, "state": job.state, "provider": job.provider, "model": job.model,
               "rows": job.n_rows, "requests": st.counts(job.id), "batches_by_state": by_state,
+              "batch_states": by_word,
               "oldest_open_batch_seconds": round(time.time() - min(open_since), 1) if open_since else None,
               "cost": {"usd": total(costs, batch=None), "input_tokens": sum(c.input_tokens for c in costs),
                        "output_tokens": sum(c.output_tokens for c in costs),
@@ -264,7 +354,8 @@ def _report(st, job, detailed: bool, book) -> dict:
         report["failures"] = [{"status": s, "code": c, "example": m, "count": n}
                               for s, c, m, n in st.failure_reasons(job.id)]
         report["batches"] = [
-            {"id": b.id, "remote_id": b.remote_id, "state": b.state, "remote_status": b.remote_status,
+            {"id": b.id, "remote_id": b.remote_id, "state": b.state, "status": word(b.state, b.remote_status),
+             "remote_status": b.remote_status,
              "requests": b.n_requests, "bytes": b.n_bytes, "error": b.error}
             for b in st.batches(job.id)
         ]

@@ -1,4 +1,7 @@
-"""Progress for long jobs: a rich live bar on a terminal, plain log lines otherwise."""
+"""Progress for long jobs: a rich live bar on a terminal, plain log lines otherwise.
+
+Each job gets its own line; an evaluation names each line after its stage (`stage(label)` before
+the stage's job starts), so a terminal shows one line per stage."""
 
 from __future__ import annotations
 
@@ -10,25 +13,54 @@ from ..engine import Progress
 
 
 def _where(p: Progress) -> str:
-    """Batches by provider status, or in live mode the calls made and answered 429."""
+    """Batches in batchery's words (planned, submitted, running, done, ...), or in live mode the
+    calls made and answered 429."""
     if p.live is not None:
         return (f"live: {p.live['sent']:,} calls, {p.live['in_flight']} in flight, "
                 f"{p.live['rate_limited']:,} answered 429, {p.live['retried']:,} retried")
-    return "batches: " + (", ".join(f"{n} {state}" for state, n in sorted(p.remote.items())) or "none yet")
+    return "batches: " + (", ".join(f"{n} {state}" for state, n in sorted(p.states.items())) or "none yet")
 
 
-def _summary(p: Progress) -> str:
-    return f"[{p.job}] requests {p.finished:,}/{p.total:,} done, {p.failed:,} failed | {_where(p)} | {p.elapsed:,.1f}s"
+def _merged(p: Progress) -> str:
+    """Says when identical input lines were merged into one request (each is sent once)."""
+    return f" ({p.rows:,} requests, {p.total:,} distinct)" if p.rows > p.total else ""
 
 
-class PlainProgress:
+def _counts(p: Progress) -> str:
+    cancelled = p.items.get("cancelled", 0)
+    return f"{p.failed:,} failed" + (f", {cancelled:,} cancelled" if cancelled else "")
+
+
+def _summary(p: Progress, name: str) -> str:
+    return (f"[{name}] requests {p.finished:,}/{p.total:,} done{_merged(p)}, {_counts(p)} | {_where(p)} | "
+            f"{p.elapsed:,.1f}s")
+
+
+class _Labels:
+    """Display names for jobs: an evaluation announces each stage before its job reports."""
+
+    def __init__(self) -> None:
+        self._next: str | None = None
+        self._names: dict[str, str] = {}
+
+    def stage(self, label: str) -> None:
+        self._next = label
+
+    def name(self, job: str) -> str:
+        if job not in self._names:
+            self._names[job], self._next = self._next or job, None
+        return self._names[job]
+
+
+class PlainProgress(_Labels):
     """One line per change, for logs and CI."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._last: dict[str, list[str]] = {}  # per job: `batchery collect` follows several
 
     def __call__(self, p: Progress) -> None:
-        line = _summary(p)
+        line = _summary(p, self.name(p.job))
         state = line.split(" | ")[:1]  # print when work moves, not when only the clock does
         if state != self._last.get(p.job):
             print(line, file=sys.stderr, flush=True)
@@ -38,24 +70,34 @@ class PlainProgress:
         pass
 
 
-class RichProgress:
-    def __init__(self) -> None:
+class RichProgress(_Labels):
+    """A live bar per job (per stage, in an evaluation)."""
+
+    def __init__(self, console: Any = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
 
+        super().__init__()
+        if console is None:  # standard output is for results (--json, --out -): progress goes to stderr
+            from rich.console import Console
+
+            console = Console(stderr=True)
         self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False)
-        self._tasks: dict[str, Any] = {}  # one bar per job: `batchery collect` follows several in one view
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), transient=False, console=console)
+        self._tasks: dict[str, Any] = {}
         self._bar.start()
 
     def __call__(self, p: Progress) -> None:
-        detail = f"failed {p.failed:,} | {_where(p)}"
-        if p.job not in self._tasks:
-            self._tasks[p.job] = self._bar.add_task(p.job, total=p.total, detail=detail)
-        self._bar.update(self._tasks[p.job], completed=p.finished, total=p.total, detail=detail)
+        detail = f"{_counts(p)}{_merged(p)} | {_where(p)}"
+        task = self._tasks.get(p.job)
+        if task is None:
+            self._tasks[p.job] = self._bar.add_task(self.name(p.job), total=p.total, completed=p.finished,
+                                                    detail=detail)
+        else:
+            self._bar.update(task, completed=p.finished, total=p.total, detail=detail)
 
     def close(self) -> None:
         self._bar.stop()
 
 
-def make_progress() -> Callable[[Progress], None]:
+def make_progress() -> PlainProgress | RichProgress:
     return RichProgress() if sys.stderr.isatty() else PlainProgress()

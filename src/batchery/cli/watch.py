@@ -16,27 +16,41 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
-def job_table(reports: list[dict]):
-    """The table for a set of status reports (running jobs first)."""
+def _count(n: int) -> str:
+    """Token counts in a few characters: 950, 12.3k, 4.1M."""
+    if n < 1000:
+        return str(n)
+    return f"{n / 1000:.1f}k" if n < 1_000_000 else f"{n / 1_000_000:.1f}M"
+
+
+def job_table(reports: list[dict], width: int = 120):
+    """The table for a set of status reports (running jobs first), for a terminal `width` wide."""
+    from rich import box
     from rich.table import Table
 
     from ..pricing import format_usd
 
-    table = Table(title=f"batchery jobs  {time.strftime('%H:%M:%S')}", expand=True)
-    for name, justify in [("job", "left"), ("state", "left"), ("provider/model", "left"), ("done", "right"),
-                          ("failed", "right"), ("pending", "right"), ("batches", "left"), ("tokens in/out", "right"),
-                          ("cost", "right"), ("oldest batch", "right")]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table = Table(title=f"batchery jobs  {time.strftime('%H:%M:%S')}", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
+                  pad_edge=False)
+    # Job names (an evaluation's stage jobs run to 60 characters) are what a user looks for: the
+    # column takes the longest name, up to what the other columns (about 84 characters) leave; a
+    # longer name folds onto further lines, whole, rather than being cut.
+    longest = max((len(r["job"]) for r in reports), default=3)
+    table.add_column("job", overflow="fold", min_width=max(16, min(longest, width - 84)))
+    for name, justify in [("state", "left"), ("model", "left"), ("done", "right"), ("failed", "right"),
+                          ("pending", "right"), ("batches", "left"), ("tokens", "right"), ("cost", "right"),
+                          ("age", "right")]:
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for r in sorted(reports, key=lambda r: (r["state"] != "running", r["job"])):
         requests = r["requests"]
         waiting = requests.get("pending", 0) + requests.get("queued", 0)
         done = sum(requests.values()) - waiting
-        failed = done - requests.get("succeeded", 0)
-        batches = ", ".join(f"{n} {s}" for s, n in sorted(r["batches_by_state"].items())) or "live/none"
+        failed = done - requests.get("succeeded", 0) - requests.get("cancelled", 0)
+        batches = ", ".join(f"{n} {s}" for s, n in sorted(r["batch_states"].items())) or "live/none"
         cost = r["cost"]
-        table.add_row(r["job"], r["state"], f"{r['provider']} {r['model'] or ''}", f"{done:,}",
+        table.add_row(r["job"], r["state"], f"{r['model'] or '-'}\n[dim]{r['provider']}[/dim]", f"{done:,}",
                       f"[red]{failed:,}[/red]" if failed else "0", f"{waiting:,}", batches,
-                      f"{cost['input_tokens']:,}/{cost['output_tokens']:,}", format_usd(cost["usd"]),
+                      f"{_count(cost['input_tokens'])}/{_count(cost['output_tokens'])}", format_usd(cost["usd"]),
                       _age(r["oldest_open_batch_seconds"]))
     return table
 
@@ -63,7 +77,7 @@ def watch_jobs(store_dir: Path | None, job: str | None, interval: float, prices:
                 from .collect import refresh_store
 
                 jobs, asked[0] = refresh_store(st, jobs), time.monotonic()
-            return job_table([_report(st, j, detailed=False, book=book) for j in jobs])
+            return job_table([_report(st, j, detailed=False, book=book) for j in jobs], console.width)
 
     console = Console(stderr=False)
     try:

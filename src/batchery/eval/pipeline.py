@@ -23,7 +23,7 @@ import orjson
 
 from ..api import EMULATOR_POLL, Connection, drive, job_options
 from ..engine import PollPolicy, Progress, prepare_job
-from ..errors import BatcheryError, ConfigError, JobError
+from ..errors import ConfigError, CostCapReached, JobError
 from ..export import Result, iter_results
 from ..inputs import iter_objects
 from ..live import LivePolicy
@@ -36,7 +36,7 @@ from .specs import Statement, load_inputs, load_spec
 from .verdicts import JUDGE_FAILED, ComplianceVerdict, parse_compliance, parse_pairwise
 
 
-class EvalStopped(BatcheryError):
+class EvalStopped(CostCapReached):
     """A stage stopped before its end (the budget); the evaluation is saved and resumable."""
 
 

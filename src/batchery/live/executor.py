@@ -118,7 +118,8 @@ class LiveRunner:
 
     def progress(self, done: bool = False) -> Progress:
         return Progress(self.job.name, self.store.counts(self.job.id), {}, {},
-                        time.monotonic() - self._started, done, live=dict(self.stats.__dict__))
+                        time.monotonic() - self._started, done, live=dict(self.stats.__dict__),
+                        rows=self.job.n_rows)
 
     async def _run(self) -> None:
         policy = self.policy

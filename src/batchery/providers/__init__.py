@@ -24,6 +24,23 @@ _KEY_OPTIONAL = {"openai-compatible": "not-needed"}
 _KEY_ALIASES = {"gemini": ("GOOGLE_API_KEY",)}
 
 
+def provider_class(name: str) -> type[BatchProvider]:
+    """The adapter class for `name`, without a client: no key is needed and no SDK is imported
+    (for its batch words and its `check`, which read only the request and class attributes)."""
+    if name not in PROVIDERS:
+        raise ConfigError(f"unknown provider '{name}'; choose one of: {', '.join(PROVIDERS)}")
+    import importlib
+
+    module_name, class_name, _, _ = PROVIDERS[name]
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def check_request(name: str, canonical: dict) -> str | None:
+    """Why provider `name` cannot honour this canonical request (None if it can), with no client."""
+    cls = provider_class(name)
+    return cls.check(cls.__new__(cls), canonical)
+
+
 def key_variables(name: str) -> tuple[str, ...]:
     """The environment variables a provider's key is read from."""
     return (PROVIDERS[name][2], *_KEY_ALIASES.get(name, ())) if name in PROVIDERS else ()

@@ -27,11 +27,11 @@ joined on custom_id: our lines would come back ``missing``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
@@ -61,6 +61,7 @@ class AnthropicBatch(BatchProvider):
     name = "anthropic"
     endpoint = "/v1/messages"
     limits = LIMITS["anthropic"]
+    batch_states: ClassVar[Mapping[str, str]] = {"in_progress": "running", "canceling": "cancelling", "ended": "done"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import anthropic  # lazy: only the provider in use pays for its SDK import

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
@@ -21,6 +21,12 @@ from ..retry import call_failure_kind
 
 # Outcome statuses a line can end in.
 SUCCEEDED, FAILED, EXPIRED, CANCELLED, MISSING = "succeeded", "failed", "expired", "cancelled", "missing"
+
+# batchery's words for where a batch stands, the only ones human output uses; the providers' own
+# words (`in_progress`, `ended`, `JOB_STATE_SUCCEEDED`) stay in --json and detail views.
+BATCH_STATES = ("planned", "submitted", "running", "cancelling", "done", "failed", "cancelled", "expired")
+# Statuses the engine itself writes for batches that never ran at the provider.
+_LOCAL_STATUSES = {"rejected": "failed", "not_sent": "cancelled"}
 
 
 class Outcome(NamedTuple):
@@ -80,6 +86,21 @@ class BatchProvider(ABC):
     endpoint: str
     limits: BatchLimits
     has_batch_api = True
+    # The provider's batch statuses in batchery's words (BATCH_STATES): each adapter knows its own.
+    batch_states: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def state_word(cls, local_state: str, remote_status: str | None) -> str:
+        """batchery's word for a batch in local state `local_state` (planned, creating, submitted,
+        collected) whose provider status is `remote_status`."""
+        if local_state == "planned":
+            return "planned"
+        if remote_status is None:
+            return "submitted" if local_state != "collected" else "done"
+        word = _LOCAL_STATUSES.get(remote_status) or cls.batch_states.get(remote_status)
+        if word is None:  # a status this adapter does not know yet: say only whether it has ended
+            word = "done" if local_state == "collected" else "running"
+        return word
 
     def check(self, request: dict) -> str | None:
         """Why this provider cannot honour a canonical request (None if it can). Called for every

@@ -16,9 +16,9 @@ answered), which the engine compares with the lines a download brought.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -53,6 +53,11 @@ class GeminiBatch(BatchProvider):
     name = "gemini"
     endpoint = "batchGenerateContent"
     limits = LIMITS["gemini"]
+    batch_states: ClassVar[Mapping[str, str]] = {
+        "JOB_STATE_PENDING": "submitted", "JOB_STATE_QUEUED": "submitted", "JOB_STATE_RUNNING": "running",
+        "JOB_STATE_PAUSED": "running", "JOB_STATE_UPDATING": "running", "JOB_STATE_CANCELLING": "cancelling",
+        "JOB_STATE_SUCCEEDED": "done", "JOB_STATE_PARTIALLY_SUCCEEDED": "done", "JOB_STATE_FAILED": "failed",
+        "JOB_STATE_CANCELLED": "cancelled", "JOB_STATE_EXPIRED": "expired"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
         from google import genai  # lazy: only the provider in use pays for its SDK import

@@ -30,9 +30,9 @@ What this module relies on (research §6, read against ``mistralai`` 3.7.0):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -57,6 +57,9 @@ class MistralBatch(BatchProvider):
     name = "mistral"
     endpoint = "/v1/chat/completions"
     limits = LIMITS["mistral"]
+    batch_states: ClassVar[Mapping[str, str]] = {
+        "QUEUED": "submitted", "RUNNING": "running", "CANCELLATION_REQUESTED": "cancelling",
+        "SUCCESS": "done", "FAILED": "failed", "TIMEOUT_EXCEEDED": "expired", "CANCELLED": "cancelled"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import httpx2  # the SDK's HTTP client: its transport errors are the transient ones

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import orjson
 
@@ -24,6 +25,10 @@ class OpenAIBatch(BatchProvider):
     name = "openai"
     endpoint = "/v1/chat/completions"
     limits = LIMITS["openai"]
+    batch_states: ClassVar[Mapping[str, str]] = {
+        "validating": "submitted", "in_progress": "running", "finalizing": "running",
+        "cancelling": "cancelling", "completed": "done", "failed": "failed", "expired": "expired",
+        "cancelled": "cancelled"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import openai  # lazy: only the provider in use pays for its SDK import

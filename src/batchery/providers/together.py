@@ -36,8 +36,9 @@ circumstantial evidence.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import orjson
 
@@ -66,6 +67,9 @@ class TogetherBatch(BatchProvider):
     name = "together"
     endpoint = "/v1/chat/completions"
     limits = LIMITS["together"]
+    batch_states: ClassVar[Mapping[str, str]] = {
+        "VALIDATING": "submitted", "IN_PROGRESS": "running", "COMPLETED": "done", "FAILED": "failed",
+        "EXPIRED": "expired", "CANCELLED": "cancelled"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import together  # lazy: only the provider in use pays for its SDK import
