@@ -17,7 +17,10 @@ import pytest
 
 import batchery
 from batchery.cli import EXIT_CODES
+from batchery.cli.jobs import _report
+from batchery.pricing import PriceBook
 from batchery.store import Store
+from conftest import start_job
 from test_cli import batchery as cli
 from test_cli import write_jsonl
 
@@ -25,44 +28,44 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = {"OPENAI_API_KEY": "test-key"}
 
 
-def mixed(path: Path, good: int = 5, bad: int = 3) -> Path:
+def mixed(path: Path, good: int = 5, bad: int = 3, extra: list[dict] | None = None) -> Path:
     """Lines that succeed, and lines for a model the provider does not have (they fail)."""
     rows = [{"id": f"g{i}", "prompt": f"good {i}"} for i in range(good)]
     rows += [{"id": f"b{i}", "prompt": f"bad {i}", "model": "missing-model"} for i in range(bad)]
-    return write_jsonl(path, rows)
+    return write_jsonl(path, rows + (extra or []))
+
+
+def submitted(tmp_path: Path, emulator, n: int = 25, batch_size: int | None = None) -> str:
+    """A job 'reqs' submitted (not waited for) through the real engine, in this process; its store."""
+    store = tmp_path / "s"
+    with Store(store) as st:
+        start_job(st, emulator, [{"prompt": f"question {i}"} for i in range(n)], name="reqs",
+                  batch_size=batch_size).run(wait=False)
+    return str(store)
 
 
 # -- exit codes and summaries ------------------------------------------------------------------------
 
 def test_a_run_whose_lines_fail_exits_1_names_the_commonest_reasons_and_still_writes_results(tmp_path, emulator):
     out = tmp_path / "out.jsonl"
-    done = cli("run", str(mixed(tmp_path / "mixed.jsonl")), "--model", "gpt-test", "--base-url",
-               emulator.base_url("openai"), "--store", str(tmp_path / "s"), "--out", str(out), "--json", env=KEY)
+    reqs = mixed(tmp_path / "mixed.jsonl", extra=[{"id": "again", "prompt": "good 0"}, {"prompt": "good 1"}])
+    done = cli("run", str(reqs), "--model", "gpt-test", "--base-url", emulator.base_url("openai"),
+               "--store", str(tmp_path / "s"), "--out", str(out), "--json", env=KEY)
     assert done.returncode == 1, done.stderr
     assert "3 requests did not succeed; most common reasons:" in done.stderr
     assert re.search(r"3 failed \(\w+\), e\.g\. .*missing-model", done.stderr), done.stderr
-    assert len(out.read_text().splitlines()) == 8  # the results are written all the same
+    assert "(10 requests, 8 distinct)" in done.stderr  # identical lines merged into one request are said so
+    assert len(out.read_text().splitlines()) == 10  # the results are written all the same
     summary = orjson.loads(done.stdout)  # --json: the summary alone on standard output
     assert summary["exit_code"] == 1 and summary["not_answered"] == 3 and summary["state"] == "done"
+    assert (summary["lines"], summary["distinct_requests"], summary["result_lines"]) == (10, 8, 10)
     assert summary["requests"] == {"failed": 3, "succeeded": 5} and summary["results"] == str(out)
     assert summary["failures"][0]["count"] == 3 and "missing-model" in summary["failures"][0]["example"]
 
 
-def test_a_run_where_every_line_succeeds_exits_0_with_a_json_summary(tmp_path, emulator):
-    reqs = write_jsonl(tmp_path / "r.jsonl", [{"prompt": "same"}] * 4 + [{"prompt": "other"}])
-    done = cli("run", str(reqs), "--model", "gpt-test", "--base-url", emulator.base_url("openai"),
-               "--store", str(tmp_path / "s"), "--out", str(tmp_path / "o.jsonl"), "--json", env=KEY)
-    assert done.returncode == 0, done.stderr
-    summary = orjson.loads(done.stdout)
-    assert (summary["lines"], summary["distinct_requests"], summary["result_lines"]) == (5, 2, 5)
-    assert summary["failures"] == [] and summary["exit_code"] == 0
-    # identical lines merged into one request are said so in the progress lines
-    assert "(5 requests, 2 distinct)" in done.stderr
-
-
-def test_a_provider_that_refuses_the_call_exits_4(tmp_path, emulator, requests_file):
+def test_a_provider_that_refuses_the_call_exits_4(tmp_path, emulator):
     wrong = emulator.base_url("openai").replace("/v1", "/nowhere/v1")  # a path the server does not serve
-    done = cli("run", str(requests_file), "--model", "gpt-test", "--base-url", wrong, "--store", str(tmp_path / "s"),
+    done = cli("run", str(mixed(tmp_path / "r.jsonl")), "--model", "gpt-test", "--base-url", wrong, "--store", str(tmp_path / "s"),
                "--out", str(tmp_path / "o.jsonl"), env=KEY)
     assert done.returncode == 4, done.stderr
     assert "error: openai upload refused (404)" in done.stderr and "Traceback" not in done.stderr
@@ -76,31 +79,30 @@ def test_every_exit_code_is_documented_in_help_and_in_the_readme():
         assert re.search(rf"^\| `{code}` \|", readme, re.M), code
 
 
-def test_cancel_and_eval_status_take_json(tmp_path, emulator, requests_file):
-    store = str(tmp_path / "s")
-    assert cli("run", str(requests_file), "--model", "gpt-test", "--base-url", emulator.base_url("openai"),
-               "--no-wait", "--store", store, env=KEY).returncode == 0
-    done = cli("cancel", "reqs", "--json", "--store", store, env=KEY)
+def test_cancel_takes_json(tmp_path, make_emulator):
+    emulator = make_emulator(processing_seconds=3600)
+    store = submitted(tmp_path, emulator)
+    done = cli("cancel", "reqs", "--no-wait", "--json", "--base-url", emulator.base_url("openai"), "--store", store,
+               env=KEY)
     assert done.returncode == 0, done.stderr
     data = orjson.loads(done.stdout)
-    assert data["job"] == "reqs" and data["state"] == "cancelled" and sum(data["requests"].values()) == 25
+    assert data["job"] == "reqs" and data["state"] == "cancelling" and sum(data["requests"].values()) == 25
 
 
 # -- one vocabulary ------------------------------------------------------------------------------------
 
-def test_status_speaks_batcherys_words_and_prints_event_details_as_text(tmp_path, make_emulator, requests_file):
-    emulator = make_emulator(processing_seconds=3600)  # the batches stay in progress
-    store = str(tmp_path / "s")
-    assert cli("run", str(requests_file), "--model", "gpt-test", "--base-url", emulator.base_url("openai"),
-               "--batch-size", "10", "--no-wait", "--store", store, env=KEY).returncode == 0
+def test_status_speaks_batcherys_words_and_prints_event_details_as_text(tmp_path, make_emulator):
+    store = submitted(tmp_path, make_emulator(processing_seconds=3600), batch_size=10)  # batches stay open
     text = cli("status", "reqs", "--store", store).stdout
     batch_lines = [line for line in text.splitlines() if line.strip().startswith("batch ")]
     assert len(batch_lines) == 3 and all(re.search(r" (submitted|running) ", line) for line in batch_lines)
     assert all("(validating)" in line or "(in_progress)" in line for line in batch_lines)  # the detail view
     assert re.search(r"batch_planned batch=1 requests=10 bytes=\d+$", text, re.M), text
     assert "{" not in text  # no Python dict reprs
-    report = orjson.loads(cli("status", "reqs", "--json", "--store", store).stdout)
-    assert {b["remote_status"] for b in report["batches"]} <= {"validating", "in_progress"}  # --json keeps them
+    with Store(store) as st:  # --json keeps the provider's words, beside batchery's
+        report = _report(st, st.get_job("reqs"), detailed=True, book=PriceBook())
+    assert {b["remote_status"] for b in report["batches"]} <= {"validating", "in_progress"}
+    assert set(report["batch_states"]) <= {"submitted", "running"}
 
 
 def test_every_adapter_maps_its_batch_statuses_to_batcherys_words():
@@ -174,45 +176,38 @@ def test_the_python_api_reads_keys_from_a_dotenv_file_like_the_cli(tmp_path, emu
     assert results[0].ok and os.environ["OPENAI_API_KEY"] == "key-from-dotenv"
 
 
-def test_delete_removes_a_job_so_its_name_can_take_other_requests(tmp_path, emulator, requests_file):
-    store = str(tmp_path / "s")
-    args = ["run", str(requests_file), "--model", "gpt-test", "--base-url", emulator.base_url("openai"),
-            "--store", store, "--out", str(tmp_path / "o.jsonl")]
-    assert cli(*args, env=KEY).returncode == 0
-    assert cli("run", str(mixed(tmp_path / "other.jsonl")), "--job", "other", "--model", "gpt-test", "--base-url",
-               emulator.base_url("openai"), "--store", store, "--out", str(tmp_path / "x.jsonl"),
-               env=KEY).returncode == 1
-    write_jsonl(requests_file, [{"prompt": "something else"}])
-    refused = cli(*args, env=KEY)
-    assert refused.returncode == 2 and "`batchery delete reqs`" in refused.stderr
-    done = cli("delete", "reqs", "--store", store)  # no key needed
+def test_delete_removes_a_job_so_its_name_can_take_other_requests(tmp_path):
+    store = tmp_path / "s"
+    batchery.run([{"prompt": f"question {i}"} for i in range(3)], job="reqs", model="gpt-test", emulate=True,
+                 store=store)
+    other = [orjson.loads(line) for line in mixed(tmp_path / "other.jsonl").read_bytes().splitlines()]
+    batchery.run(other, job="other", model="gpt-test", emulate=True, store=store)
+    with pytest.raises(batchery.JobError, match="`batchery delete reqs`"):  # the name is taken
+        batchery.run([{"prompt": "something else"}], job="reqs", model="gpt-test", emulate=True, store=store)
+    done = cli("delete", "reqs", "--store", str(store))  # no key needed
     assert done.returncode == 0, done.stderr
     with Store(store) as st:
         assert [j.name for j in st.list_jobs()] == ["other"]
         counts = {t: st.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                   for t in ("items", "outcomes", "batches", "duplicates")}
     assert counts == {"items": 8, "outcomes": 8, "batches": 2, "duplicates": 0}  # the other job's (a batch per model)
-    again = cli(*args, env=KEY)
-    assert again.returncode == 0, again.stderr
-    assert orjson.loads((tmp_path / "o.jsonl").read_text())["text"].endswith("something else")
+    again = batchery.run([{"prompt": "something else"}], job="reqs", model="gpt-test", emulate=True, store=store)
+    assert again[0].text.endswith("something else")
 
 
-def test_delete_refuses_a_job_with_open_batches_unless_forced(tmp_path, make_emulator, requests_file):
-    emulator = make_emulator(processing_seconds=3600)
-    store = str(tmp_path / "s")
-    assert cli("run", str(requests_file), "--model", "gpt-test", "--base-url", emulator.base_url("openai"),
-               "--no-wait", "--store", store, env=KEY).returncode == 0
+def test_delete_refuses_a_job_with_open_batches_unless_forced(tmp_path, make_emulator):
+    store = submitted(tmp_path, make_emulator(processing_seconds=3600))
     refused = cli("delete", "reqs", "--store", store)
     assert refused.returncode == 2 and "still open at openai" in refused.stderr and "--force" in refused.stderr
     forced = cli("delete", "reqs", "--force", "--store", store)
     assert forced.returncode == 0 and "left running" in forced.stderr
-    assert "no jobs yet" in cli("status", "--store", store).stdout
+    with Store(store) as st:
+        assert st.list_jobs() == []
 
 
-def test_delete_refuses_while_another_process_runs_the_job(tmp_path, requests_file):
+def test_delete_refuses_while_another_process_runs_the_job(tmp_path):
     store = tmp_path / "s"
-    assert cli("run", str(requests_file), "--model", "gpt-test", "--emulate", "--store", str(store),
-               "--out", str(tmp_path / "o.jsonl")).returncode == 0
+    batchery.run([{"prompt": "held"}], job="reqs", model="gpt-test", emulate=True, store=store)
     holder = subprocess.Popen(  # another process holding the job's lock, as a runner does
         [sys.executable, "-c", "import sys, time; from batchery.store import Store\n"
          f"st = Store({str(store)!r})\nwith st.job_lock(st.get_job('reqs')):\n"
@@ -225,11 +220,6 @@ def test_delete_refuses_while_another_process_runs_the_job(tmp_path, requests_fi
         holder.kill()
         holder.wait()
     assert cli("delete", "reqs", "--store", str(store)).returncode == 0
-
-
-@pytest.fixture
-def requests_file(tmp_path) -> Path:
-    return write_jsonl(tmp_path / "reqs.jsonl", [{"id": f"q{i}", "prompt": f"question {i}"} for i in range(25)])
 
 
 def test_the_watch_view_shows_whole_job_names_on_a_normal_terminal():

@@ -159,7 +159,7 @@ def test_bad_config_spec_and_inputs_name_the_file_and_place(tmp_path):
     path.write_text("name: x\nspec: s.jsonl\ninputs: i.jsonl\ncandidates: []\njudges:\n  - {provider: openai}\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: ") as problem:
         load_config(path)
-    assert "judges.0.model: Field required" in str(problem.value) and "candidates:" in str(problem.value)
+    assert "judges[0].model: field required" in str(problem.value) and "candidates:" in str(problem.value)
     spec = tmp_path / "spec.jsonl"
     spec.write_text('{"id": "a", "text": "Be kind."}\n{"id": "b", "text": "Be brief.", "type": "RULE"}\n')
     with pytest.raises(InputError, match=r"spec\.jsonl:2: field 'type'"):

@@ -51,8 +51,7 @@ def run(config_path: Path = ConfigArg) -> None:
     progress = make_progress()
     try:
         with store:
-            data, report = run_evaluation(config, store, on_stage=lambda m: print(f"stage {m}", file=sys.stderr),
-                                          on_progress=progress)
+            data, report = run_evaluation(config, store, on_stage=progress.stage, on_progress=progress)
     finally:
         progress.close()
     _print_leaderboard(data)
@@ -60,7 +59,9 @@ def run(config_path: Path = ConfigArg) -> None:
 
 
 @eval_app.command("status")
-def status(config_path: Path = ConfigArg) -> None:
+def status(config_path: Path = ConfigArg,
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output: one report per stage job.")
+           ) -> None:
     """The evaluation's stage jobs: requests by outcome, tokens and cost so far."""
     from ..pricing import PriceBook, format_usd
     from .jobs import _report
@@ -69,6 +70,14 @@ def status(config_path: Path = ConfigArg) -> None:
     with store:
         book = PriceBook(store_dir=store.dir)
         jobs = [j for j in store.list_jobs() if j.name.startswith(config.name + ".")]
+        if as_json:
+            import orjson
+
+            reports = [{"stage": job.name[len(config.name) + 1:].split(".")[0],
+                        **_report(store, job, detailed=False, book=book)} for job in jobs]
+            sys.stdout.buffer.write(orjson.dumps({"evaluation": config.name, "jobs": reports},
+                                                 option=orjson.OPT_INDENT_2) + b"\n")
+            return
         if not jobs:
             print(f"evaluation '{config.name}' has not started: run `batchery eval run {config_path}`")
             return
@@ -110,8 +119,7 @@ def rank(config_path: Path = typer.Argument(..., help="The ranking's YAML file (
     progress = make_progress()
     try:
         with Store(config.store) as store:
-            data, path = run_ranking(config, store, on_stage=lambda m: print(f"stage {m}", file=sys.stderr),
-                                     on_progress=progress)
+            data, path = run_ranking(config, store, on_stage=progress.stage, on_progress=progress)
     finally:
         progress.close()
     pairwise = data["pairwise"]

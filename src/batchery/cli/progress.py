@@ -59,6 +59,10 @@ class PlainProgress(_Labels):
         super().__init__()
         self._last: dict[str, list[str]] = {}  # per job: `batchery collect` follows several
 
+    def stage(self, label: str) -> None:
+        print(f"stage {label}", file=sys.stderr, flush=True)  # a log also says when a stage is read back
+        super().stage(label)
+
     def __call__(self, p: Progress) -> None:
         line = _summary(p, self.name(p.job))
         state = line.split(" | ")[:1]  # print when work moves, not when only the clock does

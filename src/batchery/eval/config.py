@@ -112,8 +112,10 @@ def _distinct(models: list[ModelSpec], role: str) -> None:
 
 
 def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
-    """Read and check an evaluation (or, with kind=RankingConfig, a ranking) config; every problem
-    is a ConfigError naming the file and field."""
+    """Read and check an evaluation (or, with kind=RankingConfig, a ranking) config whole, before
+    any stage runs: its keys and values, each model's provider and the parameters that provider
+    can take, and the files it names. Every problem found is listed in one ConfigError, each line
+    naming the file and field (`support.yaml: candidates[1].params.temperatur: ...`)."""
     import yaml
 
     try:
@@ -124,11 +126,17 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings (name, spec, inputs, candidates, judges, ...)")
+    problems: list[str] = []
+    config = None
     try:
         config = kind.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        problems += [_pydantic_problem(error, kind) for error in exc.errors()]
+    problems += _model_problems(raw)
+    problems += _file_problems(raw, kind, path.parent)
+    if problems:
+        raise ConfigError(f"{path}: " + f"\n{path}: ".join(dict.fromkeys(problems)))
+    assert config is not None
     base = path.parent
     for field in ("spec", "inputs", "items", "out", "store"):
         value = getattr(config, field, None)
@@ -137,3 +145,89 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
     if config.out is None:
         config.out = Path("eval-out") / config.name
     return config
+
+
+def _where(loc: tuple) -> str:
+    """A pydantic location as the config reads: ('candidates', 1, 'params') -> candidates[1].params."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(top)"
+
+
+def _suggest(word: str, choices) -> str:
+    from difflib import get_close_matches
+
+    close = get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _pydantic_problem(error: dict, kind: type[RunSettings]) -> str:
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":  # a key the config does not have: most often a typo
+        parent = ModelSpec if loc[0] in ("candidates", "judges") and len(loc) == 3 else (
+            PairwiseConfig if loc[0] == "pairwise" else kind)
+        return f"{_where(loc)}: unknown key{_suggest(str(loc[-1]), parent.model_fields)}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{_where(loc)}: {message[:1].lower()}{message[1:]}"
+
+
+def _model_problems(raw: dict) -> list[str]:
+    """Each candidate's and judge's provider exists and can take its parameters: checked with the
+    provider's own `check` on a sample request, as every input line will be (no key needed)."""
+    from ..errors import InputError
+    from ..providers import PROVIDERS, check_request
+    from ..requests import _PARAMS, parse_request
+
+    owned = {"id", "messages", "prompt", "model", "system", "response_format", "metadata"}  # the prompts' own
+    problems = []
+    for role in ("candidates", "judges"):
+        models = raw.get(role)
+        for i, model in enumerate(models if isinstance(models, list) else []):
+            if not isinstance(model, dict):
+                continue
+            where, provider, params = f"{role}[{i}]", model.get("provider"), model.get("params") or {}
+            if isinstance(provider, str) and provider not in PROVIDERS:
+                problems.append(f"{where}.provider: unknown provider '{provider}'{_suggest(provider, PROVIDERS)}; "
+                                f"choose one of: {', '.join(PROVIDERS)}")
+                provider = None
+            if not isinstance(params, dict):
+                continue  # pydantic names it
+            bad = False
+            for key in params:
+                if key in owned:
+                    hint = " (use the model's own 'system' field)" if key == "system" and role == "candidates" else ""
+                    problems.append(f"{where}.params.{key}: set by batchery's prompts, not a parameter{hint}")
+                    bad = True
+                elif key not in _PARAMS:
+                    problems.append(f"{where}.params.{key}: unknown parameter{_suggest(str(key), _PARAMS)}; "
+                                    f"parameters: {', '.join(sorted(_PARAMS.keys() - owned))}")
+                    bad = True
+            if bad or not isinstance(model.get("model"), str) or not model["model"]:
+                continue
+            sample = {"prompt": "a sample input", "model": model["model"], **params}
+            if role == "candidates" and isinstance(model.get("system"), str):
+                sample["system"] = model["system"]
+            try:
+                _, _, canonical = parse_request(sample, None, "")
+            except InputError as exc:  # "field 'temperature' must be between 0 and 2, got 5"
+                problems.append(f"{where}.params: {str(exc).removeprefix(': ')}")
+                continue
+            problem = check_request(provider, canonical) if isinstance(provider, str) else None
+            if problem:
+                problems.append(f"{where}.params: {problem}")
+    return problems
+
+
+def _file_problems(raw: dict, kind: type[RunSettings], base: Path) -> list[str]:
+    """The files the config names exist (inputs may be a folder of per-statement files)."""
+    problems = []
+    for field, folder_ok in (("spec", False), ("inputs", True), ("items", False)):
+        if field not in kind.model_fields or not isinstance(raw.get(field), str):
+            continue
+        target = Path(raw[field]) if Path(raw[field]).is_absolute() else base / raw[field]
+        if not target.exists():
+            problems.append(f"{field}: no such file {target}")
+        elif target.is_dir() and not folder_ok:
+            problems.append(f"{field}: {target} is a folder, not a file")
+    return problems

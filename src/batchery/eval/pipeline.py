@@ -230,6 +230,9 @@ class EvalRunner:
         provider for the whole evaluation."""
         if not (self.config.emulate and self.send):
             self._poll = None
+            if self.send:  # every model's key (and provider) is checked before the first stage sends anything
+                for who in [*getattr(self.config, "candidates", []), *self.config.judges]:
+                    self._adapter(who)
             yield
             return
         from ..emulator import Emulator
