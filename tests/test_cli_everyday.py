@@ -75,8 +75,8 @@ def test_every_exit_code_is_documented_in_help_and_in_the_readme():
     help_text = cli("--help", env={"COLUMNS": "200"}).stdout
     readme = (ROOT / "README.md").read_text()
     for code, meaning in EXIT_CODES.items():
-        assert re.search(rf"^\W*{code}\s+{re.escape(meaning[:30])}", help_text, re.M), (code, help_text)
-        assert re.search(rf"^\| `{code}` \|", readme, re.M), code
+        assert re.search(rf"^\W*{code}\s+{re.escape(meaning[:30])}", help_text, re.MULTILINE), (code, help_text)
+        assert re.search(rf"^\| `{code}` \|", readme, re.MULTILINE), code
 
 
 def test_cancel_takes_json(tmp_path, make_emulator):
@@ -97,7 +97,7 @@ def test_status_speaks_batcherys_words_and_prints_event_details_as_text(tmp_path
     batch_lines = [line for line in text.splitlines() if line.strip().startswith("batch ")]
     assert len(batch_lines) == 3 and all(re.search(r" (submitted|running) ", line) for line in batch_lines)
     assert all("(validating)" in line or "(in_progress)" in line for line in batch_lines)  # the detail view
-    assert re.search(r"batch_planned batch=1 requests=10 bytes=\d+$", text, re.M), text
+    assert re.search(r"batch_planned batch=1 requests=10 bytes=\d+$", text, re.MULTILINE), text
     assert "{" not in text  # no Python dict reprs
     with Store(store) as st:  # --json keeps the provider's words, beside batchery's
         report = _report(st, st.get_job("reqs"), detailed=True, book=PriceBook())
@@ -209,9 +209,9 @@ def test_delete_refuses_while_another_process_runs_the_job(tmp_path):
     store = tmp_path / "s"
     batchery.run([{"prompt": "held"}], job="reqs", model="gpt-test", emulate=True, store=store)
     holder = subprocess.Popen(  # another process holding the job's lock, as a runner does
-        [sys.executable, "-c", "import sys, time; from batchery.store import Store\n"
-         f"st = Store({str(store)!r})\nwith st.job_lock(st.get_job('reqs')):\n"
-         "    print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-c", ("import sys, time; from batchery.store import Store\n"
+                                f"st = Store({str(store)!r})\nwith st.job_lock(st.get_job('reqs')):\n"
+                                "    print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         done = cli("delete", "reqs", "--store", str(store))

@@ -66,7 +66,7 @@ def test_eval_logs_name_each_stage_and_eval_status_takes_json(tmp_path, capsys):
     assert "[judge: judge-4o (2 requests)] requests 2/2 done, 0 failed | batches: 1 done" in log
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     status = subprocess.run([sys.executable, "-m", "batchery", "eval", "status", str(path), "--json"],
-                            capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+                            check=False, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     data = orjson.loads(status.stdout)
     assert data["evaluation"] == "small" and [j["stage"] for j in data["jobs"]] == ["generate", "judge"]
     assert all(j["state"] == "done" and j["requests"] == {"succeeded": 2} for j in data["jobs"])

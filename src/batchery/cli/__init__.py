@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -53,7 +52,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
 
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-         store: Optional[Path] = typer.Option(None, "--store", help="Store directory (default: $BATCHERY_HOME, "
+         store: Path | None = typer.Option(None, "--store", help="Store directory (default: $BATCHERY_HOME, "
                                               "else ./.batchery).")) -> None:
     """Version, store path, and each provider with the key variables that are set (never their values)."""
     import os
@@ -66,7 +65,7 @@ def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable ou
 
     _load_env()
     directory = resolve_store_dir(store)
-    providers = [{"provider": name, "key_variables": list(key_variables(name)),
+    providers: list[dict] = [{"provider": name, "key_variables": list(key_variables(name)),
                   "key_set": [v for v in key_variables(name) if os.environ.get(v)],
                   "base_url_variable": url_env, "base_url_set": bool(os.environ.get(url_env))}
                  for name, (_, _, _, url_env) in PROVIDERS.items()]

@@ -89,6 +89,7 @@ def run(
         if final.stopped:
             print(f"stopped: {final.stopped}", file=sys.stderr)
         job_row = st.get_job(name)
+        assert job_row is not None
         summary = _run_summary(st, job_row, final)
         if no_wait and not final.done:  # a --no-wait run that finds every line done finishes the job
             print(f"submitted job '{name}': `batchery status {name} --refresh` asks the provider how far it "
@@ -256,7 +257,7 @@ def cancel(
                                wait=not no_wait, on_progress=progress)
         finally:
             progress.close()
-        state = st.get_job(job).state
+        state = row.state if (now := st.get_job(job)) is None else now.state
     if final is None:
         print(f"job '{job}': cancel requested; the batchery process running it cancels its batches and stops, "
               "keeping finished lines", file=sys.stderr)
@@ -274,7 +275,7 @@ def delete(
     job: str = typer.Argument(..., help="Job name."),
     force: bool = typer.Option(False, "--force", help="Delete even if the job has batches still open at the "
                                "provider (they keep running there, and are billed, until they end)."),
-    store: Optional[Path] = StoreOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Remove a job and everything the store holds for it (requests, answers, batches, events).
     Answers other jobs reused from it stay with them. Needs no key: nothing is sent."""
@@ -302,7 +303,7 @@ def delete(
 
 def list_jobs(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    store: Optional[Path] = StoreOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """List the jobs in the store."""
     status(None, as_json=as_json, watch=False, interval=2.0, refresh=False, prices=None, store=store)

@@ -162,7 +162,7 @@ def _suggest(word: str, choices) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _pydantic_problem(error: dict, kind: type[RunSettings]) -> str:
+def _pydantic_problem(error: Any, kind: type[RunSettings]) -> str:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":  # a key the config does not have: most often a typo
         parent = ModelSpec if loc[0] in ("candidates", "judges") and len(loc) == 3 else (
