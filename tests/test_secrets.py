@@ -35,7 +35,7 @@ def test_a_job_leaves_the_key_in_no_file_and_no_output(tmp_path, emulator):
     refused = batchery("run", str(requests), "--job", "refused", "--model", "other-model",
                        "--base-url", emulator.url + "/no-such-api/v1", "--store", str(store),
                        env={"OPENAI_API_KEY": SECRET})
-    assert refused.returncode == 2 and "error: openai upload refused (404)" in refused.stderr, refused.stderr
+    assert refused.returncode == 4 and "error: openai upload refused (404)" in refused.stderr, refused.stderr  # exit 4: the provider
     runs.append(refused)
     for run in runs:
         assert SECRET not in run.stdout + run.stderr
