@@ -54,7 +54,7 @@ def test_a_live_run_against_a_wrong_url_fails_retryably_and_the_right_url_sends_
     env = {"OPENAI_API_KEY": "test-key"}
 
     wrong = batchery(*command, "--base-url", "http://127.0.0.1:9/v1", env=env)  # nothing listens there
-    assert wrong.returncode == 3, wrong.stderr
+    assert wrong.returncode == 4, wrong.stderr  # the provider: the job is saved, run again later
     assert "could not be reached" in wrong.stderr and "run the same command again" in wrong.stderr
     status = batchery("status", "reqs", "--json", "--store", str(store))
     assert '"state": "running"' in status.stdout  # not done: nothing final happened

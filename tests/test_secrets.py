@@ -35,7 +35,7 @@ def test_a_job_leaves_the_key_in_no_file_and_no_output(tmp_path, emulator):
     refused = batchery("run", str(requests), "--job", "refused", "--model", "other-model",
                        "--base-url", emulator.url + "/no-such-api/v1", "--store", str(store),
                        env={"OPENAI_API_KEY": SECRET})
-    assert refused.returncode == 4 and "error: openai upload refused (404)" in refused.stderr, refused.stderr  # exit 4: the provider
+    assert refused.returncode == 4 and "error: openai upload refused (404)" in refused.stderr, refused.stderr
     runs.append(refused)
     for run in runs:
         assert SECRET not in run.stdout + run.stderr
@@ -97,12 +97,12 @@ def test_a_key_a_server_echoes_back_is_redacted_from_outcomes_status_results_and
     live = batchery("run", str(requests), "--provider", "openai-compatible", "--mode", "live", "--model", "m",
                     "--base-url", echo_server, "--store", str(store), "--out", str(out),
                     env={"OPENAI_COMPATIBLE_API_KEY": SECRET})
-    assert live.returncode == 0, live.stderr  # a refusal of the request itself: final, the job is done
+    assert live.returncode == 1, live.stderr  # a refusal of the request itself: final, the job is done, lines failed
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["error"]["message"] for r in rows] == ["request refused for key [key redacted]"] * 3
     batch = batchery("run", str(requests), "--job", "batch", "--model", "m", "--base-url", echo_server,
                      "--store", str(store), env={"OPENAI_API_KEY": SECRET})
-    assert batch.returncode == 2 and "refused for key [key redacted]" in batch.stderr, batch.stderr
+    assert batch.returncode == 4 and "refused for key [key redacted]" in batch.stderr, batch.stderr
     status = batchery("status", "reqs", "--store", str(store))
     assert "[key redacted]" in status.stdout
     for run in (live, batch, status):

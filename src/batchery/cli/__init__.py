@@ -17,7 +17,8 @@ EXIT_CODES = {
        "the results are written and the most common reasons printed",
     2: "a usage, configuration, input or store error: the message says what to fix",
     3: "stopped by --max-cost (or an evaluation's budget_usd); the job is saved: run again with a higher cap",
-    4: "the provider refused a call or stayed unreachable; the job is saved: run the same command again later",
+    4: "the provider refused a call or the key, stayed unreachable, or left lines a later run can fix; "
+       "the job is saved: run the same command again once fixed",
     130: "interrupted (Ctrl-C); the job is saved: run the same command again to resume",
     143: "terminated (SIGTERM); the job is saved: run the same command again to resume",
 }

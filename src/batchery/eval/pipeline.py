@@ -23,7 +23,7 @@ import orjson
 
 from ..api import EMULATOR_POLL, Connection, drive, job_options
 from ..engine import PollPolicy, Progress, prepare_job
-from ..errors import ConfigError, CostCapReached, JobError
+from ..errors import BatcheryError, ConfigError, JobError
 from ..export import Result, iter_results
 from ..inputs import iter_objects
 from ..live import LivePolicy
@@ -36,8 +36,13 @@ from .specs import Statement, load_inputs, load_spec
 from .verdicts import JUDGE_FAILED, ComplianceVerdict, parse_compliance, parse_pairwise
 
 
-class EvalStopped(CostCapReached):
-    """A stage stopped before its end (the budget); the evaluation is saved and resumable."""
+class EvalStopped(BatcheryError):
+    """A stage stopped before its end (the budget, or the provider: a refused key, failures a later
+    run can fix); the evaluation is saved and resumable. Exits 3 for the budget, 4 otherwise."""
+
+    def __init__(self, message: str, capped: bool) -> None:
+        super().__init__(message)
+        self.exit_code = 3 if capped else 4
 
 
 
@@ -190,7 +195,7 @@ class EvalRunner:
                               on_progress=self.on_progress, poll=self.poll or self._poll, max_cost=self._remaining(job_name),
                               prices=self.prices if self.config.budget_usd is not None else None)
             if progress.stopped:
-                raise EvalStopped(f"stage '{stage}' for {who.name}: {progress.stopped}")
+                raise EvalStopped(f"stage '{stage}' for {who.name}: {progress.stopped}", progress.capped)
             existing = self.store.get_job(job_name)
         assert existing is not None
         return {r.id: r for r in iter_results(self.store, existing.id, existing.provider)}
