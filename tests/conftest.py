@@ -3,6 +3,8 @@ through the real engine and the official SDK against it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from batchery.emulator import Emulator, ManualClock
@@ -22,6 +24,16 @@ MODELS = {
     "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
     "groq": "llama-3.1-8b-instant",
 }
+
+
+@pytest.fixture(autouse=True)
+def user_data_dir(tmp_path_factory, monkeypatch) -> Path:
+    """The per-user data folder (where the default store lives) is a temporary one in every test,
+    CLI subprocesses included: no test reads or writes the real user's store."""
+    data = tmp_path_factory.mktemp("xdg-data")
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    monkeypatch.delenv("BATCHERY_HOME", raising=False)
+    return data / "batchery"
 
 
 @pytest.fixture

@@ -57,3 +57,7 @@ class TransientError(BatcheryError):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OutputError(BatcheryError):
+    """A results or report file cannot be written: a missing folder, a full disk, no permission."""

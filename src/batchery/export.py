@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from .errors import OutputError
 from .store import Store
 
 PENDING = "pending"  # a line whose request has not come back yet (only seen before a job ends)
@@ -103,14 +104,43 @@ def write_csv(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
     return n
 
 
-def export(store: Store, job_id: int, provider: str, path: str | Path | None, fmt: str = "jsonl") -> int:
-    """Write results to `path` (or stdout when None) atomically: a crash never leaves half a file."""
-    writer = write_csv if fmt == "csv" else write_jsonl
-    if path is None:
-        return writer(store, job_id, provider, sys.stdout.buffer)
+def check_target(path: str | Path | None) -> None:
+    """Refuse an output path that cannot be written, before a job runs rather than after."""
+    if path is None or str(path) == "-":
+        return
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        n = writer(store, job_id, provider, f)
-    tmp.replace(path)
-    return n
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise OutputError(f"--out {path}: the folder {path.parent} does not exist; create it first "
+                          "(nothing was sent)")
+
+
+def export(store: Store, job_id: int, provider: str, path: str | Path | None, fmt: str = "jsonl") -> int:
+    """Write results to `path`, or standard output when None or "-".
+
+    A regular file is replaced atomically (written beside it, then renamed over it), so a crash, a
+    signal or a full disk never leaves half a file. Anything else that exists there - a FIFO, a
+    device, /dev/stdout, a symlink - is written into, as a shell redirection would: renaming over it
+    would replace it (as root, `--out /dev/null` would replace the system's /dev/null)."""
+    writer = write_csv if fmt == "csv" else write_jsonl
+    if path is None or str(path) == "-":
+        n = writer(store, job_id, provider, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return n
+    path = Path(path)
+    try:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            with path.open("wb") as f:
+                return writer(store, job_id, provider, f)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with tmp.open("wb") as f:
+                n = writer(store, job_id, provider, f)
+            tmp.replace(path)
+        except BaseException:  # an error, Ctrl-C or SIGTERM: leave no half-written file behind
+            tmp.unlink(missing_ok=True)
+            raise
+        return n
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None

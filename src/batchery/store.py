@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from .errors import JobBusyError, StoreError
+from .paths import resolve_store_dir
 
 DB_NAME = "batchery.db"
 
@@ -123,20 +124,18 @@ class Batch:
     updated_at: float
 
 
-def resolve_store_dir(explicit: str | os.PathLike | None) -> Path:
-    """--store PATH, else $BATCHERY_HOME, else ./.batchery/."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get("BATCHERY_HOME"):
-        return Path(os.environ["BATCHERY_HOME"])
-    return Path.cwd() / ".batchery"
-
-
 class Store:
     """One connection to a store directory. Not shared between threads."""
 
-    def __init__(self, directory: str | os.PathLike | None = None):
+    def __init__(self, directory: str | os.PathLike | None = None, *, read_only: bool = False):
+        """read_only=True: for commands that only read (status, results). They then work on a store
+        they cannot write (a read-only disk, another user's files) and never take a write lock."""
         self.dir = resolve_store_dir(directory)
+        if read_only:
+            self.db = _connect_read_only(self.dir / DB_NAME)
+            if self.db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS):
+                return
+            self.db.close()  # another schema: the read-write open below upgrades it or says it is newer
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -148,7 +147,7 @@ class Store:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
             self.db.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path} is not a batchery store ({exc})") from None
+            raise StoreError(unusable_store_message(self.dir, exc)) from None
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MB: big jobs touch many index pages
         self.db.execute("PRAGMA foreign_keys=ON")
@@ -548,6 +547,54 @@ _OUTCOME_COLS = ("status, text, response, input_tokens, output_tokens, cached_to
 _JOB_COLS = "id, name, provider, model, endpoint, fingerprint, state, n_rows, options, created_at, updated_at"
 _BATCH_COLS = ("id, job_id, tag, model, state, n_requests, n_bytes, input_file, remote_id, remote_status,"
                " output_file, error_file, error, created_at, updated_at")
+
+
+def unusable_store_message(directory: Path | None, exc: sqlite3.Error) -> str:
+    """Why a store cannot be used, from SQLite's error code: a full disk, a read-only disk and a
+    damaged file need different actions, and only the last one is "not a batchery store"."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    store = "the job store" if directory is None else f"the job store {directory}"
+    if code == sqlite3.SQLITE_FULL:
+        return (f"the disk holding {store} is full ({exc}); free some space and run the same command "
+                "again: nothing already stored is lost")
+    if code == sqlite3.SQLITE_IOERR:
+        return (f"{store} could not be written ({exc}: the disk may be full or failing); free some space "
+                "and run the same command again: nothing already stored is lost")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return (f"{store} cannot be written ({exc}); `batchery status` and `batchery results` can still "
+                "read it; to run jobs, make it writable or point --store at another folder")
+    if code == sqlite3.SQLITE_NOTADB:
+        return f"{store} is not a batchery store ({exc}); point --store elsewhere or move it aside"
+    return f"{store} cannot be used ({exc}); point --store elsewhere or move it aside"
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes. mode=ro still needs the WAL's shared-memory file (-shm),
+    which it creates if the folder is writable; in a folder nobody may write to, a store closed
+    cleanly (no -wal content) is read as immutable. One whose last changes are still in its -wal
+    cannot be read without write access, and the message says so rather than show stale data."""
+    if not path.is_file():
+        raise StoreError(f"no batchery store at {path.parent} (no job has run with it); "
+                         "point --store or $BATCHERY_HOME at the store")
+    uri = path.absolute().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError as exc:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(f"the job store {path.parent} cannot be read without write access: its last "
+                             f"changes are still in {wal.name} ({exc}); copy the folder somewhere writable and "
+                             "point --store at the copy") from None
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(unusable_store_message(path.parent, exc)) from None
+    try:
+        db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(unusable_store_message(path.parent, exc)) from None
 
 
 def _chunks(cursor: sqlite3.Cursor) -> Iterator[tuple]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import FrameType
 
 import typer
 
@@ -108,23 +109,68 @@ def emulator(
               rpm=rpm, tpm=tpm, latency=latency)
     except ValueError as exc:  # a bad --faults spec, found before the socket is bound
         raise ConfigError(f"--faults: {exc}") from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: serve() has removed its temporary folder
+        print("emulator stopped", file=sys.stderr)
+        raise typer.Exit(128 + (_signals[0] if _signals else 2)) from None
+
+
+INTERRUPTED = "interrupted: the job is saved; run the same command again to resume"
+_signals: list[int] = []  # the signals that stopped this process, for its exit status
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (a `kill`, a container or service stopping) ends the run as Ctrl-C does: through
+    SIGINT's handler, which raises KeyboardInterrupt (or, inside asyncio.run, cancels the live
+    runner), so the engine's and live runner's `finally` blocks store what has arrived."""
+    import signal
+
+    _signals.append(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+        return
+    raise KeyboardInterrupt  # SIGINT ignored (a background job): stop all the same
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """Whether an exit comes from Ctrl-C/SIGTERM: Typer turns KeyboardInterrupt into a silent
+    Exit(130), raised `from` it. Follows the chain a traceback would show, so an exit raised
+    `from None` (the emulator's) is not taken for an interrupted job."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return False
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
+    except SystemExit as exc:
+        if not _interrupted(exc):
+            raise
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(128 + (_signals[0] if _signals else signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(128 + (_signals[0] if _signals else signal.SIGINT))
     except BatcheryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a file batchery was told to use: missing, unreadable, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:
         import sqlite3  # not at the top: `batchery --help` does not load the store
 
         if not isinstance(exc, sqlite3.Error):
             raise
-        # a damaged store, or one written by an incompatible build
-        print(f"error: the job store cannot be read ({exc}); point --store elsewhere or move it aside",
-              file=sys.stderr)
+        from ..store import unusable_store_message
+
+        # a full or read-only disk, a damaged store, or one written by an incompatible build
+        print(f"error: {unusable_store_message(None, exc)}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: the job is saved; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)

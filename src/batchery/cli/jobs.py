@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-StoreOpt = typer.Option(None, "--store", help="Store directory (default: $BATCHERY_HOME, else ./.batchery).")
+StoreOpt = typer.Option(None, "--store", help="Store directory (default: $BATCHERY_HOME, else the per-user "
+                        "data folder, e.g. ~/.local/share/batchery; the same from any working directory).")
 
 
 def _load_env() -> None:
@@ -33,7 +34,9 @@ def run(
                                   "their answer from another job (batch or live)."),
     model: Optional[str] = typer.Option(None, help="Model for requests that do not name one."),
     job: Optional[str] = typer.Option(None, help="Job name (default: the input file's name). Same name = resume."),
-    out: Optional[Path] = typer.Option(None, help="Results file (default: <job>.results.jsonl)."),
+    out: Optional[Path] = typer.Option(None, help="Results file (default: <job>.results.jsonl; - for standard "
+                                       "output). A FIFO or device is written into; a regular file is replaced "
+                                       "atomically."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Submit and return; collect later with the same command."),
     base_url: Optional[str] = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged."),
     emulate: bool = typer.Option(False, help="Run against an in-process emulator: no key, no cost."),
@@ -59,8 +62,8 @@ def run(
         print("dry run: nothing was sent", file=sys.stderr)
         return
     from ..api import Connection, live_policy, run_file
-    from ..errors import ConfigError
-    from ..export import export
+    from ..errors import ConfigError, OutputError
+    from ..export import check_target, export
     from ..pricing import PriceBook
     from ..store import Store
     from .progress import make_progress
@@ -71,13 +74,15 @@ def run(
     live = live_policy(mode, rpm, tpm, concurrency)
     if live is not None and no_wait:
         raise ConfigError("--no-wait needs batch mode: live calls are answered while the command runs")
-    _load_env()
     name = job or input.stem
     target = out or Path(f"{name}.results.jsonl")
+    check_target(target)  # a missing folder is found before anything is sent, not after the job ran
+    _load_env()
     # remembered (absolute) so that `batchery collect` writes it from any folder once the job ends
     remember = {"out": None if str(target) == "-" else str(target.absolute())}
     progress = make_progress()
     with Store(store) as st:
+        print(f"store: {st.dir}", file=sys.stderr)
         try:
             name, final = run_file(input, Connection(provider, base_url, None, emulate), model, job=name,
                                    store=st, batch_size=batch_size, max_attempts=max_attempts,
@@ -96,7 +101,11 @@ def run(
                   f"got; `batchery collect {name}` (or `--all`) downloads the results into {target}",
                   file=sys.stderr)
         else:
-            n = export(st, job_row.id, job_row.provider, target)
+            try:
+                n = export(st, job_row.id, job_row.provider, target)
+            except OutputError as exc:
+                raise OutputError(f"{exc}; the results are safe in the store: `batchery results {name} --out FILE` "
+                                  "writes them") from None
             summary.update(results=str(target), result_lines=n)
             counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))
             ended = " (cancelled by `batchery cancel`)" if job_row.state == "cancelled" else ""
@@ -157,7 +166,7 @@ def status(
     import orjson
 
     from ..pricing import PriceBook
-    from ..store import Store
+    from ..store import DB_NAME, Store, resolve_store_dir
 
     if watch:
         from .watch import watch_jobs
@@ -165,19 +174,24 @@ def status(
         watch_jobs(store, job, interval, prices, refresh=refresh)
         return
 
-    with Store(store) as st:
-        book = PriceBook(prices, store_dir=st.dir)
-        jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
-        if refresh:
-            from .collect import refresh_store
+    if job is None and not refresh and not (resolve_store_dir(store) / DB_NAME).exists():
+        reports, where = [], resolve_store_dir(store)  # no store yet, so no jobs: nothing to create
+    else:  # --refresh records what the providers say, so it needs to write; reading alone does not
+        with Store(store) if refresh else _reader(store, job) as st:
+            book = PriceBook(prices, store_dir=st.dir)
+            jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
+            if refresh:
+                from .collect import refresh_store
 
-            jobs = refresh_store(st, jobs)
-        reports = [_report(st, j, detailed=job is not None, book=book) for j in jobs]
+                jobs = refresh_store(st, jobs)
+            reports = [_report(st, j, detailed=job is not None, book=book) for j in jobs]
+            where = st.dir
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(reports if job is None else reports[0], option=orjson.OPT_INDENT_2) + b"\n")
         return
     from ..pricing import UNKNOWN, format_usd
 
+    print(f"store: {where}")
     if not reports:
         print("no jobs yet")
     for r in reports:
@@ -212,21 +226,22 @@ def _detail_text(detail: dict | None) -> str:
 
 def results(
     job: str = typer.Argument(..., help="Job name."),
-    out: Optional[Path] = typer.Option(None, help="Output file (default: standard output)."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default, or -: standard output). A FIFO or device "
+                                       "is written into, a regular file replaced atomically."),
     format: str = typer.Option("jsonl", help="jsonl or csv."),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Write a job's results: one line per input line, in input order."""
     from ..errors import ConfigError
-    from ..export import export
-    from ..store import Store
+    from ..export import check_target, export
 
     if format not in ("jsonl", "csv"):
         raise ConfigError(f"unknown format '{format}'; use jsonl or csv")
-    with Store(store) as st:
+    check_target(out)
+    with _reader(store, job) as st:
         row = _job_or_exit(st, job)
         n = export(st, row.id, row.provider, out, format)
-    if out:
+    if out and str(out) != "-":
         print(f"{n:,} lines -> {out}", file=sys.stderr)
 
 
@@ -316,6 +331,18 @@ def register(app: typer.Typer) -> None:
     app.command()(cancel)
     app.command("list")(list_jobs)
     app.command()(delete)
+
+
+def _reader(store: Optional[Path], job: Optional[str]):
+    """The store opened read-only: commands that only read work on a store they cannot write (a
+    read-only disk, another user's files). A job asked of a store that does not exist is unknown."""
+    from ..errors import JobError
+    from ..store import DB_NAME, Store, resolve_store_dir
+
+    where = resolve_store_dir(store)
+    if job is not None and not (where / DB_NAME).exists():
+        raise JobError(f"no job named '{job}' in {where} (no store there yet)")
+    return Store(store, read_only=True)
 
 
 def _job_or_exit(st, name: str):

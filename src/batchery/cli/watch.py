@@ -70,7 +70,7 @@ def watch_jobs(store_dir: Path | None, job: str | None, interval: float, prices:
     asked = [-REFRESH_EVERY]
 
     def snapshot():
-        with Store(store_dir) as st:
+        with Store(store_dir, read_only=not refresh) as st:
             book = PriceBook(prices, store_dir=st.dir)
             jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
             if refresh and time.monotonic() - asked[0] >= REFRESH_EVERY:

@@ -67,8 +67,8 @@ class RunSettings(BaseModel):
     budget_usd: float | None = Field(None, ge=0)
     emulate: bool = False
     behaviour: dict[str, Any] | None = None
-    out: Path | None = None  # report folder; default eval-out/<name>
-    store: Path | None = None
+    out: Path | None = None  # report folder; default eval-out/<name> beside the config
+    store: Path | None = None  # default: the store `batchery run` uses ($BATCHERY_HOME, else per-user)
 
 
 class EvalConfig(RunSettings):
@@ -142,8 +142,8 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
         value = getattr(config, field, None)
         if value is not None and not value.is_absolute():
             setattr(config, field, base / value)
-    if config.out is None:
-        config.out = Path("eval-out") / config.name
+    if config.out is None:  # beside the config, like every path in it: the same from any working directory
+        config.out = base / "eval-out" / config.name
     return config
 
 
