@@ -55,15 +55,15 @@ def test_out_into_a_character_device_writes_into_it_and_never_replaces_it(tmp_pa
     assert stat.S_ISCHR(null.stat().st_mode) and null.stat().st_rdev == os.makedev(1, 3)
 
 
-def test_out_dash_writes_results_to_standard_output_for_run_and_results(tmp_path, finished_store):
+def test_out_dash_writes_results_to_standard_output_for_run_and_results(tmp_path, emulator, finished_store):
     results = _batchery("results", "job", "--store", str(finished_store), "--out", "-")
     assert results.returncode == 0, results.stderr
     assert [orjson.loads(line)["id"] for line in results.stdout.splitlines()] == ["q0", "q1", "q2"]
 
     requests = tmp_path / "reqs.jsonl"
     requests.write_text('{"id": "a", "prompt": "one"}\n{"id": "b", "prompt": "two"}\n')
-    run = _batchery("run", str(requests), "--model", "m", "--emulate", "--store", str(finished_store), "--out", "-",
-                    cwd=tmp_path)
+    run = _batchery("run", str(requests), "--model", "m", "--base-url", emulator.base_url("openai"),
+                    "--store", str(finished_store), "--out", "-", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert [orjson.loads(line)["id"] for line in run.stdout.splitlines()] == ["a", "b"]
     assert not (tmp_path / "-").exists()  # not a file named "-"

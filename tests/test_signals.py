@@ -180,3 +180,25 @@ def test_the_emulator_stopped_by_sigterm_removes_its_temporary_folder(tmp_path, 
     code, err = emu.stop(signal.SIGTERM)
     assert code == 143 and "Traceback" not in err
     assert not folders[0].exists()
+
+
+def test_sigterm_during_an_evaluation_saves_its_stage_jobs_and_says_how_to_resume(tmp_path, make_emulator):
+    emulator = make_emulator(processing_seconds=3600)  # a manual clock that never moves: the batch waits
+    demo = Path(__file__).parent.parent / "examples" / "eval"
+    config = tmp_path / "eval.yaml"
+    config.write_bytes(orjson.dumps({  # JSON is YAML
+        "name": "sig", "spec": str(demo / "spec.jsonl"), "inputs": str(demo / "inputs.jsonl"),
+        "candidates": [{"name": "c", "provider": "openai", "model": "gpt-4o", "base_url": emulator.base_url("openai")}],
+        "judges": [{"name": "j", "provider": "groq", "model": "llama", "base_url": emulator.base_url("groq")}],
+        "store": str(tmp_path / "store")}))
+    evaluation = _start(tmp_path, ["eval", "run", str(config)])
+    _wait_for(lambda: emulator.stats()["batches_created"]["openai"] == 1, evaluation)
+    evaluation.send_signal(signal.SIGTERM)
+    _, err = evaluation.communicate(timeout=30)
+
+    assert evaluation.returncode == 143, err
+    assert INTERRUPTED in err and "Traceback" not in err
+    with Store(tmp_path / "store", read_only=True) as st:
+        [job] = st.list_jobs()
+        assert job.name.startswith("sig.generate") and job.state == "running"
+        assert st.counts(job.id) == {"queued": job.n_rows}  # its requests wait in the batch, nothing lost

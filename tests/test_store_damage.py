@@ -23,7 +23,7 @@ PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
 
 def _batchery(*args: str, preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    return subprocess.run([sys.executable, "-m", "batchery", *args], env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
+    return subprocess.run([sys.executable, "-m", "batchery", *args], env={**env, "OPENAI_API_KEY": "test-key", "PYTHONDONTWRITEBYTECODE": "1"},
                           preexec_fn=preexec_fn, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -81,15 +81,16 @@ def test_a_read_only_store_is_read_by_status_and_results_and_run_says_it_cannot_
         _set_writable(store, True)
 
 
-def test_a_full_disk_while_storing_a_job_is_a_clear_error_and_the_same_command_then_runs_it(tmp_path):
+def test_a_full_disk_while_storing_a_job_is_a_clear_error_and_the_same_command_then_runs_it(tmp_path, emulator):
     requests = tmp_path / "reqs.jsonl"
     requests.write_bytes(b"".join(orjson.dumps({"prompt": f"{i} " + "y" * 2000}) + b"\n" for i in range(40)))
-    args = ("run", str(requests), "--model", "m", "--emulate", "--store", str(tmp_path / "store"),
-            "--out", str(tmp_path / "out.jsonl"))
+    args = ("run", str(requests), "--model", "m", "--base-url", emulator.base_url("openai"),
+            "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out.jsonl"))
     full = _batchery(*args, preexec_fn=_file_size_limit(150_000))
     assert full.returncode == 2 and "Traceback" not in full.stderr
     assert "could not be written" in full.stderr and "nothing already stored is lost" in full.stderr
     assert "move it aside" not in full.stderr  # a full disk is not a damaged store
+    assert emulator.stats()["files_uploaded"] == 0
 
     again = _batchery(*args)
     assert again.returncode == 0, again.stderr
@@ -109,7 +110,7 @@ def test_a_full_disk_while_writing_results_leaves_no_temporary_file_and_loses_no
     assert again.returncode == 0 and len(out.read_bytes().splitlines()) == 40
 
 
-def test_run_into_a_full_device_says_so_and_the_results_stay_in_the_store(tmp_path):
+def test_run_into_a_full_device_says_so_and_the_results_stay_in_the_store(tmp_path, emulator):
     full = tmp_path / "full"
     try:
         os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # a private /dev/full: writes fail with ENOSPC
@@ -117,8 +118,8 @@ def test_run_into_a_full_device_says_so_and_the_results_stay_in_the_store(tmp_pa
         pytest.skip("creating a device node needs root")
     requests = tmp_path / "reqs.jsonl"
     requests.write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
-    run = _batchery("run", str(requests), "--model", "m", "--emulate", "--store", str(tmp_path / "store"),
-                    "--out", str(full))
+    run = _batchery("run", str(requests), "--model", "m", "--base-url", emulator.base_url("openai"),
+                    "--store", str(tmp_path / "store"), "--out", str(full))
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "No space left on device" in run.stderr and "`batchery results reqs --out FILE`" in run.stderr
     assert stat.S_ISCHR(full.stat().st_mode)  # written into, never replaced
