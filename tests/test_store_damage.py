@@ -125,3 +125,23 @@ def test_run_into_a_full_device_says_so_and_the_results_stay_in_the_store(tmp_pa
     assert stat.S_ISCHR(full.stat().st_mode)  # written into, never replaced
     with Store(tmp_path / "store", read_only=True) as st:
         assert st.counts(st.get_job("reqs").id) == {"succeeded": 2}
+
+
+def test_a_read_only_store_whose_last_changes_are_only_in_its_wal_is_refused_not_read_stale(tmp_path, emulator):
+    import shutil
+
+    with Store(tmp_path / "live") as st:
+        start_job(st, emulator, [{"prompt": "a"}]).run()
+        (tmp_path / "copy").mkdir()  # a copy taken while the store is open: its last changes are in the -wal
+        shutil.copy(tmp_path / "live" / "batchery.db", tmp_path / "copy")
+        shutil.copy(tmp_path / "live" / "batchery.db-wal", tmp_path / "copy")
+    assert (tmp_path / "copy" / "batchery.db-wal").stat().st_size > 0
+    _set_writable(tmp_path / "copy", False)
+    try:
+        status = _batchery("status", "job", "--store", str(tmp_path / "copy"), preexec_fn=_obeying_file_modes)
+    finally:
+        _set_writable(tmp_path / "copy", True)
+    if os.geteuid() == 0 and "job: done" in status.stdout:
+        pytest.skip("cannot take write access away from this process (root without CAP_SETPCAP)")
+    assert status.returncode == 2 and "Traceback" not in status.stderr
+    assert "its last changes are still in batchery.db-wal" in status.stderr
