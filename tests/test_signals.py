@@ -104,7 +104,9 @@ def test_ctrl_c_while_a_batch_runs_saves_the_job_says_so_and_the_same_command_fi
     args = ["run", str(_requests(tmp_path, 8)), "--model", "gpt-test", "--base-url", f"{emu.url}/v1",
             "--store", str(tmp_path / "store"), "--out", str(out)]
     run = _start(tmp_path, args)
-    _wait_for(lambda: _batch_states(tmp_path / "store") == ["submitted"], run)  # now it waits for the batch
+    # wait until the batch is created and recorded: from then on, the run only waits for it
+    _wait_for(lambda: emu.stats()["batches_created"]["openai"] == 1 and _batch_states(tmp_path / "store")
+              == ["submitted"], run)
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=30)
 

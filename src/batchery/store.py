@@ -133,9 +133,13 @@ class Store:
         self.dir = resolve_store_dir(directory)
         if read_only:
             self.db = _connect_read_only(self.dir / DB_NAME)
-            if self.db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS):
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version == len(_MIGRATIONS):
                 return
-            self.db.close()  # another schema: the read-write open below upgrades it or says it is newer
+            self.db.close()
+            if version == 0:  # no schema yet: another process is creating the store; a reader never writes
+                raise StoreError(f"no batchery store at {self.dir} yet (it is being created); try again")
+            # an older schema is upgraded by the read-write open below, and a newer one refused there
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
