@@ -24,7 +24,7 @@ INTERRUPTED = "interrupted: the job is saved; run the same command again to resu
 
 def _env(tmp_path: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    return {**env, "OPENAI_API_KEY": "test-key", "TMPDIR": str(tmp_path), **extra}
+    return {**env, "OPENAI_API_KEY": "test-key", "GROQ_API_KEY": "test-key", "TMPDIR": str(tmp_path), **extra}
 
 
 def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 60) -> None:

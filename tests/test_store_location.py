@@ -67,6 +67,8 @@ def test_the_python_api_uses_the_same_default_store(tmp_path, monkeypatch, user_
 def test_an_evaluations_report_folder_is_beside_its_config_from_any_working_directory(tmp_path, monkeypatch):
     folder = tmp_path / "evals"
     folder.mkdir()
+    (folder / "spec.jsonl").write_text("")
+    (folder / "inputs.jsonl").write_text("")
     (folder / "e.yaml").write_text("name: e\nspec: spec.jsonl\ninputs: inputs.jsonl\n"
                                    "candidates: [{provider: openai, model: m}]\njudges: [{provider: groq, model: j}]\n")
     elsewhere = tmp_path / "elsewhere"
