@@ -98,6 +98,24 @@ def test_a_changed_input_under_an_existing_job_name_is_refused(tmp_path, request
     assert done.returncode == 2 and "already exists with different requests" in done.stderr
 
 
+def test_emulated_answers_are_never_reused_for_a_real_endpoint(tmp_path, emulator, requests_file):
+    """--emulate, then the same file at a real endpoint (here a separate emulator given as --base-url)."""
+    store, key = str(tmp_path / "s"), {"OPENAI_API_KEY": "test-key"}
+    emulated = batchery("run", str(requests_file), "--model", "m", "--emulate", "--store", store, cwd=tmp_path)
+    assert emulated.returncode == 0, emulated.stderr
+    real = ["run", str(requests_file), "--model", "m", "--base-url", emulator.base_url("openai"), "--store", store]
+    same_job = batchery(*real, env=key, cwd=tmp_path)  # the job holds emulated answers: refused, not passed off
+    assert same_job.returncode == 2 and "Traceback" not in same_job.stderr
+    assert "job 'reqs' holds answers from the emulator" in same_job.stderr and "--job" in same_job.stderr
+    assert emulator.stats()["files_uploaded"] == 0
+    other_job = batchery(*real, "--job", "real", env=key, cwd=tmp_path)  # a new job: everything is sent
+    assert other_job.returncode == 0, other_job.stderr
+    assert "reused" not in other_job.stderr and emulator.stats()["requests_processed"] == 25
+    again = batchery("run", str(requests_file), "--model", "m", "--emulate", "--job", "again", "--store", store,
+                     cwd=tmp_path)  # emulated runs (each on its own port) do share answers, and say so
+    assert "25 answers reused from job 'reqs' (same store)" in again.stderr
+
+
 def test_unknown_job_lists_the_known_ones(tmp_path):
     done = batchery("status", "ghost", "--store", str(tmp_path / "s"))
     assert done.returncode == 2 and "no job named 'ghost'" in done.stderr

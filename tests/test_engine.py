@@ -5,11 +5,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from batchery.errors import InputError
+from batchery.engine import Engine, prepare_job
+from batchery.errors import InputError, JobError
+from batchery.inputs import iter_objects
+from batchery.providers import get_provider
 from batchery.providers.openai import OpenAIBatch
 from batchery.store import Store
 
-from conftest import results, start_job
+from conftest import clock_poll, results, start_job
 
 SCHEMA = {
     "type": "object",
@@ -102,6 +105,49 @@ def test_answers_are_reused_across_jobs_in_the_same_store(store, emulator):
     final = start_job(store, emulator, prompts(40), name="second").run()  # 30 known, 10 new
     assert final.items == {"succeeded": 40}
     assert emulator.stats()["requests_processed"] == 40
+
+
+def _run_at(store, emulator, name: str, url: str, notices: list, reuse: bool = True):
+    adapter = get_provider("openai", base_url=url, api_key="test-key")
+    job, _ = prepare_job(store, name, adapter, "gpt-test", iter_objects(prompts(30)), name, reuse=reuse,
+                         announce=notices.append)
+    return Engine(store, adapter, job, poll=clock_poll(emulator)).run()
+
+
+def test_answers_are_reused_only_at_the_same_endpoint_and_each_reuse_is_announced(store, make_emulator):
+    a, b = make_emulator(), make_emulator()
+    notices: list[str] = []
+    _run_at(store, a, "first", a.base_url("openai"), notices)
+    _run_at(store, a, "same-url", a.base_url("openai") + "/", notices)  # a trailing slash is the same endpoint
+    assert notices == ["30 answers reused from job 'first' (same store)"]
+    assert a.stats()["requests_processed"] == 30
+    assert [d for _, kind, d in store.events(store.get_job("same-url").id) if kind == "reused"] == [
+        {"source_job": "first", "answers": 30}]
+    _run_at(store, b, "other-url", b.base_url("openai"), notices)  # another server: everything is sent
+    assert b.stats()["requests_processed"] == 30 and len(notices) == 1
+    _run_at(store, a, "no-cache", a.base_url("openai"), notices, reuse=False)  # --no-cache resends
+    assert a.stats()["requests_processed"] == 60 and len(notices) == 1
+
+
+def test_jobs_of_unknown_origin_give_no_answers(store, emulator):
+    legacy = get_provider("openai", base_url=emulator.base_url("openai"), api_key="test-key")
+    legacy.origin = None  # a job stored before origins were recorded
+    start_job(store, emulator, prompts(30), name="legacy", provider=legacy).run()
+    assert "origin" not in store.get_job("legacy").options
+    final = start_job(store, emulator, prompts(30), name="new").run()
+    assert final.items == {"succeeded": 30} and emulator.stats()["requests_processed"] == 60
+
+
+def test_a_job_with_answers_is_not_resumed_at_another_endpoint_one_without_moves(store, make_emulator):
+    a, b = make_emulator(), make_emulator()
+    notices: list[str] = []
+    at_a = get_provider("openai", base_url=a.base_url("openai"), api_key="test-key")
+    prepare_job(store, "job", at_a, "gpt-test", iter_objects(prompts(30)), "job")  # created, nothing answered
+    _run_at(store, b, "job", b.base_url("openai"), notices)  # so it moves to B and is sent there
+    assert store.get_job("job").options["origin"] == b.base_url("openai") and b.stats()["requests_processed"] == 30
+    with pytest.raises(JobError, match=f"holds answers from {b.base_url('openai')}.*another job name"):
+        _run_at(store, a, "job", a.base_url("openai"), notices)
+    assert a.stats()["requests_processed"] == 0
 
 
 def test_cancel_keeps_finished_lines_and_marks_the_rest_cancelled(store, make_emulator):

@@ -18,7 +18,7 @@ from .errors import ConfigError, JobError
 from .inputs import iter_objects, read_requests
 from .live import LivePolicy, LiveRunner
 from .pricing import PriceBook
-from .providers import get_provider
+from .providers import EMULATOR_ORIGIN, get_provider
 from .export import Result, export, iter_results
 from .retry import DEFAULT_MAX_ATTEMPTS
 from .store import Store
@@ -48,6 +48,7 @@ def provider_session(conn: Connection) -> Iterator[tuple[Any, PollPolicy | None]
     with Emulator() as emulator:
         service = conn.provider if conn.provider in emulator.SERVICES else "openai"  # openai-compatible
         adapter = get_provider(conn.provider, base_url=emulator.base_url(service), api_key="emulator")
+        adapter.origin = EMULATOR_ORIGIN
         yield adapter, EMULATOR_POLL
 
 
@@ -57,10 +58,12 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
              poll: PollPolicy | None = None, on_progress: Callable[[Progress], None] | None = None,
              raw: bool = False, max_cost: float | None = None, prices: PriceBook | None = None,
              live: LivePolicy | None = None, no_cache: bool = False,
-             remember: dict | None = None) -> tuple[str, Progress]:
+             remember: dict | None = None,
+             announce: Callable[[str], None] | None = None) -> tuple[str, Progress]:
     """Run (or resume) the job for a request file; live (a LivePolicy given) or through the Batch
     API. Returns (job name, final progress). `remember`: settings kept in the job's options for
-    commands that continue it without the input file (collect, retry), such as its results file."""
+    commands that continue it without the input file (collect, retry), such as its results file.
+    `announce` is told of answers reused from other jobs."""
     name = job or path.stem
     with provider_session(conn) as (adapter, emulator_poll):
         _check_mode(adapter, live)
@@ -68,7 +71,8 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
         options = job_options(conn, live, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost,
                               **(remember or {}))
         job_row, resumed = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw,
-                                       source_name=str(path), reuse=not no_cache)
+                                       source_name=str(path), reuse=not no_cache,
+                                       announce=announce)
         if resumed:
             job_row = _resume_settings(store, job_row, options, max_attempts)
         return name, drive(store, adapter, job_row, live=live, batch_size=batch_size, max_attempts=max_attempts,

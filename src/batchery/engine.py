@@ -8,6 +8,7 @@ never creates a remote batch twice.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import secrets
 import time
@@ -104,12 +105,14 @@ def file_fingerprint(path: Path, provider: str, model: str | None, raw: bool = F
 def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | None,
                 source: Iterable[tuple[str, Any]], fingerprint: str,
                 options: dict | None = None, raw: bool = False, source_name: str = "the input",
-                reuse: bool = True) -> tuple[Job, bool]:
+                reuse: bool = True, announce: Callable[[str], None] | None = None) -> tuple[Job, bool]:
     """Create the job from its requests, or return the existing one. Returns (job, resumed).
 
     The whole input is validated and stored in one transaction: a bad line anywhere leaves
     nothing behind and nothing is sent. With reuse, requests already answered in another job of
-    the store (batch or live: the key is the same) take that answer instead of being sent.
+    the store (batch or live: the key is the same) from the same provider endpoint take that
+    answer instead of being sent; each reuse is logged and announced (`announce`, else the
+    "batchery" logger at warning level).
     """
     existing = store.get_job(name)
     if existing is not None:
@@ -118,11 +121,13 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
                 f"job '{name}' already exists with different requests, provider or model; "
                 f"give this run another --job name, or delete the old job with `batchery delete {name}`"
             )
-        return existing, True
+        return check_endpoint(store, existing, provider.origin, options), True
 
     max_bytes = provider.limits.max_bytes
     n = 0
     with store.transaction():
+        if provider.origin is not None:  # which stored answers this job may reuse (and give)
+            options = {**(options or {}), "origin": provider.origin}
         job_id = store.insert_job(name, provider.name, model, provider.endpoint, fingerprint, options or {})
         lines: list[tuple] = []
         for where, obj in source:
@@ -150,8 +155,14 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
             raise InputError(f"{source_name}: no requests to run (empty input)")
         store.add_requests(job_id, lines)
         store.set_job_rows(job_id, n)
-        reused = store.reuse_cached_results(job_id) if reuse else 0
-        store.log(job_id, "created", rows=n, reused=reused)
+        reused = store.reuse_cached_results(job_id) if reuse else []
+        store.log(job_id, "created", rows=n, reused=sum(count for _, count in reused))
+        notices = []
+        for source_job, count in reused:
+            notices.append(f"{count:,} answer{'s' if count != 1 else ''} reused from job '{source_job}' (same store)")
+            store.log(job_id, "reused", source_job=source_job, answers=count)
+    for notice in notices:
+        (announce or logging.getLogger("batchery").warning)(notice)
     job = store.get_job(name)
     assert job is not None
     return job, False
@@ -184,6 +195,28 @@ def unfinished_reason(store: Store, job: Job) -> str | None:
     return (f"{n:,} request{'s' if n != 1 else ''} failed for a reason a later run can fix ({code}: {example}). "
             "The job is saved and not finished: fix the cause (the API key, --base-url, quota or network) "
             "and run the same command again to send them")
+
+
+def check_endpoint(store: Store, job: Job, origin: str | None, options: dict | None = None) -> Job:
+    """A job resumed at another endpoint than the one it ran at: its answers must not pass for this
+    endpoint's, so a job holding answers is refused; one with none (say, every call failed at a
+    wrong URL) moves to the new endpoint. A job of unknown origin (older batchery) resumes as is."""
+    before = job.options.get("origin")
+    if before is None or origin is None or before == origin:
+        return job
+    if store.counts(job.id).get("succeeded"):
+        raise JobError(f"job '{job.name}' holds answers from {_describe(before, job.provider)}, and this run goes "
+                       f"to {_describe(origin, job.provider)}; answers never cross endpoints, so run it under "
+                       "another job name (--job NAME; for an evaluation, another name) or at the same endpoint")
+    job.options = {**{k: v for k, v in job.options.items() if k != "base_url"}, **(options or {}), "origin": origin}
+    with store.transaction():
+        store.set_job_options(job.id, job.options)
+        store.log(job.id, "endpoint_changed", before=before, after=origin)
+    return job
+
+
+def _describe(origin: str, provider: str) -> str:
+    return {"emulator": "the emulator", "default": f"{provider}'s default URL"}.get(origin, origin)
 
 
 class Engine:

@@ -236,11 +236,11 @@ class Store:
     def set_job_state(self, job_id: int, state: str) -> None:
         self.db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (state, time.time(), job_id))
 
-    def set_job_rows(self, job_id: int, n_rows: int) -> None:
-        self.db.execute("UPDATE jobs SET n_rows = ? WHERE id = ?", (n_rows, job_id))
-
     def set_job_options(self, job_id: int, options: dict) -> None:
         self.db.execute("UPDATE jobs SET options = ? WHERE id = ?", (orjson.dumps(options).decode(), job_id))
+
+    def set_job_rows(self, job_id: int, n_rows: int) -> None:
+        self.db.execute("UPDATE jobs SET n_rows = ? WHERE id = ?", (n_rows, job_id))
 
     def job_state(self, job_id: int) -> str:
         return self.db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
@@ -310,22 +310,39 @@ class Store:
              if first[key] != ordinal],
         )
 
-    def reuse_cached_results(self, job_id: int) -> int:
-        """Pending items already answered successfully in another job take that answer (no new spend)."""
-        if self.db.execute("SELECT 1 FROM jobs WHERE id <> ? LIMIT 1", (job_id,)).fetchone() is None:
-            return 0  # the only job in the store: nothing to reuse, and no need to look up every key
-        answered = ("FROM items AS i JOIN items AS p ON p.key = i.key AND p.job_id <> i.job_id"
-                    " JOIN outcomes AS o ON o.item = p.id AND o.status = 'succeeded'"
-                    " WHERE i.job_id = ? AND i.state = 'pending'")
+    def reuse_cached_results(self, job_id: int) -> list[tuple[str, int]]:
+        """Pending items already answered successfully in another job of the same provider and
+        origin (jobs.options "origin": the emulator, the default URL or one base URL) take that
+        answer (no new spend). Returns (source job name, answers taken) per source job, to announce.
+
+        A job of unknown origin (made before origins were stored) neither gives nor takes answers:
+        an emulated answer must never pass for a real one.
+        """
+        origin_of = "json_extract(options, '$.origin')"
+        provider, origin = self.db.execute(f"SELECT provider, {origin_of} FROM jobs WHERE id = ?",
+                                           (job_id,)).fetchone()
+        donors = f"SELECT id FROM jobs WHERE id <> ? AND provider = ? AND {origin_of} = ?"
+        if origin is None or self.db.execute(donors + " LIMIT 1", (job_id, provider, origin)).fetchone() is None:
+            return []  # nothing to reuse, and no need to look up every key
+        # One source item per pending item (the earliest answered), so outcomes, items and the
+        # announcement agree on where each answer came from.
+        self.db.execute("DROP TABLE IF EXISTS temp.reused")
+        self.db.execute(
+            "CREATE TEMP TABLE reused AS SELECT i.id AS item, MIN(p.id) AS source"
+            " FROM items AS i JOIN items AS p ON p.key = i.key AND p.job_id <> i.job_id"
+            " JOIN outcomes AS o ON o.item = p.id AND o.status = 'succeeded'"
+            f" WHERE i.job_id = ? AND i.state = 'pending' AND p.job_id IN ({donors})"
+            " GROUP BY i.id", (job_id, job_id, provider, origin))
         self.db.execute(f"INSERT OR IGNORE INTO outcomes (item, {_OUTCOME_COLS}, source)"
-                        f" SELECT i.id, {_OUTCOME_COLS}, 'cache' {answered}", (job_id,))
-        cur = self.db.execute(
-            "UPDATE items AS i SET state = 'done', batch = p.batch, attempts = p.attempts"
-            " FROM items AS p JOIN outcomes AS o ON o.item = p.id AND o.status = 'succeeded'"
-            " WHERE i.job_id = ? AND i.state = 'pending' AND p.key = i.key AND p.job_id <> i.job_id",
-            (job_id,),
-        )
-        return cur.rowcount
+                        f" SELECT r.item, {_OUTCOME_COLS}, 'cache' FROM temp.reused AS r"
+                        " JOIN outcomes AS o ON o.item = r.source")
+        self.db.execute("UPDATE items AS i SET state = 'done', batch = p.batch, attempts = p.attempts"
+                        " FROM temp.reused AS r JOIN items AS p ON p.id = r.source WHERE i.id = r.item")
+        counts = self.db.execute(
+            "SELECT j.name, COUNT(*) FROM temp.reused AS r JOIN items AS p ON p.id = r.source"
+            " JOIN jobs AS j ON j.id = p.job_id GROUP BY j.id ORDER BY j.id").fetchall()
+        self.db.execute("DROP TABLE temp.reused")
+        return counts
 
     # -- planning and batches ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import yaml
 
-from batchery.errors import ConfigError, InputError
+from batchery.errors import ConfigError, InputError, JobError
 from batchery.eval.config import load_config
 from batchery.eval.pipeline import EvalStopped, jury_verdict, run_evaluation
 from batchery.eval.specs import load_inputs, load_spec
@@ -294,3 +294,16 @@ def test_an_evaluation_killed_mid_run_resumes_and_pays_for_nothing_twice(tmp_pat
     assert emulator.stats()["requests_processed"] == reference.stats()["requests_processed"]  # none billed twice
     created, expected_batches = emulator.stats()["batches_created"], reference.stats()["batches_created"]
     assert created == expected_batches, (created, expected_batches)  # and no batch created twice
+
+
+def test_an_emulated_evaluation_is_never_read_back_as_a_real_one(tmp_path, emulator, monkeypatch):
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_bytes(b"".join(line + b"\n" for line in (DEMO / "inputs.jsonl").read_bytes().splitlines()[:2]))
+    one = {"candidates": [{"name": "c", "provider": "openai", "model": "gpt-4o"}], "inputs": str(inputs),
+           "judges": [{"provider": "openai", "model": "gpt-4o-mini"}], "pairwise": None}
+    evaluate(write_config(tmp_path, **one))
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    real = {**one, "emulate": False, "candidates": [{**one["candidates"][0], "base_url": emulator.base_url("openai")}]}
+    with pytest.raises(JobError, match="holds answers from the emulator, and this run goes to http"):
+        evaluate(write_config(tmp_path, **real))
+    assert emulator.stats()["files_uploaded"] == 0

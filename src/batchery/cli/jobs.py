@@ -88,7 +88,8 @@ def run(
                                    store=st, batch_size=batch_size, max_attempts=max_attempts,
                                    wait=not no_wait, on_progress=progress, raw=raw, max_cost=max_cost,
                                    prices=PriceBook(prices, store_dir=st.dir) if max_cost is not None else None,
-                                   live=live, no_cache=no_cache, remember=remember)
+                                   live=live, no_cache=no_cache, remember=remember,
+                                   announce=lambda notice: print(notice, file=sys.stderr, flush=True))
         finally:
             progress.close()
         if final.stopped:

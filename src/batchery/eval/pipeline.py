@@ -22,13 +22,13 @@ from typing import Any
 import orjson
 
 from ..api import EMULATOR_POLL, Connection, drive, job_options
-from ..engine import PollPolicy, Progress, prepare_job
+from ..engine import PollPolicy, Progress, check_endpoint, prepare_job
 from ..errors import BatcheryError, ConfigError, JobError
 from ..export import Result, iter_results
 from ..inputs import iter_objects
 from ..live import LivePolicy
 from ..pricing import PriceBook, actual_cost, total
-from ..providers import get_provider
+from ..providers import EMULATOR_ORIGIN, get_provider, provider_origin
 from ..store import Store
 from .config import EvalConfig, ModelSpec, RunSettings
 from .prompts import compliance_request, generation_request, pairwise_request, reask_request
@@ -183,6 +183,9 @@ class EvalRunner:
         job_name = f"{self.config.name}.{stage}.{_slug(who.name)}.{digest[:10]}"
         self.on_stage(f"{stage}: {who.name} ({len(requests):,} requests)")
         existing = self.store.get_job(job_name)
+        if existing is not None and self.send:  # a finished stage's answers are read back only at its endpoint
+            origin = EMULATOR_ORIGIN if self._emulator is not None else provider_origin(who.provider, who.base_url)
+            existing = check_endpoint(self.store, existing, origin)
         if existing is None or existing.state == "running":
             if not self.send:
                 raise JobError(f"stage '{stage}' for {who.name} has not finished; run `batchery eval run` first")
@@ -257,7 +260,9 @@ class EvalRunner:
     def _adapter(self, who: ModelSpec):
         if self._emulator is not None:
             service = who.provider if who.provider in self._emulator.SERVICES else "openai"
-            return get_provider(who.provider, base_url=self._emulator.base_url(service), api_key="emulator")
+            adapter = get_provider(who.provider, base_url=self._emulator.base_url(service), api_key="emulator")
+            adapter.origin = EMULATOR_ORIGIN
+            return adapter
         return get_provider(who.provider, base_url=who.base_url)
 
 

@@ -64,4 +64,32 @@ def get_provider(name: str, *, base_url: str | None = None, api_key: str | None 
     import importlib
 
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(api_key=api_key, base_url=base_url or os.environ.get(url_env) or None)
+    base_url = base_url or os.environ.get(url_env) or None
+    adapter = cls(api_key=api_key, base_url=base_url)
+    adapter.origin = endpoint_origin(base_url)
+    return adapter
+
+
+def provider_origin(name: str, base_url: str | None = None) -> str:
+    """The origin get_provider's adapter would have, without building it (no key needed)."""
+    url_env = PROVIDERS[name][3] if name in PROVIDERS else ""
+    return endpoint_origin(base_url or os.environ.get(url_env) or None)
+
+
+EMULATOR_ORIGIN = "emulator"  # every emulator counts as one endpoint, whatever port a run gave it
+
+
+def endpoint_origin(base_url: str | None) -> str:
+    """The endpoint a job's answers come from: "default" (the provider's own URL) or the base URL
+    with its scheme and host lower-cased and no trailing slash. Answers are reused only between
+    jobs of the same provider and origin, so an emulated or another server's answer is never
+    passed off as this endpoint's."""
+    if not base_url or not base_url.strip():
+        return "default"
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(base_url.strip())
+    except ValueError:  # not a URL the SDK could use either; compare it as written
+        return base_url.strip().rstrip("/")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, ""))

@@ -101,6 +101,9 @@ class BatchProvider(ABC):
         if word is None:  # a status this adapter does not know yet: say only whether it has ended
             word = "done" if local_state == "collected" else "running"
         return word
+    # Where this adapter's calls go ("emulator", "default" or a normalised base URL; set by
+    # get_provider): stored answers are reused only between jobs of the same origin. None: unknown.
+    origin: str | None = None
 
     def check(self, request: dict) -> str | None:
         """Why this provider cannot honour a canonical request (None if it can). Called for every
