@@ -4,6 +4,9 @@ through the real engine and the official SDK against it."""
 from __future__ import annotations
 
 from pathlib import Path
+import io
+import sys
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -77,3 +80,22 @@ def start_job(store: Store, emulator: Emulator, requests: list[dict], *, name: s
 def results(store: Store, name: str = "job") -> list:
     job = store.get_job(name)
     return list(iter_results(store, job.id, job.provider))
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """Run `batchery ARGS` in this process as the console script does; (exit status, stdout, stderr).
+    An exception main() lets escape is a traceback to the user: it fails the test as it is."""
+    from batchery.cli import main
+
+    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
+    argv, sys.argv = sys.argv, ["batchery", *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    finally:
+        sys.argv = argv
+    out.flush()
+    return code, out.buffer.getvalue().decode(errors="replace"), err.getvalue()  # type: ignore[attr-defined]

@@ -57,3 +57,21 @@ def test_store_directory_is_private(tmp_path, emulator):
 def test_results_of_an_unknown_job_is_a_clear_error(tmp_path):
     with pytest.raises(batchery.JobError, match="no job named 'ghost'"):
         batchery.results("ghost", store=tmp_path / "s")
+
+
+@pytest.mark.parametrize("request_, message", [
+    ({"prompt": "x", "metadata": {"n": 2**70}}, r"request\[1\]: cannot be written as JSON"),
+    ({"prompt": "x", "id": True}, r"request\[1\]: field 'id' must be a string or an integer, got bool"),
+    ({"prompt": "x", "id": "q0"}, r"request\[1\]: id already given on request\[0\]"),
+])
+def test_requests_python_cannot_store_are_refused_naming_them(tmp_path, request_, message):
+    with pytest.raises(batchery.BatcheryError, match=message):
+        batchery.run([{"id": "q0", "prompt": "first"}, request_], model="m", emulate=True, store=tmp_path / "s")
+
+
+def test_reused_answers_are_announced_on_the_batchery_logger(tmp_path, caplog):
+    batchery.run(requests(3), model="m", emulate=True, store=tmp_path / "s", job="first")
+    with caplog.at_level("WARNING", logger="batchery"):
+        again = batchery.run(requests(3), model="m", emulate=True, store=tmp_path / "s", job="second")
+    assert all(r.ok for r in again)
+    assert [r.getMessage() for r in caplog.records] == ["3 answers reused from job 'first' (same store)"]

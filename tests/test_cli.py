@@ -13,6 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from conftest import cli
+
 
 def batchery(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
@@ -206,3 +208,39 @@ def test_openai_compatible_needs_a_base_url_and_live_mode(tmp_path, emulator, re
                     "--out", str(tmp_path / "o.jsonl"))
     assert live.returncode == 0, live.stderr  # no key needed: local servers take none
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 25
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--mode", "stream"], "mode must be 'batch' or 'live', not 'stream'"),
+    (["--rpm", "100"], "--rpm/--tpm pace live calls"),
+    (["--mode", "live", "--no-wait"], "--no-wait needs batch mode"),
+    (["--emulate", "--no-wait"], "--emulate runs an emulator only while this command runs"),
+    (["--provider", "openai-compatible", "--base-url", "http://127.0.0.1:9/v1"], "openai-compatible has no Batch API"),
+])
+def test_a_dry_run_refuses_the_options_a_real_run_refuses(tmp_path, requests_file, options, message):
+    code, out, err = cli("run", str(requests_file), "--model", "m", "--store", str(tmp_path / "s"), "--dry-run",
+                         *options)
+    assert code == 2 and f"error: {message}" in err and out == ""
+
+
+@pytest.mark.parametrize("command", [["run"], ["run", "--emulate"], ["run", "--dry-run"], ["estimate"]])
+def test_a_missing_or_folder_input_is_a_clear_error(tmp_path, command):
+    (tmp_path / "folder.jsonl").mkdir()
+    for path, message in ((tmp_path / "nope.jsonl", "no such file"), (tmp_path / "folder.jsonl", "is a folder")):
+        code, _, err = cli(command[0], str(path), *command[1:], "--model", "m", "--store", str(tmp_path / "s"))
+        assert code == 2 and f"error: {path}: {message}" in err
+
+
+def test_the_emulator_refuses_a_bad_port_or_host_or_a_port_in_use(tmp_path):
+    import socket
+
+    code, _, err = cli("emulator", "--port", "-1")
+    assert code == 2 and "Invalid value for '--port'" in err
+    code, _, err = cli("emulator", "--host", "256.1.1.1", "--port", "0")
+    assert code == 2 and "error: the emulator cannot listen on 256.1.1.1:0" in err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = cli("emulator", "--port", str(port))
+    assert code == 2 and f"error: the emulator cannot listen on 127.0.0.1:{port}: Address already in use" in err

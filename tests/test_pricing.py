@@ -85,6 +85,19 @@ def test_bad_override_file_is_a_clear_error(tmp_path):
         PriceBook(path)
 
 
+@pytest.mark.parametrize("amount", ["-0.5", "nan", "inf", "true"])
+def test_a_negative_or_not_finite_price_is_refused_whichever_model_is_asked(tmp_path, amount):
+    path = tmp_path / "prices.toml"  # a negative price would let --max-cost pass any spend
+    path.write_text(f'[openai."cheap"]\ninput = 1\noutput = {amount}\n[openai."other"]\ninput = 1\noutput = 1\n')
+    with pytest.raises(ConfigError, match=r'\[openai\."cheap"\]: needs numeric .output. \(USD per million tokens, 0 or more\)'):
+        PriceBook(path).price("openai", "other")
+
+
+def test_a_folder_given_as_the_price_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a price file"):
+        PriceBook(tmp_path)
+
+
 def test_offline_token_count_falls_back_to_the_stated_approximation(tmp_path, monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
 

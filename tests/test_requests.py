@@ -45,6 +45,13 @@ def test_key_is_a_valid_custom_id_for_every_provider():
         ({"prompt": "x", "stop": [1]}, "'stop'"),
         ({"prompt": "x", "tempreature": 1}, "unknown field(s) ['tempreature']"),
         ([1, 2], "expected a JSON object"),
+        ({"prompt": "x", "id": True}, "'id' must be a string or an integer, got bool"),
+        ({"prompt": "x", "model": []}, "'model' must be a model name"),  # not a silent fall back to --model
+        ({"prompt": "x", "model": {}}, "'model' must be a model name"),
+        ({"prompt": "x", "model": ""}, "'model' must be a model name"),
+        ({"prompt": "x", "max_tokens": 2**70}, "'max_tokens' must be a positive integer (at most"),
+        ({"prompt": "x", "reasoning": {"budget_tokens": 2**64}}, "budget_tokens must be a non-negative integer"),
+        ({"prompt": "x", "metadata": {"n": 2**70}}, "field 'metadata' cannot be written as JSON"),
     ],
 )
 def test_bad_requests_name_the_place_and_the_field(obj, message):
@@ -57,3 +64,9 @@ def test_bad_requests_name_the_place_and_the_field(obj, message):
 def test_missing_model_is_an_input_error():
     with pytest.raises(InputError, match="no model"):
         parse_request({"prompt": "x"}, None, "f:1")
+
+
+def test_a_request_python_cannot_write_as_json_is_an_input_error_naming_it():
+    _, _, canonical = parse_request({"prompt": "x", "response_format": {"maximum": 2**70}}, "m1", "request[3]")
+    with pytest.raises(InputError, match=r"^request\[3\]: the request cannot be written as JSON"):
+        canonical_bytes(canonical, "request[3]")

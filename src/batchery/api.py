@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from .engine import Engine, PollPolicy, Progress, file_fingerprint, prepare_job
-from .errors import ConfigError, JobError
-from .inputs import iter_objects, read_requests
+from .errors import ConfigError, InputError, JobError
+from .inputs import check_file, iter_objects, read_requests
 from .live import LivePolicy, LiveRunner
 from .pricing import PriceBook
 from .providers import EMULATOR_ORIGIN, get_provider
@@ -65,6 +65,7 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
     commands that continue it without the input file (collect, retry), such as its results file.
     `announce` is told of answers reused from other jobs."""
     name = job or path.stem
+    check_file(path)  # before a key is asked for or an emulator started
     with provider_session(conn) as (adapter, emulator_poll):
         _check_mode(adapter, live)
         fingerprint = file_fingerprint(path, conn.provider, model, raw)
@@ -186,8 +187,11 @@ def _run(requests: Iterable[dict], *, provider: str, model: str | None, job: str
 
 def _fingerprint(items: list[dict], provider: str, model: str | None, raw: bool) -> str:
     digest = hashlib.sha256(f"{provider}\0{model}\0{raw}\0".encode())
-    for obj in items:
-        digest.update(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str))
+    for i, obj in enumerate(items):
+        try:
+            digest.update(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str))
+        except TypeError as exc:  # an integer past 64 bits, a non-string key, ...
+            raise InputError(f"request[{i}]: cannot be written as JSON ({exc})") from None
     return digest.hexdigest()
 
 

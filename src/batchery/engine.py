@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import orjson
 
 from .errors import AccountError, ConfigError, InputError, JobError, ProviderError, TransientError, UnreachableError
+from .inputs import open_file
 from .limits import split
 from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_cost, total
 from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch, redact, scrub
@@ -96,7 +97,7 @@ class PollPolicy:
 
 def file_fingerprint(path: Path, provider: str, model: str | None, raw: bool = False) -> str:
     digest = hashlib.sha256(f"{provider}\0{model}\0{raw}\0".encode())
-    with path.open("rb") as f:
+    with open_file(path) as f:  # a missing file or a folder is a clear error, not a traceback
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
@@ -139,7 +140,7 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
                 problem = provider.check(canonical)
                 if problem:
                     raise InputError(f"{where}: {problem}")
-            key = request_key(provider.name, canonical_bytes(canonical))
+            key = request_key(provider.name, canonical_bytes(canonical, where))
             # Stored as the provider's batch line: encoded once here, copied into batch files as is.
             line = provider.encode(key, canonical)
             if len(line) >= max_bytes:

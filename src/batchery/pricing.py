@@ -114,6 +114,9 @@ class PriceBook:
         self.overrides_path = path
         self._overrides = _load_overrides(path) if path is not None else {}
         self._cache: dict[tuple[str, str], Price | None] = {}
+        for provider, models in self._overrides.items():  # a bad entry is an error whichever model runs
+            for model in models:
+                self._override(provider, model)
 
     def price(self, provider: str, model: str) -> Price | None:
         key = (provider, model)
@@ -129,17 +132,13 @@ class PriceBook:
         if entry is None:
             return None
         where = f"{self.overrides_path} [{provider}.\"{model}\"]"
-        try:
-            live_in, live_out = float(entry["input"]), float(entry["output"])
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"{where}: needs numeric 'input' and 'output' (USD per million tokens)") from None
+        if "input" not in entry or "output" not in entry:
+            raise ConfigError(f"{where}: needs numeric 'input' and 'output' (USD per million tokens)")
+        live_in, live_out = _amount(entry, "input", where), _amount(entry, "output", where)
         keep = 1 - LIMITS[provider].discount if provider in LIMITS else 1.0
         if "batch_input" in entry or "batch_output" in entry:
-            try:
-                b_in = float(entry.get("batch_input", live_in * keep))
-                b_out = float(entry.get("batch_output", live_out * keep))
-            except (TypeError, ValueError):
-                raise ConfigError(f"{where}: 'batch_input'/'batch_output' must be numbers") from None
+            b_in = _amount(entry, "batch_input", where) if "batch_input" in entry else live_in * keep
+            b_out = _amount(entry, "batch_output", where) if "batch_output" in entry else live_out * keep
             batch_source = f"override file {self.overrides_path}"
         else:
             b_in, b_out = live_in * keep, live_out * keep
@@ -162,6 +161,15 @@ def total(costs: list[Cost], batch: bool | None = True) -> float | None:
     return None if any(a is None for a in amounts) else sum(amounts)  # type: ignore[arg-type]
 
 
+def _amount(entry: dict, name: str, where: str) -> float:
+    """A price: a finite number of USD per million tokens, never negative (a negative price would
+    let --max-cost pass whatever it should stop)."""
+    value = entry[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ConfigError(f"{where}: needs numeric '{name}' (USD per million tokens, 0 or more), got {value!r:.40}")
+    return float(value)
+
+
 def _discount_note(provider: str) -> str:
     if provider not in LIMITS:
         return "live price (no batch discount known)"
@@ -173,6 +181,10 @@ def _load_overrides(path: Path) -> dict[str, dict[str, dict]]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: price file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a price file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a valid TOML price file ({exc})") from None
     for provider, models in data.items():
@@ -274,7 +286,7 @@ def estimate(source, provider, model: str | None, book: PriceBook, raw: bool = F
             problem = provider.check(canonical)
             if problem:
                 raise InputError(f"{where}: {problem}")
-        key = request_key(provider.name, canonical_bytes(canonical))
+        key = request_key(provider.name, canonical_bytes(canonical, where))
         if key in seen:
             continue
         seen.add(key)

@@ -32,9 +32,14 @@ def _number(low: float, high: float):
     return check
 
 
+# Token counts past this are no model's (providers take them as 32-bit integers); a larger one is
+# a mistake, and one past 64 bits could not even be written down.
+MAX_TOKENS = 2**31 - 1
+
+
 def _max_tokens(value: Any, name: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(where, "field 'max_tokens' must be a positive integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
+        raise _fail(where, f"field 'max_tokens' must be a positive integer (at most {MAX_TOKENS:,})")
     return value
 
 
@@ -68,8 +73,8 @@ def _reasoning(value: Any, name: str, where: str) -> dict:
     if "effort" in value and value["effort"] not in EFFORTS:
         raise _fail(where, f"reasoning.effort must be one of {list(EFFORTS)}")
     budget = value.get("budget_tokens", 1)
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        raise _fail(where, "reasoning.budget_tokens must be a non-negative integer")
+    if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= MAX_TOKENS:
+        raise _fail(where, f"reasoning.budget_tokens must be a non-negative integer (at most {MAX_TOKENS:,})")
     return dict(value)
 
 
@@ -113,8 +118,8 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
     if not obj.keys() <= _ALLOWED:
         raise _fail(where, f"unknown field(s) {sorted(obj.keys() - _ALLOWED)}; allowed: {sorted(_ALLOWED)}")
     row_id = obj.get("id")
-    if row_id is not None and not isinstance(row_id, (str, int)):
-        raise _fail(where, "field 'id' must be a string or an integer")
+    if row_id is not None and (isinstance(row_id, bool) or not isinstance(row_id, (str, int))):
+        raise _fail(where, f"field 'id' must be a string or an integer, got {type(row_id).__name__}")
 
     messages, prompt = obj.get("messages"), obj.get("prompt")
     if messages is not None:
@@ -128,7 +133,11 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
     else:
         raise _fail(where, "a request needs 'messages' or 'prompt'")
 
-    model = obj.get("model") or default_model
+    model = obj.get("model")
+    if model is None:
+        model = default_model
+    elif not isinstance(model, str) or not model.strip():  # [] or "" must not fall back to --model
+        raise _fail(where, f"field 'model' must be a model name, got {model!r:.40}")
     if not isinstance(model, str) or not model:
         raise _fail(where, "no model: give --model or a 'model' field")
     canonical: dict[str, Any] = {"model": model, "messages": messages}
@@ -136,7 +145,10 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
         value = obj[name]
         if value is not None:
             canonical[name] = _PARAMS[name](value, name, where)
-    return row_id, obj.get("metadata"), canonical
+    metadata = obj.get("metadata")
+    if metadata is not None:
+        _json(metadata, "metadata", where)
+    return row_id, metadata, canonical
 
 
 def parse_raw_request(obj: Any, id_field: str, body_field: str, model_in_body: bool,
@@ -156,9 +168,20 @@ def parse_raw_request(obj: Any, id_field: str, body_field: str, model_in_body: b
     return None if row_id is None else str(row_id), None, {"model": model, "raw": body}
 
 
-def canonical_bytes(canonical: dict) -> bytes:
+def _json(value: Any, name: str, where: str) -> bytes:
+    """JSON for a value given from Python, which may hold what JSON (or the store) cannot."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # an integer past 64 bits, a set, an object, ...
+        raise _fail(where, f"field '{name}' cannot be written as JSON ({exc})") from None
+
+
+def canonical_bytes(canonical: dict, where: str = "a request") -> bytes:
     """Stable serialisation: sorted keys, no whitespace."""
-    return orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # from Python: an integer past 64 bits in a schema, a set, ...
+        raise _fail(where, f"the request cannot be written as JSON ({exc})") from None
 
 
 def request_key(provider: str, body: bytes) -> str:

@@ -3,6 +3,7 @@ SDKs, the emulator's synthetic knobs give the statistics something to find."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -176,6 +177,38 @@ def test_bad_config_spec_and_inputs_name_the_file_and_place(tmp_path):
     (folder / "a.json").write_text('{"inputs": "hello"}')
     with pytest.raises(InputError, match=r"a\.json: expected"):
         load_inputs(folder, load_spec(spec))
+
+
+def test_unreadable_configs_specs_and_report_folders_are_clear_errors(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_bytes(b"name: caf\xe9\n")  # Latin-1, not UTF-8
+    with pytest.raises(ConfigError, match=r"eval\.yaml: not valid UTF-8"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path)
+    (tmp_path / "taken").write_text("a file\n")
+    for out in ("taken", "taken/report"):  # the report folder is, or lies under, an existing file
+        with pytest.raises(ConfigError, match=r"out: .*taken is a file, not a folder"):
+            load_config(write_config(tmp_path, out=str(tmp_path / out)))
+    with pytest.raises(InputError, match="is a folder, not a file"):
+        load_spec(tmp_path)
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "a.json").mkdir()
+    with pytest.raises(InputError, match=r"a\.json: is a folder, not a file"):
+        load_inputs(tmp_path / "inputs", load_spec(DEMO / "spec.jsonl"))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"prompt": "hi"}, "params may not set ['prompt']"),
+    ({"messages": [], "model": "x"}, "params may not set ['messages', 'model']"),
+    ({"temperature": 9}, "params: field 'temperature' must be between 0 and 2"),
+    ({"max_tokens": 2**70}, "params: field 'max_tokens' must be a positive integer"),
+])
+def test_candidate_and_judge_params_are_checked_when_the_config_is_read(tmp_path, params, message):
+    for role in ("candidates", "judges"):
+        models = [{"provider": "openai", "model": "gpt-4o-mini", "params": params}]
+        with pytest.raises(ConfigError, match=rf"{role}\.0: .*{re.escape(message)}"):
+            load_config(write_config(tmp_path, **{role: models}))
 
 
 def test_the_demo_evaluation_config_is_complete():

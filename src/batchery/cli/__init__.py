@@ -90,8 +90,8 @@ def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable ou
 @app.command()
 def emulator(
     host: str = typer.Option("127.0.0.1", help="Address to bind; keep the default unless you know why."),
-    port: int = typer.Option(8787, help="Port to listen on."),
-    processing_seconds: float = typer.Option(0.0, help="How long each batch takes to complete."),
+    port: int = typer.Option(8787, min=0, max=65535, help="Port to listen on (0: any free port)."),
+    processing_seconds: float = typer.Option(0.0, min=0.0, help="How long each batch takes to complete."),
     faults: str = typer.Option("", help="Faults to inject, e.g. 'http_429=0.1,lost_create=1,seed=7' "
                                "(grammar: batchery.emulator.faults)."),
     rpm: int | None = typer.Option(None, min=1, help="Requests per minute each provider's live endpoint admits "

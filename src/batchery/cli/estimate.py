@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -13,15 +14,18 @@ PricesOpt = typer.Option(None, "--prices", help="Price override file (TOML; defa
 
 
 def estimate_file(input: Path, provider: str, model: Optional[str], raw: bool, prices: Optional[Path],
-                  store: Optional[Path]):
-    """The estimate `estimate` and `run --dry-run` print. Makes no provider call and writes nothing."""
+                  store: Optional[Path], check: Callable[[Any], None] | None = None, base_url: str | None = None):
+    """The estimate `estimate` and `run --dry-run` print. Makes no provider call and writes nothing.
+    `check` (a dry run's) is given the adapter, to refuse what the run would refuse."""
     from ..inputs import read_requests
     from ..pricing import PriceBook, estimate
     from ..providers import get_provider
     from ..store import resolve_store_dir
 
     # The adapter only validates and encodes here; it never calls the provider, so no key is needed.
-    adapter = get_provider(provider, api_key="unused-for-estimates")
+    adapter = get_provider(provider, base_url=base_url, api_key="unused-for-estimates")
+    if check is not None:
+        check(adapter)
     book = PriceBook(prices, store_dir=resolve_store_dir(store))
     return estimate(read_requests(input), adapter, model, book, raw=raw)
 

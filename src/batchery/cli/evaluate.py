@@ -92,10 +92,12 @@ def status(config_path: Path = ConfigArg,
 def report(config_path: Path = ConfigArg,
            out: Optional[Path] = typer.Option(None, help="Report folder (default: the config's 'out').")) -> None:
     """Rebuild the report from the store, sending nothing (every stage must have finished)."""
+    from ..eval.config import check_folder
     from ..eval.pipeline import run_evaluation
 
     config, store = _open(config_path)
     if out is not None:
+        check_folder(out, "--out")
         config.out = out
     with store:
         data, path = run_evaluation(config, store, send=False)

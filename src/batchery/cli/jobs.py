@@ -55,25 +55,30 @@ def run(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Run a job of requests through a Batch API, or resume it. Results come back in input order."""
-    if dry_run:
-        from .estimate import estimate_file, print_estimate
-
-        print_estimate(estimate_file(input, provider, model, raw, prices, store), as_json=as_json)
-        print("dry run: nothing was sent", file=sys.stderr)
-        return
     from ..api import Connection, live_policy, run_file
     from ..errors import ConfigError, OutputError
-    from ..export import check_target, export
-    from ..pricing import PriceBook
-    from ..store import Store
-    from .progress import make_progress
 
+    # Options are checked first, so that --dry-run refuses what the real run would refuse.
     if emulate and no_wait:
         raise ConfigError("--emulate runs an emulator only while this command runs, so --no-wait would "
                           "leave nothing to collect from; start `batchery emulator` and pass --base-url instead")
     live = live_policy(mode, rpm, tpm, concurrency)
     if live is not None and no_wait:
         raise ConfigError("--no-wait needs batch mode: live calls are answered while the command runs")
+    if dry_run:
+        from ..api import _check_mode
+        from .estimate import estimate_file, print_estimate
+
+        print_estimate(estimate_file(input, provider, model, raw, prices, store,
+                                     check=lambda adapter: _check_mode(adapter, live), base_url=base_url),
+                       as_json=as_json)
+        print("dry run: nothing was sent", file=sys.stderr)
+        return
+    from ..export import check_target, export
+    from ..pricing import PriceBook
+    from ..store import Store
+    from .progress import make_progress
+
     name = job or input.stem
     target = out or Path(f"{name}.results.jsonl")
     check_target(target)  # a missing folder is found before anything is sent, not after the job ran

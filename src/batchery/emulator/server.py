@@ -33,6 +33,7 @@ from .faults import FaultPlan
 from .live import Live, check_limits
 from .responses import ApiError, JSONResponse, api_error_handler, http_error_handler
 from .state import Stats
+from ..errors import ConfigError
 from ..limits import LIMITS
 
 STARTUP_TIMEOUT = 10.0
@@ -195,7 +196,14 @@ class Emulator:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.bind((self.host, self.port))
+        except (OSError, OverflowError, ValueError) as exc:  # in use, not an address of this machine, ...
+            sock.close()
+            if self._own_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(f"the emulator cannot listen on {self.host}:{self.port}: {reason}") from None
         sock.listen(2048)
         self.port = sock.getsockname()[1]
         return sock

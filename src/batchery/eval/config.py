@@ -34,7 +34,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = ""  # how reports call it; default "provider/model"
     provider: str
-    model: str
+    model: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)  # temperature, max_tokens, ... (neutral request fields)
     system: str | None = None  # candidates: a system prompt for every input
     base_url: str | None = None
@@ -119,10 +119,16 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings (name, spec, inputs, candidates, judges, ...)")
@@ -144,7 +150,17 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
             setattr(config, field, base / value)
     if config.out is None:  # beside the config, like every path in it: the same from any working directory
         config.out = base / "eval-out" / config.name
+    check_folder(config.out, f"{path}: out")
     return config
+
+
+def check_folder(folder: Path, what: str) -> None:
+    """The report folder (made when the report is written) must not be, or lie under, a file."""
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ConfigError(f"{what}: {existing} is a file, not a folder; give a folder for the report")
+            return
 
 
 def _where(loc: tuple) -> str:

@@ -49,7 +49,7 @@ MAX_EXAMPLES = 4
 MAX_REASK_ECHO_CHARS = 2_000  # the unreadable reply, repeated back in a re-ask
 
 # Request fields the prompt builders own; a judge's params may not set them.
-_OWNED = frozenset({"id", "messages", "prompt", "model", "system", "response_format"})
+OWNED = frozenset({"id", "messages", "prompt", "model", "system", "response_format"})
 
 _TYPE_MEANING = {
     "REQUIREMENT": "a requirement: the assistant must do what the statement describes",
@@ -225,7 +225,7 @@ def reask_request(request: Mapping[str, Any], bad_text: str) -> dict:
 
 
 def _base(model: str | None, params: Mapping[str, Any]) -> dict:
-    owned = sorted(_OWNED & params.keys())
+    owned = sorted(OWNED & params.keys())
     if owned:
         raise ValueError(f"judge/candidate params may not set {owned}: the prompt builder owns them "
                          "(pass model= and system= as arguments)")

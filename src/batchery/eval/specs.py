@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from ..errors import InputError
-from ..inputs import read_jsonl
+from ..inputs import open_file, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,8 @@ def load_inputs(path: Path, statements: list[Statement]) -> dict[str, list[str]]
             raise InputError(f"{path}: no {{statement_id}}.json files in this folder")
         for file in files:
             try:
-                obj = orjson.loads(file.read_bytes())
+                with open_file(file) as f:
+                    obj = orjson.loads(f.read())
             except orjson.JSONDecodeError as exc:
                 raise InputError(f"{file}: not valid JSON ({exc})") from None
             values = obj.get("inputs") if isinstance(obj, dict) else None
