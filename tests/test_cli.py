@@ -100,22 +100,24 @@ def test_a_changed_input_under_an_existing_job_name_is_refused(tmp_path, request
     assert done.returncode == 2 and "already exists with different requests" in done.stderr
 
 
-def test_emulated_answers_are_never_reused_for_a_real_endpoint(tmp_path, emulator, requests_file):
+def test_emulated_answers_are_never_reused_for_a_real_endpoint(tmp_path, emulator, requests_file, monkeypatch):
     """--emulate, then the same file at a real endpoint (here a separate emulator given as --base-url)."""
-    store, key = str(tmp_path / "s"), {"OPENAI_API_KEY": "test-key"}
-    emulated = batchery("run", str(requests_file), "--model", "m", "--emulate", "--store", store, cwd=tmp_path)
-    assert emulated.returncode == 0, emulated.stderr
-    real = ["run", str(requests_file), "--model", "m", "--base-url", emulator.base_url("openai"), "--store", store]
-    same_job = batchery(*real, env=key, cwd=tmp_path)  # the job holds emulated answers: refused, not passed off
-    assert same_job.returncode == 2 and "Traceback" not in same_job.stderr
-    assert "job 'reqs' holds answers from the emulator" in same_job.stderr and "--job" in same_job.stderr
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    store = str(tmp_path / "s")
+    code, _, err = cli("run", str(requests_file), "--model", "m", "--emulate", "--store", store,
+                       "--out", str(tmp_path / "emulated.jsonl"))
+    assert code == 0, err
+    real = ["run", str(requests_file), "--model", "m", "--base-url", emulator.base_url("openai"), "--store", store,
+            "--out", str(tmp_path / "real.jsonl")]
+    code, _, err = cli(*real)  # the job holds emulated answers: refused, not passed off as real ones
+    assert code == 2 and "error: job 'reqs' holds answers from the emulator" in err and "--job" in err
     assert emulator.stats()["files_uploaded"] == 0
-    other_job = batchery(*real, "--job", "real", env=key, cwd=tmp_path)  # a new job: everything is sent
-    assert other_job.returncode == 0, other_job.stderr
-    assert "reused" not in other_job.stderr and emulator.stats()["requests_processed"] == 25
-    again = batchery("run", str(requests_file), "--model", "m", "--emulate", "--job", "again", "--store", store,
-                     cwd=tmp_path)  # emulated runs (each on its own port) do share answers, and say so
-    assert "25 answers reused from job 'reqs' (same store)" in again.stderr
+    code, _, err = cli(*real, "--job", "real")  # a new job: everything is sent
+    assert code == 0, err
+    assert "reused" not in err and emulator.stats()["requests_processed"] == 25
+    code, _, err = cli("run", str(requests_file), "--model", "m", "--emulate", "--job", "again", "--store", store,
+                       "--out", str(tmp_path / "again.jsonl"))  # emulated runs (each on its own port) share answers
+    assert code == 0 and "25 answers reused from job 'reqs' (same store)" in err
 
 
 def test_unknown_job_lists_the_known_ones(tmp_path):

@@ -126,7 +126,7 @@ PRICES = st.sampled_from([None, "folder", "missing", "input = 1\noutput = 2", "i
                           "input = 1\noutput = nan", 'input = "cheap"\noutput = 1', "input = 1", "not toml ["])
 
 
-@settings(SETTINGS, max_examples=80)
+@settings(SETTINGS, max_examples=50)
 @given(name=st.sampled_from(["reqs.jsonl", "reqs.csv", "reqs.txt", "missing.jsonl", "folder.jsonl"]),
        lines=st.lists(json_line, min_size=1, max_size=5), table=csv_file(), options=OPTIONS, prices=PRICES,
        dry_run=st.booleans())
@@ -184,7 +184,7 @@ MODEL = st.fixed_dictionaries({"provider": st.sampled_from(["openai", "anthropic
 PLACE = st.sampled_from(["demo", "folder", "missing", "file", "not-utf8", "under-a-file"])
 
 
-@settings(SETTINGS, max_examples=100)
+@settings(SETTINGS, max_examples=60)
 @given(config=st.fixed_dictionaries(
     {"name": st.sampled_from(["ev", "bad name/", ""]), "spec": PLACE, "inputs": PLACE,
      "candidates": st.lists(MODEL, max_size=2), "judges": st.lists(MODEL, max_size=2)},
