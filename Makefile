@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # A full evaluation end to end on the in-process emulator: no API key, no network, no cost.
-# 3 candidates answer a 10-statement spec, a jury of 3 judges on 3 providers grades them, the
+# 3 candidates answer a 10-statement spec, a jury of 4 judges on 4 providers grades them, the
 # candidates meet head to head, and the leaderboard prints with the path of the HTML report.
 demo: $(STAMP)
 	rm -rf demo-out

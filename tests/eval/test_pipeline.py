@@ -69,7 +69,7 @@ def test_the_real_spec_runs_through_generation_jury_pairwise_and_report(tmp_path
     assert board["strong"]["n"] == board["weak"]["n"] == 46  # one input per statement, all judged
     assert board["strong"]["rate"] > 0.85 and board["weak"]["rate"] < 0.7
     assert board["strong"]["lo"] < board["strong"]["rate"] < board["strong"]["hi"]
-    assert board["strong"]["boot_lo"] is not None  # cluster bootstrap over the 46 statements
+    assert board["strong"]["method"] == "korn-graubard"  # an interval over the 46 statements
     assert len({row["statement"] for row in data["statements"]}) == 46
     assert data["agreement"]["fleiss_kappa"] > 0.5
     pairwise = data["pairwise"]
@@ -143,16 +143,87 @@ def test_a_budget_stops_the_evaluation_and_a_higher_one_resumes_it(tmp_path):
     assert len(generate) == 2  # each candidate's generation job exists once: resumed, not restarted
 
 
+def test_ties_and_each_judges_position_bias_reach_summary_json(tmp_path):
+    """Two judges under majority: when they disagree the answer is a tie (its own column, never
+    unparsed, every reply was read); the judge that picks the first answer 90% of the time between
+    equal answers is flagged on its own, with its share and p-value in summary.json, and the
+    Bradley–Terry fit carries its first-position effect."""
+    path = write_config(tmp_path, judges=[{"name": "fair", "provider": "anthropic", "model": "claude-haiku-4-5"},
+                                          {"name": "biased", "provider": "groq", "model": "llama-3.3-70b-versatile"}],
+                        behaviour={"quality": {"gpt-4o": 0.9, "mistral-small-latest": 0.85},
+                                   "judge_noise": {"*": 0.15}, "position_bias": {"llama-3.3-70b-versatile": 0.95}})
+    data, report = evaluate(path)
+    summary = orjson.loads((report.parent / "summary.json").read_bytes())
+    for row in summary["leaderboard"]:
+        assert row["ties"] > 0 and row["unparsed"] == 0  # disagreements are ties, not unreadable
+        assert row["n"] + row["ties"] == DEMO_ITEMS
+        assert row["method"] == "korn-graubard" and row["lo"] < row["rate"] < row["hi"]
+    judges = {r["judge"]: r for r in summary["pairwise"]["judges"]}
+    assert set(judges) == {"fair", "biased"}
+    assert judges["biased"]["flagged"] and judges["biased"]["p_value"] < 0.01
+    assert judges["biased"]["share_first"] > judges["fair"]["share_first"]
+    assert not judges["fair"]["flagged"] and judges["fair"]["p_value"] is not None
+    order = {r["judge"]: r for r in summary["pairwise"]["order_effect"]}
+    assert order["biased"]["log_odds"] > order["fair"]["log_odds"]
+    assert all(r["elo_lo"] < r["elo"] < r["elo_hi"] for r in summary["pairwise"]["bradley_terry"])
+    assert summary["agreement"]["pairs"][0]["lo"] is not None
+    html = report.read_text()
+    assert 'id="judge-bias"' in html and "position bias</strong>" in html
+
+
 def test_jury_rules():
     yes = ComplianceVerdict(True, None, 0.9, "")
     no = ComplianceVerdict(False, None, 0.9, "")
     assert jury_verdict([yes, yes, no], "majority") == (True, None)
-    assert jury_verdict([yes, no], "majority") == (None, None)  # an even split decides nothing
+    assert jury_verdict([yes, no], "majority") == ("tie", None)  # an even split is a tie, not unparsed
+    assert jury_verdict([yes, yes, no, no], "majority") == ("tie", None)
     assert jury_verdict([yes, yes, no], "unanimous") == (False, None)
-    assert jury_verdict([yes, no], "mean") == (True, None)
+    assert jury_verdict([yes, no], "mean") == ("tie", None)
+    assert jury_verdict([yes, yes, no], "mean") == (True, None)
     assert jury_verdict([], "majority") == (None, None)
+    assert jury_verdict([None, None], "majority") == (None, None)
     likert = [ComplianceVerdict(True, 5, None, ""), ComplianceVerdict(False, 2, None, "")]
     assert jury_verdict(likert, "mean") == (False, 3.5)
+    four = [ComplianceVerdict(True, 5, None, ""), ComplianceVerdict(False, 3, None, "")]
+    assert jury_verdict(four, "mean") == (True, 4.0)  # the scale's threshold is inclusive: 4 complies
+
+
+def test_jury_rules_count_the_whole_jury_not_the_replies_that_were_read():
+    yes = ComplianceVerdict(True, None, 0.9, "")
+    no = ComplianceVerdict(False, None, 0.9, "")
+    # majority: more than half of the WHOLE jury; an unread reply that could decide leaves it unparsed.
+    assert jury_verdict([yes, yes, None], "majority") == (True, None)
+    assert jury_verdict([yes, None, None], "majority") == (None, None)  # 1 of 3 is not a majority
+    assert jury_verdict([yes, no, None], "majority") == (None, None)  # the unread reply decides: not a tie
+    assert jury_verdict([yes, None], "majority") == (None, None)
+    # unanimous: every judge read and agreed; one read "no" is enough to fail it.
+    assert jury_verdict([yes, yes, yes], "unanimous") == (True, None)
+    assert jury_verdict([yes, yes, None], "unanimous") == (None, None)
+    assert jury_verdict([yes, None, no], "unanimous") == (False, None)
+    # mean: over the replies that were read (a missing score has no value to average).
+    assert jury_verdict([yes, None, None], "mean") == (True, None)
+
+
+def test_unanimous_does_not_grow_laxer_and_majority_drops_nothing_as_replies_fail():
+    """Simulated juries: 3 judges with independent verdicts (P(yes) = 0.8). Unanimity must not
+    rise as replies go unread, and 2 fully read judges under majority never yield 'unparsed'."""
+    import numpy as np
+
+    rng = np.random.default_rng(12)
+    yes = ComplianceVerdict(True, None, 0.9, "")
+    no = ComplianceVerdict(False, None, 0.9, "")
+    votes = rng.random((4000, 3)) < 0.8
+    shares = []
+    for unread in (0.0, 0.25, 0.5):
+        lost = rng.random(votes.shape) < unread
+        outcomes = [jury_verdict([None if gone else (yes if v else no) for v, gone in zip(row, miss)], "unanimous")[0]
+                    for row, miss in zip(votes, lost)]
+        shares.append(sum(o is True for o in outcomes) / len(outcomes))
+    assert shares[0] == pytest.approx(0.8**3, abs=0.03)
+    assert shares[0] >= shares[1] >= shares[2]  # fewer read replies can only make unanimity rarer
+    two = [jury_verdict([yes if a else no, yes if b else no], "majority")[0] for a, b in votes[:, :2]]
+    assert None not in two  # every reply was read: nothing is unparsed
+    assert sum(o == "tie" for o in two) / len(two) == pytest.approx(2 * 0.8 * 0.2, abs=0.03)
 
 
 def test_bad_config_spec_and_inputs_name_the_file_and_place(tmp_path):
@@ -216,7 +287,7 @@ def test_the_demo_evaluation_config_is_complete():
     statements = load_spec(config.spec)
     inputs = load_inputs(config.inputs, statements)
     assert len(statements) == 10 and all(len(inputs[s.id]) == 3 for s in statements)
-    assert len({c.provider for c in config.candidates}) == 3 and len({j.provider for j in config.judges}) == 3
+    assert len({c.provider for c in config.candidates}) == 3 and len({j.provider for j in config.judges}) == 4
 
 
 def test_pair_sampling_covers_items_evenly_with_random_order_and_a_reversed_share():
@@ -258,6 +329,10 @@ def test_ranking_items_on_a_trait_end_to_end(tmp_path):
     assert sorted(r["item"] for r in strengths) == [f"e{i}" for i in range(8)]
     bias = data["pairwise"]["position_bias"]
     assert bias["share_first"] > 0.75 and bias["p_value"] < 0.01  # the biased judge is caught
+    (judge,) = data["pairwise"]["judges"]
+    assert judge["flagged"] and judge["consistency"] < 0.5  # it keeps the position, not the verdict
+    (order,) = data["pairwise"]["order_effect"]
+    assert order["share_first"] > 0.75 and order["share_lo"] > 0.5
     assert data["pairwise"]["reverse_consistency"]["n"] >= 14  # (about) 16 pairs, each judged both ways
     assert report.exists()
 

@@ -42,9 +42,9 @@ def make_data(*, seed: int = 7) -> dict:
                 statements.append({"statement": name, "section": section, "candidate": cand, "n": 30,
                                    "rate": rate, "lo": max(0.0, rate - 0.16), "hi": min(1.0, rate + 0.1)})
     leaderboard = [
-        {"candidate": c, "n": 300, "compliant": round(300 * skill[c]), "unparsed": i, "failed": 2 - i,
-         "rate": skill[c], "lo": skill[c] - 0.042, "hi": skill[c] + 0.037,
-         "boot_lo": skill[c] - 0.061, "boot_hi": skill[c] + 0.05, "likert_mean": None}
+        {"candidate": c, "n": 300, "compliant": round(300 * skill[c]), "ties": 4 * i, "unparsed": i,
+         "failed": 2 - i, "rate": skill[c], "lo": skill[c] - 0.042, "hi": skill[c] + 0.037,
+         "method": "korn-graubard", "statements": 10, "likert_mean": None, "likert_lo": None, "likert_hi": None}
         for i, c in enumerate(CANDIDATES)
     ]
     return {
@@ -63,21 +63,36 @@ def make_data(*, seed: int = 7) -> dict:
         "leaderboard": leaderboard,
         "statements": statements,
         "sections": sections,
-        "agreement": {"fleiss_kappa": 0.61, "pairs": [
-            {"a": "judge-gpt", "b": "judge-claude", "kappa": 0.66, "n": 900},
-            {"a": "judge-gpt", "b": "judge-gemini", "kappa": 0.58, "n": 900},
-            {"a": "judge-claude", "b": "judge-gemini", "kappa": 0.6, "n": 898}]},
+        "agreement": {"fleiss_kappa": 0.61, "fleiss_lo": 0.55, "fleiss_hi": 0.67, "pairs": [
+            {"a": "judge-gpt", "b": "judge-claude", "kappa": 0.66, "lo": 0.6, "hi": 0.72, "n": 900},
+            {"a": "judge-gpt", "b": "judge-gemini", "kappa": 0.58, "lo": 0.51, "hi": 0.65, "n": 900},
+            {"a": "judge-claude", "b": "judge-gemini", "kappa": 0.6, "lo": 0.53, "hi": 0.67, "n": 898}]},
         "pairwise": {
             # Deliberately not sorted: the report ranks by strength.
             "bradley_terry": [
                 {"item": "gpt-4o", "strength": 0.1, "lo": -0.2, "hi": 0.4, "wins": 52, "losses": 48, "ties": 10,
-                 "n": 110, "elo": 1512.0},
+                 "n": 110, "elo": 1512.0, "elo_lo": 1490.0, "elo_hi": 1533.0},
                 {"item": "claude-sonnet", "strength": 0.55, "lo": 0.25, "hi": 0.85, "wins": 66, "losses": 34,
-                 "ties": 10, "n": 110, "elo": 1561.0},
+                 "ties": 10, "n": 110, "elo": 1561.0, "elo_lo": 1538.0, "elo_hi": 1584.0},
                 {"item": "mistral-large", "strength": -0.65, "lo": -0.98, "hi": -0.32, "wins": 30, "losses": 66,
-                 "ties": 14, "n": 110, "elo": 1427.0}],
-            "position_bias": {"first": 88, "second": 62, "tie": 15, "share_first": 88 / 150, "p_value": 0.041},
+                 "ties": 14, "n": 110, "elo": 1427.0, "elo_lo": 1401.0, "elo_hi": 1450.0}],
+            "position_bias": {"first": 88, "second": 62, "tie": 15, "share_first": 88 / 150, "lo": 0.51, "hi": 0.66,
+                              "first_both": 20, "second_both": 8, "p_value": 0.041},
+            "judges": [
+                {"judge": "judge-claude", "first": 25, "second": 24, "tie": 5, "share_first": 25 / 49, "lo": 0.4,
+                 "hi": 0.62, "first_both": 3, "second_both": 3, "p_value": 0.9, "p_adjusted": 1.0, "flagged": False,
+                 "reversed_pairs": 25, "consistency": 0.88},
+                {"judge": "judge-gemini", "first": 24, "second": 25, "tie": 5, "share_first": 24 / 49, "lo": 0.39,
+                 "hi": 0.61, "first_both": 3, "second_both": 4, "p_value": 0.7, "p_adjusted": 1.0, "flagged": False,
+                 "reversed_pairs": 25, "consistency": 0.86},
+                {"judge": "judge-gpt", "first": 39, "second": 13, "tie": 5, "share_first": 0.75, "lo": 0.62,
+                 "hi": 0.85, "first_both": 14, "second_both": 1, "p_value": 0.0004, "p_adjusted": 0.0012,
+                 "flagged": True, "reversed_pairs": 25, "consistency": 0.44}],
+            "order_effect": [
+                {"judge": "judge-gpt", "log_odds": 1.4, "lo": 0.8, "hi": 2.0, "share_first": 0.802,
+                 "share_lo": 0.69, "share_hi": 0.881}],
             "reverse_consistency": {"share": 0.82, "n": 75},
+            "clusters": 100,
         },
         "costs": [
             {"stage": "generate", "provider": "anthropic", "model": "claude-sonnet-4-5", "requests": 300,
@@ -98,7 +113,7 @@ def make_sparse_data() -> dict:
     data["pairwise"] = None
     data["agreement"] = None
     data["sections"] = []
-    data["leaderboard"][2].update(rate=None, lo=None, hi=None, boot_lo=None, boot_hi=None, compliant=0, n=0)
+    data["leaderboard"][2].update(rate=None, lo=None, hi=None, method=None, compliant=0, n=0)
     for row in data["statements"][:4]:
         row.update(rate=None, lo=None, hi=None)
     data["costs"][2]["usd"] = None
@@ -220,8 +235,10 @@ def test_full_report_files_and_content(tmp_path):
     board = found["leaderboard"]
     assert [row[1] for row in board] == CANDIDATES
     assert [row[0] for row in board] == ["1", "2", "3"]
-    assert board[0][2] == "86.0%" and board[0][3] == "81.8–89.7%" and board[0][5] == "79.9–91.0%"
+    assert board[0][2] == "86.0%" and board[0][3] == "81.8–89.7%" and board[0][5:8] == ["300", "0", "0"]
+    assert board[2][6] == "8"  # the jury's ties, in their own column
     assert "Likert" not in html.split('id="leaderboard"')[1].split("</table>")[0]
+    assert "Korn–Graubard over statements" in html  # the interval says how it was made
 
     # The heatmap keeps its labels as text: every statement and candidate can be read.
     for names in SECTIONS.values():
@@ -230,6 +247,13 @@ def test_full_report_files_and_content(tmp_path):
     assert "Fleiss" in html and "0.61" in html and "moderate" in html and "substantial" in html
     assert [r[1] for r in found["pairwise"]] == ["claude-sonnet", "gpt-4o", "mistral-large"]
     assert "1561" in html and "58.7%" in html and "p = 0.041" in html and "82.0%" in html
+    assert found["pairwise"][0][4:6] == ["1561", "1538 – 1584"]  # Elo with its interval
+    assert "0.60 – 0.72" in html and "95% CI 0.55 – 0.67" in html  # kappas carry intervals
+    bias = {row[0]: row for row in found["judge-bias"]}
+    assert set(bias) == set(JUDGES)
+    assert bias["judge-gpt"][8] == "position bias" and bias["judge-gpt"][7] == "p < 0.001"
+    assert bias["judge-claude"][8] == "" and bias["judge-gpt"][6] == "14 / 1"
+    assert bias["judge-gpt"][10:] == ["80.2%", "69.0–88.1%"]  # the model's first-position effect
     assert [r[0] for r in found["costs"]] == ["generate", "generate", "judge"]
     assert "$3.12" in html and "unknown price" not in html
     assert 'class="nm"' not in html  # nothing shown as "not measured"
@@ -243,38 +267,46 @@ def test_csv_tables(tmp_path):
     write_report(data, tmp_path)
 
     columns, rows = read_csv(tmp_path / "leaderboard.csv")
-    assert columns == ["rank", "candidate", "n", "compliant", "unparsed", "failed", "rate", "lo", "hi",
-                       "boot_lo", "boot_hi", "likert_mean"]
+    assert columns == ["rank", "candidate", "n", "compliant", "ties", "unparsed", "failed", "rate", "lo", "hi",
+                       "method", "statements", "likert_mean", "likert_lo", "likert_hi"]
     assert [r["candidate"] for r in rows] == CANDIDATES and [r["rank"] for r in rows] == ["1", "2", "3"]
     assert float(rows[0]["rate"]) == 0.86 and rows[0]["likert_mean"] == ""
 
     columns, rows = read_csv(tmp_path / "statements.csv")
-    assert columns == ["statement", "section", "candidate", "n", "rate", "lo", "hi"]
+    assert columns == ["statement", "section", "candidate", "n", "ties", "unparsed", "rate", "lo", "hi", "method"]
     assert len(rows) == 10 * 3
 
     columns, rows = read_csv(tmp_path / "agreement.csv")
-    assert columns == ["measure", "judge_a", "judge_b", "kappa", "n"]
+    assert columns == ["measure", "judge_a", "judge_b", "kappa", "lo", "hi", "n"]
     assert [r["measure"] for r in rows] == ["fleiss_kappa"] + ["cohen_kappa"] * 3
-    assert float(rows[1]["kappa"]) == 0.66
+    assert float(rows[1]["kappa"]) == 0.66 and float(rows[1]["lo"]) == 0.6 and float(rows[0]["hi"]) == 0.67
 
     columns, rows = read_csv(tmp_path / "pairwise.csv")
-    assert columns == ["rank", "item", "strength", "lo", "hi", "elo", "wins", "losses", "ties", "n"]
+    assert columns == ["rank", "item", "strength", "lo", "hi", "se", "elo", "elo_lo", "elo_hi", "wins", "losses",
+                       "ties", "n"]
     assert [r["item"] for r in rows] == ["claude-sonnet", "gpt-4o", "mistral-large"]
+
+    columns, rows = read_csv(tmp_path / "judge_bias.csv")
+    assert columns[:3] == ["judge", "decisive", "first"] and "p_value" in columns and "flagged" in columns
+    gpt = next(r for r in rows if r["judge"] == "judge-gpt")
+    assert (gpt["flagged"], float(gpt["p_value"]), float(gpt["order_log_odds"])) == ("True", 0.0004, 1.4)
 
     columns, rows = read_csv(tmp_path / "costs.csv")
     assert columns == ["stage", "provider", "model", "requests", "input_tokens", "output_tokens", "usd"]
     assert sum(float(r["usd"]) for r in rows) == pytest.approx(3.12215)
 
     columns, rows = read_csv(tmp_path / "sections.csv")
-    assert columns == ["section", "candidate", "n", "rate", "lo", "hi"] and len(rows) == 9
+    assert columns == ["section", "candidate", "n", "ties", "unparsed", "rate", "lo", "hi", "method",
+                       "statements"] and len(rows) == 9
 
 
 def test_missing_parts_say_not_measured(tmp_path):
     (tmp_path / "pairwise.csv").write_text("stale\n")  # from an earlier report into the same folder
+    (tmp_path / "judge_bias.csv").write_text("stale\n")
     data = make_sparse_data()
     html = write_report(data, tmp_path).read_text(encoding="utf-8")
     assert_self_contained(html)
-    assert not (tmp_path / "pairwise.csv").exists()
+    assert not (tmp_path / "pairwise.csv").exists() and not (tmp_path / "judge_bias.csv").exists()
 
     board = tables(html)["leaderboard"]
     assert [row[1] for row in board] == CANDIDATES
@@ -309,7 +341,7 @@ def test_likert_and_hostile_names(tmp_path):
     data["scale"] = "likert"
     evil = "<script>alert(1)</script> & $x$ --> \"q\""
     data["leaderboard"][0]["candidate"] = evil
-    data["leaderboard"][0]["likert_mean"] = 4.25
+    data["leaderboard"][0].update(likert_mean=4.25, likert_lo=4.05, likert_hi=4.45)
     data["statements"][0]["candidate"] = evil
     data["statements"][0]["statement"] = "a_very_long_statement_identifier_" * 3
     data["notes"].append('<img src="https://evil.example/x.png">')
@@ -318,7 +350,8 @@ def test_likert_and_hostile_names(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert_self_contained(html)
     board = tables(html)["leaderboard"]
-    assert board[0][1] == evil and board[0][-1] == "4.25" and board[1][-1] == "not measured"
+    assert board[0][1] == evil and board[0][-2:] == ["4.25", "4.05 – 4.45"]
+    assert board[1][-2:] == ["not measured", "not measured"]
 
 
 def test_many_statements_heatmap_scales(tmp_path):

@@ -28,14 +28,17 @@ def _print_leaderboard(data: dict) -> None:
 
     print(f"\n{data['title']} — {data['spec']}, jury: {data['jury_rule']} of {len(data['judges'])} judges",
           file=sys.stderr)
-    print(f"{'rank':>4}  {'candidate':<28} {'compliance':>10}  {'95% CI (Wilson)':<17} {'n':>5} {'unparsed':>8} "
+    print(f"{'rank':>4}  {'candidate':<28} {'compliance':>10}  {'95% CI':<17} {'n':>5} {'ties':>5} {'unparsed':>8} "
           f"{'failed':>6}", file=sys.stderr)
     for rank, row in enumerate(data["leaderboard"], 1):
         print(f"{rank:>4}  {row['candidate']:<28} {pct(row['rate']):>10}  [{pct(row['lo'])}, {pct(row['hi'])}]  "
-              f"{row['n']:>5} {row['unparsed']:>8} {row['failed']:>6}", file=sys.stderr)
+              f"{row['n']:>5} {row.get('ties', 0):>5} {row['unparsed']:>8} {row['failed']:>6}", file=sys.stderr)
     if data.get("pairwise"):
         order = ", ".join(f"{r['item']} ({r['strength']:+.2f})" for r in data["pairwise"]["bradley_terry"])
         print(f"pairwise (Bradley–Terry): {order}", file=sys.stderr)
+        flagged = [r["judge"] for r in data["pairwise"].get("judges", []) if r.get("flagged")]
+        if flagged:
+            print(f"position bias flagged for: {', '.join(map(str, flagged))}", file=sys.stderr)
 
 
 @eval_app.command("run")

@@ -33,7 +33,7 @@ from ..store import Store
 from .config import EvalConfig, ModelSpec, RunSettings
 from .prompts import compliance_request, generation_request, pairwise_request, reask_request
 from .specs import Statement, load_inputs, load_spec
-from .verdicts import JUDGE_FAILED, ComplianceVerdict, parse_compliance, parse_pairwise
+from .verdicts import JUDGE_FAILED, LIKERT_COMPLIANT_FROM, ComplianceVerdict, parse_compliance, parse_pairwise
 
 
 class EvalStopped(BatcheryError):
@@ -272,25 +272,54 @@ def _slug(name: str) -> str:
 
 # -- statistics: from stage outputs to the report's data -------------------------------------------
 
-def jury_verdict(verdicts: list[ComplianceVerdict], rule: str) -> tuple[bool | None, float | None]:
-    """(compliant, mean Likert score) from the parsed verdicts of several judges. majority: more
-    than half say compliant (an even split is undecided: None); mean: the mean vote (or score) is
-    at least half way; unanimous: every judge says compliant."""
-    if not verdicts:
-        return None, None
-    votes = [v.compliant for v in verdicts]
-    scores = [v.score for v in verdicts if v.score is not None]
+TIE = "tie"  # the jury split evenly: its own outcome, never "unparsed"
+
+
+def jury_verdict(verdicts: list[ComplianceVerdict | None], rule: str) -> tuple[bool | str | None, float | None]:
+    """(outcome, mean Likert score) of a fixed jury: ``verdicts`` has one entry per judge of the
+    jury, None (or JUDGE_FAILED) where that judge's reply could not be read. The outcome is True
+    (compliant), False, ``"tie"`` or None (unparsed: the replies that were read cannot decide).
+
+    - majority: the denominator is the WHOLE jury. Compliant when more than half of all judges
+      say so, non-compliant when more than half say not; an even split of a fully read even jury
+      is a tie; anything else (say 1 yes, 1 no and 1 unread of 3) is unparsed, because the
+      unread reply would have decided it.
+    - unanimous: compliant only when every judge of the jury was read and said compliant;
+      non-compliant as soon as one read judge says not (no unread reply can restore unanimity);
+      otherwise (all read ones say yes, some unread) unparsed. So it never grows laxer as replies
+      fail.
+    - mean: the denominator is the judges that were read (a mean of scores cannot include a score
+      that does not exist). Binary: the share of yes votes; above ½ compliant, below non-compliant,
+      exactly ½ a tie. Likert: the mean score, compliant from 4 (the scale's own threshold, so a
+      mean of exactly 4 is compliant, not a tie).
+    The mean Likert score is always over the judges that were read (None when none was).
+    """
+    read = [v for v in verdicts if v]  # None (unreadable) and JUDGE_FAILED (no reply) are both unread
+    scores = [v.score for v in read if v.score is not None]
     likert = sum(scores) / len(scores) if scores else None
+    if not read:
+        return None, likert
+    yes = sum(v.compliant for v in read)
+    no = len(read) - yes
     if rule == "unanimous":
-        return all(votes), likert
+        if no:
+            return False, likert
+        return (True if yes == len(verdicts) else None), likert
     if rule == "mean":
         if likert is not None:
-            return likert >= 4, likert
-        return sum(votes) / len(votes) >= 0.5, likert
-    yes = sum(votes)
-    if yes * 2 == len(votes):
-        return None, likert
-    return yes * 2 > len(votes), likert
+            return likert >= LIKERT_COMPLIANT_FROM, likert
+        return (TIE if yes == no else yes > no), likert
+    jury = len(verdicts)
+    if yes * 2 > jury:
+        return True, likert
+    if no * 2 > jury:
+        return False, likert
+    return (TIE if yes == no and yes + no == jury else None), likert
+
+
+_JURY_RULES = {"majority": "compliant when more than half of the whole jury says so",
+               "unanimous": "compliant only when every judge was read and said so",
+               "mean": "the mean over the judges that were read"}
 
 
 def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> dict:
@@ -301,47 +330,48 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> 
     sections = {s.id: s.section for s in evaluation.statements}
     records: list[dict] = []
     failed: dict[str, int] = {c.name: 0 for c in config.candidates}
-    likert: dict[str, list[float]] = {c.name: [] for c in config.candidates}
+    likert: dict[str, dict[str, list[float]]] = {c.name: {} for c in config.candidates}  # statement -> scores
     for candidate in config.candidates:
         for item, answer in evaluation.answers[candidate.name].items():
             statement = item.rsplit("#", 1)[0]
             if not answer.ok:
                 failed[candidate.name] += 1
                 continue
-            replies = [judge.get((candidate.name, item)) for judge in evaluation.verdicts.values()]
-            parsed = [v for v in replies if v]
-            if not parsed and any(v is JUDGE_FAILED for v in replies):
+            jury = [judge.get((candidate.name, item)) for judge in evaluation.verdicts.values()]
+            if not any(jury) and any(v is JUDGE_FAILED for v in jury):
                 failed[candidate.name] += 1  # the judge calls failed: nothing was left unread
                 continue
-            verdict, score = jury_verdict(parsed, config.jury)
+            verdict, score = jury_verdict(jury, config.jury)
             if score is not None:
-                likert[candidate.name].append(score)
+                likert[candidate.name].setdefault(statement, []).append(score)
             records.append({"candidate": candidate.name, "statement": statement, "section": sections[statement],
                             "spec": config.spec.stem, "verdict": verdict})
     leaderboard = stats.compliance_table(records, "candidate")
     for name in failed.keys() - {row["candidate"] for row in leaderboard}:  # nothing judged: it still ranks, last
-        leaderboard.append({"candidate": name, "n": 0, "compliant": 0, "unparsed": 0, "rate": None, "lo": None,
-                            "hi": None, "boot_lo": None, "boot_hi": None})
+        leaderboard.append({"candidate": name, "n": 0, "compliant": 0, "ties": 0, "unparsed": 0, "rate": None,
+                            "lo": None, "hi": None, "method": None, "statements": 0})
     for row in leaderboard:
         row["failed"] = failed[row["candidate"]]
-        scores = likert[row["candidate"]]
-        row["likert_mean"] = sum(scores) / len(scores) if scores else None
+        by_statement = likert[row["candidate"]].values()
+        mean = stats.mean_interval([sum(s) for s in by_statement], [len(s) for s in by_statement],
+                                   bounds=(1, 5))  # the Likert scale
+        row["likert_mean"], row["likert_lo"], row["likert_hi"] = mean.rate, mean.lo, mean.hi
+        row["likert_method"] = mean.method if mean.rate is not None else None
     by_judge = {judge: {f"{c}|{i}": (v.score if config.scale == "likert" else v.compliant)
                         for (c, i), v in verdicts.items() if v}
                 for judge, verdicts in evaluation.verdicts.items()}
     agreement = stats.agreement(by_judge) if len(by_judge) > 1 else None
-    pairwise = None
-    if evaluation.comparisons:
-        strengths = stats.bradley_terry(evaluation.comparisons)
-        elo = stats.elo(evaluation.comparisons)
-        for row in strengths:
-            row["elo"] = elo.get(row["item"])
-        pairwise = {"bradley_terry": strengths, "position_bias": stats.position_bias(evaluation.comparisons),
-                    "reverse_consistency": stats.reverse_consistency(evaluation.comparisons)}
+    pairwise = stats.pairwise_summary(evaluation.comparisons) if evaluation.comparisons else None
     no_inputs = [s.id for s in evaluation.statements if not evaluation.inputs.get(s.id)]
-    notes = [f"Jury rule: {config.jury} of {len(config.judges)} judge(s); an answer no judge's verdict could be read "
-             "for (after one re-ask) is 'unparsed' and left out of the rate; a failed generation is 'failed', "
-             "never judged, and so is an answer whose judge calls all failed."]
+    notes = [(f"Jury rule: {config.jury} of {len(config.judges)} judge(s) ({_JURY_RULES[config.jury]}). An even split "
+              "is a 'tie' and an answer the read verdicts cannot decide (after one re-ask) is 'unparsed': both are "
+              "counted in their own columns and left out of the rate; a failed generation is 'failed', never judged, "
+              "and so is an answer whose judge calls all failed."),
+             ("Intervals (95%): a rate over several statements is Korn–Graubard over statements (inputs of one "
+              "statement are not independent); one statement's rate is Clopper–Pearson; Likert means are "
+              "cluster-robust t over statements; kappas are bootstrapped over answers; Bradley–Terry strengths use "
+              "a cluster-robust covariance over inputs (every judge and order of one input together), with each "
+              "judge's first-position effect in the model; Elo is bootstrapped over inputs.")]
     if no_inputs:
         notes.append(f"{len(no_inputs)} statement(s) have no inputs and were not evaluated: {', '.join(no_inputs[:10])}"
                      + ("…" if len(no_inputs) > 10 else ""))
@@ -359,7 +389,9 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> 
         "statements": stats.compliance_table(records, ("candidate", "statement", "section")),
         "sections": stats.compliance_table(records, ("candidate", "section")),
         "agreement": None if agreement is None else {"fleiss_kappa": agreement["fleiss_kappa"],
-                                                     "pairs": agreement["pairwise"]},
+                                                     "fleiss_lo": agreement["fleiss_lo"],
+                                                     "fleiss_hi": agreement["fleiss_hi"],
+                                                     "pairs": agreement["pairwise"], "method": agreement["method"]},
         "pairwise": pairwise,
         "costs": costs,
         "notes": notes,

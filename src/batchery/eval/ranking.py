@@ -92,18 +92,13 @@ def run_ranking(config: RankingConfig, store: Store, *, send: bool = True,
                 comparisons.append({"item": f"{first}|{second}" if first < second else f"{second}|{first}",
                                     "first": first, "second": second, "judge": judge.name,
                                     "winner": side[verdict.winner] if verdict else None})
-    strengths = stats.bradley_terry(comparisons)
-    elo = stats.elo(comparisons)
-    for row in strengths:
-        row["elo"] = elo.get(row["item"])
     data = {
         "title": f"Ranking {config.name}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "spec": f"trait: {config.trait}", "mode": config.mode, "scale": None,
         "candidates": [], "judges": [{"name": j.name, "provider": j.provider, "model": j.model} for j in config.judges],
         "jury_rule": "pooled", "leaderboard": [], "statements": [], "sections": [], "agreement": None,
-        "pairwise": {"bradley_terry": strengths, "position_bias": stats.position_bias(comparisons),
-                     "reverse_consistency": stats.reverse_consistency(comparisons)},
+        "pairwise": stats.pairwise_summary(comparisons),  # clusters: each pair with all its judges and orders
         "costs": runner.costs(),
         "notes": [f"{len(items)} items, {len(pairs)} judged pairs per judge ({config.comparisons_per_item} "
                   f"opponents per item sampled; {config.reversed_share:.0%} also judged reversed); "

@@ -8,7 +8,7 @@ JSON-serialisable data; see ``write_report``) and writes
   with autoescaping on;
 - ``summary.json``: the data as given;
 - ``leaderboard.csv``, ``statements.csv``, ``sections.csv``, ``agreement.csv``, ``costs.csv``
-  and, when a pairwise stage ran, ``pairwise.csv``.
+  and, when a pairwise stage ran, ``pairwise.csv`` and ``judge_bias.csv`` (one row per judge).
 
 Any optional part may be missing, ``None`` or empty: the report then says "not measured"
 instead of failing. A price that is not known is shown as "unknown price", never as $0.
@@ -33,12 +33,24 @@ __all__ = ["write_report"]
 NOT_MEASURED = "not measured"
 UNKNOWN_PRICE = "unknown price"
 
-LEADERBOARD_COLUMNS = ["rank", "candidate", "n", "compliant", "unparsed", "failed", "rate", "lo", "hi",
-                       "boot_lo", "boot_hi", "likert_mean"]
-STATEMENT_COLUMNS = ["statement", "section", "candidate", "n", "rate", "lo", "hi"]
-SECTION_COLUMNS = ["section", "candidate", "n", "rate", "lo", "hi"]
-AGREEMENT_COLUMNS = ["measure", "judge_a", "judge_b", "kappa", "n"]
-PAIRWISE_COLUMNS = ["rank", "item", "strength", "lo", "hi", "elo", "wins", "losses", "ties", "n"]
+LEADERBOARD_COLUMNS = ["rank", "candidate", "n", "compliant", "ties", "unparsed", "failed", "rate", "lo", "hi",
+                       "method", "statements", "likert_mean", "likert_lo", "likert_hi"]
+STATEMENT_COLUMNS = ["statement", "section", "candidate", "n", "ties", "unparsed", "rate", "lo", "hi", "method"]
+SECTION_COLUMNS = ["section", "candidate", "n", "ties", "unparsed", "rate", "lo", "hi", "method", "statements"]
+AGREEMENT_COLUMNS = ["measure", "judge_a", "judge_b", "kappa", "lo", "hi", "n"]
+PAIRWISE_COLUMNS = ["rank", "item", "strength", "lo", "hi", "se", "elo", "elo_lo", "elo_hi", "wins", "losses",
+                    "ties", "n"]
+JUDGE_BIAS_COLUMNS = ["judge", "decisive", "first", "second", "tie", "share_first", "lo", "hi", "first_both",
+                      "second_both", "p_value", "p_adjusted", "flagged", "reversed_pairs", "consistency",
+                      "order_log_odds", "order_lo", "order_hi"]
+
+# How each interval is made, in words for the report (keys: the ``method`` fields of stats.py).
+METHODS = {
+    "clopper-pearson": "Clopper–Pearson (exact; inputs of one statement)",
+    "korn-graubard": "Korn–Graubard over statements (cluster-robust)",
+    "cluster-t": "cluster-robust t over statements",
+    "cluster-logit-t": "cluster-robust t over statements, on the logit of the scale",
+}
 COST_COLUMNS = ["stage", "provider", "model", "requests", "input_tokens", "output_tokens", "usd"]
 
 # Mini dot-and-whisker plots in the leaderboard table (hand-written SVG, user units = pixels).
@@ -123,7 +135,16 @@ def _clip01(v: float) -> float:
 # --------------------------------------------------------------------------- SVG helpers
 
 
-def _whisker(rate: Any, lo: Any, hi: Any, boot_lo: Any, boot_hi: Any) -> dict | None:
+def _method(x: Any) -> str:
+    return METHODS.get(str(x), str(x)) if x else ""
+
+
+def _range(lo: Any, hi: Any, digits: int = 2) -> str:
+    a, b = _num(lo), _num(hi)
+    return NOT_MEASURED if a is None or b is None else f"{a:.{digits}f} – {b:.{digits}f}"
+
+
+def _whisker(rate: Any, lo: Any, hi: Any) -> dict | None:
     """Coordinates for a row's dot-and-whisker plot on a fixed 0–100% axis (None: no rate)."""
     r = _num(rate)
     if r is None:
@@ -133,13 +154,10 @@ def _whisker(rate: Any, lo: Any, hi: Any, boot_lo: Any, boot_hi: Any) -> dict | 
         return round(_WHISKER_PAD + _clip01(v) * (_WHISKER_W - 2 * _WHISKER_PAD), 2)
 
     out = {"w": _WHISKER_W, "h": _WHISKER_H, "mid": _WHISKER_H / 2, "x": x(r),
-           "ticks": [x(t) for t in (0, 0.25, 0.5, 0.75, 1)], "ci": None, "boot": None}
+           "ticks": [x(t) for t in (0, 0.25, 0.5, 0.75, 1)], "ci": None}
     a, b = _num(lo), _num(hi)
     if a is not None and b is not None:
         out["ci"] = (x(a), x(b))
-    a, b = _num(boot_lo), _num(boot_hi)
-    if a is not None and b is not None:
-        out["boot"] = (x(a), round(x(b) - x(a), 2))
     return out
 
 
@@ -315,6 +333,24 @@ def _who(row: dict) -> dict:
     return {k: str(row.get(k) or "") for k in ("name", "provider", "model")}
 
 
+def _judge_rows(pairwise: dict) -> list[dict]:
+    """Per-judge position bias, reverse consistency and the model's first-position effect."""
+    order = {str(o.get("judge")): o for o in _rows(pairwise.get("order_effect"))}
+    rows = []
+    for r in _rows(pairwise.get("judges")):
+        o = order.get(str(r.get("judge")), {})
+        rows.append({
+            "judge": str(r.get("judge") if r.get("judge") is not None else "(all)"),
+            "first": _int(r.get("first")), "second": _int(r.get("second")), "tie": _int(r.get("tie")),
+            "share_first": _pct(r.get("share_first")), "ci": _ci(r.get("lo"), r.get("hi")),
+            "discordant": f"{_int(r.get('first_both')) or 0} / {_int(r.get('second_both')) or 0}",
+            "p": _p_value(r.get("p_value")), "flagged": r.get("flagged") is True,
+            "consistency": _pct(r.get("consistency")), "reversed_pairs": _int(r.get("reversed_pairs")),
+            "order": _pct(o.get("share_first")), "order_ci": _ci(o.get("share_lo"), o.get("share_hi")),
+        })
+    return rows
+
+
 def _view(data: dict, plots: _Plots) -> dict:
     candidates = [_who(r) for r in _rows(data.get("candidates"))]
     judges = [_who(r) for r in _rows(data.get("judges"))]
@@ -328,14 +364,17 @@ def _view(data: dict, plots: _Plots) -> dict:
         "candidate": str(r.get("candidate", "")),
         "rate": _pct(r.get("rate")),
         "ci": _ci(r.get("lo"), r.get("hi")),
-        "boot": _ci(r.get("boot_lo"), r.get("boot_hi")),
-        "whisker": _whisker(r.get("rate"), r.get("lo"), r.get("hi"), r.get("boot_lo"), r.get("boot_hi")),
+        "method": _method(r.get("method")),
+        "whisker": _whisker(r.get("rate"), r.get("lo"), r.get("hi")),
         "n": _int(r.get("n")),
         "compliant": _int(r.get("compliant")),
+        "ties": _int(r.get("ties")),
         "unparsed": _int(r.get("unparsed")),
         "failed": _int(r.get("failed")),
         "likert": _float(r.get("likert_mean")),
+        "likert_ci": _range(r.get("likert_lo"), r.get("likert_hi")),
     } for i, r in enumerate(board, 1)]
+    has_ties = any(_num(r.get("ties")) for r in board + statements + sections)
 
     # Heatmap columns: leaderboard order, then anyone else who appears in the statements.
     cand_order: list[str] = []
@@ -354,7 +393,8 @@ def _view(data: dict, plots: _Plots) -> dict:
                                                    rank.get(str(r.get("candidate", "")), len(rank))))
     section_table = [{
         "section": str(r.get("section", "")), "candidate": str(r.get("candidate", "")), "n": _int(r.get("n")),
-        "rate": _pct(r.get("rate")), "ci": _ci(r.get("lo"), r.get("hi")),
+        "rate": _pct(r.get("rate")), "ci": _ci(r.get("lo"), r.get("hi")), "method": _method(r.get("method")),
+        "ties": _int(r.get("ties")),
     } for r in section_rows]
 
     agreement = None
@@ -362,8 +402,10 @@ def _view(data: dict, plots: _Plots) -> dict:
     if isinstance(raw_agreement, dict):
         agreement = {
             "fleiss": _kappa(raw_agreement.get("fleiss_kappa")),
+            "fleiss_ci": _range(raw_agreement.get("fleiss_lo"), raw_agreement.get("fleiss_hi")),
             "fleiss_reading": _kappa_reading(raw_agreement.get("fleiss_kappa")),
             "pairs": [{"a": str(p.get("a", "")), "b": str(p.get("b", "")), "kappa": _kappa(p.get("kappa")),
+                       "ci": _range(p.get("lo"), p.get("hi")),
                        "reading": _kappa_reading(p.get("kappa")), "n": _int(p.get("n"))}
                       for p in _rows(raw_agreement.get("pairs"))],
         }
@@ -383,11 +425,16 @@ def _view(data: dict, plots: _Plots) -> dict:
             "has_elo": has_elo,
             "rows": [{"rank": i, "item": str(r.get("item", "")), "strength": _float(r.get("strength")),
                       "lo": _float(r.get("lo")), "hi": _float(r.get("hi")), "elo": _float(r.get("elo"), 0),
+                      "elo_ci": _range(r.get("elo_lo"), r.get("elo_hi"), 0),
                       "wins": _int(r.get("wins")), "losses": _int(r.get("losses")), "ties": _int(r.get("ties")),
                       "n": _int(r.get("n"))} for i, r in enumerate(bt_sorted, 1)],
+            "judges": _judge_rows(raw_pairwise),
+            "clusters": _int(raw_pairwise.get("clusters")),
             "bias": None if bias is None else {
                 "first": _int(bias.get("first")), "second": _int(bias.get("second")), "tie": _int(bias.get("tie")),
-                "share_first": _pct(bias.get("share_first")), "p": _p_value(bias.get("p_value")),
+                "share_first": _pct(bias.get("share_first")), "ci": _ci(bias.get("lo"), bias.get("hi")),
+                "first_both": _int(bias.get("first_both")), "second_both": _int(bias.get("second_both")),
+                "p": _p_value(bias.get("p_value")),
                 "reading": ("" if p is None else
                             "the judges favour one position more than chance explains" if p < 0.05 else
                             "no evidence that the judges favour a position"),
@@ -430,6 +477,7 @@ def _view(data: dict, plots: _Plots) -> dict:
         "best": best,
         "leaderboard": leaderboard,
         "has_likert": has_likert,
+        "has_ties": has_ties,
         "heatmap": heatmap,
         "n_statements": n_statements,
         "sections": section_table,
@@ -523,18 +571,27 @@ def write_report(data: dict, out_dir: Path) -> Path:
     agreement = data.get("agreement") if isinstance(data.get("agreement"), dict) else None
     agreement_rows: list[dict] = []
     if agreement is not None:
-        agreement_rows.append({"measure": "fleiss_kappa", "kappa": agreement.get("fleiss_kappa")})
+        agreement_rows.append({"measure": "fleiss_kappa", "kappa": agreement.get("fleiss_kappa"),
+                               "lo": agreement.get("fleiss_lo"), "hi": agreement.get("fleiss_hi")})
         agreement_rows += [{"measure": "cohen_kappa", "judge_a": p.get("a"), "judge_b": p.get("b"),
-                            "kappa": p.get("kappa"), "n": p.get("n")} for p in _rows(agreement.get("pairs"))]
+                            "kappa": p.get("kappa"), "lo": p.get("lo"), "hi": p.get("hi"), "n": p.get("n")}
+                           for p in _rows(agreement.get("pairs"))]
     _write_csv(out_dir / "agreement.csv", AGREEMENT_COLUMNS, agreement_rows)
 
-    pairwise_path = out_dir / "pairwise.csv"
+    pairwise_path, judges_path = out_dir / "pairwise.csv", out_dir / "judge_bias.csv"
     if isinstance(data.get("pairwise"), dict):
         bt = _rows(data["pairwise"].get("bradley_terry"))
         bt = sorted(bt, key=lambda r: -(_num(r.get("strength")) if _num(r.get("strength")) is not None else -math.inf))
         _write_csv(pairwise_path, PAIRWISE_COLUMNS, ({"rank": i, **r} for i, r in enumerate(bt, 1)))
-    elif pairwise_path.exists():
-        pairwise_path.unlink()  # a stale file from an earlier report into the same directory would mislead
+        order = {str(o.get("judge")): o for o in _rows(data["pairwise"].get("order_effect"))}
+        _write_csv(judges_path, JUDGE_BIAS_COLUMNS, ({
+            **r, "order_log_odds": order.get(str(r.get("judge")), {}).get("log_odds"),
+            "order_lo": order.get(str(r.get("judge")), {}).get("lo"),
+            "order_hi": order.get(str(r.get("judge")), {}).get("hi")} for r in _rows(data["pairwise"].get("judges"))))
+    else:
+        for stale in (pairwise_path, judges_path):  # a stale file from an earlier report would mislead
+            if stale.exists():
+                stale.unlink()
 
     _write_csv(out_dir / "costs.csv", COST_COLUMNS, _rows(data.get("costs")))
     return html_path
