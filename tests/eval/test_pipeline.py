@@ -152,7 +152,7 @@ def test_ties_and_each_judges_position_bias_reach_summary_json(tmp_path):
                                           {"name": "biased", "provider": "groq", "model": "llama-3.3-70b-versatile"}],
                         behaviour={"quality": {"gpt-4o": 0.9, "mistral-small-latest": 0.85},
                                    "judge_noise": {"*": 0.15}, "position_bias": {"llama-3.3-70b-versatile": 0.95}})
-    data, report = evaluate(path)
+    _, report = evaluate(path)
     summary = orjson.loads((report.parent / "summary.json").read_bytes())
     for row in summary["leaderboard"]:
         assert row["ties"] > 0 and row["unparsed"] == 0  # disagreements are ties, not unreadable

@@ -659,7 +659,7 @@ def test_elo_does_not_depend_on_the_order_of_judging():
 
 def test_elo_interval_resamples_inputs_and_is_reproducible():
     rng = np.random.default_rng(3)
-    names, comps = _jury_world(rng, np.array([-1.0, 0.0, 1.0]), [0.0, 0.0], 25, 0.5)
+    _, comps = _jury_world(rng, np.array([-1.0, 0.0, 1.0]), [0.0, 0.0], 25, 0.5)
     ratings = elo(comps)
     intervals = elo_interval(comps)
     assert set(intervals) == set(ratings)
@@ -671,7 +671,9 @@ def test_elo_interval_resamples_inputs_and_is_reproducible():
     # wider than with independent verdicts, since there are fewer independent pieces.
     _, tied = _jury_world(np.random.default_rng(3), np.array([-1.0, 0.0, 1.0]), [0.0, 0.0], 25, 1.0)
     _, free = _jury_world(np.random.default_rng(3), np.array([-1.0, 0.0, 1.0]), [0.0, 0.0], 25, 0.0)
-    width = lambda comps: np.mean([hi - lo for lo, hi in elo_interval(comps).values()])  # noqa: E731
+    def width(comps):
+        return np.mean([hi - lo for lo, hi in elo_interval(comps).values()])
+
     assert width(tied) > width(free)
     assert elo_interval([{"first": "A", "second": "B", "winner": "first"}]) == {}  # one input: no spread
 

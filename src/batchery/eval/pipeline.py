@@ -33,7 +33,14 @@ from ..store import Store
 from .config import EvalConfig, ModelSpec, RunSettings
 from .prompts import compliance_request, generation_request, pairwise_request, reask_request
 from .specs import Statement, load_inputs, load_spec
-from .verdicts import JUDGE_FAILED, LIKERT_COMPLIANT_FROM, ComplianceVerdict, parse_compliance, parse_pairwise
+from .verdicts import (
+    JUDGE_FAILED,
+    LIKERT_COMPLIANT_FROM,
+    TIE,
+    ComplianceVerdict,
+    parse_compliance,
+    parse_pairwise,
+)
 
 
 class EvalStopped(BatcheryError):
@@ -272,9 +279,6 @@ def _slug(name: str) -> str:
 
 # -- statistics: from stage outputs to the report's data -------------------------------------------
 
-TIE = "tie"  # the jury split evenly: its own outcome, never "unparsed"
-
-
 def jury_verdict(verdicts: list[ComplianceVerdict | None], rule: str) -> tuple[bool | str | None, float | None]:
     """(outcome, mean Likert score) of a fixed jury: ``verdicts`` has one entry per judge of the
     jury, None (or JUDGE_FAILED) where that judge's reply could not be read. The outcome is True
@@ -369,9 +373,10 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> 
               "and so is an answer whose judge calls all failed."),
              ("Intervals (95%): a rate over several statements is Korn–Graubard over statements (inputs of one "
               "statement are not independent); one statement's rate is Clopper–Pearson; Likert means are "
-              "cluster-robust t over statements; kappas are bootstrapped over answers; Bradley–Terry strengths use "
-              "a cluster-robust covariance over inputs (every judge and order of one input together), with each "
-              "judge's first-position effect in the model; Elo is bootstrapped over inputs.")]
+              "cluster-robust t over statements on the logit of the 1–5 scale; kappas are bootstrapped over "
+              "answers; Bradley–Terry strengths use a cluster-robust covariance over inputs (every judge and order "
+              "of one input together), with each judge's first-position effect in the model; Elo is bootstrapped "
+              "over inputs.")]
     if no_inputs:
         notes.append(f"{len(no_inputs)} statement(s) have no inputs and were not evaluated: {', '.join(no_inputs[:10])}"
                      + ("…" if len(no_inputs) > 10 else ""))

@@ -45,6 +45,8 @@ from scipy import stats as _sps
 from statsmodels.stats import inter_rater as _ir
 from statsmodels.stats.proportion import proportion_confint
 
+from .verdicts import TIE
+
 __all__ = [
     "Interval",
     "agreement",
@@ -290,9 +292,6 @@ def _as_keys(by: str | Sequence[str]) -> tuple[str, ...]:
 def _sort_key(value: Any) -> tuple[int, str]:
     """Sort None last and mixed types without TypeError."""
     return (1, "") if value is None else (0, str(value))
-
-
-TIE = "tie"
 
 
 def compliance_table(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 LIKERT_COMPLIANT_FROM = 4
+TIE = "tie"  # a jury that split evenly: its own outcome, never "unparsed"
 MAX_REPLY_CHARS = 200_000  # longer replies are read from their first and last parts only
 _MAX_OBJECT_ATTEMPTS = 1000  # '{' positions tried per reply; bounds the work on hostile text
 _DECODER = json.JSONDecoder()
