@@ -151,7 +151,7 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> Interval:
     if n == 0:
         return Interval(None, None, None, 0, "clopper-pearson")
     lo, hi = _beta_bounds(np.array(float(successes)), np.array(float(n)), level)
-    return Interval(successes / n, _clip01(lo), _clip01(hi), n, "clopper-pearson")
+    return Interval(successes / n, _clip01(float(lo)), _clip01(float(hi)), n, "clopper-pearson")
 
 
 def _cluster_arrays(values: Sequence[float], sizes: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -857,7 +857,7 @@ def _bt_fit(e: _Entries, k: int, groups: int, ridge: float = BT_RIDGE) -> _BTFit
     def information(v: np.ndarray) -> np.ndarray:
         lap = np.bincount(f * k + s, weights=v, minlength=k * k).reshape(k, k)
         h_b = np.diag(lap.sum(0) + lap.sum(1)) - lap - lap.T
-        h_ba = np.zeros((k, groups))
+        h_ba: np.ndarray = np.zeros((k, groups))
         if groups:
             h_ba = (np.bincount(f * groups + g, weights=v, minlength=k * groups)
                     - np.bincount(s * groups + g, weights=v, minlength=k * groups)).reshape(k, groups)
@@ -949,7 +949,7 @@ def pairwise_model(
 def _pairwise_model(e: _Entries, level: float, order_effect: bool) -> dict[str, Any]:
     """:func:`pairwise_model` on indexed comparisons (the coverage study builds these directly)."""
     counted = sorted({int(i) for i in e.first} | {int(i) for i in e.second})
-    strength: dict[int, tuple[float, float | None, float | None, float | None]] = {}
+    strength: dict[int, tuple[float | None, float | None, float | None, float | None]] = {}
     order_rows: list[dict[str, Any]] = []
     if e.score.size:
         index = np.full(len(e.names), -1)
@@ -976,11 +976,11 @@ def _pairwise_model(e: _Entries, level: float, order_effect: bool) -> dict[str, 
                 "share_hi": None if hi is None else 1 / (1 + math.exp(-hi)),
             })
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, name in enumerate(e.names):
         t = e.tally[name]
-        point, lo, hi, se = strength.get(i, (None, None, None, None))
-        rows.append({"item": name, "strength": point, "lo": lo, "hi": hi, "se": se,
+        values = strength.get(i, (None, None, None, None))
+        rows.append({"item": name, "strength": values[0], "lo": values[1], "hi": values[2], "se": values[3],
                      "wins": t["wins"], "losses": t["losses"], "ties": t["ties"],
                      "n": t["wins"] + t["losses"] + t["ties"]})
     rows.sort(key=lambda r: (r["strength"] is None, -(r["strength"] or 0.0), _sort_key(r["item"])))
