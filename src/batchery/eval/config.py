@@ -12,6 +12,7 @@
     mode: batch                      # batch | live (then rpm, tpm, concurrency apply)
     budget_usd: 20                   # stop submitting new work once the projected spend would pass it
     pairwise: {reversed_share: 1.0}  # optional: candidates compared head to head, per input
+    human_labels: labels.jsonl       # optional: {"id": <item id from items.jsonl>, "label": true|false or 1-5}
     emulate: true                    # optional: run on the in-process emulator (no keys, no cost)
     behaviour: {quality: {...}}      # optional: the emulator's synthetic knobs (see emulator.fake_model)
 
@@ -78,6 +79,7 @@ class EvalConfig(RunSettings):
     jury: Literal["mean", "majority", "unanimous"] = "majority"
     scale: Literal["binary", "likert"] = "binary"
     pairwise: PairwiseConfig | None = None
+    human_labels: Path | None = None  # calibrates the jury's rates (prediction-powered inference)
 
     @model_validator(mode="after")
     def _unique_names(self) -> EvalConfig:
@@ -144,7 +146,7 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
         raise ConfigError(f"{path}: " + f"\n{path}: ".join(dict.fromkeys(problems)))
     assert config is not None
     base = path.parent
-    for field in ("spec", "inputs", "items", "out", "store"):
+    for field in ("spec", "inputs", "items", "human_labels", "out", "store"):
         value = getattr(config, field, None)
         if value is not None and not value.is_absolute():
             setattr(config, field, base / value)

@@ -31,6 +31,7 @@ from ..pricing import PriceBook, actual_cost, total
 from ..providers import EMULATOR_ORIGIN, get_provider, provider_origin
 from ..store import Store
 from .config import EvalConfig, ModelSpec, RunSettings
+from .items import build_items, build_pairs, known_ids, write_items
 from .prompts import compliance_request, generation_request, pairwise_request, reask_request
 from .specs import Statement, load_inputs, load_spec
 from .verdicts import (
@@ -62,6 +63,7 @@ class Evaluation:
     answers: dict[str, dict[str, Result]] = field(default_factory=dict)  # candidate -> item -> result
     verdicts: dict[str, dict[tuple[str, str], ComplianceVerdict | None]] = field(default_factory=dict)
     comparisons: list[dict] = field(default_factory=list)
+    labels: dict[str, bool | int] | None = None  # human labels by item id, when the config gives them
 
 
 def item_id(statement: str, index: int) -> str:
@@ -90,6 +92,11 @@ class EvalRunner:
         statements = load_spec(config.spec)
         inputs = load_inputs(config.inputs, statements)
         evaluation = Evaluation(statements, inputs)
+        known = known_ids(config, inputs)
+        if config.human_labels is not None:  # checked before anything is sent
+            from .calibration import load_labels
+
+            evaluation.labels = load_labels(config.human_labels, config.scale, known)
         with self.connections():
             for candidate in config.candidates:
                 self._generate(evaluation, candidate)
@@ -158,7 +165,9 @@ class EvalRunner:
         for rid, verdict in verdicts.items():
             first, second, item = rid.split("|", 2)
             evaluation.comparisons.append({"item": item, "first": first, "second": second, "judge": judge.name,
-                                           "winner": side[verdict.winner] if verdict else None})
+                                           "winner": side[verdict.winner] if verdict else None,
+                                           "confidence": verdict.confidence if verdict else None,
+                                           "explanation": verdict.explanation if verdict else None})
 
     def judged(self, stage: str, judge: ModelSpec, requests: dict[str, dict],
                 parse: Callable[[str], Any]) -> dict[str, Any]:
@@ -326,10 +335,23 @@ _JURY_RULES = {"majority": "compliant when more than half of the whole jury says
                "mean": "the mean over the judges that were read"}
 
 
-def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> dict:
-    """The report's data: leaderboard with CIs, per-statement and per-section tables, judge
-    agreement, pairwise strengths and biases, costs."""
+def _failure_figures(row: dict, generations: int) -> dict:
+    """Failed generations in view: their share of all generations, and the compliance rate if each
+    had counted as a non-compliant answer (both with Wilson intervals)."""
+    from .stats import wilson
+
+    failure = wilson(row["failed"], generations)
+    worst = wilson(row["compliant"], row["n"] + row["failed"])
+    return {"generations": generations, "failure_rate": failure.rate, "failure_lo": failure.lo,
+            "failure_hi": failure.hi, "rate_failed_as_noncompliant": worst.rate,
+            "rate_failed_as_noncompliant_lo": worst.lo, "rate_failed_as_noncompliant_hi": worst.hi}
+
+
+def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict], items: list[dict] | None = None) -> dict:
+    """The report's data: leaderboard with CIs (and, with human labels, calibrated rates), per-statement
+    and per-section tables, judge agreement, pairwise strengths and biases, costs."""
     from . import stats
+    from .calibration import calibrate
 
     sections = {s.id: s.section for s in evaluation.statements}
     records: list[dict] = []
@@ -354,6 +376,9 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> 
     for name in failed.keys() - {row["candidate"] for row in leaderboard}:  # nothing judged: it still ranks, last
         leaderboard.append({"candidate": name, "n": 0, "compliant": 0, "ties": 0, "unparsed": 0, "rate": None,
                             "lo": None, "hi": None, "method": None, "statements": 0})
+    if items is None:
+        items = build_items(config, evaluation, evaluation.labels)
+    calibrated = calibrate(items, evaluation.labels, config.scale) if evaluation.labels is not None else {}
     for row in leaderboard:
         row["failed"] = failed[row["candidate"]]
         by_statement = likert[row["candidate"]].values()
@@ -361,6 +386,8 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> 
                                    bounds=(1, 5))  # the Likert scale
         row["likert_mean"], row["likert_lo"], row["likert_hi"] = mean.rate, mean.lo, mean.hi
         row["likert_method"] = mean.method if mean.rate is not None else None
+        row.update(_failure_figures(row, len(evaluation.answers[row["candidate"]])))
+        row["calibrated"] = calibrated.get(row["candidate"]) if evaluation.labels is not None else None
     by_judge = {judge: {f"{c}|{i}": (v.score if config.scale == "likert" else v.compliant)
                         for (c, i), v in verdicts.items() if v}
                 for judge, verdicts in evaluation.verdicts.items()}
@@ -380,6 +407,13 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict]) -> 
     if no_inputs:
         notes.append(f"{len(no_inputs)} statement(s) have no inputs and were not evaluated: {', '.join(no_inputs[:10])}"
                      + ("…" if len(no_inputs) > 10 else ""))
+    notes.append("Failure rate = failed generations ÷ all generations asked for; 'if failed = non-compliant' "
+                 "is the compliance rate with every failed generation counted as a non-compliant answer.")
+    if evaluation.labels is not None:
+        notes.append(f"Calibrated rates use {len(evaluation.labels)} human label(s) from {config.human_labels.name}"  # type: ignore[union-attr]
+                     " (prediction-powered inference, PPI++ with power-tuned λ; interval: delete-one-statement "
+                     "jackknife with a t quantile). A tie or an unreadable jury verdict enters as the share of "
+                     "judges voting compliant, or the candidate's jury rate when no judge could be read.")
     if config.emulate:
         notes.append("Run on the batchery emulator: the answers and verdicts are synthetic (see the emulator's "
                      "behaviour knobs), useful to check the pipeline, not to rank real models.")
@@ -414,7 +448,9 @@ def run_evaluation(config: EvalConfig, store: Store, *, send: bool = True,
     started = time.monotonic()
     runner = EvalRunner(config, store, send=send, on_stage=on_stage, on_progress=on_progress, poll=poll)
     evaluation = runner.run()
-    data = summarise(config, evaluation, runner.costs())
+    items = build_items(config, evaluation, evaluation.labels)
+    data = summarise(config, evaluation, runner.costs(), items)
     data["elapsed_seconds"] = round(time.monotonic() - started, 1)
     assert config.out is not None
-    return data, write_report(data, config.out)
+    write_items(config.out, items, build_pairs(evaluation, evaluation.inputs), [j.name for j in config.judges])
+    return data, write_report(data, config.out, items=items)

@@ -4,8 +4,12 @@
 JSON-serialisable data; see ``write_report``) and writes
 
 - ``report.html``: a single file that needs no network to view (inline CSS, inline SVG plots
-  drawn by matplotlib, no scripts, no external fonts or images), rendered by a Jinja2 template
-  with autoescaping on;
+  drawn by matplotlib, one inline script that filters the table of answers, no external
+  scripts, fonts or images), rendered by a Jinja2 template with autoescaping on. The table of
+  answers (``items``) is rendered as HTML rows, each opening (``<details>``) on the input, the
+  answer and every judge's explanation, so it reads and prints without the script; at most
+  ``MAX_REPORT_ITEMS`` answers are embedded (an even sample, said on the page) and long texts are
+  cut at ``MAX_REPORT_TEXT`` characters: items.jsonl holds them all;
 - ``summary.json``: the data as given;
 - ``leaderboard.csv``, ``statements.csv``, ``sections.csv``, ``agreement.csv``, ``costs.csv``
   and, when a pairwise stage ran, ``pairwise.csv`` and ``judge_bias.csv`` (one row per judge).
@@ -34,7 +38,9 @@ NOT_MEASURED = "not measured"
 UNKNOWN_PRICE = "unknown price"
 
 LEADERBOARD_COLUMNS = ["rank", "candidate", "n", "compliant", "ties", "unparsed", "failed", "rate", "lo", "hi",
-                       "method", "statements", "likert_mean", "likert_lo", "likert_hi"]
+                       "method", "statements", "likert_mean", "likert_lo", "likert_hi", "generations", "failure_rate",
+                       "rate_failed_as_noncompliant", "calibrated_estimate", "calibrated_lo", "calibrated_hi",
+                       "calibrated_labels"]
 STATEMENT_COLUMNS = ["statement", "section", "candidate", "n", "ties", "unparsed", "rate", "lo", "hi", "method"]
 SECTION_COLUMNS = ["section", "candidate", "n", "ties", "unparsed", "rate", "lo", "hi", "method", "statements"]
 AGREEMENT_COLUMNS = ["measure", "judge_a", "judge_b", "kappa", "lo", "hi", "n"]
@@ -52,6 +58,9 @@ METHODS = {
     "cluster-logit-t": "cluster-robust t over statements, on the logit of the scale",
 }
 COST_COLUMNS = ["stage", "provider", "model", "requests", "input_tokens", "output_tokens", "usd"]
+
+MAX_REPORT_ITEMS = 1000  # answers embedded in report.html; items.jsonl has every one
+MAX_REPORT_TEXT = 4000  # characters of an input, answer or explanation shown in the page
 
 # Mini dot-and-whisker plots in the leaderboard table (hand-written SVG, user units = pixels).
 _WHISKER_W, _WHISKER_H, _WHISKER_PAD = 200, 18, 6
@@ -373,8 +382,13 @@ def _view(data: dict, plots: _Plots) -> dict:
         "failed": _int(r.get("failed")),
         "likert": _float(r.get("likert_mean")),
         "likert_ci": _range(r.get("likert_lo"), r.get("likert_hi")),
+        "failure": _pct(r.get("failure_rate")),
+        "failure_ci": _ci(r.get("failure_lo"), r.get("failure_hi")),
+        "worst": _pct(r.get("rate_failed_as_noncompliant")),
+        "worst_ci": _ci(r.get("rate_failed_as_noncompliant_lo"), r.get("rate_failed_as_noncompliant_hi")),
     } for i, r in enumerate(board, 1)]
     has_ties = any(_num(r.get("ties")) for r in board + statements + sections)
+    calibration = _calibration_view(board)
 
     # Heatmap columns: leaderboard order, then anyone else who appears in the statements.
     cand_order: list[str] = []
@@ -476,6 +490,7 @@ def _view(data: dict, plots: _Plots) -> dict:
         "judges": judges,
         "best": best,
         "leaderboard": leaderboard,
+        "calibration": calibration,
         "has_likert": has_likert,
         "has_ties": has_ties,
         "heatmap": heatmap,
@@ -490,6 +505,91 @@ def _view(data: dict, plots: _Plots) -> dict:
         "notes": [str(n) for n in (data.get("notes") or [])],
         "not_measured": NOT_MEASURED,
     }
+
+
+def _calibration_view(board: list[dict]) -> list[dict] | None:
+    """Jury-only and label-calibrated rates side by side (None: no human labels configured)."""
+    rows = [r for r in board if isinstance(r.get("calibrated"), dict)]
+    if not rows:
+        return None
+    out = []
+    for r in rows:
+        c = r["calibrated"]
+        needed = _num(c.get("labels_needed"))
+        target = _num(c.get("target_halfwidth"))
+        answers = (_num(r.get("n")) or 0) + (_num(r.get("unparsed")) or 0)
+        if needed is None:
+            reach = "not reachable with this many answers: evaluate more inputs"
+        elif needed > answers:
+            reach = f"about {int(needed):,} labels, more than the {int(answers):,} answers: evaluate more inputs"
+        else:
+            reach = f"about {int(needed):,} labels"
+        out.append({
+            "candidate": str(r.get("candidate", "")), "jury": _pct(r.get("rate")), "jury_ci": _ci(r.get("lo"), r.get("hi")),
+            "estimate": _pct(c.get("estimate")), "ci": _ci(c.get("low"), c.get("high")), "labels": _int(c.get("labels")),
+            "lam": _float(c.get("lambda")),
+            "needed": (NOT_MEASURED if target is None or _num(c.get("estimate")) is None else
+                       f"±{100 * target:.0f} pts: {reach}"),
+        })
+    return out
+
+
+def _clip_text(text: Any) -> str:
+    text = "" if text is None else str(text)
+    if len(text) <= MAX_REPORT_TEXT:
+        return text
+    return text[:MAX_REPORT_TEXT] + f" … [cut at {MAX_REPORT_TEXT:,} characters; the full text is in items.jsonl]"
+
+
+def _verdict_text(verdict: Any, score: Any) -> str:
+    if verdict is None:
+        return "unparsed"
+    text = "compliant" if verdict else "non-compliant"
+    return f"{text} ({score}/5)" if _num(score) is not None else text
+
+
+def _items_view(items: list[dict] | None) -> dict | None:
+    """The table of answers: every one, or an even sample of MAX_REPORT_ITEMS when there are more."""
+    if not items:
+        return None
+    total = len(items)
+    shown = items if total <= MAX_REPORT_ITEMS else [items[i * total // MAX_REPORT_ITEMS]
+                                                     for i in range(MAX_REPORT_ITEMS)]
+    labelled = any(item.get("human_label") is not None for item in items)
+    rows = []
+    for item in shown:
+        jury = item.get("jury") or {}
+        judges = item.get("judges") or {}
+        votes = {v.get("verdict") for v in judges.values() if v.get("verdict") is not None}
+        label = item.get("human_label")
+        human = ("" if label is None else
+                 ("compliant" if label else "non-compliant") if isinstance(label, bool) else f"{label}/5")
+        human_compliant = None if label is None else (label if isinstance(label, bool) else label >= 4)
+        rows.append({
+            "id": str(item.get("id", "")), "candidate": str(item.get("candidate", "")),
+            "statement": str(item.get("statement_id", "")), "index": _int(item.get("input_index")),
+            "input": _clip_text(item.get("input")), "answer": _clip_text(item.get("answer")),
+            "preview": " ".join(str(item.get("input") or "").split())[:120],
+            "status": str(item.get("status", "")), "error": str(item.get("error") or ""),
+            "verdict": str(jury.get("result", "")),
+            "votes": f"{_int(jury.get('yes'))}/{_int(jury.get('votes'))}" if jury.get("votes") else "–",
+            "disagree": len(votes) > 1,
+            "human": human,
+            "human_disagrees": human_compliant is not None and jury.get("compliant") is not None
+            and human_compliant != jury.get("compliant"),
+            "judges": [{"name": str(name), "verdict": _verdict_text(v.get("verdict"), v.get("score")),
+                        "confidence": _float(v.get("confidence")) if v.get("confidence") is not None else "",
+                        "explanation": _clip_text(v.get("explanation"))} for name, v in judges.items()],
+        })
+
+    def distinct(key: str) -> list[str]:
+        return list(dict.fromkeys(r[key] for r in rows))
+
+    return {"rows": rows, "total": total, "shown": len(rows), "capped": len(rows) < total,
+            "candidates": distinct("candidate"), "statements": sorted(set(distinct("statement"))),
+            "verdicts": [v for v in ("compliant", "non-compliant", "tie", "unparsed", "failed")
+                         if v in {r["verdict"] for r in rows}],
+            "labelled": labelled}
 
 
 # --------------------------------------------------------------------------- files
@@ -536,12 +636,19 @@ def _template():
     return env.get_template("report.html.j2")
 
 
-def write_report(data: dict, out_dir: Path) -> Path:
+def _calibrated_columns(row: dict) -> dict:
+    c = row.get("calibrated") if isinstance(row.get("calibrated"), dict) else {}
+    return {"calibrated_estimate": c.get("estimate"), "calibrated_lo": c.get("low"), "calibrated_hi": c.get("high"),
+            "calibrated_labels": c.get("labels")}
+
+
+def write_report(data: dict, out_dir: Path, items: list[dict] | None = None) -> Path:
     """Write the evaluation report for ``data`` into ``out_dir``; return the path of report.html.
 
     ``data`` is the evaluation summary (title, created, spec, mode, scale, candidates, judges,
     jury_rule, leaderboard, statements, sections, agreement, pairwise, costs, notes). Optional
-    parts may be missing, None or empty; they are reported as "not measured".
+    parts may be missing, None or empty; they are reported as "not measured". ``items`` (the
+    records of items.jsonl) fill the table of answers.
     """
     import markupsafe
 
@@ -551,6 +658,7 @@ def write_report(data: dict, out_dir: Path) -> Path:
 
     plots = _Plots()
     view = _view(data, plots)
+    view["items"] = _items_view(items)
     for key in ("heatmap",):
         if view[key]:
             view[key] = markupsafe.Markup(view[key])
@@ -564,7 +672,7 @@ def write_report(data: dict, out_dir: Path) -> Path:
         json.dumps(_json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
 
     _write_csv(out_dir / "leaderboard.csv", LEADERBOARD_COLUMNS,
-               ({"rank": i, **r} for i, r in enumerate(_rows(data.get("leaderboard")), 1)))
+               ({"rank": i, **r, **_calibrated_columns(r)} for i, r in enumerate(_rows(data.get("leaderboard")), 1)))
     _write_csv(out_dir / "statements.csv", STATEMENT_COLUMNS, _rows(data.get("statements")))
     _write_csv(out_dir / "sections.csv", SECTION_COLUMNS, _rows(data.get("sections")))
 
