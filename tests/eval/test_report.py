@@ -44,7 +44,10 @@ def make_data(*, seed: int = 7) -> dict:
     leaderboard = [
         {"candidate": c, "n": 300, "compliant": round(300 * skill[c]), "ties": 4 * i, "unparsed": i,
          "failed": 2 - i, "rate": skill[c], "lo": skill[c] - 0.042, "hi": skill[c] + 0.037,
-         "method": "korn-graubard", "statements": 10, "likert_mean": None, "likert_lo": None, "likert_hi": None}
+         "method": "korn-graubard", "statements": 10, "likert_mean": None, "likert_lo": None, "likert_hi": None,
+         "generations": 302, "failure_rate": (2 - i) / 302, "failure_lo": 0.0, "failure_hi": 0.02,
+         "rate_failed_as_noncompliant": round(300 * skill[c]) / (302 - i), "rate_failed_as_noncompliant_lo": 0.5,
+         "rate_failed_as_noncompliant_hi": 0.9}
         for i, c in enumerate(CANDIDATES)
     ]
     return {
@@ -177,14 +180,14 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
 class _Loads(HTMLParser):
     """Everything in a page that a browser would fetch: tags that load, URL attributes, CSS url()/@import."""
 
-    LOADING_TAGS: ClassVar[set[str]] = {"script", "link", "iframe", "frame", "object", "embed", "img", "image", "video", "audio",
+    LOADING_TAGS: ClassVar[set[str]] = {"link", "iframe", "frame", "object", "embed", "img", "image", "video", "audio",
                     "source", "track", "base", "use", "feimage"}
 
     def __init__(self) -> None:
         super().__init__()
         self.problems: list[str] = []
         self.svg_uses = 0
-        self._in_style = False
+        self._in_style = self._in_script = False
 
     def handle_starttag(self, tag, attrs):
         if tag == "use":
@@ -201,17 +204,21 @@ class _Loads(HTMLParser):
             elif name == "style" and re.search(r"url\(|@import", value, re.IGNORECASE):
                 self.problems.append(f"{tag} style={value!r}")
         self._in_style = tag == "style"
+        self._in_script = tag == "script"  # inline only: a src attribute is caught above
 
     def handle_endtag(self, tag):
-        self._in_style = False
+        self._in_style = self._in_script = False
 
     def handle_data(self, data):
         if self._in_style and re.search(r"@import|@font-face|url\(\s*['\"]?(?!#)", data, re.IGNORECASE):
             self.problems.append(f"<style> loads: {data[:200]!r}")
+        if self._in_script and re.search(r"fetch\(|XMLHttpRequest|import\(|WebSocket|\.src\s*=|https?:", data):
+            self.problems.append(f"<script> loads: {data[:200]!r}")
 
 
 def assert_self_contained(html: str) -> None:
-    """Nothing to load: no scripts, stylesheets, fonts, frames or images; links stay in the page."""
+    """Nothing to load: no external scripts, stylesheets, fonts, frames or images, no script that
+    reaches the network; links stay in the page."""
     parser = _Loads()
     parser.feed(html)
     assert parser.problems == []
@@ -268,7 +275,9 @@ def test_csv_tables(tmp_path):
 
     columns, rows = read_csv(tmp_path / "leaderboard.csv")
     assert columns == ["rank", "candidate", "n", "compliant", "ties", "unparsed", "failed", "rate", "lo", "hi",
-                       "method", "statements", "likert_mean", "likert_lo", "likert_hi"]
+                       "method", "statements", "likert_mean", "likert_lo", "likert_hi", "generations", "failure_rate",
+                       "rate_failed_as_noncompliant", "calibrated_estimate", "calibrated_lo", "calibrated_hi",
+                       "calibrated_labels"]
     assert [r["candidate"] for r in rows] == CANDIDATES and [r["rank"] for r in rows] == ["1", "2", "3"]
     assert float(rows[0]["rate"]) == 0.86 and rows[0]["likert_mean"] == ""
 
@@ -406,3 +415,111 @@ def test_renders_in_headless_chromium(tmp_path):
     assert [row[1] for row in board] == CANDIDATES
     assert [row[2] for row in board] == ["86.0%", "79.0%", "64.0%"]
     assert dom.count("<svg") >= 2 + len(CANDIDATES)
+
+
+def make_items(per_statement: int = 2) -> list[dict]:
+    """Records as items.jsonl holds them: every candidate x statement x input, with a tie, an
+    unread verdict and a failed generation among them."""
+    items = []
+    statements = [name for names in SECTIONS.values() for name in names]
+    for c, cand in enumerate(CANDIDATES):
+        for s, statement in enumerate(statements):
+            for index in range(per_statement):
+                k = len(items)
+                votes = [(k * 7 + j * 3) % 5 < 3 for j in range(3)]
+                judges = {judge: {"verdict": vote, "score": None, "confidence": 0.8,
+                                  "explanation": f"{judge} reasons about {statement} #{index}"}
+                          for judge, vote in zip(JUDGES, votes)}
+                result = "compliant" if sum(votes) >= 2 else "non-compliant"
+                status, answer = "succeeded", f"Answer {k} by {cand}"
+                if (c, s, index) == (0, 0, 1):
+                    judges[JUDGES[2]] = {"verdict": None, "score": None, "confidence": None, "explanation": None}
+                    judges[JUDGES[0]]["verdict"], judges[JUDGES[1]]["verdict"] = True, False
+                    result = "tie"
+                if (c, s, index) == (2, 1, 0):
+                    status, answer, judges, result = "failed", None, {}, "failed"
+                items.append({
+                    "id": f"{cand}:{statement}:{index}", "candidate": cand, "statement_id": statement,
+                    "section": "", "input_index": index, "input": f"Question {index} about {statement}",
+                    "answer": answer, "status": status, "error": "model not found" if answer is None else None,
+                    "judges": judges,
+                    "jury": {"result": result, "compliant": {"compliant": True, "non-compliant": False}.get(result),
+                             "yes": sum(bool(v["verdict"]) for v in judges.values()),
+                             "votes": sum(v["verdict"] is not None for v in judges.values()), "score": None},
+                    "human_label": (k % 3 != 0) if k % 5 == 0 else None})
+    return items
+
+
+def test_the_table_of_answers_lists_every_answer_with_each_judges_explanation(tmp_path):
+    items = make_items()
+    items[4]["answer"] = "<script>alert('answer')</script> & more"
+    html = write_report(make_data(), tmp_path, items=items).read_text(encoding="utf-8")
+    assert_self_contained(html)
+    rows = tables(html)["items"]
+    assert len(rows) == len(items) == 60
+    assert rows[0][:3] == ["claude-sonnet", "comply_with_laws", "0"]
+    assert "judge-claude reasons about comply_with_laws #0" in rows[0][3] and "Answer 0 by claude-sonnet" in rows[0][3]
+    assert [r[4] for r in rows].count("tie") == 1 and [r[4] for r in rows].count("failed") == 1
+    assert "no answer (failed)" in html and "model not found" in html
+    assert "&lt;script&gt;alert(&#39;answer&#39;)&lt;/script&gt; &amp; more" in html and "<script>" not in html
+    for option in ("compliant", "non-compliant", "tie", "failed", *CANDIDATES):
+        assert f'<option value="{option}">' in html
+    assert "human label ≠ jury" in html and rows[0][6] == "non-compliant"  # the human label column
+    assert "This page shows" not in html  # nothing left out
+
+
+def test_a_large_evaluation_embeds_an_even_sample_and_says_so(tmp_path, monkeypatch):
+    from batchery.eval import report
+
+    monkeypatch.setattr(report, "MAX_REPORT_ITEMS", 20)
+    monkeypatch.setattr(report, "MAX_REPORT_TEXT", 10)
+    html = write_report(make_data(), tmp_path, items=make_items(per_statement=4)).read_text(encoding="utf-8")
+    rows = tables(html)["items"]
+    assert len(rows) == 20 and {r[0] for r in rows} == set(CANDIDATES)  # every candidate still in view
+    assert "This page shows 20 of 120 answers" in " ".join(html.split()) and "items.jsonl" in html
+    assert "cut at 10 characters; the full text is in items.jsonl" in html
+
+
+def test_calibrated_rates_stand_beside_the_jury_rates(tmp_path):
+    data = make_data()
+    data["leaderboard"][0]["calibrated"] = {"estimate": 0.8, "low": 0.74, "high": 0.86, "labels": 150,
+                                            "lambda": 0.83, "labels_needed": 240, "target_halfwidth": 0.05}
+    data["leaderboard"][1]["calibrated"] = {"estimate": None, "low": None, "high": None, "labels": 1,
+                                            "lambda": None, "labels_needed": None, "target_halfwidth": 0.05}
+    data["leaderboard"][2]["calibrated"] = {"estimate": 0.6, "low": 0.5, "high": 0.7, "labels": 40,
+                                            "lambda": 0.5, "labels_needed": None, "target_halfwidth": 0.05}
+    html = write_report(data, tmp_path).read_text(encoding="utf-8")
+    calibration = tables(html)["calibration"]
+    assert calibration[0] == ["claude-sonnet", "86.0%", "81.8–89.7%", "80.0%", "74.0–86.0%", "150", "0.83",
+                              "±5 pts: about 240 labels"]
+    assert calibration[1][3] == "not measured" and calibration[1][5] == "1"
+    assert calibration[2][-1] == "±5 pts: not reachable with this many answers: evaluate more inputs"
+    board = tables(html)["leaderboard"]
+    assert board[0][9:11] == ["0.7%", "85.4%"]  # failure rate; compliance had failures counted non-compliant
+    _, rows = read_csv(tmp_path / "leaderboard.csv")
+    assert rows[0]["calibrated_estimate"] == "0.8" and rows[0]["calibrated_labels"] == "150"
+    assert rows[0]["failure_rate"] == str(2 / 302)
+
+
+def test_the_table_of_answers_filters_and_opens_in_headless_chromium(tmp_path):
+    browser = _browser()
+    if browser is None:
+        pytest.skip("chromium not installed: apt-get install chromium to run the report rendering test")
+    items = make_items()
+    out = write_report(make_data(), tmp_path / "report", items=items)
+    wanted = [i for i in items if i["candidate"] == "gpt-4o" and i["jury"]["result"] == "non-compliant"]
+    opened = wanted[1]["id"]
+    url = f"{out.as_uri()}#items?candidate=gpt-4o&verdict=non-compliant&open={opened}"
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    shown = re.findall(r'<tr data-id="([^"]+)"(?![^>]*hidden)[^>]*>', dom)
+    assert shown == [i["id"] for i in wanted] and len(shown) < len(items)
+    assert f"showing {len(wanted)} of {len(items)} answers" in dom
+    row = dom[dom.index(f'<tr data-id="{opened}"'):]
+    assert row[:row.index("</tr>")].count("<details open") == 1
+    assert dom.count("<details open") == 1

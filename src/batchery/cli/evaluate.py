@@ -33,6 +33,10 @@ def _print_leaderboard(data: dict) -> None:
     for rank, row in enumerate(data["leaderboard"], 1):
         print(f"{rank:>4}  {row['candidate']:<28} {pct(row['rate']):>10}  [{pct(row['lo'])}, {pct(row['hi'])}]  "
               f"{row['n']:>5} {row.get('ties', 0):>5} {row['unparsed']:>8} {row['failed']:>6}", file=sys.stderr)
+    calibrated = [(row["candidate"], row["calibrated"]) for row in data["leaderboard"] if row.get("calibrated")]
+    for name, c in calibrated:
+        print(f"calibrated with {c['labels']} human label(s): {name} {pct(c['estimate'])}  "
+              f"[{pct(c['low'])}, {pct(c['high'])}]", file=sys.stderr)
     if data.get("pairwise"):
         order = ", ".join(f"{r['item']} ({r['strength']:+.2f})" for r in data["pairwise"]["bradley_terry"])
         print(f"pairwise (Bradley–Terry): {order}", file=sys.stderr)
@@ -58,7 +62,8 @@ def run(config_path: Path = ConfigArg) -> None:
     finally:
         progress.close()
     _print_leaderboard(data)
-    print(f"\nreport: {os.path.relpath(report)}", file=sys.stderr)
+    print(f"\nreport: {os.path.relpath(report)}    every answer: {os.path.relpath(report.parent / 'items.jsonl')}",
+          file=sys.stderr)
 
 
 @eval_app.command("status")
