@@ -146,3 +146,20 @@ def test_a_bad_labels_file_names_the_file_line_and_field(tmp_path):
     assert load_labels(path, "likert", known) == {"a:s:0": 5, "b:s:0": 2}
     with pytest.raises(InputError, match="no such file"):
         load_labels(tmp_path / "missing.jsonl", "binary", known)
+
+
+def test_on_the_likert_scale_labels_calibrate_the_rate_and_the_mean_score():
+    items, labels = [], {}
+    for i in range(40):
+        score = 5 if (i // 2) % 4 else 2  # the jury's mean score (compliant from 4): 75 % compliant
+        item = _item("c", f"s{i % 5}", i, int(score >= 4), 1, score >= 4)
+        item["jury"]["score"] = float(score)
+        items.append(item)
+        if i % 2 == 0:  # every other answer labelled; people rate a third of the jury's 5s a 3
+            labels[item["id"]] = 3 if (i // 2) % 4 == 1 else (4 if score == 5 else 1)
+    result = calibrate(items, labels, "likert")["c"]
+    assert result["labels"] == 20 and result["low"] <= result["estimate"] <= result["high"]
+    assert result["estimate"] < 0.6  # the jury says 75 %; the people, 50 % of what they read
+    likert = result["likert"]
+    assert 1 <= likert["low"] <= likert["estimate"] <= likert["high"] <= 5 and likert["labels"] == 20
+    assert likert["estimate"] < 3.5  # the jury's mean is 4.25

@@ -138,3 +138,16 @@ def test_a_bad_labels_file_stops_the_evaluation_before_anything_is_sent(tmp_path
         evaluate(path)
     with Store(load_config(path).store) as store:
         assert store.list_jobs() == []
+
+
+def test_the_demo_labels_name_answers_of_the_demo():
+    from test_pipeline import DEMO
+
+    from batchery.eval.calibration import load_labels
+    from batchery.eval.items import known_ids
+    from batchery.eval.specs import load_inputs, load_spec
+
+    config = load_config(DEMO / "demo.yaml")
+    inputs = load_inputs(config.inputs, load_spec(config.spec))
+    labels = load_labels(config.human_labels, config.scale, known_ids(config, inputs))
+    assert len(labels) == 40 and {k.split(":")[0] for k in labels} == {c.name for c in config.candidates}

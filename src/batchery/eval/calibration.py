@@ -305,10 +305,11 @@ def _one(items: list[Mapping[str, Any]], labels: Mapping[str, bool | int], targe
         return out
     estimate = ppi_mean(y, yh, yu, cl, cu, alpha=alpha)
     low, high = estimate.low, estimate.high
-    low, high = (max(0.0, low), min(1.0, high)) if target == "rate" else (max(1.0, low), min(5.0, high))
+    bounds = (0.0, 1.0) if target == "rate" else (1.0, 5.0)  # the estimate can stray past them: clip
+    value, low, high = (min(bounds[1], max(bounds[0], x)) for x in (estimate.estimate, low, high))
     if target == "rate":
         out["labels_needed"] = labels_needed(y, yh, yu, cl, cu, halfwidth=TARGET_HALFWIDTH, alpha=alpha)
-    out.update(estimate=estimate.estimate, low=low, high=high, **{"lambda": estimate.lam})
+    out.update(estimate=value, low=low, high=high, **{"lambda": estimate.lam})
     return out
 
 
