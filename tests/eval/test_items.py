@@ -87,8 +87,8 @@ def _truth(item: dict) -> bool:
 
 
 def test_human_labels_calibrate_the_rates_and_eval_report_recomputes_sending_nothing(tmp_path):
-    path = write_config(tmp_path, pairwise=None, behaviour={
-        "quality": {"gpt-4o": 0.8, "mistral-small-latest": 0.5}, "judge_noise": {"*": 0.3}})  # a noisy jury
+    path = write_config(tmp_path, pairwise=None, judges=[{"provider": "openai", "model": "gpt-4o-mini"}], behaviour={
+        "quality": {"gpt-4o": 0.8, "mistral-small-latest": 0.5}, "judge_noise": {"*": 0.3}})  # a noisy judge
     evaluate(path)
     config = load_config(path)
     items = read_jsonl(config.out / "items.jsonl")
@@ -125,10 +125,8 @@ def test_human_labels_calibrate_the_rates_and_eval_report_recomputes_sending_not
 
     (tmp_path / "labels.jsonl").write_text('{"id": "weak:no_invented_facts:0", "label": true}\n'
                                            '{"id": "weak:nope:0", "label": true}\n')
-    result = subprocess.run([sys.executable, "-m", "batchery", "eval", "report", str(path)],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 2 and "labels.jsonl:2: field 'id': no answer 'weak:nope:0'" in result.stderr
-    assert "Traceback" not in result.stderr
+    with pytest.raises(InputError, match=r"labels\.jsonl:2: field 'id': no answer 'weak:nope:0'"):
+        evaluate(path, send=False)
 
 
 def test_a_bad_labels_file_stops_the_evaluation_before_anything_is_sent(tmp_path):
