@@ -54,6 +54,8 @@ def test_every_answer_and_judgement_is_written_out_and_failures_are_in_the_leade
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == [i["id"] for i in items]
     assert rows[0]["gemini/gemini-2.5-flash.explanation"] == first["judges"]["gemini/gemini-2.5-flash"]["explanation"]
+    assert rows[0]["gemini/gemini-2.5-flash.status"] == "judged" and rows[0]["gemini/gemini-2.5-flash.verdict"] in {
+        "true", "false"}
     assert rows[0]["jury_result"] == first["jury"]["result"] and rows[0]["answer"] == first["answer"]
 
     pairs = read_jsonl(out / "pairs.jsonl")
@@ -75,8 +77,15 @@ def test_every_answer_and_judgement_is_written_out_and_failures_are_in_the_leade
 
 def test_failure_figures_count_failed_generations_as_non_compliant():
     from batchery.eval.pipeline import _failure_figures
+    from batchery.export import Result
 
-    figures = _failure_figures({"failed": 3, "compliant": 20, "n": 25}, 30)
+    def result(status: str) -> Result:
+        return Result(None, "k", status, None, None, {}, None, 1, "openai", "m", None)
+
+    answers = {f"s#{i}": result("failed" if i < 3 else "succeeded") for i in range(30)}
+    # 25 judged, 20 of them compliant; 2 more answered but every judge call failed (in "failed", not generations)
+    figures = _failure_figures({"failed": 5, "compliant": 20, "n": 25}, answers)
+    assert figures["failed_generations"] == 3 and figures["generations"] == 30
     assert figures["failure_rate"] == pytest.approx(0.1) and figures["failure_lo"] < 0.1 < figures["failure_hi"]
     assert figures["rate_failed_as_noncompliant"] == pytest.approx(20 / 28)
 
@@ -149,3 +158,15 @@ def test_the_demo_labels_name_answers_of_the_demo():
     inputs = load_inputs(config.inputs, load_spec(config.spec))
     labels = load_labels(config.human_labels, config.scale, known_ids(config, inputs))
     assert len(labels) == 40 and {k.split(":")[0] for k in labels} == {c.name for c in config.candidates}
+
+
+def test_an_answer_whose_judge_calls_failed_reads_failed_not_unparsed_and_is_no_failed_generation(tmp_path):
+    path = write_config(tmp_path, pairwise=None, candidates=[{"name": "c", "provider": "openai", "model": "gpt-4o"}],
+                        judges=[{"name": "gone", "provider": "anthropic", "model": "missing-judge"}])
+    data, report = evaluate(path)
+    items = read_jsonl(report.parent / "items.jsonl")
+    assert all(i["jury"]["result"] == "failed" and i["judges"]["gone"]["status"] == "failed"
+               and i["answer"] for i in items)
+    row = data["leaderboard"][0]
+    assert row["failed"] == DEMO_ITEMS and row["failed_generations"] == 0 and row["failure_rate"] == 0.0
+    assert "call failed" in report.read_text()

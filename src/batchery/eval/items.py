@@ -6,10 +6,11 @@ the inputs file's order): readable, stable while the config's candidates and the
 same, and what human labels refer to (``human_labels``). Fields: ``candidate``, ``statement_id``,
 ``section``, ``input_index``, ``input``, ``answer`` (None when the generation failed), ``status``
 (the request's outcome: succeeded, failed, expired, ...), ``error``, ``judges`` (per judge:
-``verdict`` true/false or None when its reply could not be read, ``score`` on the Likert scale,
-``confidence``, ``explanation``), ``jury`` (``result``: compliant, non-compliant, tie, unparsed or
-failed; ``compliant``; the ``yes``/``votes`` count; the mean ``score``) and ``human_label`` when
-one was given.
+``status`` judged, unparsed (the reply could not be read) or failed (the call failed),
+``verdict`` true/false or None, ``score`` on the Likert scale, ``confidence``, ``explanation``),
+``jury`` (``result``: compliant, non-compliant, tie, unparsed, or failed when the generation or
+every judge call failed; ``compliant``; the ``yes``/``votes`` count; the mean ``score``) and
+``human_label`` when one was given.
 
 ``pairs.jsonl``: one line per pairwise judgement: ``id`` (``<first>:<second>:<statement>:<index>:
 <judge>``), the two answers' item ids, the judge, ``winner`` (first, second, tie, or None when
@@ -65,15 +66,17 @@ def build_items(config: EvalConfig, evaluation: Any, labels: Mapping[str, Any] |
                     if key not in verdicts:
                         continue
                     verdict = verdicts[key]
-                    if verdict is None:
-                        judges[judge] = {"verdict": None, "score": None, "confidence": None, "explanation": None}
+                    if not verdict:  # None: the reply could not be read; JUDGE_FAILED: no reply came
+                        judges[judge] = {"status": "unparsed" if verdict is None else "failed", "verdict": None,
+                                         "score": None, "confidence": None, "explanation": None}
                         continue
                     parsed.append(verdict)
-                    judges[judge] = {"verdict": verdict.compliant, "score": verdict.score,
+                    judges[judge] = {"status": "judged", "verdict": verdict.compliant, "score": verdict.score,
                                      "confidence": verdict.confidence, "explanation": verdict.explanation}
                 compliant, score = jury_verdict(parsed, config.jury) if ok else (None, None)
                 yes = sum(v.compliant for v in parsed)
-                if not ok:
+                judge_calls_failed = not parsed and any(j["status"] == "failed" for j in judges.values())
+                if not ok or judge_calls_failed:  # as the leaderboard counts them
                     outcome = "failed"
                 elif compliant is not None:
                     outcome = "compliant" if compliant else "non-compliant"
@@ -117,7 +120,7 @@ def csv_columns(judges: list[str]) -> list[str]:
     columns = ["id", "candidate", "statement_id", "section", "input_index", "input", "answer", "status", "error",
                "jury_result", "jury_yes", "jury_votes", "jury_score", "human_label"]
     for judge in judges:
-        columns += [f"{judge}.verdict", f"{judge}.score", f"{judge}.confidence", f"{judge}.explanation"]
+        columns += [f"{judge}.{field}" for field in ("status", "verdict", "score", "confidence", "explanation")]
     return columns
 
 
@@ -145,7 +148,7 @@ def write_items(out_dir: Path, items: list[dict], pairs: list[dict], judges: lis
             row.update(jury_result=jury["result"], jury_yes=jury["yes"], jury_votes=jury["votes"],
                        jury_score=jury["score"], human_label=item.get("human_label"))
             for judge, verdict in item["judges"].items():
-                for field in ("verdict", "score", "confidence", "explanation"):
+                for field in ("status", "verdict", "score", "confidence", "explanation"):
                     row[f"{judge}.{field}"] = verdict[field]
             writer.writerow({k: _cell(v) for k, v in row.items()})
     pairs_path = out_dir / "pairs.jsonl"

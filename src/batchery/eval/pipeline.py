@@ -335,15 +335,17 @@ _JURY_RULES = {"majority": "compliant when more than half of the whole jury says
                "mean": "the mean over the judges that were read"}
 
 
-def _failure_figures(row: dict, generations: int) -> dict:
+def _failure_figures(row: dict, answers: dict[str, Result]) -> dict:
     """Failed generations in view: their share of all generations, and the compliance rate if each
-    had counted as a non-compliant answer (both with Wilson intervals)."""
+    had counted as a non-compliant answer (both with Wilson intervals). Only generations: an answer
+    whose judge calls failed is in ``failed`` too, but the candidate did answer."""
     from .stats import wilson
 
-    failure = wilson(row["failed"], generations)
-    worst = wilson(row["compliant"], row["n"] + row["failed"])
-    return {"generations": generations, "failure_rate": failure.rate, "failure_lo": failure.lo,
-            "failure_hi": failure.hi, "rate_failed_as_noncompliant": worst.rate,
+    generations, failed = len(answers), sum(not answer.ok for answer in answers.values())
+    failure = wilson(failed, generations)
+    worst = wilson(row["compliant"], row["n"] + failed)
+    return {"generations": generations, "failed_generations": failed, "failure_rate": failure.rate,
+            "failure_lo": failure.lo, "failure_hi": failure.hi, "rate_failed_as_noncompliant": worst.rate,
             "rate_failed_as_noncompliant_lo": worst.lo, "rate_failed_as_noncompliant_hi": worst.hi}
 
 
@@ -386,7 +388,7 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict], ite
                                    bounds=(1, 5))  # the Likert scale
         row["likert_mean"], row["likert_lo"], row["likert_hi"] = mean.rate, mean.lo, mean.hi
         row["likert_method"] = mean.method if mean.rate is not None else None
-        row.update(_failure_figures(row, len(evaluation.answers[row["candidate"]])))
+        row.update(_failure_figures(row, evaluation.answers[row["candidate"]]))
         row["calibrated"] = calibrated.get(row["candidate"]) if evaluation.labels is not None else None
     by_judge = {judge: {f"{c}|{i}": (v.score if config.scale == "likert" else v.compliant)
                         for (c, i), v in verdicts.items() if v}

@@ -28,7 +28,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -541,11 +541,13 @@ def _clip_text(text: Any) -> str:
     return text[:MAX_REPORT_TEXT] + f" … [cut at {MAX_REPORT_TEXT:,} characters; the full text is in items.jsonl]"
 
 
-def _verdict_text(verdict: Any, score: Any) -> str:
+def _verdict_text(judged: Mapping) -> tuple[str, str]:
+    """A judge's verdict as shown, and its colour class."""
+    verdict, score = judged.get("verdict"), judged.get("score")
     if verdict is None:
-        return "unparsed"
+        return ("call failed", "failed") if judged.get("status") == "failed" else ("unparsed", "unparsed")
     text = "compliant" if verdict else "non-compliant"
-    return f"{text} ({score}/5)" if _num(score) is not None else text
+    return (f"{text} ({score}/5)" if _num(score) is not None else text), text
 
 
 def _items_view(items: list[dict] | None) -> dict | None:
@@ -577,7 +579,7 @@ def _items_view(items: list[dict] | None) -> dict | None:
             "human": human,
             "human_disagrees": human_compliant is not None and jury.get("compliant") is not None
             and human_compliant != jury.get("compliant"),
-            "judges": [{"name": str(name), "verdict": _verdict_text(v.get("verdict"), v.get("score")),
+            "judges": [{"name": str(name), **dict(zip(("verdict", "cls"), _verdict_text(v))),
                         "confidence": _float(v.get("confidence")) if v.get("confidence") is not None else "",
                         "explanation": _clip_text(v.get("explanation"))} for name, v in judges.items()],
         })
