@@ -50,6 +50,7 @@ def known_ids(config: EvalConfig, inputs: Mapping[str, list[str]]) -> list[str]:
 def build_items(config: EvalConfig, evaluation: Any, labels: Mapping[str, Any] | None = None) -> list[dict]:
     """One record per answer, in candidate order, then statement (spec order), then input."""
     from .pipeline import item_id, jury_verdict
+    from .verdicts import TIE
 
     sections = {s.id: s.section for s in evaluation.statements}
     items: list[dict] = []
@@ -73,15 +74,20 @@ def build_items(config: EvalConfig, evaluation: Any, labels: Mapping[str, Any] |
                     parsed.append(verdict)
                     judges[judge] = {"status": "judged", "verdict": verdict.compliant, "score": verdict.score,
                                      "confidence": verdict.confidence, "explanation": verdict.explanation}
-                compliant, score = jury_verdict(parsed, config.jury) if ok else (None, None)
+                # the whole jury, unread replies included, as the leaderboard counts it
+                jury = [verdicts.get((candidate.name, item_id(statement.id, index)))
+                        for verdicts in evaluation.verdicts.values()]
+                compliant, score = jury_verdict(jury, config.jury) if ok else (None, None)
                 yes = sum(v.compliant for v in parsed)
                 judge_calls_failed = not parsed and any(j["status"] == "failed" for j in judges.values())
                 if not ok or judge_calls_failed:  # as the leaderboard counts them
                     outcome = "failed"
+                elif compliant == TIE:
+                    outcome, compliant = "tie", None
                 elif compliant is not None:
                     outcome = "compliant" if compliant else "non-compliant"
                 else:
-                    outcome = "tie" if parsed else "unparsed"
+                    outcome = "unparsed"
                 error = (result.error or {}).get("message") if result is not None and not ok else None
                 id_ = answer_id(candidate.name, statement.id, index)
                 item = {"id": id_, "candidate": candidate.name, "statement_id": statement.id,
