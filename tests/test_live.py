@@ -73,7 +73,7 @@ def test_token_limit_is_respected_with_estimates_corrected_from_usage(store, mak
 def test_a_crash_mid_run_keeps_what_arrived_and_the_next_run_sends_only_the_rest(store, make_emulator):
     emulator = make_emulator()
     adapter, job = live_job(store, emulator, 40)
-    policy = simulated(emulator, concurrency=4, flush_every=5)
+    policy = simulated(emulator, concurrency=4)
     runner = LiveRunner(store, adapter, job, policy)
     real_send = adapter.send
     calls = 0

@@ -265,6 +265,9 @@ def cancel_job(store: Store, job: Job, connect: Connect, *, wait: bool = True, p
     provider is only reached (and its key only needed) when remote batches are open."""
     if job.state in FINISHED:
         raise JobError(f"job '{job.name}' has already ended ({job.state}): nothing to cancel")
+    if job.state == "ingesting":  # half read: nothing was sent, and the next run reads it again
+        raise JobError(f"job '{job.name}' was never fully read in, so nothing of it was sent: run the same "
+                       "command again to read it, or use another --job name")
     with ExitStack() as stack:
         try:
             stack.enter_context(store.job_lock(job))

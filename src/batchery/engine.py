@@ -13,6 +13,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,64 +110,104 @@ def prepare_job(store: Store, name: str, provider: BatchProvider, model: str | N
                 reuse: bool = True, announce: Callable[[str], None] | None = None) -> tuple[Job, bool]:
     """Create the job from its requests, or return the existing one. Returns (job, resumed).
 
-    The whole input is validated and stored in one transaction: a bad line anywhere leaves
-    nothing behind and nothing is sent. With reuse, requests already answered in another job of
-    the store (batch or live: the key is the same) from the same provider endpoint take that
-    answer instead of being sent; each reuse is logged and announced (`announce`, else the
-    "batchery" logger at warning level).
+    The input is stored in transactions of _CHUNK lines, so a large ingest never holds the store's
+    write lock for long, under the job's lock and in state `ingesting` until the last line is in:
+    a bad line anywhere removes the job (nothing is left behind and nothing is sent), and a job
+    left `ingesting` by a crash is discarded and read again by the next run. With reuse, requests
+    already answered in another job of the store (batch or live: the key is the same) from the
+    same provider endpoint take that answer instead of being sent; each reuse is logged and
+    announced (`announce`, else the "batchery" logger at warning level).
     """
-    existing = store.get_job(name)
-    if existing is not None:
-        if existing.fingerprint != fingerprint:
-            raise JobError(
-                f"job '{name}' already exists with different requests, provider or model; "
-                f"give this run another --job name, or delete the old job with `batchery delete {name}`"
-            )
-        return check_endpoint(store, existing, provider.origin, options), True
+    if provider.origin is not None:  # which stored answers this job may reuse (and give)
+        options = {**(options or {}), "origin": provider.origin}
+    while True:
+        existing = store.get_job(name)
+        if existing is None:
+            with ExitStack() as locked, store.transaction():
+                job_id = store.insert_job(name, provider.name, model, provider.endpoint, fingerprint, options or {},
+                                          state="ingesting")
+                if job_id is not None:
+                    # Locked before the row is visible to others, so none takes it for a crashed ingest.
+                    locked.enter_context(store.job_lock(store.get_job(name)))  # type: ignore[arg-type]
+                    lock = locked.pop_all()
+            if job_id is None:
+                continue  # another process created it since we looked: read it again
+            with lock:
+                return _ingest(store, job_id, name, provider, model, source, raw, source_name, reuse, announce), False
+        if existing.state != "ingesting":
+            if existing.fingerprint != fingerprint:
+                raise JobError(
+                    f"job '{name}' already exists with different requests, provider or model; "
+                    f"give this run another --job name, or delete the old job with `batchery delete {name}`"
+                )
+            return check_endpoint(store, existing, provider.origin, options), True
+        with store.job_lock(existing):  # JobBusyError when another process is ingesting it right now
+            current = store.get_job(name)
+            if current is not None and current.id == existing.id and current.state == "ingesting":
+                # still half-read and nobody is reading it: a crash left it; read it again from the start
+                with store.transaction():
+                    store.delete_job(existing.id)
 
-    max_bytes = provider.limits.max_bytes
-    n = 0
-    with store.transaction():
-        if provider.origin is not None:  # which stored answers this job may reuse (and give)
-            options = {**(options or {}), "origin": provider.origin}
-        job_id = store.insert_job(name, provider.name, model, provider.endpoint, fingerprint, options or {})
-        lines: list[tuple] = []
-        for where, obj in source:
-            if raw:
-                row_id, metadata, canonical = parse_raw_request(
-                    obj, provider.line_id_field, provider.line_body_field, provider.model_in_body, model, where)
-            else:
-                row_id, metadata, canonical = parse_request(obj, model, where)
-                problem = provider.check(canonical)
-                if problem:
-                    raise InputError(f"{where}: {problem}")
-            key = request_key(provider.name, canonical_bytes(canonical, where))
-            # Stored as the provider's batch line: encoded once here, copied into batch files as is.
-            line = provider.encode(key, canonical)
-            if len(line) >= max_bytes:
-                raise InputError(f"{where}: request is {len(line):,} bytes, over {provider.name}'s "
-                                 f"batch file limit of {max_bytes:,} bytes")
-            lines.append((n, None if row_id is None else str(row_id),
-                          None if metadata is None else orjson.dumps(metadata), key, canonical["model"], line))
-            n += 1
-            if len(lines) >= _CHUNK:
-                store.add_requests(job_id, lines)
-                lines = []
-        if n == 0:
-            raise InputError(f"{source_name}: no requests to run (empty input)")
-        store.add_requests(job_id, lines)
-        store.set_job_rows(job_id, n)
-        reused = store.reuse_cached_results(job_id) if reuse else []
-        store.log(job_id, "created", rows=n, reused=sum(count for _, count in reused))
-        notices = []
-        for source_job, count in reused:
-            notices.append(f"{count:,} answer{'s' if count != 1 else ''} reused from job '{source_job}' (same store)")
-            store.log(job_id, "reused", source_job=source_job, answers=count)
+
+def _ingest(store: Store, job_id: int, name: str, provider: BatchProvider, model: str | None,
+            source: Iterable[tuple[str, Any]], raw: bool, source_name: str, reuse: bool,
+            announce: Callable[[str], None] | None) -> Job:
+    try:
+        n = _add_lines(store, job_id, provider, model, source, raw, source_name)
+        with store.transaction():
+            store.set_job_rows(job_id, n)
+            reused = store.reuse_cached_results(job_id) if reuse else []
+            store.log(job_id, "created", rows=n, reused=sum(count for _, count in reused))
+            notices = []
+            for source_job, count in reused:
+                notices.append(f"{count:,} answer{'s' if count != 1 else ''} reused from job '{source_job}' (same store)")
+                store.log(job_id, "reused", source_job=source_job, answers=count)
+            store.set_job_state(job_id, "running")
+    except Exception:
+        with store.transaction():
+            store.delete_job(job_id)
+        raise
     for notice in notices:
         (announce or logging.getLogger("batchery").warning)(notice)
     job = store.get_job(name)
     assert job is not None
-    return job, False
+    return job
+
+
+def _add_lines(store: Store, job_id: int, provider: BatchProvider, model: str | None,
+               source: Iterable[tuple[str, Any]], raw: bool, source_name: str) -> int:
+    """Validate, key and store every input line; one transaction per _CHUNK lines. Returns the count."""
+    max_bytes = provider.limits.max_bytes
+    n = 0
+    lines: list[tuple] = []
+    for where, obj in source:
+        if raw:
+            row_id, metadata, canonical = parse_raw_request(
+                obj, provider.line_id_field, provider.line_body_field, provider.model_in_body, model, where)
+        else:
+            row_id, metadata, canonical = parse_request(obj, model, where)
+            problem = provider.check(canonical)
+            if problem:
+                raise InputError(f"{where}: {problem}")
+        key = request_key(provider.name, canonical_bytes(canonical, where))
+        # Stored as the provider's batch line: encoded once here, copied into batch files as is.
+        line = provider.encode(key, canonical)
+        if len(line) >= max_bytes:
+            raise InputError(f"{where}: request is {len(line):,} bytes, over {provider.name}'s "
+                             f"batch file limit of {max_bytes:,} bytes")
+        lines.append((n, None if row_id is None else str(row_id),
+                      None if metadata is None else orjson.dumps(metadata), key, canonical["model"], line))
+        n += 1
+        if len(lines) >= _CHUNK:
+            with store.transaction():
+                store.add_requests(job_id, lines)
+            lines = []
+    if n == 0:
+        raise InputError(f"{source_name}: no requests to run (empty input)")
+    if lines:
+        with store.transaction():
+            store.add_requests(job_id, lines)
+    return n
 
 
 def reopen_recoverable(store: Store, job: Job) -> int:

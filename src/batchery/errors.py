@@ -28,6 +28,10 @@ class StoreError(BatcheryError):
     """The job store cannot be opened or is newer than this version of batchery."""
 
 
+class StoreBusyError(StoreError):
+    """Another batchery process held the store's write lock for longer than a writer waits."""
+
+
 class ProviderError(BatcheryError):
     """The provider refused a batch-level call (upload, create, cancel) in a way retrying won't fix."""
 

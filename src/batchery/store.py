@@ -28,10 +28,11 @@ from typing import Any
 
 import orjson
 
-from .errors import JobBusyError, StoreError
+from .errors import JobBusyError, StoreBusyError, StoreError
 from .paths import resolve_store_dir
 
 DB_NAME = "batchery.db"
+BUSY_WAIT = 30.0  # seconds a writer waits for another connection's write lock before StoreBusyError
 
 _MIGRATIONS: list[str] = [
     # 1: initial schema. Items get sequential integer ids in input order so that ingesting,
@@ -148,9 +149,11 @@ class Store:
         if not path.exists():
             path.touch(mode=0o600)
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_WAIT)
+            self._set_wal()
         except sqlite3.DatabaseError as exc:
+            if is_busy(exc):
+                raise self._busy() from None
             raise StoreError(unusable_store_message(self.dir, exc)) from None
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MB: big jobs touch many index pages
@@ -168,24 +171,63 @@ class Store:
 
     # -- plumbing -------------------------------------------------------------------------------
 
+    def _set_wal(self) -> None:
+        """Switching a fresh file to WAL takes an exclusive lock that SQLite does not wait for, so
+        processes opening a new store at once retry here instead of failing."""
+        deadline = time.monotonic() + BUSY_WAIT
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
     def _migrate(self) -> None:
+        if self._schema_version() == len(_MIGRATIONS):
+            return  # the common case: no write lock needed
+        # Another process may be migrating the same fresh store: under the write lock, the version
+        # read again is the one to build on, so each migration is applied once.
+        with self.transaction():
+            version = self._schema_version()
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    def _schema_version(self) -> int:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(_MIGRATIONS):
             raise StoreError(
                 f"the store at {self.dir} has schema version {version}, newer than this batchery "
                 f"understands ({len(_MIGRATIONS)}); upgrade batchery"
             )
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-            with self.transaction():
-                for statement in script.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {number}")
+        return version
+
+    def _busy(self) -> StoreBusyError:
+        return StoreBusyError(f"the store {self.dir} is busy: another batchery process has been writing to it "
+                              f"for over {BUSY_WAIT:.0f} s; let it finish, then run the same command again")
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic state change. BEGIN IMMEDIATE so concurrent writers queue rather than fail late."""
-        self.db.execute("BEGIN IMMEDIATE")
+    def transaction(self, wait: float | None = None) -> Iterator[sqlite3.Connection]:
+        """One atomic state change. BEGIN IMMEDIATE so concurrent writers queue rather than fail late.
+
+        A writer waits up to `wait` seconds (default BUSY_WAIT) for another connection's write
+        lock, then gets StoreBusyError; nothing is written then, so the caller can try again.
+        """
+        if wait is not None:
+            self.db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                raise self._busy() from None
+            raise
+        finally:
+            if wait is not None:
+                self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_WAIT * 1000)}")
         try:
             yield self.db
         except BaseException:
@@ -224,14 +266,16 @@ class Store:
         return [_job(r) for r in self.db.execute(f"SELECT {_JOB_COLS} FROM jobs ORDER BY id")]
 
     def insert_job(self, name: str, provider: str, model: str | None, endpoint: str, fingerprint: str,
-                   options: dict) -> int:
+                   options: dict, state: str = "running") -> int | None:
+        """The new job's id; None when a job of that name exists (another process may have just
+        created it: the caller reads it again rather than failing on the name)."""
         now = time.time()
         cur = self.db.execute(
             "INSERT INTO jobs (name, provider, model, endpoint, fingerprint, state, options, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
-            (name, provider, model, endpoint, fingerprint, orjson.dumps(options).decode(), now, now),
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            (name, provider, model, endpoint, fingerprint, state, orjson.dumps(options).decode(), now, now),
         )
-        return cur.lastrowid
+        return cur.lastrowid if cur.rowcount == 1 else None
 
     def set_job_state(self, job_id: int, state: str) -> None:
         self.db.execute("UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?", (state, time.time(), job_id))
@@ -584,6 +628,9 @@ def unusable_store_message(directory: Path | None, exc: sqlite3.Error) -> str:
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
         return (f"{store} cannot be written ({exc}); `batchery status` and `batchery results` can still "
                 "read it; to run jobs, make it writable or point --store at another folder")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):  # healthy, only locked past the wait
+        return (f"{store} is busy ({exc}): another batchery process is writing to it; let it finish, "
+                "then run the same command again")
     if code == sqlite3.SQLITE_NOTADB:
         return f"{store} is not a batchery store ({exc}); point --store elsewhere or move it aside"
     return f"{store} cannot be used ({exc}); point --store elsewhere or move it aside"
@@ -616,6 +663,12 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
         return db
     except sqlite3.DatabaseError as exc:
         raise StoreError(unusable_store_message(path.parent, exc)) from None
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Another connection holds the lock this one waited for (SQLITE_BUSY / SQLITE_LOCKED)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(exc)
 
 
 def _chunks(cursor: sqlite3.Cursor) -> Iterator[tuple]:

@@ -202,7 +202,7 @@ class EvalRunner:
         if existing is not None and self.send:  # a finished stage's answers are read back only at its endpoint
             origin = EMULATOR_ORIGIN if self._emulator is not None else provider_origin(who.provider, who.base_url)
             existing = check_endpoint(self.store, existing, origin)
-        if existing is None or existing.state == "running":
+        if existing is None or existing.state in ("running", "ingesting"):  # ingesting: a crash cut it short
             if not self.send:
                 raise JobError(f"stage '{stage}' for {who.name} has not finished; run `batchery eval run` first")
             adapter = self._adapter(who)

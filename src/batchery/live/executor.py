@@ -2,9 +2,11 @@
 
 The store, keys, outcomes and exports are the batch engine's; only the way requests travel
 differs. Pending items are read in input order; a fixed pool of workers sends them through the
-adapter's async SDK client, paced by one RateLimiter; answers are written to the store in small
-transactions as they arrive, so a crash loses at most the calls in flight (a second run sends
-only what has no outcome).
+adapter's async SDK client, paced by one RateLimiter. An answer is stored before anything else
+happens to it: its worker commits it at once (one small transaction, no buffer, no timer) and
+takes its next request only after that. So a crash loses at most the calls in flight (a second
+run sends only what has no outcome), and a store that another process keeps busy makes the
+workers wait, with a message, but loses nothing.
 
 Per call: a 429 starts a shared cooldown for as long as the provider asked (Retry-After or its
 equivalent; else jittered exponential backoff) and the request waits its turn again; network
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..engine import Progress, reopen_recoverable, unfinished_reason
-from ..errors import ConfigError, JobError, TransientError
+from ..errors import ConfigError, JobError, StoreBusyError, TransientError
 from ..pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, total
 from ..providers.base import FAILED, BatchProvider, Outcome
 from ..retry import ACCOUNT_CODES, DEFAULT_MAX_ATTEMPTS, call_failure_kind
@@ -34,6 +38,8 @@ from .signals import rate_limits, retry_after
 
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "maxOutputTokens")
 _READ_AHEAD = 1_000  # pending items read from the store per query
+_WRITE_WAIT = 0.02  # seconds one write attempt waits for another process's write lock ...
+_WRITE_RETRY = 0.05  # ... and the pause between attempts, during which calls in flight go on
 
 
 @dataclass
@@ -48,8 +54,8 @@ class LivePolicy:
     max_rate_limited: int = 50  # 429s one request may meet before it is recorded as failed
     backoff: float = 1.0  # first backoff in seconds, doubled per failure ...
     max_backoff: float = 60.0  # ... up to this
-    flush_every: int = 256  # outcomes per store transaction ...
-    flush_seconds: float = 0.5  # ... or this often, whichever comes first
+    progress_seconds: float = 0.5  # how often progress is reported
+    store_wait: float = 300.0  # seconds answers wait for a busy store before the run stops with an error
     max_cost: float | None = None  # USD: no call starts once spent + in flight + its projection would pass it
     prices: PriceBook | None = None
     clock: Callable[[], float] = time.monotonic
@@ -74,8 +80,11 @@ class LiveRunner:
         self.policy = policy or LivePolicy()
         self.on_progress = on_progress
         self.stats = LiveStats()
-        self._done: list[tuple] = []  # (status, ..., error_message, item id) waiting for the store
-        self._sends: list[tuple[int, int]] = []  # (sends, item id)
+        # Answers waiting for the store: ((status, ..., error_message, item id), (sends, item id),
+        # the future their worker awaits until they are committed).
+        self._unsaved: list[tuple[tuple, tuple[int, int], asyncio.Future]] = []
+        self._writing = False  # a worker is writing (or waiting to write) the answers in _unsaved
+        self._write_error: BaseException | None = None  # why writing stopped for good, if it did
         self._started = time.monotonic()
         self.stopped: str | None = None  # why calls stopped early (the --max-cost cap), if they did
         self.cancelled = False  # `batchery cancel` asked (from any process): no new call starts
@@ -130,44 +139,101 @@ class LiveRunner:
                                             self.store.usage_by_model(self.job.id)), batch=None) or 0.0
         queue: asyncio.Queue = asyncio.Queue(maxsize=policy.concurrency * 4)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(policy.concurrency)]
-        flusher = asyncio.create_task(self._flush_periodically())
+        reporter = asyncio.create_task(self._report_periodically())
+        feeder = asyncio.create_task(self._feed(queue, len(workers)))
         try:
-            after = 0
-            while self.stopped is None and not self._cancel_requested() and (rows := self.store.pending_after(self.job.id, after, _READ_AHEAD)):
-                for row in rows:
-                    await queue.put(row)
-                after = rows[-1][0]
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            await asyncio.gather(feeder, *workers)  # a worker's error ends the run at once, feeder or not
         finally:
-            flusher.cancel()
-            for task in workers:
+            reporter.cancel()
+            for task in (feeder, *workers):
                 task.cancel()
-            self._flush()  # whatever arrived is kept, even when interrupted
+            if self._unsaved:  # interrupted between an answer and its commit: keep it all the same
+                self._write(self._unsaved)
             await self.provider.aclose()
 
-    async def _flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self.policy.flush_seconds)
-            self._flush()
-            if self.on_progress:
-                self.on_progress(self.progress())
+    async def _feed(self, queue: asyncio.Queue, workers: int) -> None:
+        after = 0
+        while (self.stopped is None and not self._cancel_requested()
+               and (rows := self.store.pending_after(self.job.id, after, _READ_AHEAD))):
+            for row in rows:
+                await queue.put(row)
+            after = rows[-1][0]
+        for _ in range(workers):
+            await queue.put(None)
 
-    def _flush(self) -> None:
-        if not self._done:
-            return
-        done, sends = self._done, self._sends
-        self._done, self._sends = [], []
-        done.sort(key=lambda row: row[-1])
-        with self.store.transaction():
-            self.store.finish_live_items(done, sends)
+    async def _report_periodically(self) -> None:
+        while self.on_progress:
+            await asyncio.sleep(self.policy.progress_seconds)
+            self.on_progress(self.progress())
 
-    def _keep(self, outcome: Outcome, sends: int, item: int) -> None:
-        self._done.append((*outcome[1:], item))
-        self._sends.append((sends, item))
-        if len(self._done) >= self.policy.flush_every:
-            self._flush()
+    async def _keep(self, outcome: Outcome, sends: int, item: int) -> None:
+        """Store the answer before this worker does anything else. In the common case that is one
+        small transaction at once, with no await. While another process holds the store's write
+        lock, one worker retries for everyone and the others wait with their answers in memory."""
+        if self._write_error is not None:
+            raise self._write_error
+        stored = asyncio.get_running_loop().create_future()
+        self._unsaved.append(((*outcome[1:], item), (sends, item), stored))
+        if not self._writing:
+            self._writing = True
+            try:
+                await self._write_unsaved()
+            finally:
+                self._writing = False
+        await stored
+
+    async def _write_unsaved(self) -> None:
+        """Write every waiting answer, retrying a busy or failing store until policy.store_wait
+        passes; then every waiting worker gets the error, so the run stops with it instead of
+        losing answers silently."""
+        busy_since: float | None = None
+        told = False
+        while self._unsaved:
+            group = list(self._unsaved)
+            try:
+                self._write(group, wait=_WRITE_WAIT)
+            except (StoreBusyError, sqlite3.OperationalError) as exc:
+                busy_since = busy_since if busy_since is not None else time.monotonic()
+                waited = time.monotonic() - busy_since
+                if waited > self.policy.store_wait:
+                    self._fail_waiting(self._gave_up(exc))
+                    return
+                if not told and waited >= 1.0:
+                    told = True
+                    why = "another batchery process is writing" if isinstance(exc, StoreBusyError) else exc
+                    print(f"store busy ({why}); waiting... the answers received are kept until "
+                          f"{self.store.dir} can be written", file=sys.stderr, flush=True)
+                await asyncio.sleep(_WRITE_RETRY)  # calls in flight go on meanwhile
+                continue
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting workers, who raise it
+                self._fail_waiting(exc)
+                return
+            del self._unsaved[:len(group)]
+            for _, _, stored in group:
+                if not stored.done():
+                    stored.set_result(None)
+        if told:
+            print("store free again: the answers are written", file=sys.stderr, flush=True)
+
+    def _write(self, group: list[tuple[tuple, tuple[int, int], asyncio.Future]], wait: float | None = None) -> None:
+        rows = sorted((row for row, _, _ in group), key=lambda row: row[-1])
+        with self.store.transaction(wait=wait):
+            self.store.finish_live_items(rows, [sends for _, sends, _ in group])
+
+    def _gave_up(self, exc: BaseException) -> StoreBusyError:
+        return StoreBusyError(
+            f"the store {self.store.dir} could not be written for {self.policy.store_wait:g} s "
+            f"({'another batchery process is writing' if isinstance(exc, StoreBusyError) else exc}); "
+            f"{len(self._unsaved):,} answers received since could not be stored. The rest of the job is "
+            "saved: run the same command again when the store is free")
+
+    def _fail_waiting(self, exc: BaseException) -> None:
+        """The writer stops: every waiting worker, and any that hands in an answer later, raises exc."""
+        self._write_error = exc
+        for _, _, stored in self._unsaved:
+            if not stored.done():
+                stored.set_exception(exc)
+        self._unsaved.clear()
 
     async def _worker(self, queue: asyncio.Queue) -> None:
         while (row := await queue.get()) is not None:
@@ -180,7 +246,7 @@ class LiveRunner:
             finally:
                 self.stats.in_flight -= 1
             if answer is not None:
-                self._keep(*answer, item)
+                await self._keep(*answer, item)
 
     async def _call(self, key: str, model: str, line: bytes) -> tuple[Outcome, int] | None:
         """One request to its outcome: (outcome, calls made); None when the budget stops it unsent."""

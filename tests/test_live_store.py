@@ -1,0 +1,111 @@
+"""Live answers reach the store before anything else happens to them: a store kept busy by another
+process makes the workers wait (with a message) and loses nothing; kill -9 loses at most the
+calls in flight."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import orjson
+import pytest
+
+from batchery.emulator import Emulator
+from batchery.errors import StoreBusyError
+from batchery.live import LiveRunner
+from batchery.store import DB_NAME, Store
+
+from test_live import live_job, simulated
+
+
+class LockHolder:
+    """Another process's long write transaction: holds the store's write lock from start() until
+    the emulator has served `after` calls and `hold` more seconds have passed."""
+
+    def __init__(self, store: Store, emulator, after: int, hold: float) -> None:
+        self.db = sqlite3.connect(store.dir / DB_NAME, isolation_level=None, check_same_thread=False)
+        self.emulator, self.after, self.hold = emulator, after, hold
+        self.thread = threading.Thread(target=self._release_later, daemon=True)
+
+    def start(self) -> LockHolder:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.thread.start()
+        return self
+
+    def _release_later(self) -> None:
+        while self.emulator.stats()["live_requests"].get("openai", 0) < self.after:
+            time.sleep(0.01)
+        time.sleep(self.hold)
+        self.db.execute("COMMIT")
+        self.db.close()
+
+
+def test_answers_wait_for_a_store_another_process_keeps_locked_and_none_is_lost(store, make_emulator, capfd):
+    emulator = make_emulator()
+    adapter, job = live_job(store, emulator, 20)
+    # The lock is held longer than this connection waits for it (30 s in real use; short here).
+    store.db.execute("PRAGMA busy_timeout = 100")
+    holder = LockHolder(store, emulator, after=4, hold=1.3).start()
+
+    progress = LiveRunner(store, adapter, job, simulated(emulator, concurrency=4)).run()
+    holder.thread.join()
+
+    assert progress.done and progress.items == {"succeeded": 20}
+    assert store.counts(job.id) == {"succeeded": 20} and emulator.stats()["live_requests"]["openai"] == 20
+    assert "store busy (another batchery process is writing); waiting..." in capfd.readouterr().err
+
+
+def test_a_store_locked_past_the_bound_stops_the_run_with_a_clear_error_and_the_job_resumes(store, make_emulator):
+    emulator = make_emulator()
+    adapter, job = live_job(store, emulator, 20)
+    holder = LockHolder(store, emulator, after=4, hold=1.0).start()
+
+    with pytest.raises(StoreBusyError, match="could not be written for 0.3 s .another batchery process is writing"):
+        LiveRunner(store, adapter, job, simulated(emulator, concurrency=4, store_wait=0.3)).run()
+    holder.thread.join()
+    # workers stop at the first answer they cannot store: no more than one call each was answered unstored
+    assert emulator.stats()["live_requests"]["openai"] <= 4
+
+    again = LiveRunner(store, adapter, store.get_job("live"), simulated(emulator, concurrency=4)).run()
+    assert again.done and again.items == {"succeeded": 20}
+
+
+def test_kill_9_of_a_live_run_loses_at_most_the_calls_in_flight(tmp_path):
+    n, concurrency = 600, 8
+    requests = tmp_path / "live.jsonl"
+    requests.write_bytes(b"".join(orjson.dumps({"id": i, "prompt": f"kill question {i}"}) + b"\n" for i in range(n)))
+    store = tmp_path / "store"
+    env = {**os.environ, "OPENAI_API_KEY": "test-key"}
+
+    def command(emulator: Emulator) -> list[str]:
+        return [sys.executable, "-m", "batchery", "run", str(requests), "--mode", "live", "--model", "gpt-4o-mini",
+                "--concurrency", str(concurrency), "--base-url", emulator.base_url("openai"),
+                "--store", str(store), "--out", str(tmp_path / "out.jsonl")]
+
+    with Emulator() as first, Emulator() as second:
+        proc = subprocess.Popen(command(first), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while first.stats()["live_requests"].get("openai", 0) < 300:  # well past a periodic flush
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+        with Store(store) as st:
+            stored = st.counts(st.get_job("live").id).get("succeeded", 0)
+
+        again = subprocess.run(command(second), check=False, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert second.stats()["live_requests"]["openai"] == n - stored  # the second run sends only the rest
+        # Counted now, when requests the killed client had sent have reached the first emulator too.
+        served = first.stats()["live_requests"]["openai"]
+        assert served - stored <= concurrency, (served, stored)  # on the old code: up to 256 answers lost
+    rows = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    assert [r["id"] for r in rows] == [str(i) for i in range(n)] and {r["status"] for r in rows} == {"succeeded"}
