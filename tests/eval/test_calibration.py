@@ -163,3 +163,25 @@ def test_on_the_likert_scale_labels_calibrate_the_rate_and_the_mean_score():
     likert = result["likert"]
     assert 1 <= likert["low"] <= likert["estimate"] <= likert["high"] <= 5 and likert["labels"] == 20
     assert likert["estimate"] < 3.5  # the jury's mean is 4.25
+
+
+def test_near_a_high_rate_the_interval_on_the_logit_scale_covers_where_the_symmetric_one_falls_short():
+    """60 statements × 40 answers, statement rates ~ Beta(8, 2) (population rate 0.8), 100 labels.
+    A high estimate comes with a small spread (the labels vary less near 1), so symmetric intervals
+    miss mostly above the truth; on the logit scale (``bounds``, as the report calls it) they bend down."""
+    rng = np.random.default_rng(3)
+    reps, statements, per, labels = 1500, 60, 40, 100
+    clusters = np.repeat(np.arange(statements), per)
+    covered = symmetric = 0
+    for _ in range(reps):
+        truth = rng.random(clusters.size) < rng.beta(8, 2, statements)[clusters]
+        jury = (truth | (rng.random(clusters.size) < PASSES_BAD)).astype(float)
+        order = rng.permutation(clusters.size)
+        chosen, rest = order[:labels], order[labels:]
+        args = (truth[chosen].astype(float), jury[chosen], jury[rest], clusters[chosen], clusters[rest])
+        logit = ppi_mean(*args, bounds=(0.0, 1.0))
+        covered += logit.low <= 0.8 <= logit.high
+        plain = ppi_mean(*args)
+        symmetric += plain.low <= 0.8 <= plain.high
+    assert covered / reps >= 0.94, covered / reps
+    assert symmetric / reps < covered / reps

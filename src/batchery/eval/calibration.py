@@ -27,6 +27,17 @@ the z-interval that ignores statements covers 67-87 % and a percentile bootstrap
 labelled and unlabelled answers, λ re-tuned in every resample) is there to compare. Everything is
 computed from per-statement sums, so one estimate costs about a millisecond.
 
+Near a bound the symmetric interval falls short: a rate near 1 comes with labels that vary less, so
+a high estimate gets a narrow interval and misses above the truth (the estimate and its standard
+error correlate at −0.64). With 60 statements × 40 answers, statement rates ~ Beta(8, 2) and 100
+labels it covered 0.930 ± 0.004 (6.5 % of misses above the truth, 0.5 % below). Given ``bounds``
+(the report passes (0, 1) for rates, (1, 5) for Likert means) the jackknife runs on the logit of
+the rescaled estimate, as ``stats.mean_interval`` does for Likert means: 0.947 ± 0.004 with 100
+labels and 0.947 with 200 (4,000 runs). The df (labelled statements − 1, about 48) and the
+target were checked and are not the cause: the jackknife's variance matches the estimate's spread
+around 0.8, between-statement variance included, and λ's tuning bias is 0.005 (a fixed λ
+covers no better).
+
 Labels needed: the labelled part of the variance shrinks as 1/n, the unlabelled part does not, so
 for a target half-width h the labels needed are n·V_labelled / ((h/q)² − V_rest), or None when
 even infinitely many labels cannot reach it with this many unlabelled answers.
@@ -133,7 +144,8 @@ def _fit(y: np.ndarray, yhat: np.ndarray, yhat_u: np.ndarray, code_l: np.ndarray
 def ppi_mean(y_labelled: Sequence[float], yhat_labelled: Sequence[float], yhat_unlabelled: Sequence[float],
              clusters_labelled: Sequence[Any] | None = None, clusters_unlabelled: Sequence[Any] | None = None,
              alpha: float = 0.05, *, method: str = "jackknife", lam: float | None = None,
-             resamples: int = _BOOT_RESAMPLES, seed: int = 0) -> PPIEstimate:
+             resamples: int = _BOOT_RESAMPLES, seed: int = 0,
+             bounds: tuple[float, float] | None = None) -> PPIEstimate:
     """The PPI++ estimate of mean(Y) with a (1 − alpha) interval and the λ used.
 
     ``y_labelled``: the human labels (0/1, or any numbers); ``yhat_labelled``: the jury's
@@ -141,8 +153,11 @@ def ppi_mean(y_labelled: Sequence[float], yhat_labelled: Sequence[float], yhat_u
     labelled. ``clusters_*`` (e.g. statement ids) mark answers that are not independent.
     ``lam=None`` tunes λ (PPI++); ``lam=1`` is plain PPI, ``lam=0`` the labels alone.
     ``method``: "jackknife" (delete-one-cluster, t interval; default) or "bootstrap"
-    (percentile, resampling clusters). When every label comes from one cluster the interval is
-    (-inf, inf): nothing shows how much labels vary between statements.
+    (percentile, resampling clusters). ``bounds`` (0, 1 for a rate, 1, 5 for Likert scores): the
+    jackknife runs on the logit of the estimate rescaled to [0, 1], so the interval bends away from
+    the bound it sits near (see the module's docstring); an estimate on a bound gets the plain
+    interval. When every label comes from one cluster the interval is (-inf, inf): nothing shows
+    how much labels vary between statements.
     """
     y, yhat, yhat_u = _as_array(y_labelled), _as_array(yhat_labelled), _as_array(yhat_unlabelled)
     if len(y) != len(yhat):
@@ -160,8 +175,18 @@ def ppi_mean(y_labelled: Sequence[float], yhat_labelled: Sequence[float], yhat_u
         used = (sums[0] + sums[5]) > 0
         g = int(used.sum())
         left_out = _theta([total.sum() - total[used] for total in sums], lam)
+        q = float(_sps.t.ppf(1 - alpha / 2, fit.df))
+        if bounds is not None:
+            low, width = bounds[0], bounds[1] - bounds[0]
+            scaled = (np.append(left_out, fit.estimate) - low) / width
+            if np.all((scaled > 0) & (scaled < 1)):  # else (an estimate on a bound): the plain interval
+                logits = np.log(scaled / (1 - scaled))
+                var = (g - 1) / g * float(np.sum((logits[:-1] - logits[:-1].mean()) ** 2))
+                ends = logits[-1] + q * np.sqrt(var) * np.array([-1.0, 1.0])
+                lo, hi = low + width / (1 + np.exp(-ends))
+                return PPIEstimate(fit.estimate, float(lo), float(hi), fit.lam)
         var = (g - 1) / g * float(np.sum((left_out - left_out.mean()) ** 2))
-        half = float(_sps.t.ppf(1 - alpha / 2, fit.df)) * np.sqrt(var)
+        half = q * np.sqrt(var)
         return PPIEstimate(fit.estimate, float(fit.estimate - half), float(fit.estimate + half), fit.lam)
     if method == "bootstrap":
         rng = np.random.default_rng(seed)
@@ -303,9 +328,9 @@ def _one(items: list[Mapping[str, Any]], labels: Mapping[str, bool | int], targe
                            "labels_needed": None, "target_halfwidth": TARGET_HALFWIDTH if target == "rate" else None}
     if len(y) < 2:
         return out
-    estimate = ppi_mean(y, yh, yu, cl, cu, alpha=alpha)
-    low, high = estimate.low, estimate.high
     bounds = (0.0, 1.0) if target == "rate" else (1.0, 5.0)  # the estimate can stray past them: clip
+    estimate = ppi_mean(y, yh, yu, cl, cu, alpha=alpha, bounds=bounds)
+    low, high = estimate.low, estimate.high
     value, low, high = (min(bounds[1], max(bounds[0], x)) for x in (estimate.estimate, low, high))
     if target == "rate":
         out["labels_needed"] = labels_needed(y, yh, yu, cl, cu, halfwidth=TARGET_HALFWIDTH, alpha=alpha)
