@@ -20,8 +20,9 @@ demo: $(STAMP)
 	$(BIN)/batchery eval run examples/eval/demo.yaml
 	@echo "Stage jobs: $(BIN)/batchery eval status examples/eval/demo.yaml    All jobs: $(BIN)/batchery status --store demo-out/store"
 
+# Two workers: the suite is mostly subprocesses and emulators waiting on each other, and CI has 2 cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
