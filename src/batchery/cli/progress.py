@@ -6,7 +6,6 @@ the stage's job starts), so a terminal shows one line per stage."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from ..engine import Progress
