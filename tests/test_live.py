@@ -58,8 +58,10 @@ def test_without_a_limit_429s_are_honoured_with_one_shared_cooldown(store, make_
     assert [r.text for r in results(store, "live")] == [f"Emulated answer to: Live question {i}" for i in range(30)]
     limited = progress.live["rate_limited"]
     assert limited == emulator.stats()["live_rate_limited"]["openai"]
-    # The headers taught the client the limit: after the first refusals it paces itself.
-    assert 0 < limited < 15
+    # The headers taught the client the limit: after the first refusals it paces itself. Which of
+    # the 8 workers' first calls meet the 2-call burst varies with thread timing, so the bound allows
+    # three rounds of all 8 refused (seen: up to 20 in 60 runs on a loaded machine; 15 failed 1 in 60).
+    assert 0 < limited < 24
     assert progress.live["sent"] == 30 + limited
 
 
