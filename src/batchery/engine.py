@@ -25,7 +25,7 @@ from .inputs import open_file
 from .limits import split
 from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_cost, total
 from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch, redact, scrub
-from .requests import canonical_bytes, parse_raw_request, parse_request, request_key
+from .requests import parse_for
 from .retry import DEFAULT_MAX_ATTEMPTS, RECOVERABLE_CODES, TRANSIENT_CODES, retryable_statuses
 from .store import Job, Store
 
@@ -181,15 +181,7 @@ def _add_lines(store: Store, job_id: int, provider: BatchProvider, model: str | 
     n = 0
     lines: list[tuple] = []
     for where, obj in source:
-        if raw:
-            row_id, metadata, canonical = parse_raw_request(
-                obj, provider.line_id_field, provider.line_body_field, provider.model_in_body, model, where)
-        else:
-            row_id, metadata, canonical = parse_request(obj, model, where)
-            problem = provider.check(canonical)
-            if problem:
-                raise InputError(f"{where}: {problem}")
-        key = request_key(provider.name, canonical_bytes(canonical, where))
+        row_id, metadata, canonical, key = parse_for(provider, obj, model, raw, where)
         # Stored as the provider's batch line: encoded once here, copied into batch files as is.
         line = provider.encode(key, canonical)
         if len(line) >= max_bytes:

@@ -265,8 +265,7 @@ class Estimate:
 def estimate(source, provider, model: str | None, book: PriceBook, raw: bool = False) -> Estimate:
     """Estimate a request source ((where, object) pairs, as inputs.read_requests yields) for a
     provider adapter: validated exactly as `run` validates it, so a bad line fails here too."""
-    from .errors import InputError
-    from .requests import canonical_bytes, parse_raw_request, parse_request, request_key
+    from .requests import parse_for
     from .tokens import estimate_request
     from .tokens import counter as token_counter
 
@@ -278,15 +277,7 @@ def estimate(source, provider, model: str | None, book: PriceBook, raw: bool = F
     n = 0
     for where, obj in source:
         n += 1
-        if raw:
-            _, _, canonical = parse_raw_request(obj, provider.line_id_field, provider.line_body_field,
-                                                provider.model_in_body, model, where)
-        else:
-            _, _, canonical = parse_request(obj, model, where)
-            problem = provider.check(canonical)
-            if problem:
-                raise InputError(f"{where}: {problem}")
-        key = request_key(provider.name, canonical_bytes(canonical, where))
+        _, _, canonical, key = parse_for(provider, obj, model, raw, where)
         if key in seen:
             continue
         seen.add(key)

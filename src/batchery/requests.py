@@ -191,3 +191,18 @@ def request_key(provider: str, body: bytes) -> str:
     """
     digest = hashlib.blake2b(body, digest_size=16, person=provider.encode()[:16])
     return KEY_PREFIX + digest.hexdigest()
+
+
+def parse_for(provider: Any, obj: Any, model: str | None, raw: bool, where: str) -> tuple[str | None, Any, dict, str]:
+    """One input line as `provider` will be sent it: (row id, metadata, canonical request, key).
+    A neutral line is checked against what the provider can honour; a `--raw` line is the
+    provider's own format. The job's ingest and the cost estimate read lines alike through this."""
+    if raw:
+        row_id, metadata, canonical = parse_raw_request(
+            obj, provider.line_id_field, provider.line_body_field, provider.model_in_body, model, where)
+    else:
+        row_id, metadata, canonical = parse_request(obj, model, where)
+        problem = provider.check(canonical)
+        if problem:
+            raise InputError(f"{where}: {problem}")
+    return row_id, metadata, canonical, request_key(provider.name, canonical_bytes(canonical, where))
