@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -25,11 +26,12 @@ from test_live import live_job, simulated
 
 class LockHolder:
     """Another process's long write transaction: once the emulator has served `after` calls (the
-    run is sending), it takes the store's write lock and holds it for `hold` seconds."""
+    run is sending), it takes the store's write lock and holds it until `release()` says so."""
 
-    def __init__(self, store: Store, emulator, after: int, hold: float) -> None:
+    def __init__(self, store: Store, emulator, after: int, release: Callable[[], bool]) -> None:
         self.db = sqlite3.connect(store.dir / DB_NAME, isolation_level=None, check_same_thread=False)
-        self.emulator, self.after, self.hold = emulator, after, hold
+        self.emulator, self.after, self.release = emulator, after, release
+        self.locked_at: float | None = None  # on the emulator's manual clock, which the runner's waits move
         self.thread = threading.Thread(target=self._hold, daemon=True)
 
     def start(self) -> LockHolder:
@@ -40,7 +42,9 @@ class LockHolder:
         while self.emulator.stats()["live_requests"].get("openai", 0) < self.after:
             time.sleep(0.001)
         self.db.execute("BEGIN IMMEDIATE")
-        time.sleep(self.hold)
+        self.locked_at = self.emulator.clock.now()
+        while not self.release():  # watching the runner (its simulated waits), not the wall clock
+            time.sleep(0.001)
         self.db.execute("COMMIT")
         self.db.close()
 
@@ -50,7 +54,9 @@ def test_answers_wait_for_a_store_another_process_keeps_locked_and_none_is_lost(
     adapter, job = live_job(store, emulator, 40)
     # The lock is held longer than this connection waits for it (30 s in real use; short here).
     store.db.execute("PRAGMA busy_timeout = 100")
-    holder = LockHolder(store, emulator, after=1, hold=1.3).start()
+    # held past the 1 s after which the runner says it is waiting, counted in the runner's own time
+    holder = LockHolder(store, emulator, after=1, release=lambda: emulator.clock.now() - holder.locked_at >= 1.5)
+    holder.start()
 
     progress = LiveRunner(store, adapter, job, simulated(emulator, concurrency=4)).run()
     holder.thread.join()
@@ -63,10 +69,12 @@ def test_answers_wait_for_a_store_another_process_keeps_locked_and_none_is_lost(
 def test_a_store_locked_past_the_bound_stops_the_run_with_a_clear_error_and_the_job_resumes(store, make_emulator):
     emulator = make_emulator()
     adapter, job = live_job(store, emulator, 40)
-    holder = LockHolder(store, emulator, after=1, hold=1.0).start()
+    gave_up = threading.Event()
+    holder = LockHolder(store, emulator, after=1, release=gave_up.is_set).start()
 
     with pytest.raises(StoreBusyError, match="could not be written for 0.3 s .another batchery process is writing"):
         LiveRunner(store, adapter, job, simulated(emulator, concurrency=4, store_wait=0.3)).run()
+    gave_up.set()  # the lock was held until the run had given up waiting for it
     holder.thread.join()
     # workers stop at the first answer they cannot store: at most one answer each is lost
     assert emulator.stats()["live_requests"]["openai"] - store.counts(job.id).get("succeeded", 0) <= 4

@@ -17,6 +17,7 @@ from .engine import Engine, PollPolicy, Progress, file_fingerprint, prepare_job
 from .errors import ConfigError, InputError, JobError
 from .inputs import check_file, iter_objects, read_requests
 from .live import LivePolicy, LiveRunner
+from .paths import load_env
 from .pricing import PriceBook
 from .providers import EMULATOR_ORIGIN, get_provider
 from .export import Result, export, iter_results
@@ -69,13 +70,9 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
     with provider_session(conn) as (adapter, emulator_poll):
         _check_mode(adapter, live)
         fingerprint = file_fingerprint(path, conn.provider, model, raw)
-        options = job_options(conn, live, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost,
-                              **(remember or {}))
-        job_row, resumed = prepare_job(store, name, adapter, model, read_requests(path), fingerprint, options, raw,
-                                       source_name=str(path), reuse=not no_cache,
-                                       announce=announce)
-        if resumed:
-            job_row = _resume_settings(store, job_row, options, max_attempts)
+        job_row = open_job(store, name, adapter, conn, live, model, read_requests(path), fingerprint, raw=raw,
+                           no_cache=no_cache, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost,
+                           source_name=str(path), announce=announce, **(remember or {}))
         return name, drive(store, adapter, job_row, live=live, batch_size=batch_size, max_attempts=max_attempts,
                             wait=wait, poll=poll or emulator_poll, on_progress=on_progress, max_cost=max_cost,
                             prices=prices)
@@ -93,6 +90,18 @@ def job_options(conn: Connection, live: LivePolicy | None, **settings: Any) -> d
     if live is not None:
         options.update(mode="live", rpm=live.rpm, tpm=live.tpm, concurrency=live.concurrency)
     return {k: v for k, v in options.items() if v is not None}
+
+
+def open_job(store: Store, name: str, adapter: Any, conn: Connection, live: LivePolicy | None, model: str | None,
+             source: Iterable[tuple[str, Any]], fingerprint: str, *, raw: bool, no_cache: bool, max_attempts: int,
+             batch_size: int | None, max_cost: float | None, source_name: str = "the input",
+             announce: Callable[[str], None] | None = None, **remember: Any) -> Any:
+    """Create the job, or resume it recording this run's settings (see job_options)."""
+    options = job_options(conn, live, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost,
+                          **remember)
+    job_row, resumed = prepare_job(store, name, adapter, model, source, fingerprint, options, raw,
+                                   source_name=source_name, reuse=not no_cache, announce=announce)
+    return _resume_settings(store, job_row, options, max_attempts) if resumed else job_row
 
 
 def _resume_settings(store: Store, job_row: Any, options: dict, max_attempts: int) -> Any:
@@ -152,14 +161,6 @@ def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None
         return pool.submit(_run, list(requests), **kwargs).result()
 
 
-def load_env() -> None:
-    """API keys from a .env file in the working directory, as the CLI reads them; variables already
-    set win."""
-    from dotenv import load_dotenv
-
-    load_dotenv(Path.cwd() / ".env")
-
-
 def _run(requests: Iterable[dict], *, provider: str, model: str | None, job: str | None, store: str | Path | None,
          base_url: str | None, api_key: str | None, emulate: bool, batch_size: int | None, max_attempts: int,
          poll_interval: float | None, raw: bool, on_progress: Callable[[Progress], None] | None, mode: str,
@@ -174,11 +175,8 @@ def _run(requests: Iterable[dict], *, provider: str, model: str | None, job: str
     conn = Connection(provider, base_url, api_key, emulate)
     with Store(store) as st, provider_session(conn) as (adapter, emulator_poll):
         _check_mode(adapter, live)
-        options = job_options(conn, live, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost)
-        job_row, resumed = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint, options,
-                                       raw=raw, reuse=not no_cache)
-        if resumed:
-            job_row = _resume_settings(st, job_row, options, max_attempts)
+        job_row = open_job(st, name, adapter, conn, live, model, iter_objects(items), fingerprint, raw=raw,
+                           no_cache=no_cache, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost)
         drive(st, adapter, job_row, live=live, batch_size=batch_size, max_attempts=max_attempts,
                poll=poll or emulator_poll, on_progress=on_progress, max_cost=max_cost,
                prices=PriceBook(store_dir=st.dir) if max_cost is not None else None)
@@ -206,6 +204,7 @@ def submit(requests: Iterable[dict], *, provider: str = "openai", model: str | N
     collect`), from this process or any other, later. With `out`, the results file is written when
     the job finishes, whoever finishes it. Submitting the same requests again resumes the job.
     """
+    load_env()
     items = list(requests)
     fingerprint = _fingerprint(items, provider, model, raw)
     name = job or f"api-{fingerprint[:12]}"
@@ -213,12 +212,9 @@ def submit(requests: Iterable[dict], *, provider: str = "openai", model: str | N
     with Store(store) as st:
         adapter = get_provider(provider, base_url=base_url, api_key=api_key)
         _check_mode(adapter, None)
-        options = job_options(conn, None, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost,
-                              out=str(Path(out).absolute()) if out is not None else None)
-        job_row, resumed = prepare_job(st, name, adapter, model, iter_objects(items), fingerprint, options,
-                                       raw=raw, reuse=not no_cache)
-        if resumed:
-            job_row = _resume_settings(st, job_row, options, max_attempts)
+        job_row = open_job(st, name, adapter, conn, None, model, iter_objects(items), fingerprint, raw=raw,
+                           no_cache=no_cache, max_attempts=max_attempts, batch_size=batch_size, max_cost=max_cost,
+                           out=str(Path(out).absolute()) if out is not None else None)
         final = drive(st, adapter, job_row, live=None, max_attempts=max_attempts, on_progress=None, wait=False,
                       batch_size=batch_size, max_cost=max_cost,
                       prices=PriceBook(store_dir=st.dir) if max_cost is not None else None)
@@ -234,6 +230,8 @@ def collect(job: str | None = None, *, store: str | Path | None = None, wait: bo
     --out or default name). wait=True keeps going until none is open. Returns the JobStatus of the
     job, or a list of them. Keys come from the environment (or `.env`), or `api_keys` by provider."""
     from .control import collect_jobs
+
+    load_env()
 
     def connect(provider: str, base_url: str | None) -> Any:
         return get_provider(provider, base_url=base_url, api_key=(api_keys or {}).get(provider))
@@ -256,6 +254,7 @@ def status(job: str | None = None, *, store: str | Path | None = None, refresh: 
         jobs = [_stored_job(st, job)] if job is not None else st.list_jobs()
         notes: dict[str, str] = {}
         if refresh:
+            load_env()
             notes = refresh_jobs(st, jobs, lambda provider, base_url: get_provider(
                 provider, base_url=base_url, api_key=(api_keys or {}).get(provider)))
         book = PriceBook(store_dir=st.dir)

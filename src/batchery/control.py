@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from .engine import Engine, PollPolicy, Progress
+from .engine import Engine, PollPolicy, Progress, RequestCounts, tally_batches
 from .errors import BatcheryError, ConfigError, JobBusyError, JobError, ProviderError, TransientError
 from .export import export
 from .pricing import PriceBook, actual_cost, total
@@ -30,7 +30,7 @@ Connect = Callable[[str, "str | None"], BatchProvider]
 
 
 @dataclass
-class JobStatus:
+class JobStatus(RequestCounts):
     """Where a job stands, as data (`batchery.status`); `note` says why it was not collected or
     asked about, when it was not."""
 
@@ -51,25 +51,12 @@ class JobStatus:
         return self.state in OPEN
 
     @property
-    def total(self) -> int:
-        return sum(self.requests.values())
-
-    @property
-    def finished(self) -> int:
-        return sum(n for k, n in self.requests.items() if k not in ("pending", "queued"))
-
-    @property
-    def failed(self) -> int:
-        return self.finished - self.requests.get("succeeded", 0)
+    def counts(self) -> dict[str, int]:  # type: ignore[override]
+        return self.requests
 
 
 def job_status(store: Store, job: Job, book: PriceBook | None = None, note: str | None = None) -> JobStatus:
-    batches: dict[str, int] = {}
-    remote: dict[str, int] = {}
-    for b in store.batches(job.id):
-        batches[b.state] = batches.get(b.state, 0) + 1
-        if b.remote_status:
-            remote[b.remote_status] = remote.get(b.remote_status, 0) + 1
+    batches, remote = tally_batches(store.batches(job.id))
     book = book or PriceBook(store_dir=store.dir)
     cost = total(actual_cost(book, job.provider, store.usage_by_model(job.id)), batch=None)
     return JobStatus(job.name, job.state, job.provider, job.model, job.n_rows, store.counts(job.id), batches,

@@ -12,6 +12,7 @@ import logging
 import random
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -36,8 +37,35 @@ _OPEN_BATCH = ("planned", "creating", "submitted")
 _DOWNLOADS = 3  # tries at a batch's results when the download brings fewer lines than the provider counted
 
 
+class RequestCounts:
+    """Totals over distinct requests by state/outcome (`counts`), for Progress and JobStatus alike."""
+
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(n for k, n in self.counts.items() if k not in ("pending", "queued"))
+
+    @property
+    def failed(self) -> int:
+        """Lines that ended without an answer: failed, expired, missing (a cancel is the user's
+        choice, not a failure)."""
+        return self.finished - self.counts.get("succeeded", 0) - self.counts.get("cancelled", 0)
+
+
+def tally_batches(batches: Iterable[Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """Batches by local state, and by the provider's own status word."""
+    batches = list(batches)
+    return (dict(Counter(b.state for b in batches)),
+            dict(Counter(b.remote_status for b in batches if b.remote_status)))
+
+
 @dataclass
-class Progress:
+class Progress(RequestCounts):
     """A snapshot for progress displays: distinct requests by state and batches by local state."""
 
     job: str
@@ -52,23 +80,13 @@ class Progress:
     states: dict[str, int] = field(default_factory=dict)  # batches in batchery's words (BATCH_STATES)
 
     @property
-    def total(self) -> int:
-        return sum(self.items.values())
-
-    @property
-    def finished(self) -> int:
-        return sum(n for k, n in self.items.items() if k not in ("pending", "queued"))
+    def counts(self) -> dict[str, int]:  # type: ignore[override]
+        return self.items
 
     @property
     def capped(self) -> bool:
         """Stopped by the cost cap rather than by the provider (both runners word it so)."""
         return bool(self.stopped) and self.stopped.startswith("--max-cost")  # type: ignore[union-attr]
-
-    @property
-    def failed(self) -> int:
-        """Lines that ended without an answer: failed, expired, missing (a cancel is the user's
-        choice, not a failure)."""
-        return self.finished - self.items.get("succeeded", 0) - self.items.get("cancelled", 0)
 
 
 @dataclass
@@ -408,15 +426,9 @@ class Engine:
         self._cancel_sent = True
 
     def progress(self, done: bool = False) -> Progress:
-        batches: dict[str, int] = {}
-        remote: dict[str, int] = {}
-        states: dict[str, int] = {}
-        for b in self.store.batches(self.job.id):
-            batches[b.state] = batches.get(b.state, 0) + 1
-            if b.remote_status:
-                remote[b.remote_status] = remote.get(b.remote_status, 0) + 1
-            word = self.provider.state_word(b.state, b.remote_status)
-            states[word] = states.get(word, 0) + 1
+        all_batches = self.store.batches(self.job.id)
+        batches, remote = tally_batches(all_batches)
+        states = dict(Counter(self.provider.state_word(b.state, b.remote_status) for b in all_batches))
         return Progress(self.job.name, self.store.counts(self.job.id), batches, remote,
                         time.monotonic() - self._started, done, rows=self.job.n_rows, states=states)
 

@@ -1,4 +1,5 @@
-"""Where the job store lives: one place per user, whatever the working directory.
+"""Where the job store lives (one place per user, whatever the working directory), and the .env
+file keys are read from.
 
 A store that depended on the working directory (the old default, ``./.batchery``) made the same
 command run from another folder start from nothing and send (and bill) every request again.
@@ -38,3 +39,11 @@ def resolve_store_dir(explicit: str | os.PathLike | None) -> Path:
                   "BATCHERY_HOME or --store, to keep this one", file=sys.stderr)
         return legacy
     return default_store_dir()
+
+
+def load_env() -> None:
+    """API keys from a .env file in the working directory (the CLI and the Python API alike);
+    variables already set win."""
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env")

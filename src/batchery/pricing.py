@@ -6,7 +6,7 @@ pricing never touches the network). Where genai-prices has a batch price for a m
 the live price less the provider's batch discount from `limits.LIMITS`, and the result says so.
 
 Models genai-prices lacks (fine-tunes, new releases, the emulator's test models) can be priced in
-a TOML override file, `prices.toml` in the store directory ($BATCHERY_HOME, else ./.batchery) or
+a TOML override file, `prices.toml` in the store directory (paths.resolve_store_dir) or
 the file given with `--prices`. An override wins over genai-prices. Amounts are USD per million
 tokens; the batch prices are optional (default: live less the provider's batch discount)::
 

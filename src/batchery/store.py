@@ -313,6 +313,7 @@ class Store:
         """These items lose their outcome and wait to be sent again (their attempts are kept)."""
         self.db.executemany("DELETE FROM outcomes WHERE item = ?", ((i,) for i in item_ids))
         self.db.executemany("UPDATE items SET state = 'pending', batch = NULL WHERE id = ?", ((i,) for i in item_ids))
+
     def delete_job(self, job_id: int) -> list[str]:
         """Remove a job and every row of it; returns the tags of its batches (for their files).
         Answers other jobs reused from it are their own rows and stay; their batch reference
@@ -514,8 +515,7 @@ class Store:
             f" OR (o.status = 'failed' AND o.error_code IN ({','.join('?' * len(failed_codes))})))",
             (batch_id, max_attempts, *statuses, *failed_codes),
         )]
-        self.db.executemany("DELETE FROM outcomes WHERE item = ?", ((i,) for i in ids))
-        self.db.executemany("UPDATE items SET state = 'pending', batch = NULL WHERE id = ?", ((i,) for i in ids))
+        self.reopen(ids)
         return len(ids)
 
     def reopen_retryable(self, job_id: int, failed_codes: Iterable[str], statuses: Iterable[str] = (),
@@ -646,7 +646,7 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
                          "point --store or $BATCHERY_HOME at the store")
     uri = path.absolute().as_uri()
     try:
-        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=BUSY_WAIT)
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         return db
     except sqlite3.OperationalError as exc:

@@ -55,7 +55,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
          store: Path | None = typer.Option(None, "--store", help="Store directory (default: $BATCHERY_HOME, "
-                                              "else ./.batchery).")) -> None:
+                                              "else the per-user data folder).")) -> None:
     """Version, store path, and each provider with the key variables that are set (never their values)."""
     import os
     import platform
@@ -63,9 +63,9 @@ def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable ou
     from .. import __version__
     from ..providers import PROVIDERS, key_variables
     from ..store import resolve_store_dir
-    from .jobs import _load_env
+    from ..paths import load_env
 
-    _load_env()
+    load_env()
     directory = resolve_store_dir(store)
     providers: list[dict] = [{"provider": name, "key_variables": list(key_variables(name)),
                   "key_set": [v for v in key_variables(name) if os.environ.get(v)],
@@ -149,14 +149,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
-    except SystemExit as exc:
+    except (SystemExit, KeyboardInterrupt) as exc:
         if not _interrupted(exc):
             raise
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(128 + (_signals[0] if _signals else signal.SIGINT))  # 130 for Ctrl-C, 143 for SIGTERM
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(128 + (_signals[0] if _signals else signal.SIGINT))
     except BatcheryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

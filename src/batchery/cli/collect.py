@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import typer
 
-from .jobs import StoreOpt, _job_or_exit, _load_env
+from ..paths import load_env
+from .jobs import StoreOpt, _job_or_exit
 
 
 def _connect(provider: str, base_url: str | None) -> Any:
@@ -29,7 +30,7 @@ def refresh_store(st: Any, jobs: list) -> list:
     Returns the jobs as stored now; a job that could not be asked is named on stderr."""
     from ..control import refresh_jobs
 
-    _load_env()
+    load_env()
     for name, note in refresh_jobs(st, jobs, _connect).items():
         print(f"{name}: not refreshed: {note}", file=sys.stderr)
     return [st.get_job(j.name) for j in jobs]
@@ -60,7 +61,7 @@ def collect(
 
     if not jobs and not all_jobs:
         raise ConfigError("name the jobs to collect, or pass --all for every open job")
-    _load_env()
+    load_env()
     with Store(store) as st:
         named = [_job_or_exit(st, name) for name in jobs or []]
         rows = named + [j for j in st.list_jobs() if all_jobs and j.state in OPEN and j.name not in (jobs or [])]
@@ -116,7 +117,7 @@ def retry(
     from ..store import Store
     from .progress import make_progress
 
-    _load_env()
+    load_env()
     with Store(store) as st:
         row = _job_or_exit(st, job)
 

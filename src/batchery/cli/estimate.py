@@ -49,7 +49,7 @@ def estimate_command(
     prices: Optional[Path] = PricesOpt,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     store: Optional[Path] = typer.Option(None, "--store", help="Store directory, where prices.toml is looked for "
-                                         "(default: $BATCHERY_HOME, else ./.batchery)."),
+                                         "(default: $BATCHERY_HOME, else the per-user data folder)."),
 ) -> None:
     """Estimate requests, tokens and cost (batch and live) of a request file. Sends nothing."""
     print_estimate(estimate_file(input, provider, model, raw, prices, store), as_json)

@@ -9,14 +9,10 @@ from typing import Optional
 
 import typer
 
+from ..paths import load_env
+
 StoreOpt = typer.Option(None, "--store", help="Store directory (default: $BATCHERY_HOME, else the per-user "
                         "data folder, e.g. ~/.local/share/batchery; the same from any working directory).")
-
-
-def _load_env() -> None:
-    from dotenv import load_dotenv
-
-    load_dotenv(Path.cwd() / ".env")
 
 
 def run(
@@ -82,7 +78,7 @@ def run(
     name = job or input.stem
     target = out or Path(f"{name}.results.jsonl")
     check_target(target)  # a missing folder is found before anything is sent, not after the job ran
-    _load_env()
+    load_env()
     # remembered (absolute) so that `batchery collect` writes it from any folder once the job ends
     remember = {"out": None if str(target) == "-" else str(target.absolute())}
     progress = make_progress()
@@ -266,7 +262,7 @@ def cancel(
     from ..store import Store
     from .progress import make_progress
 
-    _load_env()
+    load_env()
     with Store(store) as st:
         row = _job_or_exit(st, job)
         if row.state in FINISHED:  # nothing to do, and no provider (or key) needed to say so
@@ -364,17 +360,17 @@ def _job_or_exit(st, name: str):
 def _report(st, job, detailed: bool, book) -> dict:
     from datetime import datetime, timezone
 
+    from collections import Counter
+
+    from ..engine import tally_batches
     from ..pricing import actual_cost, total
     from ..providers import provider_class
 
     costs = actual_cost(book, job.provider, st.usage_by_model(job.id))
     batches = st.batches(job.id)
     word = provider_class(job.provider).state_word  # batchery's words for the provider's statuses
-    by_state: dict[str, int] = {}
-    by_word: dict[str, int] = {}
-    for b in batches:
-        by_state[b.state] = by_state.get(b.state, 0) + 1
-        by_word[word(b.state, b.remote_status)] = by_word.get(word(b.state, b.remote_status), 0) + 1
+    by_state, _ = tally_batches(batches)
+    by_word = dict(Counter(word(b.state, b.remote_status) for b in batches))
     open_since = [b.created_at for b in batches if b.state in ("planned", "creating", "submitted")]
     report = {"job": job.name, "state": job.state, "provider": job.provider, "model": job.model,
               "rows": job.n_rows, "requests": st.counts(job.id), "batches_by_state": by_state,

@@ -186,6 +186,7 @@ class LiveRunner:
         """Write every waiting answer, retrying a busy or failing store until policy.store_wait
         passes; then every waiting worker gets the error, so the run stops with it instead of
         losing answers silently."""
+        clock = self.policy.clock
         busy_since: float | None = None
         told = False
         while self._unsaved:
@@ -193,8 +194,8 @@ class LiveRunner:
             try:
                 self._write(group, wait=_WRITE_WAIT)
             except (StoreBusyError, sqlite3.OperationalError) as exc:
-                busy_since = busy_since if busy_since is not None else time.monotonic()
-                waited = time.monotonic() - busy_since
+                busy_since = busy_since if busy_since is not None else clock()
+                waited = clock() - busy_since
                 if waited > self.policy.store_wait:
                     self._fail_waiting(self._gave_up(exc))
                     return
@@ -203,7 +204,7 @@ class LiveRunner:
                     why = "another batchery process is writing" if isinstance(exc, StoreBusyError) else exc
                     print(f"store busy ({why}); waiting... the answers received are kept until "
                           f"{self.store.dir} can be written", file=sys.stderr, flush=True)
-                await asyncio.sleep(_WRITE_RETRY)  # calls in flight go on meanwhile
+                await self.policy.sleep(_WRITE_RETRY)  # calls in flight go on meanwhile
                 continue
             except Exception as exc:  # noqa: BLE001 - handed to the waiting workers, who raise it
                 self._fail_waiting(exc)

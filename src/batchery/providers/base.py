@@ -88,6 +88,9 @@ class BatchProvider(ABC):
     has_batch_api = True
     # The provider's batch statuses in batchery's words (BATCH_STATES): each adapter knows its own.
     batch_states: ClassVar[Mapping[str, str]] = {}
+    # Where this adapter's calls go ("emulator", "default" or a normalised base URL; set by
+    # get_provider): stored answers are reused only between jobs of the same origin. None: unknown.
+    origin: str | None = None
 
     @classmethod
     def state_word(cls, local_state: str, remote_status: str | None) -> str:
@@ -101,9 +104,6 @@ class BatchProvider(ABC):
         if word is None:  # a status this adapter does not know yet: say only whether it has ended
             word = "done" if local_state == "collected" else "running"
         return word
-    # Where this adapter's calls go ("emulator", "default" or a normalised base URL; set by
-    # get_provider): stored answers are reused only between jobs of the same origin. None: unknown.
-    origin: str | None = None
 
     def check(self, request: dict) -> str | None:
         """Why this provider cannot honour a canonical request (None if it can). Called for every
