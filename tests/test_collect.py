@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 import batchery
-from batchery.control import cancel_job, collect_jobs, refresh_jobs, reopen_job, retry_lines
+from batchery.control import cancel_job, collect_jobs, job_status, refresh_jobs, reopen_job, retry_lines
 from batchery.engine import Engine, PollPolicy, prepare_job
 from batchery.errors import ConfigError
 from batchery.inputs import iter_objects
@@ -178,6 +178,9 @@ def test_lines_the_user_cancelled_are_retried_only_when_asked(store, emulator):
     job = store.get_job("job")
     assert retry_lines(store, job) == []
     assert len(retry_lines(store, job, include_cancelled=True)) == 4
+    # a cancel is the user's choice: the status counts it apart from failures, as progress does
+    cancelled = job_status(store, job)
+    assert cancelled.requests == {"cancelled": 4} and cancelled.failed == 0
 
 
 def test_running_again_with_a_higher_max_attempts_resends_what_ran_out_of_attempts(tmp_path, make_emulator):
