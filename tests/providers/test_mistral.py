@@ -78,7 +78,8 @@ def test_reasoning_effort_answers_keep_the_text_and_leave_the_thinking_in_the_re
     assert row.status == "succeeded" and row.text == "Emulated answer to: Why?"
     content = row.response["choices"][0]["message"]["content"]
     assert [chunk["type"] for chunk in content] == ["thinking", "text"]
-    assert row.usage["output_tokens"] > row.usage["input_tokens"] and row.usage["cached_tokens"] == 0
+    assert row.usage["output_tokens"] > row.usage["input_tokens"]
+    assert row.usage["cached_tokens"] is None  # Mistral's documented usage has no cached count
 
 
 def test_a_trailing_assistant_message_is_sent_as_a_mistral_prefix_and_answered(store, emulator):

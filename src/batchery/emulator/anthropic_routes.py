@@ -434,7 +434,7 @@ def _execute(params: dict, suffix: str, *, behaviour: Behaviour | None = None) -
         prompt, fmt["schema"] if fmt else None, params["max_tokens"] - thought, input_chars,
         model=params["model"], behaviour=behaviour, history=users[:-1])
     content = [{"type": "thinking", "thinking": "Emulated reasoning.", "signature": "sig_" + suffix}] if thinking else []
-    content.append({"type": "text", "text": text})
+    content.append({"type": "text", "text": text, "citations": None})  # required, null without documents
     return {"type": "succeeded", "message": {
         "id": "msg_" + suffix,
         "type": "message",
@@ -443,6 +443,8 @@ def _execute(params: dict, suffix: str, *, behaviour: Behaviour | None = None) -
         "content": content,
         "stop_reason": "max_tokens" if truncated else "end_turn",
         "stop_sequence": None,
+        "stop_details": None,  # required; only a refusal has details
+        "container": None,  # required; only container tools (code execution) fill it
         "usage": {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens + thought,
@@ -451,6 +453,7 @@ def _execute(params: dict, suffix: str, *, behaviour: Behaviour | None = None) -
             "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
             "server_tool_use": None,
             "service_tier": "batch",
+            "inference_geo": None,  # required; null: the emulator runs nowhere in particular
             "output_tokens_details": {"thinking_tokens": thought},
         },
     }}

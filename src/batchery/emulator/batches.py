@@ -291,7 +291,7 @@ class BatchBook:
             unexecuted = {"expired": "batch_expired", "cancelled": "batch_cancelled"}.get(status)
             corrupt = None if self.faults is None else partial(self.faults.corrupt, batch.ordinal)
             results = build_results(batch.input_path, secrets.token_hex(8), done, unexecuted, stamp,
-                                    batch.check.bad, corrupt, behaviour=self.behaviour)
+                                    batch.check.bad, corrupt, behaviour=self.behaviour, provider=self.provider)
             batch.output_file_id = self._store(batch, results.output, "output")
             batch.error_file_id = self._store(batch, results.errors, "error")
             batch.usage = results.usage

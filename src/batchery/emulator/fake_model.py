@@ -295,12 +295,18 @@ def _answer(body: dict, seed: int, behaviour: Behaviour | None = None) -> str:
     return text
 
 
+# The tier each OpenAI-shaped provider reports on an ordinary request, in its own words (Groq's
+# document allows auto, on_demand, flex and performance; OpenAI's auto, default, flex, scale, priority).
+SERVICE_TIERS = {"openai": "default", "groq": "on_demand"}
+
+
 def complete_chat(body: dict, created: int = 0, seed: int | None = None, *,
-                  behaviour: Behaviour | None = None) -> dict:
+                  behaviour: Behaviour | None = None, provider: str = "openai") -> dict:
     """Answer a (valid) Chat Completions request body with a full ``chat.completion`` object.
 
     ``seed`` may be passed when the caller already hashed the request; ``created`` is the
-    timestamp to report (the emulator passes its clock's time); ``behaviour`` sets the knobs.
+    timestamp to report (the emulator passes its clock's time); ``behaviour`` sets the knobs;
+    ``provider`` (openai or groq) words the service tier.
     """
     if seed is None:
         seed = request_seed(body)
@@ -337,6 +343,6 @@ def complete_chat(body: dict, created: int = 0, seed: int | None = None, *,
                 "rejected_prediction_tokens": 0,
             },
         },
-        "service_tier": "default",
+        "service_tier": SERVICE_TIERS[provider],
         "system_fingerprint": "fp_batchery_emulator",
     }

@@ -26,6 +26,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
 import orjson
@@ -321,7 +322,7 @@ class Live:
         }
         self._exact = {
             self.paths["openai"]: self._endpoint("openai", OpenAIStyle, self._openai),
-            self.paths["groq"]: self._endpoint("groq", OpenAIStyle, self._openai),
+            self.paths["groq"]: self._endpoint("groq", OpenAIStyle, partial(self._openai, provider="groq")),
             self.paths["together"]: self._endpoint("together", OpenAIStyle, self._together),
             self.paths["mistral"]: self._endpoint("mistral", MistralStyle, self._mistral),
             self.paths["anthropic"]: self._endpoint("anthropic", AnthropicStyle, self._anthropic),
@@ -384,7 +385,7 @@ class Live:
 
     # -- one parser per provider: validate as the batch routes do, then answer with their builder -----
 
-    def _openai(self, scope: Scope, raw: bytes) -> Parsed:  # OpenAI and Groq
+    def _openai(self, scope: Scope, raw: bytes, provider: str = "openai") -> Parsed:  # OpenAI and Groq
         body = _loads(raw)
         if not isinstance(body, dict):
             return ApiError(400, "We could not parse the JSON body of your request. "
@@ -396,7 +397,8 @@ class Live:
         if problem is not None:
             return JSONResponse({"error": problem}, status_code=404 if problem["code"] == "model_not_found" else 400)
         cost = _cost(_chars(body["messages"]), body.get("max_completion_tokens") or body.get("max_tokens"))
-        return body["model"], cost, lambda: complete_chat(body, created=self._created(), behaviour=self.behaviour)
+        return body["model"], cost, lambda: complete_chat(body, created=self._created(), behaviour=self.behaviour,
+                                                          provider=provider)
 
     def _together(self, scope: Scope, raw: bytes) -> Parsed:
         body = _loads(raw)

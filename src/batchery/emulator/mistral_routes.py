@@ -216,7 +216,7 @@ def _complete(body: dict, model: str, created: int, completion_id: str, *,
         "model": model,
         "created": created,
         "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
-                  "total_tokens": input_tokens + output_tokens, "prompt_tokens_details": {"cached_tokens": 0}},
+                  "total_tokens": input_tokens + output_tokens},
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "tool_calls": None, "prefix": False},
                      "finish_reason": "length" if truncated else "stop"}],
     }
@@ -299,7 +299,7 @@ class MistralService:
         # The emulator's default line cap is OpenAI's; left at that default, Mistral's own applies.
         self.max_lines = max_lines
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.files = FileStore(data_dir, clock)
+        self.files = FileStore(data_dir, clock, new_file_id=lambda: str(uuid.uuid4()))  # Mistral's ids are uuids
         self._kinds: dict[str, tuple[str, str, int | None]] = {}  # file id -> (sample_type, source, num_lines)
         self._jobs: dict[str, _Job] = {}  # insertion order is creation order
         self._lock = threading.Lock()

@@ -42,13 +42,14 @@ def _order(lines: list[tuple[int, bytes]]) -> list[bytes]:
 def build_results(input_path: Path, batch_key: str, done: int, unexecuted_code: str | None, created: int,
                   invalid: bytearray | None = None,
                   corrupt: Callable[[list[list[bytes]]], list[list[bytes]]] | None = None, *,
-                  behaviour: Behaviour | None = None) -> Results:
+                  behaviour: Behaviour | None = None, provider: str = "openai") -> Results:
     """Execute the first ``done`` requests of ``input_path`` and render both result files.
 
     ``invalid`` (from validation) marks the requests known to fail ``check_chat_body``, which saves
     re-checking every good one; without it every request is checked. ``corrupt`` receives the
     lines of ``[output, errors]`` (without newlines) and returns what to write instead.
-    ``behaviour`` sets the fake model's knobs (:class:`~.fake_model.Behaviour`).
+    ``behaviour`` sets the fake model's knobs (:class:`~.fake_model.Behaviour`); ``provider`` (openai
+    or groq) words the answers' service tier.
     """
     ok: list[tuple[int, bytes]] = []
     bad: list[tuple[int, bytes]] = []
@@ -77,7 +78,8 @@ def build_results(input_path: Path, batch_key: str, done: int, unexecuted_code: 
                 problem = check_chat_body(body) if invalid is None or invalid[index] else None
                 if problem is None:
                     seed = request_seed(body)
-                    completion = complete_chat(body, created=created, seed=seed, behaviour=behaviour)
+                    completion = complete_chat(body, created=created, seed=seed, behaviour=behaviour,
+                                               provider=provider)
                     usage = completion["usage"]
                     input_tokens += usage["prompt_tokens"]
                     output_tokens += usage["completion_tokens"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .clock import Clock
@@ -107,9 +109,10 @@ class FileStore:
     client may delete its input right after creating the batch, as real clients sometimes do.
     """
 
-    def __init__(self, root: Path, clock: Clock) -> None:
+    def __init__(self, root: Path, clock: Clock, new_file_id: Callable[[], str] = partial(new_id, "file-")) -> None:
         self.root = root
         self.clock = clock
+        self.new_file_id = new_file_id  # the provider's id shape: ``file-…`` (OpenAI), a uuid (Mistral)
         self._lock = threading.Lock()
         self._files: dict[str, StoredFile] = {}
         self._pins: dict[Path, int] = {}
@@ -122,7 +125,7 @@ class FileStore:
     def add(self, path: Path, filename: str, purpose: str, ttl: int | None = FILE_TTL_SECONDS) -> StoredFile:
         now = int(self.clock.now())
         stored = StoredFile(
-            id=new_id("file-"),
+            id=self.new_file_id(),
             filename=filename,
             purpose=purpose,
             size=path.stat().st_size,

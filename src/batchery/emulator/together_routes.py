@@ -231,7 +231,7 @@ class _Job:
             done = self.done
         else:
             done = self.done_by(self.cancel_at if self.cancel_at is not None else now)
-        return {
+        doc = {
             "id": self.id,
             "user_id": USER_ID,
             "input_file_id": self.input_file_id,
@@ -247,6 +247,16 @@ class _Job:
             "error": self.scan.error if self.status == "FAILED" else None,
             "completed_at": _iso(self.ended_at) if self.ended_at is not None else None,
         }
+        # Together's document types these as strings, never null: a field with no value is left out.
+        return {name: value for name, value in doc.items() if value is not None}
+
+
+class BatchError(ApiError):
+    """An error of the batch routes, in the envelope Together's document gives them (``BatchErrorResponse``:
+    the message as a plain string), not the chat routes' ``{"error": {"message", ...}}``."""
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.message}, status_code=self.status)
 
 
 class TogetherService:
@@ -373,7 +383,7 @@ class TogetherService:
     def _file_json(self, stored: StoredFile) -> dict:
         file_type, size = self._ready[stored.id]
         return {"id": stored.id, "object": "file", "bytes": size, "created_at": stored.created_at,
-                "filename": stored.filename, "FileType": file_type, "purpose": stored.purpose}
+                "filename": stored.filename, "FileType": file_type, "purpose": stored.purpose, "Processed": True}
 
     # -- batches ---------------------------------------------------------------------------------
 
@@ -383,29 +393,29 @@ class TogetherService:
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
-            raise ApiError(400, "The request body must be a JSON object.")
+            raise BatchError(400, "The request body must be a JSON object.")
         endpoint = body.get("endpoint")
         if endpoint not in ENDPOINTS:
-            raise ApiError(400, f"Invalid endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}.",
+            raise BatchError(400, f"Invalid endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}.",
                            param="endpoint")
         if endpoint != "/v1/chat/completions":
-            raise ApiError(400, f"The emulator runs only /v1/chat/completions batches, not {endpoint}.",
+            raise BatchError(400, f"The emulator runs only /v1/chat/completions batches, not {endpoint}.",
                            param="endpoint")
         if body.get("completion_window", WINDOW) != WINDOW:
-            raise ApiError(400, f"completion_window is fixed at {WINDOW}.", param="completion_window")
+            raise BatchError(400, f"completion_window is fixed at {WINDOW}.", param="completion_window")
         model_id = body.get("model_id")
         if model_id is not None and not isinstance(model_id, str):
-            raise ApiError(400, "model_id must be a string.", param="model_id")
+            raise BatchError(400, "model_id must be a string.", param="model_id")
         file_id = body.get("input_file_id")
         stored = self.files.get(file_id) if isinstance(file_id, str) and file_id in self._ready else None
         if stored is None:
-            raise ApiError(400, f"Input file {file_id!r} not found.", param="input_file_id")
+            raise BatchError(400, f"Input file {file_id!r} not found.", param="input_file_id")
         if stored.purpose != "batch-api":
-            raise ApiError(400, f"Input file {file_id} has purpose {stored.purpose!r}; batches need 'batch-api'.",
+            raise BatchError(400, f"Input file {file_id} has purpose {stored.purpose!r}; batches need 'batch-api'.",
                            param="input_file_id")
         size = self._ready[stored.id][1]
         if size > MAX_INPUT_BYTES:
-            raise ApiError(400, f"Input file is {size} bytes; a batch input holds at most {MAX_INPUT_BYTES}.",
+            raise BatchError(400, f"Input file is {size} bytes; a batch input holds at most {MAX_INPUT_BYTES}.",
                            param="input_file_id")
         scan = await run_in_threadpool(_scan, stored.path, self.max_lines)
         now = self.clock.now()
@@ -437,7 +447,7 @@ class TogetherService:
         await run_in_threadpool(self._advance, job)
         with job.lock:
             if job.status in ENDED:
-                raise ApiError(400, f"Batch job {job.id} is {job.status}; only VALIDATING or IN_PROGRESS jobs "
+                raise BatchError(400, f"Batch job {job.id} is {job.status}; only VALIDATING or IN_PROGRESS jobs "
                                     "can be cancelled.")
             if job.cancel_at is None:
                 job.cancel_at = self.clock.now()
@@ -449,7 +459,7 @@ class TogetherService:
         with self._lock:
             job = self._jobs.get(batch_id)
         if job is None:
-            raise ApiError(404, f"Batch job {batch_id} not found.", code="not_found")
+            raise BatchError(404, f"Batch job {batch_id} not found.", code="not_found")
         return job
 
     # -- lifecycle -------------------------------------------------------------------------------
