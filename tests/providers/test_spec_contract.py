@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from conftest import MODELS, start_job
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry
@@ -49,8 +50,6 @@ from batchery.errors import BatcheryError
 from batchery.inputs import iter_objects
 from batchery.live import LivePolicy, LiveRunner
 from batchery.providers import get_provider
-
-from conftest import MODELS, start_job
 
 SPECS = Path(__file__).parent / "specs"
 KEY = "test-key"
@@ -113,7 +112,7 @@ def document(provider: str, cache_dir: Path) -> dict:
     if cached.exists():
         return _mended(provider, pickle.loads(cached.read_bytes()))
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    doc = to_json_schema(yaml.load(raw, Loader=loader))  # noqa: S506 - a safe loader
+    doc = to_json_schema(yaml.load(raw, Loader=loader))
     tmp = cached.with_suffix(f".{id(doc)}.tmp")
     tmp.write_bytes(pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL))
     tmp.replace(cached)  # atomic: two workers may write it at once
@@ -550,3 +549,63 @@ def test_every_answer_and_request_matches_the_providers_own_description(provider
                 seen.add(name)
     assert problems == []
     assert MUST_SEE[provider] <= seen, sorted(MUST_SEE[provider] - seen)
+
+
+# -- Gemini: the google-genai SDK's own types (they forbid unknown fields) --------------------------
+
+# google.rpc.Status, the error envelope of every Google API (https://google.aip.dev/193).
+GOOGLE_ERROR = {"type": "object", "required": ["error"], "additionalProperties": False, "properties": {"error": {
+    "type": "object", "required": ["code", "message", "status"], "additionalProperties": False,
+    "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "status": {"type": "string"},
+                   "details": {"type": "array", "items": {"type": "object", "required": ["@type"]}}}}}}
+
+
+def gemini_problems(ex: Exchange) -> list[str]:
+    from google.genai import batches, types
+    from pydantic import ValidationError as Invalid
+
+    def model(kind: Any, value: Any, what: str) -> list[str]:
+        try:
+            kind.model_validate(value)
+        except Invalid as exc:
+            return [f"{ex} {what}: {exc}"[:600]]
+        return []
+
+    if not ex.response or ex.status == 0:
+        return []
+    if ex.status >= 400:
+        errors = Draft202012Validator(GOOGLE_ERROR).iter_errors(orjson.loads(ex.response))
+        return [f"{ex} error: {e.message}"[:300] for e in errors]
+    if ex.path.endswith(":download"):
+        lines = jsonl(ex.response)
+        return [p for line in lines if "response" in line
+                for p in model(types.GenerateContentResponse, line["response"], "result line")]
+    answer = orjson.loads(ex.response)
+    if ex.path.endswith(":generateContent"):
+        return model(types.GenerateContentResponse, answer, "answer")
+    if "file" in answer and isinstance(answer["file"], dict):
+        return model(types.File, answer["file"], "file")
+    if ex.path.endswith(":batchGenerateContent") or re.search(r"/batches/[^/:]+$", ex.path):
+        inline = ((answer.get("metadata") or {}).get("output") or {}).get("inlinedResponses") or {}
+        found = model(types.BatchJob, batches._BatchJob_from_mldev(answer), "batch")
+        for item in inline.get("inlinedResponses") or []:
+            if "response" in item:
+                found += model(types.GenerateContentResponse, item["response"], "inline result")
+        return found
+    return []
+
+
+def test_every_gemini_answer_matches_the_sdk_types(store, tmp_path):
+    problems: list[str] = []
+    paths = set()
+    for ex in drive("gemini", store, tmp_path):
+        if ex.path.startswith("/gemini/"):
+            problems += gemini_problems(ex)
+            paths.add((ex.method, re.sub(r"/(files|batches|models)/[^/:]+", r"/\1/ID", ex.path), ex.status))
+    assert problems == []
+    assert {("POST", "/gemini/v1/models/ID:generateContent", 200),
+            ("POST", "/gemini/v1/models/ID:generateContent", 404),
+            ("POST", "/gemini/v1/models/ID:generateContent", 429),
+            ("POST", "/gemini/v1/models/ID:batchGenerateContent", 200), ("GET", "/gemini/v1/batches", 200),
+            ("GET", "/gemini/v1/batches/ID", 200), ("GET", "/gemini/v1/batches/ID", 404),
+            ("POST", "/gemini/v1/batches/ID:cancel", 200)} <= paths, sorted(paths)

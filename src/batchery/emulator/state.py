@@ -11,7 +11,6 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from .clock import Clock
@@ -22,6 +21,10 @@ FILE_TTL_SECONDS = 30 * 24 * 3600  # purpose=batch / batch_output files expire a
 def new_id(prefix: str) -> str:
     """Random ids shaped like the real ones (``file-…``, ``batch_…``)."""
     return prefix + secrets.token_hex(12)
+
+
+def _openai_file_id() -> str:
+    return new_id("file-")
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,7 @@ class FileStore:
     client may delete its input right after creating the batch, as real clients sometimes do.
     """
 
-    def __init__(self, root: Path, clock: Clock, new_file_id: Callable[[], str] = partial(new_id, "file-")) -> None:
+    def __init__(self, root: Path, clock: Clock, new_file_id: Callable[[], str] = _openai_file_id) -> None:
         self.root = root
         self.clock = clock
         self.new_file_id = new_file_id  # the provider's id shape: ``file-…`` (OpenAI), a uuid (Mistral)
