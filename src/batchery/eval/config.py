@@ -12,21 +12,44 @@
     mode: batch                      # batch | live (then rpm, tpm, concurrency apply)
     budget_usd: 20                   # stop submitting new work once the projected spend would pass it
     pairwise: {reversed_share: 1.0}  # optional: candidates compared head to head, per input
+    judge_prompt: judge.j2           # optional: your own judge prompt(s), here or per judge (see below)
+    compare_prompt: [builtin, compare.j2]  # optional: your own pairwise prompt(s), here or per judge
     human_labels: labels.jsonl       # optional: {"id": <item id from items.jsonl>, "label": true|false or 1-5}
     emulate: true                    # optional: run on the in-process emulator (no keys, no cost)
     behaviour: {quality: {...}}      # optional: the emulator's synthetic knobs (see emulator.fake_model)
+
+A candidate may be answers made elsewhere instead of a model: ``{name: mine, answers: answers.jsonl}``
+with lines ``{"statement_id", "input", "answer"}`` or ``{"id", "answer"}`` (the id of an input line);
+they are judged, compared and reported like generated ones, and nothing is generated for them.
+
+``judge_prompt`` / ``compare_prompt`` (at the top level, or per judge, which wins) take one prompt or
+a list; each becomes its own stage and its own column. A prompt is ``builtin``, a path to a Jinja2
+file, inline template text (a string with a line break, ``{{`` or ``{%``), or a mapping
+``{name, file | text, system, output}`` where ``output`` is binary, likert or pairwise (the built-in
+schemas) or ``{fields: {name: type}, verdict: name, values: {...}}``.
 
 Relative paths are read from the config file's folder.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import ConfigError
+from .prompts import BUILTIN, PromptTemplate, builtin_template
 
 
 class ModelSpec(BaseModel):
@@ -47,6 +70,93 @@ class ModelSpec(BaseModel):
         return self
 
 
+class CandidateSpec(ModelSpec):
+    """A candidate: a model that answers the inputs, or answers made elsewhere (``answers``)."""
+
+    provider: str | None = None  # type: ignore[assignment]
+    model: str | None = Field(None, min_length=1)  # type: ignore[assignment]
+    answers: Path | None = None  # JSONL of existing answers: nothing is generated for this candidate
+
+    @model_validator(mode="after")
+    def _default_name(self) -> CandidateSpec:
+        if self.answers is not None:
+            given = [f for f in ("provider", "model", "system", "base_url") if getattr(self, f) is not None]
+            if given or self.params:
+                raise ValueError(f"a candidate with 'answers' is not generated: drop {', '.join(given or ['params'])}")
+            if not self.name:
+                raise ValueError("a candidate with 'answers' needs a 'name'")
+        elif self.provider is None or self.model is None:
+            raise ValueError("give 'provider' and 'model' (a model to answer the inputs) or 'answers' "
+                             "(a JSONL file of existing answers)")
+        elif not self.name:
+            self.name = f"{self.provider}/{self.model}"
+        return self
+
+
+class OutputSpec(BaseModel):
+    """A prompt's own output: its fields (name -> JSON type or schema) and which one is the verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+    fields: dict[str, str | dict[str, Any]] = Field(min_length=1)
+    verdict: str
+    values: dict[str, bool | int | str] | None = None  # verdict values -> true/false, 1..5, or A/B/tie
+
+
+class PromptSpec(BaseModel):
+    """One judge or pairwise prompt: the built-in one, or a Jinja2 template (a file or inline text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", pattern=r"^([A-Za-z0-9_]{1,32})?$")  # its stage and column; default the file's stem
+    file: Path | None = None
+    text: str | None = None
+    system: str | None = None  # a system prompt, a template too
+    output: str | dict[str, Any] | None = None  # binary | likert | pairwise | {fields, verdict, values}
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptSpec:
+        if self.file is not None and self.text is not None:
+            raise ValueError("give 'file' or 'text', not both")
+        if self.file is None and self.text is None and self.name not in ("", BUILTIN):
+            raise ValueError("give 'file' or 'text' (or the name 'builtin' for the built-in prompt)")
+        if self.file is None and self.text is None:
+            if self.system is not None or self.output is not None:
+                raise ValueError("the built-in prompt takes no 'system' or 'output'")
+            self.name = BUILTIN
+        elif not self.name:
+            if self.file is None:
+                raise ValueError("an inline template needs a 'name'")
+            self.name = re.sub(r"[^A-Za-z0-9_]", "_", self.file.name.split(".")[0])[:32] or "template"
+        return self
+
+
+def _prompt_list(value: Any) -> Any:
+    """One prompt or a list; a string is 'builtin', inline template text (with a line break, '{{' or
+    '{%') or a file path."""
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            if item.strip() == BUILTIN:
+                item = {"name": BUILTIN}
+            elif "\n" in item or "{{" in item or "{%" in item:
+                item = {"name": "custom", "text": item}
+            else:
+                item = {"file": item}
+        out.append(item)
+    return out
+
+
+class JudgeSpec(ModelSpec):
+    """A judge, optionally with its own prompts (which replace the evaluation's)."""
+
+    judge_prompt: list[PromptSpec] | None = None
+    compare_prompt: list[PromptSpec] | None = None
+
+    _prompts = field_validator("judge_prompt", "compare_prompt", mode="before")(_prompt_list)
+
+
 class PairwiseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reversed_share: float = Field(1.0, ge=0.0, le=1.0)  # pairs also judged with A and B swapped
@@ -59,7 +169,8 @@ class RunSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    judges: list[ModelSpec] = Field(min_length=1)
+    judges: list[JudgeSpec] = Field(min_length=1)
+    compare_prompt: list[PromptSpec] | None = None  # pairwise prompts for every judge without its own
     mode: Literal["batch", "live"] = "batch"
     rpm: float | None = Field(None, gt=0)
     tpm: float | None = Field(None, gt=0)
@@ -70,16 +181,42 @@ class RunSettings(BaseModel):
     behaviour: dict[str, Any] | None = None
     out: Path | None = None  # report folder; default eval-out/<name> beside the config
     store: Path | None = None  # default: the store `batchery run` uses ($BATCHERY_HOME, else per-user)
+    _folder: Path = PrivateAttr(default_factory=Path)  # where relative template paths are read from
+    _templates: dict = PrivateAttr(default_factory=dict)
+
+    _prompts = field_validator("compare_prompt", mode="before")(_prompt_list)
+
+    def templates(self, judge: JudgeSpec, role: str) -> list[PromptTemplate]:
+        """The prompts ``judge`` uses for ``role`` (judge, compare or rank): its own, else the
+        evaluation's, else the built-in one; compiled (and checked) once."""
+        key = (judge.name, role)
+        if key not in self._templates:
+            field = "judge_prompt" if role == "judge" else "compare_prompt"
+            own = getattr(judge, field)
+            index = self.judges.index(judge)
+            specs, where = (own, f"judges[{index}].{field}") if own is not None else (getattr(self, field, None), field)
+            scale = getattr(self, "scale", "binary")
+            self._templates[key] = ([builtin_template(role, scale if role == "judge" else "pairwise")]
+                                    if not specs else
+                                    [_compile(spec, role, scale, self._folder, f"{where}[{i}]")
+                                     for i, spec in enumerate(specs)])
+            names = [t.name for t in self._templates[key]]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"{where}: two prompts share a name; give each a distinct 'name'")
+        return self._templates[key]
 
 
 class EvalConfig(RunSettings):
     spec: Path
     inputs: Path
-    candidates: list[ModelSpec] = Field(min_length=1)
+    candidates: list[CandidateSpec] = Field(min_length=1)
+    judge_prompt: list[PromptSpec] | None = None  # compliance prompts for every judge without its own
     jury: Literal["mean", "majority", "unanimous"] = "majority"
     scale: Literal["binary", "likert"] = "binary"
     pairwise: PairwiseConfig | None = None
     human_labels: Path | None = None  # calibrates the jury's rates (prediction-powered inference)
+
+    _judge_prompts = field_validator("judge_prompt", mode="before")(_prompt_list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> EvalConfig:
@@ -104,10 +241,52 @@ class RankingConfig(RunSettings):
     @model_validator(mode="after")
     def _unique_names(self) -> RankingConfig:
         _distinct(self.judges, "judge")
+        for i, judge in enumerate(self.judges):
+            if judge.judge_prompt is not None:
+                raise ValueError(f"judges[{i}].judge_prompt: a ranking only compares; use compare_prompt")
         return self
 
 
-def _distinct(models: list[ModelSpec], role: str) -> None:
+def _compile(spec: PromptSpec, role: str, scale: str, folder: Path, where: str) -> PromptTemplate:
+    """A prompt of the config as a checked template (ConfigError naming the field, file and line)."""
+    from .prompts import builtin_output, compile_template, declared_output
+
+    if spec.name == BUILTIN:
+        return builtin_template(role, scale if role == "judge" else "pairwise")
+    builtin_kinds = ("binary", "likert") if role == "judge" else ("pairwise",)
+    output_spec = spec.output
+    if output_spec is None:
+        output = builtin_output(scale if role == "judge" else "pairwise")
+    elif isinstance(output_spec, str):
+        if output_spec not in builtin_kinds:
+            raise ConfigError(f"{where}.output: must be {' or '.join(builtin_kinds)}, or {{fields, verdict}}; "
+                              f"got '{output_spec}'")
+        output = builtin_output(output_spec)
+    else:
+        try:
+            declared = OutputSpec.model_validate(output_spec)
+            output = declared_output(declared.fields, declared.verdict, declared.values, role)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise ConfigError(f"{where}.output.{_where(tuple(error['loc']))}: {error['msg']}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{where}.output.{exc}") from None
+    if role == "judge" and output.kind != scale:
+        raise ConfigError(f"{where}.output: gives {output.kind} verdicts, but the evaluation's scale is {scale}")
+    if spec.file is not None:
+        path = spec.file if spec.file.is_absolute() else folder / spec.file
+        try:
+            source = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{where}.file: no such file {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}.file: {path} cannot be read ({exc})") from None
+        return compile_template(spec.name, role, output, source, str(path), system=spec.system)
+    assert spec.text is not None
+    return compile_template(spec.name, role, output, spec.text, where, system=spec.system, inline=True)
+
+
+def _distinct(models: Sequence[ModelSpec], role: str) -> None:
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"two {role}s share a name; give each a distinct 'name'")
@@ -150,9 +329,21 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
         value = getattr(config, field, None)
         if value is not None and not value.is_absolute():
             setattr(config, field, base / value)
+    for candidate in getattr(config, "candidates", []):
+        if candidate.answers is not None and not candidate.answers.is_absolute():
+            candidate.answers = base / candidate.answers
     if config.out is None:  # beside the config, like every path in it: the same from any working directory
         config.out = base / "eval-out" / config.name
     check_folder(config.out, f"{path}: out")
+    config._folder = base
+    for judge in config.judges:  # every template checked now, before anything is sent
+        for role in ("judge", "compare") if isinstance(config, EvalConfig) else ("rank",):
+            try:
+                config.templates(judge, role)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"{path}: " + f"\n{path}: ".join(dict.fromkeys(problems)))
     return config
 
 
@@ -183,8 +374,11 @@ def _suggest(word: str, choices) -> str:
 def _pydantic_problem(error: Any, kind: type[RunSettings]) -> str:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":  # a key the config does not have: most often a typo
-        parent = ModelSpec if loc[0] in ("candidates", "judges") and len(loc) == 3 else (
-            PairwiseConfig if loc[0] == "pairwise" else kind)
+        owner = next((part for part in reversed(loc[:-1]) if isinstance(part, str)), None)
+        parents: dict[Any, type[BaseModel]] = {"candidates": CandidateSpec, "judges": JudgeSpec,
+                                               "pairwise": PairwiseConfig, "judge_prompt": PromptSpec,
+                                               "compare_prompt": PromptSpec}
+        parent = parents.get(owner, kind)
         return f"{_where(loc)}: unknown key{_suggest(str(loc[-1]), parent.model_fields)}"
     message = error["msg"].removeprefix("Value error, ")
     return f"{_where(loc)}: {message[:1].lower()}{message[1:]}"
@@ -248,4 +442,11 @@ def _file_problems(raw: dict, kind: type[RunSettings], base: Path) -> list[str]:
             problems.append(f"{field}: no such file {target}")
         elif target.is_dir() and not folder_ok:
             problems.append(f"{field}: {target} is a folder, not a file")
+    candidates = raw.get("candidates") if "candidates" in kind.model_fields else None
+    for i, candidate in enumerate(candidates if isinstance(candidates, list) else []):
+        answers = candidate.get("answers") if isinstance(candidate, dict) else None
+        if isinstance(answers, str):
+            target = Path(answers) if Path(answers).is_absolute() else base / answers
+            if not target.is_file():
+                problems.append(f"candidates[{i}].answers: no such file {target}")
     return problems

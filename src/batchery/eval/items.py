@@ -164,3 +164,98 @@ def write_items(out_dir: Path, items: list[dict], pairs: list[dict], judges: lis
                 f.write(orjson.dumps(pair) + b"\n")
     elif pairs_path.exists():
         pairs_path.unlink()  # a stale file from an earlier run into the same folder would mislead
+
+
+def load_answers(path: Path, statements: list[Any], inputs: Mapping[str, list[str]], inputs_path: Path
+                 ) -> dict[str, Any]:
+    """A candidate's existing answers (``answers: file``) as results by item, as if generated.
+
+    Lines are ``{"statement_id", "input", "answer"}`` (the input's text, as in the inputs file; a
+    text given twice for one statement is answered in order) or ``{"id", "answer"}`` (the ``id``
+    of a line of the JSONL inputs file). Any bad line (bad JSON, a missing field, an unknown
+    statement, input or id, a second answer to one input) is a ConfigError naming the file and
+    line, before anything is sent. Inputs without an answer are simply absent (reported missing).
+    """
+    from ..errors import InputError
+    from .pipeline import item_id
+    from .specs import jsonl_objects
+
+    known = {s.id for s in statements}
+    ids: dict[str, tuple[str, int]] | None = None
+    free: dict[tuple[str, str], list[int]] = {}  # (statement, input) -> its indices not answered yet
+    seen: dict[str, str] = {}  # item -> the line that answered it
+    results: dict[str, Any] = {}
+    try:
+        for where, obj in jsonl_objects(path):
+            answer = obj.get("answer")
+            if not isinstance(answer, str):
+                raise ConfigError(f"{where}: field 'answer' must be a string (the candidate's answer)")
+            if "id" in obj:
+                key = obj["id"]
+                if not isinstance(key, (str, int)) or isinstance(key, bool):
+                    raise ConfigError(f"{where}: field 'id' must be a string or an integer")
+                if ids is None:
+                    ids = _input_ids(inputs_path)
+                if str(key) not in ids:
+                    raise ConfigError(f"{where}: no input with id '{key}' in {inputs_path}")
+                statement, index = ids[str(key)]
+            else:
+                named, text = obj.get("statement_id"), obj.get("input")
+                if not isinstance(named, str) or not isinstance(text, str):
+                    raise ConfigError(f"{where}: give 'statement_id' and 'input' (strings), or the 'id' of an input")
+                statement = named
+                if statement not in known:
+                    raise ConfigError(f"{where}: no statement '{statement}' in the spec")
+                texts = inputs.get(statement, [])
+                slots = free.setdefault((statement, text), [i for i, t in enumerate(texts) if t == text])
+                if not slots:
+                    if text in texts:
+                        first = seen[item_id(statement, texts.index(text))]
+                        raise ConfigError(f"{where}: a second answer to the same input (first at {first})")
+                    raise ConfigError(f"{where}: statement '{statement}' has no such input in {inputs_path}")
+                index = slots.pop(0)
+            item = item_id(statement, index)
+            if item in seen:
+                raise ConfigError(f"{where}: a second answer to the same input (first at {seen[item]})")
+            seen[item] = where
+            results[item] = _given(item, answer)
+    except InputError as exc:  # bad JSON, not an object: already names the file and line
+        raise ConfigError(str(exc)) from None
+    return results
+
+
+def _input_ids(inputs_path: Path) -> dict[str, tuple[str, int]]:
+    """(statement, index) by the ``id`` of each line of a JSONL inputs file that has one."""
+    from .specs import jsonl_objects
+
+    if inputs_path.is_dir():
+        raise ConfigError(f"{inputs_path}: answers given by 'id' need a JSONL inputs file whose lines have an 'id'")
+    ids: dict[str, tuple[str, int]] = {}
+    count: dict[str, int] = {}
+    for where, obj in jsonl_objects(inputs_path):
+        statement = str(obj.get("statement_id"))
+        index = count.get(statement, 0)
+        count[statement] = index + 1
+        if "id" in obj:
+            key = str(obj["id"])
+            if key in ids:
+                raise ConfigError(f"{where}: input id '{key}' appears twice, so answers cannot refer to it")
+            ids[key] = (statement, index)
+    return ids
+
+
+def _given(item: str, answer: str) -> Any:
+    """An existing answer as a succeeded result (no provider, no usage, no cost)."""
+    from ..export import Result
+
+    return Result(id=item, custom_id="", status="succeeded", text=answer, response=None,
+                  usage={"input_tokens": None, "output_tokens": None, "cached_tokens": None,
+                         "reasoning_tokens": None},
+                  error=None, attempts=0, provider="answers", model="", batch_id=None)
+
+
+def missing_answers(config: EvalConfig, evaluation: Any) -> dict[str, int]:
+    """Per candidate with an answers file: how many inputs it gave no answer for."""
+    asked = sum(len(texts) for texts in evaluation.inputs.values())
+    return {c.name: asked - len(evaluation.answers.get(c.name, {})) for c in config.candidates
+            if c.answers is not None}

@@ -30,17 +30,30 @@ from ..live import LivePolicy
 from ..pricing import PriceBook, actual_cost, total
 from ..providers import EMULATOR_ORIGIN, get_provider, provider_origin
 from ..store import Store
-from .config import EvalConfig, ModelSpec, RunSettings
-from .items import build_items, build_pairs, known_ids, write_items
-from .prompts import compliance_request, generation_request, pairwise_request, reask_request
+from .config import EvalConfig, JudgeSpec, ModelSpec, RunSettings
+from .items import (
+    build_items,
+    build_pairs,
+    known_ids,
+    load_answers,
+    missing_answers,
+    write_items,
+)
+from .prompts import (
+    PromptTemplate,
+    compare_variables,
+    compliance_request,
+    generation_request,
+    judge_variables,
+    pairwise_request,
+    reask_request,
+)
 from .specs import Statement, load_inputs, load_spec
 from .verdicts import (
     JUDGE_FAILED,
     LIKERT_COMPLIANT_FROM,
     TIE,
     ComplianceVerdict,
-    parse_compliance,
-    parse_pairwise,
 )
 
 
@@ -64,6 +77,7 @@ class Evaluation:
     verdicts: dict[str, dict[tuple[str, str], ComplianceVerdict | None]] = field(default_factory=dict)
     comparisons: list[dict] = field(default_factory=list)
     labels: dict[str, bool | int] | None = None  # human labels by item id, when the config gives them
+    raters: dict[str, str] = field(default_factory=dict)  # verdict column (judge or judge/template) -> template
 
 
 def item_id(statement: str, index: int) -> str:
@@ -97,9 +111,13 @@ class EvalRunner:
             from .calibration import load_labels
 
             evaluation.labels = load_labels(config.human_labels, config.scale, known)
+        for candidate in config.candidates:  # existing answers: read (and checked) before anything is sent
+            if candidate.answers is not None:
+                evaluation.answers[candidate.name] = load_answers(candidate.answers, statements, inputs, config.inputs)
         with self.connections():
             for candidate in config.candidates:
-                self._generate(evaluation, candidate)
+                if candidate.answers is None:
+                    self._generate(evaluation, candidate)
             for judge in config.judges:
                 self._judge(evaluation, judge)
             if config.pairwise is not None and len(config.candidates) > 1:
@@ -118,9 +136,14 @@ class EvalRunner:
                 requests.append(request)
         evaluation.answers[candidate.name] = self.stage("generate", candidate, requests)
 
-    def _judge(self, evaluation: Evaluation, judge: ModelSpec) -> None:
-        """Every successful answer of every candidate, judged against its statement. A failed
-        generation is never judged: it is counted as failed, not as non-compliant."""
+    def _judge(self, evaluation: Evaluation, judge: JudgeSpec) -> None:
+        """Every successful answer of every candidate, judged against its statement, with each of
+        the judge's prompts (each its own stage and column). A failed generation is never judged:
+        it is counted as failed, not as non-compliant."""
+        for template in self.config.templates(judge, "judge"):
+            self._judge_with(evaluation, judge, template)
+
+    def _judge_with(self, evaluation: Evaluation, judge: JudgeSpec, template: PromptTemplate) -> None:
         requests: dict[str, dict] = {}
         for statement in evaluation.statements:
             for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
@@ -128,18 +151,27 @@ class EvalRunner:
                     answer = evaluation.answers[candidate.name].get(item_id(statement.id, index))
                     if answer is None or not answer.ok or answer.text is None:
                         continue
-                    request = compliance_request(statement, text, answer.text, model=judge.model,
-                                                 params=judge.params, scale=self.config.scale)
+                    if template.builtin:
+                        request = compliance_request(statement, text, answer.text, model=judge.model,
+                                                     params=judge.params, scale=self.config.scale)
+                    else:
+                        request = template.request(judge_variables(statement, text, answer.text),
+                                                   model=judge.model, params=judge.params)
                     request["id"] = f"{candidate.name}|{item_id(statement.id, index)}"
                     requests[request["id"]] = request
-        parse = lambda text: parse_compliance(text, self.config.scale)  # noqa: E731
-        verdicts = self.judged("judge", judge, requests, parse)
-        evaluation.verdicts[judge.name] = {
+        verdicts = self.judged(template.stage("judge"), judge, requests, template.output.parse)
+        evaluation.raters[template.rater(judge.name)] = template.name
+        evaluation.verdicts[template.rater(judge.name)] = {
             tuple(rid.split("|", 1)): verdict for rid, verdict in verdicts.items()}  # type: ignore[misc]
 
-    def _compare(self, evaluation: Evaluation, judge: ModelSpec) -> None:
+    def _compare(self, evaluation: Evaluation, judge: JudgeSpec) -> None:
         """Candidates head to head on each input, judged on the statement: each pair in a random
-        order, and with the chosen share also in the reversed order (position bias shows there)."""
+        order, and with the chosen share also in the reversed order (position bias shows there).
+        Each of the judge's pairwise prompts sees the same pairs in the same orders."""
+        for template in self.config.templates(judge, "compare"):
+            self._compare_with(evaluation, judge, template)
+
+    def _compare_with(self, evaluation: Evaluation, judge: JudgeSpec, template: PromptTemplate) -> None:
         pairwise = self.config.pairwise
         assert pairwise is not None
         rng = random.Random(f"{pairwise.seed}:{judge.name}")
@@ -155,16 +187,21 @@ class EvalRunner:
                     if rng.random() < pairwise.reversed_share:
                         orders.append(orders[0][::-1])
                     for first, second in orders:
-                        request = pairwise_request(text, answers[first].text, answers[second].text,  # type: ignore[union-attr]
-                                                   model=judge.model, params=judge.params,
-                                                   statement=by_name[statement.id])
+                        a, b = answers[first].text, answers[second].text  # type: ignore[union-attr]
+                        if template.builtin:
+                            request = pairwise_request(text, a, b, model=judge.model,  # type: ignore[arg-type]
+                                                       params=judge.params, statement=by_name[statement.id])
+                        else:
+                            request = template.request(compare_variables(by_name[statement.id], text, a, b),  # type: ignore[arg-type]
+                                                       model=judge.model, params=judge.params)
                         request["id"] = f"{first}|{second}|{item}"
                         requests[request["id"]] = request
-        verdicts = self.judged("compare", judge, requests, parse_pairwise)
+        verdicts = self.judged(template.stage("compare"), judge, requests, template.output.parse)
         side = {"A": "first", "B": "second", "tie": "tie"}
         for rid, verdict in verdicts.items():
             first, second, item = rid.split("|", 2)
-            evaluation.comparisons.append({"item": item, "first": first, "second": second, "judge": judge.name,
+            evaluation.comparisons.append({"item": item, "first": first, "second": second,
+                                           "judge": template.rater(judge.name), "template": template.name,
                                            "winner": side[verdict.winner] if verdict else None,
                                            "confidence": verdict.confidence if verdict else None,
                                            "explanation": verdict.explanation if verdict else None})
@@ -256,7 +293,8 @@ class EvalRunner:
             self._poll = None
             if self.send:  # every model's key (and provider) is checked before the first stage sends anything
                 for who in [*getattr(self.config, "candidates", []), *self.config.judges]:
-                    self._adapter(who)
+                    if getattr(who, "answers", None) is None:  # existing answers need no provider
+                        self._adapter(who)
             yield
             return
         from ..emulator import Emulator
@@ -395,7 +433,9 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict], ite
                 for judge, verdicts in evaluation.verdicts.items()}
     agreement = stats.agreement(by_judge) if len(by_judge) > 1 else None
     pairwise = stats.pairwise_summary(evaluation.comparisons) if evaluation.comparisons else None
+    templates = stats.per_template(evaluation.raters, by_judge, evaluation.comparisons)
     no_inputs = [s.id for s in evaluation.statements if not evaluation.inputs.get(s.id)]
+    missing = missing_answers(config, evaluation)
     notes = [(f"Jury rule: {config.jury} of {len(config.judges)} judge(s) ({_JURY_RULES[config.jury]}). An even split "
               "is a 'tie' and an answer the read verdicts cannot decide (after one re-ask) is 'unparsed': both are "
               "counted in their own columns and left out of the rate; a failed generation is 'failed', never judged, "
@@ -409,6 +449,10 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict], ite
     if no_inputs:
         notes.append(f"{len(no_inputs)} statement(s) have no inputs and were not evaluated: {', '.join(no_inputs[:10])}"
                      + ("…" if len(no_inputs) > 10 else ""))
+    for name, count in missing.items():
+        if count:
+            notes.append(f"{name}: {count} input(s) have no answer in its answers file; they are missing, not judged "
+                         "and not in its rates.")
     notes.append("Failure rate = failed generations ÷ all generations asked for; 'if failed = non-compliant' "
                  "is the compliance rate with every failed generation counted as a non-compliant answer.")
     if evaluation.labels is not None:
@@ -423,7 +467,9 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict], ite
         "title": f"Evaluation {config.name}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "spec": config.spec.stem, "mode": config.mode, "scale": config.scale,
-        "candidates": [{"name": c.name, "provider": c.provider, "model": c.model} for c in config.candidates],
+        "candidates": [{"name": c.name, "provider": c.provider, "model": c.model} if c.answers is None else
+                       {"name": c.name, "provider": "answers", "model": c.answers.name, "missing": missing[c.name]}
+                       for c in config.candidates],
         "judges": [{"name": j.name, "provider": j.provider, "model": j.model} for j in config.judges],
         "jury_rule": config.jury,
         "leaderboard": leaderboard,
@@ -434,6 +480,7 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict], ite
                                                      "fleiss_hi": agreement["fleiss_hi"],
                                                      "pairs": agreement["pairwise"], "method": agreement["method"]},
         "pairwise": pairwise,
+        "templates": templates,
         "costs": costs,
         "notes": notes,
     }
@@ -454,5 +501,6 @@ def run_evaluation(config: EvalConfig, store: Store, *, send: bool = True,
     data = summarise(config, evaluation, runner.costs(), items)
     data["elapsed_seconds"] = round(time.monotonic() - started, 1)
     assert config.out is not None
-    write_items(config.out, items, build_pairs(evaluation, evaluation.inputs), [j.name for j in config.judges])
+    raters = [t.rater(j.name) for j in config.judges for t in config.templates(j, "judge")]
+    write_items(config.out, items, build_pairs(evaluation, evaluation.inputs), raters)
     return data, write_report(data, config.out, items=items)

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .specs import Statement
+from .specs import Example, Statement
 
 Scale = Literal["binary", "likert"]
 SCALES: tuple[str, ...] = ("binary", "likert")
@@ -322,3 +323,246 @@ def _correction(schema: Any) -> str:
     wanted = f" with the fields {', '.join(fields)}" if fields else ""
     return ("Your reply could not be read as the JSON object that was asked for. Reply again with "
             f"only that JSON object{wanted}: no code fences and no text before or after it.")
+
+
+# -- your own prompts: Jinja2 templates ----------------------------------------------------------
+#
+# A template is the judge's user message, written by the team; batchery fills in the variables
+# below, sends the declared output schema as ``response_format`` and reads the verdict from the
+# declared field. Values are given as they are (long ones clipped in the middle like the built-in
+# prompt's), not neutralised: the template owns its own layout. Undefined names are errors, at
+# config load (a static check against the names below) and when a request is built
+# (StrictUndefined), never an empty string sent to a judge.
+
+_STATEMENT_VARIABLES = {
+    "statement": "the statement's text",
+    "statement_id": "the statement's id",
+    "type": "REQUIREMENT, PROHIBITION or GUIDELINE",
+    "authority_level": "PLATFORM, DEVELOPER, USER or GUIDELINE",
+    "section": "the statement's section ('' when none)",
+    "subsection": "the statement's subsection ('' when none)",
+    "examples": "the statement's worked examples: a list of {description, user_query, good_response, bad_response}",
+    "input": "the user input the candidates answered",
+}
+VARIABLES: dict[str, dict[str, str]] = {
+    "judge": {**_STATEMENT_VARIABLES, "answer": "the candidate's answer under judgement"},
+    "compare": {**_STATEMENT_VARIABLES, "answer_a": "the answer shown first (A)", "answer_b": "the answer shown second (B)"},
+    "rank": {"trait": "the quality the texts are compared on", "answer_a": "the text shown first (A)",
+             "answer_b": "the text shown second (B)"},
+}
+BUILTIN = "builtin"  # the name of the built-in prompt, in a list of templates
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a judge's reply holds: the JSON schema sent as ``response_format``, the field that
+    carries the verdict, what kind of verdict it is (binary, likert or pairwise) and, optionally,
+    how the field's values map onto it."""
+
+    kind: str
+    schema: dict
+    verdict: str
+    values: Mapping[str, Any] | None = None
+
+    def parse(self, text: Any) -> Any:
+        from .verdicts import parse_compliance, parse_declared, parse_pairwise
+
+        if self.values is None and self.schema is _BUILTIN_SCHEMAS.get(self.kind):  # the built-in reading
+            return parse_pairwise(text) if self.kind == "pairwise" else parse_compliance(text, self.kind)
+        return parse_declared(text, self.kind, self.verdict, self.values)
+
+
+_BUILTIN_SCHEMAS = {"binary": BINARY_SCHEMA, "likert": LIKERT_SCHEMA, "pairwise": PAIRWISE_SCHEMA}
+_VERDICT_FIELDS = {"binary": "compliant", "likert": "score", "pairwise": "winner"}
+_JSON_TYPES = ("string", "boolean", "integer", "number")
+
+
+def builtin_output(kind: str) -> Output:
+    return Output(kind, _BUILTIN_SCHEMAS[kind], _VERDICT_FIELDS[kind])
+
+
+def declared_output(fields: Mapping[str, Any], verdict: str, values: Mapping[str, Any] | None, role: str) -> Output:
+    """An output of your own: ``fields`` (name -> a JSON type name or a JSON schema), all required,
+    in the order given, and the ``verdict`` field among them. A judge's verdict is boolean (binary)
+    or an integer 1..5 (likert), a comparison's is "A", "B" or "tie"; ``values`` maps other values
+    onto those. Raises ValueError naming what is wrong."""
+    properties: dict[str, Any] = {}
+    for name, spec in fields.items():
+        if isinstance(spec, str):
+            if spec not in _JSON_TYPES:
+                raise ValueError(f"fields.{name}: type must be one of {', '.join(_JSON_TYPES)} (or a JSON schema), "
+                                 f"got '{spec}'")
+            properties[name] = {"type": spec}
+        elif isinstance(spec, Mapping):
+            properties[name] = copy.deepcopy(dict(spec))
+        else:
+            raise ValueError(f"fields.{name}: give a JSON type name or a JSON schema object")  # noqa: TRY004 - read as a config problem
+    if verdict not in properties:
+        raise ValueError(f"verdict: '{verdict}' is not one of the fields ({', '.join(properties)})")
+    mapped: dict[str, Any] | None = None
+    if values is not None:
+        mapped = {}
+        for key, value in values.items():
+            mapped[str(key).strip().lower()] = value
+        targets = list(mapped.values())
+    kind_of = properties[verdict].get("type")
+    if role == "judge":
+        if mapped is not None:
+            if all(isinstance(v, bool) for v in targets):
+                kind = "binary"
+            elif all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 5 for v in targets):
+                kind = "likert"
+            else:
+                raise ValueError("values: map every value to true/false (binary) or to a score 1..5 (likert)")
+        elif kind_of in ("boolean", "integer"):
+            kind = "binary" if kind_of == "boolean" else "likert"
+        else:
+            raise ValueError(f"fields.{verdict}: a judge's verdict field is boolean (binary) or integer "
+                             "(likert 1..5); map other values with 'values'")
+    else:
+        kind = "pairwise"
+        if mapped is not None:
+            if not all(v in ("A", "B", "tie") for v in targets):
+                raise ValueError("values: map every value to A, B or tie")
+        elif kind_of != "string":
+            raise ValueError(f"fields.{verdict}: a comparison's verdict field is a string (A, B or tie); "
+                             "map other values with 'values'")
+    schema = {"type": "object", "properties": properties, "required": list(properties),
+              "additionalProperties": False}
+    return Output(kind, schema, verdict, mapped)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A judge (``role="judge"``) or pairwise (``"compare"``, ``"rank"``) prompt: the built-in one
+    (``source`` None) or a Jinja2 template, with its output. ``origin`` is where it was written
+    (a file, or the config's field for inline text), so errors can point there."""
+
+    name: str
+    role: str
+    output: Output
+    origin: str = ""
+    source: str | None = None
+    system: str | None = None
+    _compiled: tuple = field(default=(), compare=False, repr=False)
+
+    @property
+    def builtin(self) -> bool:
+        return self.source is None
+
+    def stage(self, stage: str) -> str:
+        """The template's own stage (and so its own job): the built-in prompt keeps the plain name,
+        so existing stores find their jobs."""
+        return stage if self.builtin else f"{stage}@{self.name}"
+
+    def rater(self, judge: str) -> str:
+        """The column a judge's verdicts with this template go in."""
+        return judge if self.builtin else f"{judge}/{self.name}"
+
+    def request(self, variables: Mapping[str, Any], *, model: str | None, params: Mapping[str, Any]) -> dict:
+        """The judge request this template makes for ``variables`` (see :data:`VARIABLES`)."""
+        import jinja2
+
+        from ..errors import ConfigError
+
+        body, system = self._compiled
+        try:
+            content = body.render(**variables)
+            system_text = system.render(**variables) if system is not None else None
+        except jinja2.TemplateError as exc:
+            raise ConfigError(f"{self.origin}: template cannot be filled in ({exc})") from None
+        if not content.strip():
+            raise ConfigError(f"{self.origin}: the template renders to empty text")
+        request = _base(model, params)
+        if system_text is not None and system_text.strip():
+            request["system"] = system_text
+        request["messages"] = [{"role": "user", "content": content}]
+        request["response_format"] = copy.deepcopy(self.output.schema)
+        return request
+
+
+def builtin_template(role: str, kind: str) -> PromptTemplate:
+    return PromptTemplate(BUILTIN, role, builtin_output(kind))
+
+
+def compile_template(name: str, role: str, output: Output, source: str, origin: str, *,
+                     system: str | None = None, inline: bool = False) -> PromptTemplate:
+    """Check and compile a template: its syntax, that it uses only the role's variables, and that
+    it fills in for a sample. Errors are ConfigError naming ``origin`` and the template's line
+    (``file:3``, or ``config.yaml: judge_prompt[0], line 3`` for inline text)."""
+    from ..errors import ConfigError
+
+    def at(line: int | None) -> str:
+        if line is None:
+            return origin
+        return f"{origin}, line {line}" if inline else f"{origin}:{line}"
+
+    env = _environment()
+    compiled: list[Any] = []
+    for part, text in (("template", source), ("system", system)):
+        if text is None:
+            compiled.append(None)
+            continue
+        where = origin if part == "template" else f"{origin} (system)"
+        try:
+            ast = env.parse(text)
+        except Exception as exc:  # noqa: BLE001 - TemplateSyntaxError has a line; anything else the parser meets, plainly
+            line = getattr(exc, "lineno", None)
+            message = getattr(exc, "message", None) or str(exc)
+            raise ConfigError(f"{at(line) if part == 'template' else where}: template syntax error: {message}") from None
+        import jinja2.meta
+
+        allowed = VARIABLES[role]
+        for unknown in sorted(jinja2.meta.find_undeclared_variables(ast) - allowed.keys() - env.globals.keys()):
+            line = next((n for n, kind, value in env.lex(text) if kind == "name" and value == unknown), None)
+            from .config import _suggest
+
+            raise ConfigError(f"{at(line) if part == 'template' else where}: unknown variable '{unknown}'"
+                              f"{_suggest(unknown, allowed)}; a {role} prompt can use: {', '.join(allowed)}")
+        compiled.append(env.from_string(text))
+    template = PromptTemplate(name, role, output, origin, source, system, tuple(compiled))
+    template.request(_SAMPLES[role], model=None, params={})  # fails here, at load, on what a sample shows
+    return template
+
+
+def _environment():
+    import jinja2
+    import jinja2.sandbox
+
+    return jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                               autoescape=False)
+
+
+def statement_variables(statement: Statement, input_text: str) -> dict[str, Any]:
+    return {"statement": statement.text, "statement_id": statement.id, "type": statement.type,
+            "authority_level": statement.authority_level, "section": statement.section,
+            "subsection": statement.subsection,
+            "examples": [{"description": e.description, "user_query": e.user_query,
+                          "good_response": e.good_response, "bad_response": e.bad_response}
+                         for e in statement.examples],
+            "input": _clip(input_text, MAX_TEXT_CHARS)}
+
+
+def judge_variables(statement: Statement, input_text: str, answer: str) -> dict[str, Any]:
+    return {**statement_variables(statement, input_text), "answer": _clip(answer, MAX_TEXT_CHARS)}
+
+
+def compare_variables(statement: Statement, input_text: str, first: str, second: str) -> dict[str, Any]:
+    return {**statement_variables(statement, input_text), "answer_a": _clip(first, MAX_TEXT_CHARS),
+            "answer_b": _clip(second, MAX_TEXT_CHARS)}
+
+
+def rank_variables(trait: str, first: str, second: str) -> dict[str, Any]:
+    return {"trait": trait, "answer_a": _clip(first, MAX_TEXT_CHARS), "answer_b": _clip(second, MAX_TEXT_CHARS)}
+
+
+def _sample_statement() -> Statement:
+    return Statement("sample_statement", "A sample statement.", "REQUIREMENT", "PLATFORM", "A section",
+                     "A subsection", (), (Example("An example", "A user query.", "A good answer.", "A bad answer."),))
+
+
+_SAMPLES: dict[str, dict[str, Any]] = {
+    "judge": judge_variables(_sample_statement(), "A sample input.", "A sample answer."),
+    "compare": compare_variables(_sample_statement(), "A sample input.", "Answer one.", "Answer two."),
+    "rank": rank_variables("A sample trait.", "Text one.", "Text two."),
+}

@@ -18,9 +18,8 @@ from ..errors import InputError
 from ..store import Store
 from .config import RankingConfig
 from .pipeline import EvalRunner
-from .prompts import pairwise_request
+from .prompts import pairwise_request, rank_variables
 from .specs import jsonl_objects
-from .verdicts import parse_pairwise
 
 
 def load_items(path: Path) -> dict[str, str]:
@@ -80,18 +79,22 @@ def run_ranking(config: RankingConfig, store: Store, *, send: bool = True,
     comparisons: list[dict] = []
     side = {"A": "first", "B": "second", "tie": "tie"}
     with runner.connections():
-        for judge in config.judges:
+        for judge, template in ((j, t) for j in config.judges for t in config.templates(j, "rank")):
             requests = {}
-            for first, second in pairs:
-                request = pairwise_request("", items[first], items[second], model=judge.model, params=judge.params,
-                                           trait=config.trait)
+            for first, second in pairs:  # every template sees the same pairs in the same orders
+                if template.builtin:
+                    request = pairwise_request("", items[first], items[second], model=judge.model,
+                                               params=judge.params, trait=config.trait)
+                else:
+                    request = template.request(rank_variables(config.trait, items[first], items[second]),
+                                               model=judge.model, params=judge.params)
                 request["id"] = f"{first}|{second}"
                 requests[request["id"]] = request
-            for rid, verdict in runner.judged("rank", judge, requests, parse_pairwise).items():
+            for rid, verdict in runner.judged(template.stage("rank"), judge, requests, template.output.parse).items():
                 first, second = rid.split("|", 1)
                 comparisons.append({"item": f"{first}|{second}" if first < second else f"{second}|{first}",
-                                    "first": first, "second": second, "judge": judge.name,
-                                    "winner": side[verdict.winner] if verdict else None})
+                                    "first": first, "second": second, "judge": template.rater(judge.name),
+                                    "template": template.name, "winner": side[verdict.winner] if verdict else None})
     data = {
         "title": f"Ranking {config.name}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -99,6 +102,7 @@ def run_ranking(config: RankingConfig, store: Store, *, send: bool = True,
         "candidates": [], "judges": [{"name": j.name, "provider": j.provider, "model": j.model} for j in config.judges],
         "jury_rule": "pooled", "leaderboard": [], "statements": [], "sections": [], "agreement": None,
         "pairwise": stats.pairwise_summary(comparisons),  # clusters: each pair with all its judges and orders
+        "templates": stats.per_template({}, {}, comparisons),
         "costs": runner.costs(),
         "notes": [f"{len(items)} items, {len(pairs)} judged pairs per judge ({config.comparisons_per_item} "
                   f"opponents per item sampled; {config.reversed_share:.0%} also judged reversed); "

@@ -12,7 +12,8 @@ JSON-serialisable data; see ``write_report``) and writes
   cut at ``MAX_REPORT_TEXT`` characters: items.jsonl holds them all;
 - ``summary.json``: the data as given;
 - ``leaderboard.csv``, ``statements.csv``, ``sections.csv``, ``agreement.csv``, ``costs.csv``
-  and, when a pairwise stage ran, ``pairwise.csv`` and ``judge_bias.csv`` (one row per judge).
+  and, when a pairwise stage ran, ``pairwise.csv`` and ``judge_bias.csv`` (one row per judge);
+  with your own prompt templates, ``template_bias.csv`` (agreement and position bias per template).
 
 Any optional part may be missing, ``None`` or empty: the report then says "not measured"
 instead of failing. A price that is not known is shown as "unknown price", never as $0.
@@ -49,6 +50,9 @@ PAIRWISE_COLUMNS = ["rank", "item", "strength", "lo", "hi", "se", "elo", "elo_lo
 JUDGE_BIAS_COLUMNS = ["judge", "decisive", "first", "second", "tie", "share_first", "lo", "hi", "first_both",
                       "second_both", "p_value", "p_adjusted", "flagged", "reversed_pairs", "consistency",
                       "order_log_odds", "order_lo", "order_hi"]
+TEMPLATE_COLUMNS = ["template", "raters", "fleiss_kappa", "fleiss_lo", "fleiss_hi", "pairwise_kappa",
+                    "pairwise_kappa_lo", "pairwise_kappa_hi", "n", "first", "second", "tie", "unparsed", "share_first",
+                    "lo", "hi", "p_value", "p_adjusted", "flagged", "reversed_pairs", "consistency"]
 
 # How each interval is made, in words for the report (keys: the ``method`` fields of stats.py).
 METHODS = {
@@ -498,6 +502,13 @@ def _view(data: dict, plots: _Plots) -> dict:
         "sections": section_table,
         "agreement": agreement,
         "pairwise": pairwise,
+        "templates": [{
+            "template": str(t.get("template", "")), "raters": ", ".join(str(r) for r in t.get("raters") or []),
+            "kappa": _kappa(t.get("fleiss_kappa")), "kappa_ci": _range(t.get("fleiss_lo"), t.get("fleiss_hi")),
+            "pairwise_kappa": _kappa(t.get("pairwise_kappa")), "share_first": _pct(t.get("share_first")),
+            "ci": _ci(t.get("lo"), t.get("hi")), "p": _p_value(t.get("p_value")), "flagged": t.get("flagged") is True,
+            "consistency": _pct(t.get("consistency")), "reversed_pairs": _int(t.get("reversed_pairs")),
+        } for t in _rows(data.get("templates"))],
         "costs": cost_rows,
         "cost_totals": {"requests": total("requests"), "input_tokens": total("input_tokens"),
                         "output_tokens": total("output_tokens"), "usd": total_usd, "usd_cell": total_cell,
@@ -703,5 +714,11 @@ def write_report(data: dict, out_dir: Path, items: list[dict] | None = None) -> 
             if stale.exists():
                 stale.unlink()
 
+    templates_path = out_dir / "template_bias.csv"
+    if _rows(data.get("templates")):
+        _write_csv(templates_path, TEMPLATE_COLUMNS, ({**t, "raters": ";".join(str(r) for r in t.get("raters") or [])}
+                                                     for t in _rows(data.get("templates"))))
+    elif templates_path.exists():
+        templates_path.unlink()  # stale from an earlier report into the same folder
     _write_csv(out_dir / "costs.csv", COST_COLUMNS, _rows(data.get("costs")))
     return html_path

@@ -712,6 +712,50 @@ def position_bias_by_judge(
     return rows
 
 
+def per_template(
+    raters: Mapping[str, str],
+    verdicts_by_rater: Mapping[str, Mapping[Any, Any]],
+    comparisons: Sequence[Mapping[str, Any]],
+    level: float = 0.95, alpha: float = 0.05,
+) -> list[dict[str, Any]] | None:
+    """One row per prompt template (pairwiseLLM's templates x directions grid): agreement between
+    the judges that used it (Fleiss' kappa over its compliance verdicts, and over its pairwise
+    verdicts as the name that won), and its pairwise position bias and reverse consistency, tested
+    per template with Holm's adjustment over the templates. ``raters`` maps a verdict column to
+    its template; comparisons carry a ``template`` key. None when only the built-in prompts ran."""
+    names = sorted({*raters.values(), *(c["template"] for c in comparisons if c.get("template"))}, key=_sort_key)
+    if not names or names == ["builtin"]:
+        return None
+    rows = []
+    for name in names:
+        judged = {r: v for r, v in verdicts_by_rater.items() if raters.get(r) == name}
+        comps = [c for c in comparisons if c.get("template") == name]
+        row: dict[str, Any] = {"template": name, "raters": sorted(judged) or sorted({c.get("judge") for c in comps},
+                                                                                     key=_sort_key)}
+        judge_agreement = agreement(judged, level) if len(judged) > 1 else None
+        row["fleiss_kappa"] = judge_agreement["fleiss_kappa"] if judge_agreement else None
+        row["fleiss_lo"] = judge_agreement["fleiss_lo"] if judge_agreement else None
+        row["fleiss_hi"] = judge_agreement["fleiss_hi"] if judge_agreement else None
+        by_rater: dict[Hashable, dict[Hashable, Hashable | None]] = defaultdict(dict)
+        for comp in comps:
+            by_rater[comp.get("judge")][(comp.get("item"), comp.get("first"), comp.get("second"))] = _outcome(comp)
+        pair_agreement = agreement(by_rater, level) if len(by_rater) > 1 else None
+        row["pairwise_kappa"] = pair_agreement["fleiss_kappa"] if pair_agreement else None
+        row["pairwise_kappa_lo"] = pair_agreement["fleiss_lo"] if pair_agreement else None
+        row["pairwise_kappa_hi"] = pair_agreement["fleiss_hi"] if pair_agreement else None
+        bias = position_bias(comps, level) if comps else None
+        reverse = reverse_consistency(comps) if comps else None
+        for key in ("n", "first", "second", "tie", "unparsed", "share_first", "lo", "hi", "p_value"):
+            row[key] = bias[key] if bias else None
+        row["reversed_pairs"] = reverse["n"] if reverse else None
+        row["consistency"] = reverse["share"] if reverse else None
+        rows.append(row)
+    for row, adjusted in zip(rows, _holm([r["p_value"] for r in rows])):
+        row["p_adjusted"] = adjusted
+        row["flagged"] = adjusted is not None and adjusted < alpha
+    return rows
+
+
 def _outcome(comp: Mapping[str, Any]) -> Hashable | None:
     """The verdict in terms of names, independent of position: the winner's name, or "=" for a tie."""
     winner = _winner(comp)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,50 @@ def parse_pairwise(text: Any) -> PairwiseVerdict | None:
         return PairwiseVerdict(winner, confidence, explanation)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - a parser of untrusted text must never raise
         return None
+
+
+def parse_declared(text: Any, kind: str, field: str, values: Mapping[str, Any] | None = None
+                   ) -> ComplianceVerdict | PairwiseVerdict | None:
+    """The verdict in a reply to your own prompt template, read from the ``field`` its output
+    declares. ``kind`` says what the verdict is: ``binary`` (true = compliant), ``likert`` (an
+    integer 1..5, compliant from 4) or ``pairwise`` ("A", "B" or "tie"). ``values``, when given,
+    maps the field's values (compared as lower-cased text: ``true``, ``3``, ``pass``) to those,
+    so a template may ask for ``"verdict": "pass"`` or ``"better": "Response 1"``. Strict as the
+    parsers above: a value outside the declared ones is unparsed. Never raises."""
+    try:
+        obj = _last_object_with(text, field)
+        if obj is None:
+            return None
+        value = obj[field]
+        if values is not None:
+            value = values.get(_value_key(value) or "", _INVALID)
+            if value is _INVALID:
+                return None
+        confidence, explanation = _confidence(obj), _explanation(obj)
+        if confidence is _INVALID or explanation is None:
+            return None
+        if kind == "pairwise":
+            winner = _winner(value)
+            return None if winner is None else PairwiseVerdict(winner, confidence, explanation)
+        if kind == "likert":
+            score = _score(value)
+            return None if score is None else ComplianceVerdict(score >= LIKERT_COMPLIANT_FROM, score, confidence,
+                                                                explanation)
+        if kind == "binary":
+            compliant = _bool(value)
+            return None if compliant is None else ComplianceVerdict(compliant, None, confidence, explanation)
+        return None
+    except Exception:  # noqa: BLE001 - a parser of untrusted text must never raise
+        return None
+
+
+def _value_key(value: Any) -> str | None:
+    """A verdict value as the keys of a ``values`` map are written: lower-cased text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(int(value)) if float(value).is_integer() else str(value)
+    return value.strip().lower() if isinstance(value, str) else None
 
 
 # -- finding the object --------------------------------------------------------------------------
