@@ -10,7 +10,7 @@ from batchery.engine import PollPolicy
 from batchery.live import LiveRunner
 from batchery.providers import gemini as gemini_module
 from batchery.providers import get_provider
-from batchery.retry import call_failure_kind
+from batchery.retry import classify, codes_for
 
 from conftest import MODELS, results, start_job
 from test_cli import batchery, write_jsonl
@@ -37,13 +37,14 @@ def batch_job(store, emulator, provider: str, n: int, *, key: str = GOOD_KEY, ba
     return engine
 
 
-@pytest.mark.parametrize(("status", "code", "kind"), [
-    (None, None, "transient"), (429, "rate_limit_exceeded", "transient"), (503, None, "transient"),
-    (401, "invalid_api_key", "account"), (403, None, "account"), (429, "insufficient_quota", "account"),
-    (400, "API_KEY_INVALID", "account"), (400, "INVALID_ARGUMENT", "final"), (404, "not_found_error", "final"),
+@pytest.mark.parametrize(("provider", "status", "code", "kind"), [
+    ("openai", None, None, "transient"), ("openai", 429, "rate_limit_exceeded", "rate_limited"),
+    ("openai", 503, None, "transient"), ("openai", 401, "invalid_api_key", "account"), ("openai", 403, None, "account"),
+    ("openai", 429, "insufficient_quota", "account"), ("gemini", 400, "API_KEY_INVALID", "account"),
+    ("gemini", 400, "INVALID_ARGUMENT", "final"), ("anthropic", 404, "not_found_error", "final"),
 ])
-def test_failed_calls_are_transient_account_or_final(status, code, kind):
-    assert call_failure_kind(status, code) == kind
+def test_failed_calls_are_transient_account_or_final(provider, status, code, kind):
+    assert classify(status, code, codes_for(provider)) == kind
 
 
 def test_a_live_run_against_a_wrong_url_fails_retryably_and_the_right_url_sends_those_lines(tmp_path, emulator):

@@ -19,7 +19,7 @@ from .inputs import check_file, iter_objects, read_requests
 from .live import LivePolicy, LiveRunner
 from .paths import load_env
 from .pricing import PriceBook
-from .providers import EMULATOR_ORIGIN, get_provider
+from .providers import EMULATOR_ORIGIN, get_provider, provider_class
 from .export import Result, export, iter_results
 from .retry import DEFAULT_MAX_ATTEMPTS
 from .store import Store
@@ -47,7 +47,7 @@ def provider_session(conn: Connection) -> Iterator[tuple[Any, PollPolicy | None]
     from .emulator import Emulator
 
     with Emulator() as emulator:
-        service = conn.provider if conn.provider in emulator.SERVICES else "openai"  # openai-compatible
+        service = provider_class(conn.provider).emulator_service
         adapter = get_provider(conn.provider, base_url=emulator.base_url(service), api_key="emulator")
         adapter.origin = EMULATOR_ORIGIN
         yield adapter, EMULATOR_POLL

@@ -20,7 +20,7 @@ from .errors import BatcheryError, ConfigError, JobBusyError, JobError, Provider
 from .export import export
 from .pricing import PriceBook, actual_cost, total
 from .providers.base import BatchProvider
-from .retry import DEFAULT_MAX_ATTEMPTS, TRANSIENT_CODES, retryable_statuses
+from .retry import DEFAULT_MAX_ATTEMPTS, retryable_statuses, transient_codes
 from .store import Job, Store
 
 OPEN = ("running", "cancelling")  # job states with work left
@@ -295,7 +295,7 @@ def higher_attempts_lines(store: Store, job: Job, max_attempts: int) -> list[int
     retry policy would have retried had the limit been this high."""
     if job.state != "done":
         return []
-    return store.reopenable(job.id, retryable_statuses(user_cancelled=False), TRANSIENT_CODES, max_attempts)
+    return store.reopenable(job.id, retryable_statuses(user_cancelled=False), transient_codes(job.provider), max_attempts)
 
 
 def reopen_job(store: Store, job: Job, select: Callable[[Store, Job], list[int]], reason: str) -> int:

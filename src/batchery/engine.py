@@ -27,7 +27,7 @@ from .limits import split
 from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_cost, total
 from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch, redact, scrub
 from .requests import parse_for
-from .retry import DEFAULT_MAX_ATTEMPTS, RECOVERABLE_CODES, TRANSIENT_CODES, retryable_statuses
+from .retry import DEFAULT_MAX_ATTEMPTS, recoverable_codes, retryable_statuses, transient_codes
 from .store import Job, Store
 
 T = TypeVar("T")
@@ -227,7 +227,7 @@ def reopen_recoverable(store: Store, job: Job) -> int:
     if job.state not in ("running", "done"):
         return 0
     with store.transaction():
-        n = store.reopen_retryable(job.id, RECOVERABLE_CODES)
+        n = store.reopen_retryable(job.id, recoverable_codes(job.provider))
         if n:
             store.log(job.id, "reopened", requests=n)
             if job.state == "done":
@@ -239,7 +239,7 @@ def reopen_recoverable(store: Store, job: Job) -> int:
 def unfinished_reason(store: Store, job: Job) -> str | None:
     """Why a job whose lines have all ended is not done: lines failed for reasons a later run can
     fix (None when there are none). The message says what happened and what to do."""
-    failures = store.failed_with(job.id, RECOVERABLE_CODES)
+    failures = store.failed_with(job.id, recoverable_codes(job.provider))
     if not failures:
         return None
     n = sum(count for _, _, count in failures)
@@ -607,7 +607,7 @@ class Engine:
             unanswered = self.store.add_leftover_outcomes(batch.id, leftover, code, message)
             retried = self.store.requeue_retryable(
                 batch.id, self.max_attempts, retryable_statuses(user_cancelled=self.job.state == "cancelling"),
-                TRANSIENT_CODES)
+                transient_codes(self.job.provider))
             self.store.finish_batch_items(batch.id)
             self.store.update_batch(batch.id, state="collected", remote_status=remote.status,
                                     output_file=remote.output_file, error_file=remote.error_file,

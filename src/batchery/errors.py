@@ -1,5 +1,11 @@
 """One exception tree: every error batchery raises on purpose is a BatcheryError with a message
-that tells the user what to do next."""
+that tells the user what to do next.
+
+A failed provider call becomes one of four, at each adapter's error boundary
+(`BatchProvider._errors`, by the rule in retry.py): `TransientError` (no answer, 408, 5xx,
+overload) and its `RateLimitedError` (429), both carrying the wait the provider asked for;
+`AccountError` (key, permission, quota, billing); `ProviderError` (the request itself refused).
+Nothing above the adapters catches an SDK's own exceptions."""
 
 
 class BatcheryError(Exception):
@@ -61,6 +67,11 @@ class TransientError(BatcheryError):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimitedError(TransientError):
+    """A provider call answered 429 (too many calls, not a quota that is used up): retried after the
+    wait in `retry_after` when the provider said, else with backoff."""
 
 
 class OutputError(BatcheryError):

@@ -1,4 +1,4 @@
-"""Provider batch limits as data, and the splitter that respects them."""
+"""What a batch limit is (each adapter states its provider's), and the splitter that respects them."""
 
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ class BatchLimits:
     window: str  # completion window the provider promises
 
 
-_MB = 1024 * 1024
+MB = 1024 * 1024
 
-# From ../shared/research/provider_batch_apis.md; each adapter reads its own line.
-LIMITS: dict[str, BatchLimits] = {
-    "openai": BatchLimits(max_requests=50_000, max_bytes=200 * _MB, discount=0.5, window="24h"),
-    "anthropic": BatchLimits(max_requests=100_000, max_bytes=256 * _MB, discount=0.5, window="24h"),
-    "gemini": BatchLimits(max_requests=100_000, max_bytes=2048 * _MB, discount=0.5, window="24h (expires at 48h)"),
-    "mistral": BatchLimits(max_requests=1_000_000, max_bytes=512 * _MB, discount=0.5, window="24h (timeout_hours)"),
-    "together": BatchLimits(max_requests=50_000, max_bytes=100 * _MB, discount=0.5, window="24h best effort"),
-    "groq": BatchLimits(max_requests=50_000, max_bytes=100 * _MB, discount=0.25, window="24h to 7d"),
-}
+
+def __getattr__(name: str) -> dict[str, BatchLimits]:
+    """`LIMITS`: each batch provider's limits, read from its adapter (where they are kept, with the
+    provider's other facts), by provider name."""
+    if name != "LIMITS":
+        raise AttributeError(name)
+    from .providers import (  # lazy: adapters import this module
+        PROVIDERS,
+        provider_class,
+    )
+
+    return {p: provider_class(p).limits for p in PROVIDERS if provider_class(p).has_batch_api}
 
 
 def split(lines: Iterable[tuple[str, int]], max_requests: int, max_bytes: int) -> Iterator[list[str]]:

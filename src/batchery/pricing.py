@@ -3,7 +3,7 @@
 Prices come from `genai-prices` (its offline, bundled data; `update_prices` is never called, so
 pricing never touches the network). Where genai-prices has a batch price for a model (its
 `processing = batch` price variant), that is the batch price; where it has none, the batch price is
-the live price less the provider's batch discount from `limits.LIMITS`, and the result says so.
+the live price less the provider's batch discount (its adapter's `limits`), and the result says so.
 
 Models genai-prices lacks (fine-tunes, new releases, the emulator's test models) can be priced in
 a TOML override file, `prices.toml` in the store directory (paths.resolve_store_dir) or
@@ -28,14 +28,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from .errors import ConfigError
-from .limits import LIMITS
 
 PRICES_FILE = "prices.toml"
 UNKNOWN = "unknown price"
 
-# batchery provider name -> genai-prices provider id
-_PROVIDER_IDS = {"openai": "openai", "anthropic": "anthropic", "gemini": "google", "mistral": "mistral",
-                 "together": "together", "groq": "groq"}
 # Prices are read at a small request size: some models have tiered prices above 128k/200k prompt tokens.
 _PROBE = 1_000
 
@@ -135,7 +131,7 @@ class PriceBook:
         if "input" not in entry or "output" not in entry:
             raise ConfigError(f"{where}: needs numeric 'input' and 'output' (USD per million tokens)")
         live_in, live_out = _amount(entry, "input", where), _amount(entry, "output", where)
-        keep = 1 - LIMITS[provider].discount if provider in LIMITS else 1.0
+        keep = 1 - (_discount(provider) or 0.0)
         if "batch_input" in entry or "batch_output" in entry:
             b_in = _amount(entry, "batch_input", where) if "batch_input" in entry else live_in * keep
             b_out = _amount(entry, "batch_output", where) if "batch_output" in entry else live_out * keep
@@ -170,10 +166,19 @@ def _amount(entry: dict, name: str, where: str) -> float:
     return float(value)
 
 
+def _discount(provider: str) -> float | None:
+    """The provider's batch discount, from its adapter; None without a Batch API (or adapter)."""
+    from .providers import PROVIDERS, provider_class
+
+    adapter = provider_class(provider) if provider in PROVIDERS else None
+    return adapter.limits.discount if adapter is not None and adapter.has_batch_api else None
+
+
 def _discount_note(provider: str) -> str:
-    if provider not in LIMITS:
+    discount = _discount(provider)
+    if discount is None:
         return "live price (no batch discount known)"
-    return f"live price less the {LIMITS[provider].discount:.0%} {provider} batch discount (limits.py)"
+    return f"live price less the {discount:.0%} {provider} batch discount (its adapter's limits)"
 
 
 def _load_overrides(path: Path) -> dict[str, dict[str, dict]]:
@@ -196,7 +201,9 @@ def _load_overrides(path: Path) -> dict[str, dict[str, dict]]:
 def _genai_price(provider: str, model: str) -> Price | None:
     from genai_prices import Usage, calc_price
 
-    provider_id = _PROVIDER_IDS.get(provider, provider)
+    from .providers import PROVIDERS, provider_class
+
+    provider_id = (provider_class(provider).price_id if provider in PROVIDERS else "") or provider
     usage = Usage(input_tokens=_PROBE, output_tokens=_PROBE)
     now = datetime.now(timezone.utc)
     try:
@@ -213,7 +220,7 @@ def _genai_price(provider: str, model: str) -> Price | None:
         b_in, b_out = float(batch.input_price * scale), float(batch.output_price * scale)
         batch_source = "genai-prices batch price"
     else:
-        keep = 1 - LIMITS[provider].discount if provider in LIMITS else 1.0
+        keep = 1 - (_discount(provider) or 0.0)
         b_in, b_out = live_in * keep, live_out * keep
         batch_source = _discount_note(provider) + "; genai-prices has no batch price for this model"
     return Price(provider, model, live_in, live_out, b_in, b_out, f"genai-prices ({live.model.id})", batch_source)

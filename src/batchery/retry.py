@@ -1,83 +1,160 @@
-"""Which failures deserve another attempt. The engine applies this; adapters only name codes.
+"""Which failures deserve another attempt: the one rule, which the engine, the live executor and
+every adapter's error boundary apply. Adapters only name their provider's codes (`ErrorCodes` on
+the adapter class) and turn their SDK's exceptions into batchery's (providers/base.py).
 
-Three kinds of failure, told apart here and nowhere else:
+Four kinds of failure (`Failure`), told apart here and nowhere else:
 
-* **Transient** (rate limits, overload, server errors, a full queue, a lost connection): the
-  provider did not really answer. A line failing so is sent again in the same run, up to
-  `max_attempts` sends; a provider *call* failing so is retried with backoff.
-* **Account** (a wrong or revoked key, no permission, no quota or credit, an unreachable base
-  URL): every call fails until the user fixes something outside batchery. Retrying now is
-  pointless, so the run stops at once, but nothing becomes final.
+* **Transient** (no answer at all, HTTP 408 and 5xx, overload such as Anthropic's 529
+  ``overloaded_error``, a full queue): the provider did not really answer. A line failing so is sent
+  again in the same run, up to `max_attempts` sends; a provider *call* failing so is retried with
+  backoff.
+* **Rate limited** (HTTP 429 that is not about quota): transient too, but the answer says how long
+  to wait; the live executor cools every worker down for that long.
+* **Account** (a wrong or revoked key, no permission, no quota or credit): every call fails until
+  the user fixes something outside batchery. Retrying now is pointless, so the run stops at once,
+  but nothing becomes final.
 * **Final**: the provider rejected the request itself (invalid request, content policy, unknown
   model): sending it again would get the same answer.
 
-Transient and account failures are *recoverable*: a run that ends with such lines does not mark
-the job done, and the next run of the same command sends them again, whatever attempts they used.
-Expired, missing and provider-cancelled lines are retried up to `max_attempts` sends; past that
-they end the job like final failures (a later `--max-attempts` may still resend them).
+A provider's own code wins over the HTTP status (OpenAI's insufficient_quota comes as a 429,
+Gemini's bad key as a 400). Transient, rate-limited and account failures are *recoverable*: a run
+that ends with such lines does not mark the job done, and the next run of the same command sends
+them again, whatever attempts they used. Expired, missing and provider-cancelled lines are retried
+up to `max_attempts` sends; past that they end the job like final failures (a later
+`--max-attempts` may still resend them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import orjson
+
+from .states import OutcomeStatus
+
 DEFAULT_MAX_ATTEMPTS = 3
 
 # Statuses that are always worth another attempt, and the one that is unless the user asked for it.
-RETRYABLE_STATUSES = ("expired", "missing")
-SYSTEM_CANCELLED = "cancelled"
+RETRYABLE_STATUSES = (OutcomeStatus.EXPIRED, OutcomeStatus.MISSING)
+SYSTEM_CANCELLED = OutcomeStatus.CANCELLED
 
-# Error codes of failed lines (or failed batches) that pass with time, as each provider names them.
-TRANSIENT_CODES = (
-    # OpenAI, Groq, Together (OpenAI-shaped)
-    "rate_limit_exceeded", "server_error", "token_limit_exceeded", "timeout",
-    # Anthropic error types
-    "rate_limit_error", "overloaded_error", "api_error", "timeout_error",
-    # Gemini (google.rpc codes)
-    "RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED",
-    # HTTP statuses, where a provider gives nothing more specific
-    "http_408", "http_429", "http_500", "http_502", "http_503", "http_504", "http_529",
-    # batchery's own, for live calls: no answer came, or 429 after 429
-    "connection_error", "rate_limited",
+
+class Failure(StrEnum):
+    """What a failed provider call or line is, for deciding what to do about it."""
+
+    TRANSIENT = "transient"  # try again after a backoff
+    RATE_LIMITED = "rate_limited"  # try again after the wait the provider asked for (429)
+    ACCOUNT = "account"  # stop: the key, permission, quota or billing needs fixing first
+    FINAL = "final"  # the request itself was refused: the same answer would come again
+
+    @property
+    def recoverable(self) -> bool:
+        return self is not Failure.FINAL
+
+
+@dataclass(frozen=True)
+class ErrorCodes:
+    """A provider's own error codes (or types, or reasons) that are transient or about the account.
+    Each adapter declares its own (`BatchProvider.error_codes`); `GENERIC` holds batchery's own."""
+
+    transient: frozenset[str] = frozenset()
+    account: frozenset[str] = frozenset()
+
+    def __or__(self, other: ErrorCodes) -> ErrorCodes:
+        return ErrorCodes(self.transient | other.transient, self.account | other.account)
+
+    @property
+    def recoverable(self) -> frozenset[str]:
+        return self.transient | self.account
+
+
+# HTTP statuses: no answer (None), a timeout, a rate limit or a server error pass with time (529 is
+# Anthropic's overload); 401/402/403 are about the key or account.
+_TRANSIENT_STATUSES = frozenset({408, 429, *range(500, 600)})
+_ACCOUNT_STATUSES = frozenset({401, 402, 403})
+
+# batchery's own codes, whatever the provider: `http_<status>` where a provider gave nothing more
+# specific (stored by the live executor), and what the live executor and engine name themselves.
+GENERIC = ErrorCodes(
+    transient=frozenset({"connection_error", "rate_limited", *(f"http_{s}" for s in _TRANSIENT_STATUSES)}),
+    account=frozenset({"account_error", *(f"http_{s}" for s in _ACCOUNT_STATUSES)}),
 )
 
-# Error codes that say the key, account or endpoint is wrong, not the request: a later run fixes them.
-ACCOUNT_CODES = (
-    # OpenAI, Groq, Together, Mistral
-    "invalid_api_key", "insufficient_quota", "billing_hard_limit_reached", "account_deactivated",
-    "unauthorized", "permission_denied",
-    # Anthropic error types
-    "authentication_error", "permission_error", "billing_error",
-    # Gemini: google.rpc codes, and ErrorInfo reasons (a bad key is a 400 INVALID_ARGUMENT with
-    # reason API_KEY_INVALID, so the reason is the code batchery keeps)
-    "UNAUTHENTICATED", "PERMISSION_DENIED", "API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED",
-    # HTTP statuses
-    "http_401", "http_402", "http_403",
-    # batchery's own: a batch create refused for one of the reasons above
-    "account_error",
-)
 
-# Never final: a run ending with lines failed so leaves the job resumable, and the next run resends them.
-RECOVERABLE_CODES = TRANSIENT_CODES + ACCOUNT_CODES
+def classify(status: int | None, code: str | None = None, codes: ErrorCodes = GENERIC) -> Failure:
+    """The one rule: what a failure is, from the HTTP status (None when no answer came: a network
+    failure) and the provider's error code, type or reason where it gave one (`codes`: the
+    provider's, see `codes_for`). A code about the account wins over everything (OpenAI's
+    insufficient_quota comes as a 429, Gemini's bad key as a 400)."""
+    codes = GENERIC | codes
+    if code in codes.account:
+        return Failure.ACCOUNT
+    if status is None:
+        return Failure.TRANSIENT
+    if status == 429:
+        return Failure.RATE_LIMITED
+    if code in codes.transient:
+        return Failure.TRANSIENT
+    if status in _ACCOUNT_STATUSES:
+        return Failure.ACCOUNT
+    if status in _TRANSIENT_STATUSES:
+        return Failure.TRANSIENT
+    return Failure.FINAL
 
-_ACCOUNT_STATUSES = (401, 402, 403)
-_TRANSIENT_STATUSES = (408, 429)
+
+def classify_http(status: int | None, body: bytes = b"", headers: Mapping[str, str] | None = None,
+                  codes: ErrorCodes = GENERIC) -> Failure:
+    """`classify` for a raw HTTP answer, for callers below the SDKs (a plain HTTP client): the code
+    is read from the error envelopes providers send (`error_code_of`). `headers` are not needed to
+    classify; the wait a rate-limited answer asks for is `live.signals.retry_after(headers, body)`,
+    and `BatchProvider.http_error` builds the exception to raise."""
+    return classify(status, error_code_of(body), codes)
+
+
+def error_code_of(body: bytes) -> str | None:
+    """The error code in a provider's error body: OpenAI-style ``{"error": {"code"|"type"}}``,
+    Anthropic's ``{"error": {"type"}}``, Google's ``{"error": {"status", "details": [{"reason"}]}}``
+    (an ErrorInfo reason first: a bad key is INVALID_ARGUMENT with reason API_KEY_INVALID), or a
+    top-level ``type``/``code`` (Mistral)."""
+    try:
+        obj = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    error = obj.get("error") if isinstance(obj.get("error"), dict) else obj
+    for detail in error.get("details") or ():
+        if isinstance(detail, dict) and isinstance(detail.get("reason"), str):
+            return detail["reason"]
+    for field in ("code", "type", "status"):
+        value = error.get(field)
+        if isinstance(value, str) and value and not value.isdigit() and value != "error":
+            return value
+    return None
+
+
+def codes_for(provider: str) -> ErrorCodes:
+    """Batchery's own codes and those of the adapter registered as `provider` (generic only for a
+    name the registry does not know)."""
+    from .providers import (  # lazy: adapters import this module
+        PROVIDERS,
+        provider_class,
+    )
+
+    return GENERIC | provider_class(provider).error_codes if provider in PROVIDERS else GENERIC
+
+
+def transient_codes(provider: str) -> tuple[str, ...]:
+    """Codes of failed lines of this provider that are sent again within the same run."""
+    return tuple(sorted(codes_for(provider).transient))
+
+
+def recoverable_codes(provider: str) -> tuple[str, ...]:
+    """Codes of failed lines that are never final: a run ending with some leaves the job resumable."""
+    return tuple(sorted(codes_for(provider).recoverable))
 
 
 def retryable_statuses(user_cancelled: bool) -> tuple[str, ...]:
     return RETRYABLE_STATUSES if user_cancelled else (*RETRYABLE_STATUSES, SYSTEM_CANCELLED)
-
-
-def call_failure_kind(status: int | None, code: str | None = None) -> str:
-    """How a failed provider call is treated: "transient", "account" or "final".
-
-    `status` is the HTTP status (None when no answer came: a network failure); `code` the
-    provider's error code, type or reason where it gave one, which wins over the status (OpenAI's
-    insufficient_quota comes as a 429, Gemini's bad key as a 400)."""
-    if code in ACCOUNT_CODES:
-        return "account"
-    if status is None or code in TRANSIENT_CODES:
-        return "transient"
-    if status in _ACCOUNT_STATUSES:
-        return "account"
-    if status in _TRANSIENT_STATUSES or status >= 500:
-        return "transient"
-    return "final"

@@ -30,6 +30,7 @@ import orjson
 
 from .errors import JobBusyError, StoreBusyError, StoreError
 from .paths import resolve_store_dir
+from .states import BatchState, JobState
 
 DB_NAME = "batchery.db"
 BUSY_WAIT = 30.0  # seconds a writer waits for another connection's write lock before StoreBusyError
@@ -99,11 +100,14 @@ class Job:
     model: str | None
     endpoint: str
     fingerprint: str
-    state: str
+    state: JobState
     n_rows: int
     options: dict
     created_at: float
     updated_at: float
+
+    def __post_init__(self) -> None:
+        self.state = JobState(self.state)
 
 
 @dataclass
@@ -112,7 +116,7 @@ class Batch:
     job_id: int
     tag: str
     model: str
-    state: str
+    state: BatchState
     n_requests: int
     n_bytes: int
     input_file: str | None
@@ -123,6 +127,9 @@ class Batch:
     error: str | None
     created_at: float
     updated_at: float
+
+    def __post_init__(self) -> None:
+        self.state = BatchState(self.state)
 
 
 class Store:

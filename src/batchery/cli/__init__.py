@@ -61,16 +61,17 @@ def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable ou
     import platform
 
     from .. import __version__
-    from ..providers import PROVIDERS, key_variables
+    from ..providers import PROVIDERS, provider_class
     from ..store import resolve_store_dir
     from ..paths import load_env
 
     load_env()
     directory = resolve_store_dir(store)
-    providers: list[dict] = [{"provider": name, "key_variables": list(key_variables(name)),
-                  "key_set": [v for v in key_variables(name) if os.environ.get(v)],
-                  "base_url_variable": url_env, "base_url_set": bool(os.environ.get(url_env))}
-                 for name, (_, _, _, url_env) in PROVIDERS.items()]
+    adapters = [provider_class(name) for name in PROVIDERS]
+    providers: list[dict] = [{"provider": a.name, "key_variables": list(a.key_variables),
+                  "key_set": [v for v in a.key_variables if os.environ.get(v)],
+                  "base_url_variable": a.url_variable, "base_url_set": bool(os.environ.get(a.url_variable))}
+                 for a in adapters]
     data = {"version": __version__, "python": platform.python_version(), "store": str(directory.absolute()),
             "store_exists": (directory / "batchery.db").exists(), "providers": providers}
     if as_json:

@@ -28,7 +28,7 @@ from ..export import Result, iter_results
 from ..inputs import iter_objects
 from ..live import LivePolicy
 from ..pricing import PriceBook, actual_cost, total
-from ..providers import EMULATOR_ORIGIN, get_provider, provider_origin
+from ..providers import EMULATOR_ORIGIN, get_provider, provider_class, provider_origin
 from ..store import Store
 from .config import EvalConfig, JudgeSpec, ModelSpec, RunSettings
 from .items import (
@@ -313,7 +313,7 @@ class EvalRunner:
 
     def _adapter(self, who: ModelSpec):
         if self._emulator is not None:
-            service = who.provider if who.provider in self._emulator.SERVICES else "openai"
+            service = provider_class(who.provider).emulator_service
             adapter = get_provider(who.provider, base_url=self._emulator.base_url(service), api_key="emulator")
             adapter.origin = EMULATOR_ORIGIN
             return adapter

@@ -8,12 +8,14 @@ takes its next request only after that. So a crash loses at most the calls in fl
 run sends only what has no outcome), and a store that another process keeps busy makes the
 workers wait, with a message, but loses nothing.
 
-Per call: a 429 starts a shared cooldown for as long as the provider asked (Retry-After or its
-equivalent; else jittered exponential backoff) and the request waits its turn again; network
-errors and 5xx are retried with jittered backoff up to max_attempts sends; any other answer
-(success or a refusal) is the request's outcome. A refused key (or no permission, no quota) or a
-provider that stays unreachable stops sending at once: such lines are failed with a recoverable
-code (retry.py), the rest stay pending, the job is not done, and the next run sends them all.
+Per call, by the rule every batch call follows too (retry.classify, with the adapter's own codes):
+a rate-limited answer (429) starts a shared cooldown for as long as the provider asked
+(Retry-After or its equivalent; else jittered exponential backoff) and the request waits its turn
+again; no answer, 408, 5xx and overload are retried with jittered backoff up to max_attempts
+sends; any other answer (success or a refusal) is the request's outcome. A refused key (or no
+permission, no quota) or a provider that stays unreachable stops sending at once: such lines are
+failed with a recoverable code, the rest stay pending, the job is not done, and the next run sends
+them all.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ..engine import Progress, reopen_recoverable, unfinished_reason
 from ..errors import ConfigError, JobError, StoreBusyError, TransientError
 from ..pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, total
 from ..providers.base import FAILED, BatchProvider, Outcome
-from ..retry import ACCOUNT_CODES, DEFAULT_MAX_ATTEMPTS, call_failure_kind
+from ..retry import DEFAULT_MAX_ATTEMPTS, Failure, classify, codes_for
 from ..store import Job, Store
 from ..tokens import CHARS_PER_TOKEN, DEFAULT_OUTPUT_TOKENS
 from .limiter import RateLimiter
@@ -293,6 +295,7 @@ class LiveRunner:
 
     async def _send(self, key: str, model: str, body: dict, estimate: int, output_cap: int) -> tuple[Outcome, int]:
         policy, limiter = self.policy, self.limiter
+        codes = codes_for(self.provider.name)
         sends = failures = limited = 0
         while True:
             await limiter.acquire(estimate)
@@ -311,14 +314,15 @@ class LiveRunner:
                 continue
             limiter.observe(*rate_limits(response.headers))
             outcome = self.provider.live_outcome(key, response)
-            if outcome.status == FAILED and call_failure_kind(response.status, outcome.error_code) == "account":
+            kind = classify(response.status, outcome.error_code, codes) if outcome.status == FAILED else None
+            if kind is Failure.ACCOUNT:
                 # A refused key (or no permission, no quota): every call would fail alike.
                 limiter.settle(estimate, 0)
                 self._stop(f"{self.provider.name} refused the key or account ({response.status} "
                            f"{outcome.error_code}: {outcome.error_message})")
-                code = outcome.error_code if outcome.error_code in ACCOUNT_CODES else f"http_{response.status}"
+                code = outcome.error_code if outcome.error_code in codes.account else f"http_{response.status}"
                 return outcome._replace(error_code=code), sends
-            if response.status == 429:
+            if kind is Failure.RATE_LIMITED:
                 limited += 1
                 self.stats.rate_limited += 1
                 limiter.settle(estimate, 0)
@@ -328,7 +332,7 @@ class LiveRunner:
                 if limited >= policy.max_rate_limited:
                     return _failed(key, "rate_limited", f"answered 429 {limited} times in a row"), sends
                 continue
-            if response.status >= 500 or response.status == 408:
+            if kind is Failure.TRANSIENT:
                 failures += 1
                 if failures < policy.max_attempts:
                     self.stats.retried += 1
@@ -361,4 +365,4 @@ def _estimate_tokens(line: bytes, body: dict) -> tuple[int, int]:
 
 
 def _failed(key: str, code: str, message: str) -> Outcome:
-    return Outcome(key, FAILED, None, None, None, None, None, None, code, message)
+    return Outcome.failed(key, code, message)

@@ -36,10 +36,21 @@ from typing import TYPE_CHECKING, ClassVar
 import orjson
 
 from ..errors import ProviderError
-from ..limits import LIMITS
+from ..limits import MB, BatchLimits
+from ..retry import ErrorCodes
 from .base import (
-    CANCELLED, EXPIRED, FAILED, SUCCEEDED, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, poll_listed, post_stainless, split_lines, stainless_failure,
+    CANCELLED,
+    EXPIRED,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    Outcome,
+    RemoteBatch,
+    decode_stream,
+    poll_listed,
+    post_stainless,
+    split_lines,
+    stainless_failure,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +71,16 @@ _UNRUN = {
 class AnthropicBatch(BatchProvider):
     name = "anthropic"
     endpoint = "/v1/messages"
-    limits = LIMITS["anthropic"]
+    limits = BatchLimits(max_requests=100_000, max_bytes=256 * MB, discount=0.5, window="24h")
+    key_variables = ("ANTHROPIC_API_KEY",)
+    url_variable = "ANTHROPIC_BASE_URL"
+    price_id = "anthropic"
+    emulator_service = "anthropic"
+    # Anthropic's error types (529 overloaded_error is transient by its status as well).
+    error_codes = ErrorCodes(
+        transient=frozenset({"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}),
+        account=frozenset({"authentication_error", "permission_error", "billing_error"}),
+    )
     batch_states: ClassVar[Mapping[str, str]] = {"in_progress": "running", "canceling": "cancelling", "ended": "done"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
@@ -181,7 +201,7 @@ class AnthropicBatch(BatchProvider):
         return self._sdk.AsyncAnthropic(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
 
     async def send(self, body: dict, model: str) -> LiveResponse:
-        return await post_stainless(self.live_client, self._sdk, "/v1/messages", body, self.name)
+        return await post_stainless(self, "/v1/messages", body)
 
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
         if not isinstance(body, dict):
@@ -189,8 +209,8 @@ class AnthropicBatch(BatchProvider):
         if status == 200 and body.get("type") == "message":
             return _succeeded(custom_id, body)
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
-        return Outcome(custom_id, FAILED, None, orjson.dumps(body), None, None, None, None,
-                       str(error.get("type") or f"http_{status}"), str(error.get("message") or "the request failed"))
+        return Outcome.failed(custom_id, str(error.get("type") or f"http_{status}"),
+                              str(error.get("message") or "the request failed"), orjson.dumps(body))
 
     # -- results in ----------------------------------------------------------------------------
 
@@ -268,11 +288,11 @@ def decode_line(line: bytes) -> Outcome | None:
     if kind == "errored":
         envelope = result.get("error") if isinstance(result.get("error"), dict) else {}
         error = envelope.get("error") if isinstance(envelope.get("error"), dict) else {}
-        return Outcome(custom_id, FAILED, None, orjson.dumps(envelope), None, None, None, None,
-                       str(error.get("type") or "errored"), str(error.get("message") or "the request failed"))
+        return Outcome.failed(custom_id, str(error.get("type") or "errored"),
+                              str(error.get("message") or "the request failed"), orjson.dumps(envelope))
     if kind in _UNRUN:
         status, code, message = _UNRUN[kind]
-        return Outcome(custom_id, status, None, None, None, None, None, None, code, message)
+        return Outcome.ended(custom_id, status, code, message)
     return None
 
 
@@ -285,8 +305,9 @@ def _succeeded(custom_id: str, message: dict) -> Outcome:
     uncached = usage.get("input_tokens")
     input_tokens = None if uncached is None else uncached + cache_read + (usage.get("cache_creation_input_tokens") or 0)
     thinking = (usage.get("output_tokens_details") or {}).get("thinking_tokens")
-    return Outcome(custom_id, SUCCEEDED, "".join(texts) if texts else None, orjson.dumps(message), input_tokens,
-                   usage.get("output_tokens"), cache_read, thinking, None, None)
+    return Outcome.succeeded(custom_id, "".join(texts) if texts else None, orjson.dumps(message),
+                             input_tokens=input_tokens, output_tokens=usage.get("output_tokens"),
+                             cached_tokens=cache_read, reasoning_tokens=thinking)
 
 
 def _total(batch: MessageBatch) -> int:

@@ -15,25 +15,37 @@ from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
-from ..errors import AccountError, BatcheryError, ConfigError, ProviderError, TransientError
+from ..errors import (
+    AccountError,
+    BatcheryError,
+    ConfigError,
+    ProviderError,
+    RateLimitedError,
+    TransientError,
+)
 from ..limits import BatchLimits
-from ..retry import call_failure_kind
+from ..retry import GENERIC, ErrorCodes, Failure, classify, error_code_of
+from ..states import BatchWord, OutcomeStatus
 
-# Outcome statuses a line can end in.
-SUCCEEDED, FAILED, EXPIRED, CANCELLED, MISSING = "succeeded", "failed", "expired", "cancelled", "missing"
+# Outcome statuses a line can end in (short names for the enum's members).
+SUCCEEDED, FAILED, EXPIRED, CANCELLED, MISSING = (
+    OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED, OutcomeStatus.EXPIRED, OutcomeStatus.CANCELLED,
+    OutcomeStatus.MISSING)
 
 # batchery's words for where a batch stands, the only ones human output uses; the providers' own
 # words (`in_progress`, `ended`, `JOB_STATE_SUCCEEDED`) stay in --json and detail views.
-BATCH_STATES = ("planned", "submitted", "running", "cancelling", "done", "failed", "cancelled", "expired")
+BATCH_STATES = tuple(BatchWord)
 # Statuses the engine itself writes for batches that never ran at the provider.
-_LOCAL_STATUSES = {"rejected": "failed", "not_sent": "cancelled"}
+_LOCAL_STATUSES = {"rejected": BatchWord.FAILED, "not_sent": BatchWord.CANCELLED}
 
 
 class Outcome(NamedTuple):
-    """One returned line, normalised. `response` is the provider's body as JSON bytes."""
+    """One returned line, normalised. `response` is the provider's body as JSON bytes. Made with the
+    named constructors (`Outcome.succeeded(...)`, `.failed(...)`, `.expired(...)`, `.cancelled(...)`,
+    `.ended(status, ...)`); the field order is the store's outcome row."""
 
     custom_id: str
-    status: str
+    status: OutcomeStatus
     text: str | None
     response: bytes | None
     input_tokens: int | None
@@ -42,6 +54,36 @@ class Outcome(NamedTuple):
     reasoning_tokens: int | None  # part of output_tokens spent thinking
     error_code: str | None
     error_message: str | None
+
+    @classmethod
+    def succeeded(cls, custom_id: str, text: str | None, response: bytes | None, *,
+                  input_tokens: int | None = None, output_tokens: int | None = None,
+                  cached_tokens: int | None = None, reasoning_tokens: int | None = None) -> Outcome:
+        return cls(custom_id, OutcomeStatus.SUCCEEDED, text, response, input_tokens, output_tokens, cached_tokens,
+                   reasoning_tokens, None, None)
+
+    @classmethod
+    def failed(cls, custom_id: str, code: str, message: str, response: bytes | None = None, *,
+               input_tokens: int | None = None, output_tokens: int | None = None,
+               cached_tokens: int | None = None, reasoning_tokens: int | None = None) -> Outcome:
+        """A line the provider answered with an error (its code and message; usage where it counted
+        some, as Gemini does for a blocked answer)."""
+        return cls(custom_id, OutcomeStatus.FAILED, None, response, input_tokens, output_tokens, cached_tokens,
+                   reasoning_tokens, code, message)
+
+    @classmethod
+    def ended(cls, custom_id: str, status: OutcomeStatus, code: str, message: str,
+              response: bytes | None = None) -> Outcome:
+        """A line that ended without an answer in `status` (failed, expired, cancelled, missing)."""
+        return cls(custom_id, status, None, response, None, None, None, None, code, message)
+
+    @classmethod
+    def expired(cls, custom_id: str, code: str, message: str) -> Outcome:
+        return cls.ended(custom_id, OutcomeStatus.EXPIRED, code, message)
+
+    @classmethod
+    def cancelled(cls, custom_id: str, code: str, message: str) -> Outcome:
+        return cls.ended(custom_id, OutcomeStatus.CANCELLED, code, message)
 
 
 @dataclass
@@ -73,7 +115,7 @@ class LiveResponse(NamedTuple):
 
 @dataclass
 class CallFailure:
-    """What an SDK's exception says, in the terms batchery decides on (see retry.call_failure_kind)."""
+    """What an SDK's exception says, in the terms batchery decides on (retry.classify)."""
 
     status: int | None  # HTTP status; None when no answer came (a network failure)
     message: str
@@ -82,10 +124,19 @@ class CallFailure:
 
 
 class BatchProvider(ABC):
+    """One provider's adapter, carrying that provider's facts: the registry (providers/__init__.py)
+    names only its module and class. See docs/adding-a-provider.md."""
+
     name: str
     endpoint: str
-    limits: BatchLimits
+    limits: BatchLimits  # batch caps and discount, from the provider's documentation
     has_batch_api = True
+    key_variables: ClassVar[tuple[str, ...]] = ()  # environment variables the key is read from, in order
+    url_variable: ClassVar[str] = ""  # environment variable a base URL is read from
+    key_optional: ClassVar[str | None] = None  # the key sent when none is set (a local server needs none)
+    price_id: ClassVar[str] = ""  # the provider's id in genai-prices
+    emulator_service: ClassVar[str] = ""  # its service in the emulator (Emulator.SERVICES)
+    error_codes: ClassVar[ErrorCodes] = ErrorCodes()  # its own transient and account error codes (retry.py)
     # The provider's batch statuses in batchery's words (BATCH_STATES): each adapter knows its own.
     batch_states: ClassVar[Mapping[str, str]] = {}
     # Where this adapter's calls go ("emulator", "default" or a normalised base URL; set by
@@ -179,7 +230,16 @@ class BatchProvider(ABC):
                 failure = self.describe_error(exc)
             if failure is None:
                 raise
-            raise call_error(self.name, action, failure) from None
+            raise call_error(self.name, action, failure, self.error_codes) from None
+
+    def http_error(self, action: str, status: int | None, body: bytes = b"",
+                   headers: Mapping[str, str] | None = None, message: str | None = None) -> BatcheryError:
+        """The exception for a failed raw HTTP answer (for callers that speak HTTP below the SDK):
+        classified by the same rule as the SDK's errors (retry.classify_http), with the wait the
+        provider asked for."""
+        text = message or body[:300].decode(errors="replace") or f"HTTP {status} with no body"
+        failure = CallFailure(status, text, error_code_of(body), retry_after_of(headers or {}, body))
+        return call_error(self.name, action, failure, self.error_codes)
 
     # -- live mode: one request per call, through the SDK's async client, no SDK retries (the
     # executor paces, retries and cools down for every provider alike) -----------------------------
@@ -218,8 +278,7 @@ class BatchProvider(ABC):
         outcome = self.decode_live(custom_id, response.status, body) if body is not None else None
         if outcome is None:
             text = response.body[:300].decode(errors="replace")
-            return scrub(Outcome(custom_id, FAILED, None, None, None, None, None, None,
-                                 f"http_{response.status}", text or f"HTTP {response.status} with no body"))
+            return scrub(Outcome.failed(custom_id, f"http_{response.status}", text or f"HTTP {response.status} with no body"))
         return scrub(outcome)
 
     async def aclose(self) -> None:
@@ -246,7 +305,10 @@ def register_secret(value: str | None) -> None:
 
 
 def _known_secrets() -> set[str]:
-    from . import PROVIDERS, key_variables  # the registry names every key variable
+    from . import (  # every registered adapter names its key variables
+        PROVIDERS,
+        key_variables,
+    )
 
     found = set(_secrets)
     for name in PROVIDERS:
@@ -295,14 +357,17 @@ def network_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def call_error(provider: str, action: str, failure: CallFailure) -> BatcheryError:
-    """A failed provider call as the exception the engine acts on (kinds: retry.call_failure_kind)."""
+def call_error(provider: str, action: str, failure: CallFailure, codes: ErrorCodes = GENERIC) -> BatcheryError:
+    """A failed provider call as the exception the engine acts on (the kinds: retry.classify, with
+    the provider's own `codes`): RateLimitedError or TransientError (with the wait asked for),
+    AccountError, or ProviderError for a refusal of the request itself."""
     message = redact(failure.message)
-    kind = call_failure_kind(failure.status, failure.code)
-    if kind == "transient":
+    kind = classify(failure.status, failure.code, codes)
+    if kind in (Failure.TRANSIENT, Failure.RATE_LIMITED):
         where = f"HTTP {failure.status}: " if failure.status is not None else ""
-        return TransientError(f"{provider} {action}: {where}{message}", failure.retry_after)
-    if kind == "account":
+        error = RateLimitedError if kind is Failure.RATE_LIMITED else TransientError
+        return error(f"{provider} {action}: {where}{message}", failure.retry_after)
+    if kind is Failure.ACCOUNT:
         from . import key_variables
 
         return AccountError(
@@ -327,7 +392,9 @@ def stainless_failure(sdk: Any, exc: Exception, message: str) -> CallFailure | N
 
 def retry_after_of(headers: Mapping[str, str], body: bytes = b"") -> float | None:
     """The wait a failed call's answer asked for (Retry-After, retry-after-ms, Gemini's RetryInfo)."""
-    from ..live.signals import retry_after  # lazy: live/ imports the engine, which imports this module
+    from ..live.signals import (
+        retry_after,  # lazy: live/ imports the engine, which imports this module
+    )
 
     return retry_after(headers, body)
 
@@ -373,22 +440,22 @@ def decode_stream(chunks: Iterable[bytes], decode: Callable[[bytes], Outcome | N
             yield outcome
 
 
-async def post_stainless(client: Any, sdk: Any, path: str, body: dict, provider: str) -> LiveResponse:
+async def post_stainless(adapter: BatchProvider, path: str, body: dict) -> LiveResponse:
     """One POST through a Stainless-generated SDK (openai, anthropic, groq, together): its documented
     low-level `post` with cast_to=httpx.Response hands back the HTTP response without parsing it,
-    and error statuses come back as the response the SDK attached to its exception."""
+    and error statuses come back as the response the SDK attached to its exception. No answer at
+    all (a refused connection, a timeout, a body cut short) goes through the adapter's error
+    boundary and raises TransientError."""
+    client, sdk = adapter.live_client, adapter._sdk  # type: ignore[attr-defined]
     # The SDK's own HTTP library (httpx, or httpx2 in newer SDKs) names the raw response type.
     http = next(importlib.import_module(c.__module__.partition(".")[0]) for c in type(client._client).__mro__
                 if c.__module__.startswith("httpx"))
-    try:
-        response = await client.post(path, cast_to=http.Response, body=body)
-    except sdk.APIStatusError as exc:
-        response = exc.response
-    except sdk.APIConnectionError as exc:  # timeouts included
-        raise TransientError(f"{provider} live call: {type(exc).__name__}") from None
-    except network_errors() as exc:  # a body cut short after the status line arrived
-        raise TransientError(f"{provider} live call: {type(exc).__name__}") from None
-    return LiveResponse(response.status_code, response.headers, response.content)
+    with adapter._errors("live call"):
+        try:
+            response = await client.post(path, cast_to=http.Response, body=body)
+        except sdk.APIStatusError as exc:
+            response = exc.response
+        return LiveResponse(response.status_code, response.headers, response.content)
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -22,12 +22,22 @@ from typing import Any, ClassVar
 
 import orjson
 
-from ..errors import TransientError
-from ..limits import LIMITS
-from ..retry import ACCOUNT_CODES
+from ..limits import MB, BatchLimits
+from ..retry import ErrorCodes
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, find_tagged, network_errors, poll_listed, retry_after_of,
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    MISSING,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    Outcome,
+    RemoteBatch,
+    decode_stream,
+    find_tagged,
+    poll_listed,
+    retry_after_of,
 )
 
 # Batch files up to this size are sent inline. The API takes inline requests under 20 MB, but
@@ -47,12 +57,24 @@ _RPC_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEED
               "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
               "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+# google.rpc codes, and ErrorInfo reasons (a bad key is a 400 INVALID_ARGUMENT with reason
+# API_KEY_INVALID, so the reason is the code batchery keeps).
+GEMINI_CODES = ErrorCodes(
+    transient=frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED"}),
+    account=frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "API_KEY_INVALID", "API_KEY_EXPIRED",
+                       "API_KEY_SERVICE_BLOCKED"}),
+)
 
 
 class GeminiBatch(BatchProvider):
     name = "gemini"
     endpoint = "batchGenerateContent"
-    limits = LIMITS["gemini"]
+    limits = BatchLimits(max_requests=100_000, max_bytes=2048 * MB, discount=0.5, window="24h (expires at 48h)")
+    key_variables = ("GEMINI_API_KEY", "GOOGLE_API_KEY")  # the SDK accepts GOOGLE_API_KEY too
+    url_variable = "GOOGLE_GEMINI_BASE_URL"
+    price_id = "google"
+    emulator_service = "gemini"
+    error_codes = GEMINI_CODES
     batch_states: ClassVar[Mapping[str, str]] = {
         "JOB_STATE_PENDING": "submitted", "JOB_STATE_QUEUED": "submitted", "JOB_STATE_RUNNING": "running",
         "JOB_STATE_PAUSED": "running", "JOB_STATE_UPDATING": "running", "JOB_STATE_CANCELLING": "cancelling",
@@ -174,16 +196,15 @@ class GeminiBatch(BatchProvider):
         the like become the SDK's config (its types take the REST camelCase names)."""
         config = dict(body.get("generationConfig") or {})
         config.update((k, v) for k, v in body.items() if k not in ("contents", "generationConfig"))
-        try:
-            response = await self.live_client.models.generate_content(
-                model=model, contents=body.get("contents"), config=config or None)
-        except self._errors_module.APIError as exc:
-            error = {"code": exc.code, "message": exc.message, "status": exc.status}
-            if isinstance(exc.details, dict) and isinstance(exc.details.get("error"), dict):
-                error = exc.details["error"]
-            return LiveResponse(exc.code, {}, orjson.dumps({"error": error}))
-        except network_errors() as exc:
-            raise TransientError(f"gemini live call: {type(exc).__name__}") from None
+        with self._errors("live call"):  # no answer at all: TransientError
+            try:
+                response = await self.live_client.models.generate_content(
+                    model=model, contents=body.get("contents"), config=config or None)
+            except self._errors_module.APIError as exc:
+                error = {"code": exc.code, "message": exc.message, "status": exc.status}
+                if isinstance(exc.details, dict) and isinstance(exc.details.get("error"), dict):
+                    error = exc.details["error"]
+                return LiveResponse(exc.code, {}, orjson.dumps({"error": error}))
         http = response.sdk_http_response
         data = response.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"sdk_http_response"})
         return LiveResponse(200, (http.headers if http and http.headers else {}), orjson.dumps(data))
@@ -215,7 +236,7 @@ def _error_code(error: dict) -> str:
     there is one (a bad key is a 400 INVALID_ARGUMENT whose reason is API_KEY_INVALID), else the
     status name."""
     for detail in error.get("details") or ():
-        if isinstance(detail, dict) and detail.get("reason") in ACCOUNT_CODES:
+        if isinstance(detail, dict) and detail.get("reason") in GEMINI_CODES.account:
             return str(detail["reason"])
     code = error.get("status") or error.get("code")
     return _RPC_CODES[code] if isinstance(code, int) and 0 <= code < len(_RPC_CODES) else str(code or "error")
@@ -299,8 +320,7 @@ def _inline_outcome(item: Any) -> Outcome | None:
 
 def _outcome(key: str, response: Any, error: Any) -> Outcome | None:
     if isinstance(error, dict):
-        return Outcome(key, FAILED, None, None, None, None, None, None, _error_code(error),
-                       str(error.get("message") or ""))
+        return Outcome.failed(key, _error_code(error), str(error.get("message") or ""))
     if not isinstance(response, dict):
         return None
     body = orjson.dumps(response)
@@ -310,17 +330,20 @@ def _outcome(key: str, response: Any, error: Any) -> Outcome | None:
     cached = usage.get("cachedContentTokenCount")
     blocked = (response.get("promptFeedback") or {}).get("blockReason")
     candidates = response.get("candidates") or []
+    usage_fields = {"input_tokens": prompt, "output_tokens": output, "cached_tokens": cached,
+                    "reasoning_tokens": thoughts}
     if blocked or not candidates:
-        return Outcome(key, FAILED, None, body, prompt, output, cached, thoughts, str(blocked or "NO_CANDIDATES"),
-                       "the prompt was blocked" if blocked else "the response has no candidates")
+        return Outcome.failed(key, str(blocked or "NO_CANDIDATES"),
+                              "the prompt was blocked" if blocked else "the response has no candidates", body,
+                              **usage_fields)
     candidate = candidates[0]
     parts = (candidate.get("content") or {}).get("parts") or []
     texts = [p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought")]
     finish = candidate.get("finishReason")
     if not texts and finish not in _ANSWERED:
-        return Outcome(key, FAILED, None, body, prompt, output, cached, thoughts, str(finish),
-                       f"the model stopped without an answer ({finish})")
-    return Outcome(key, SUCCEEDED, "".join(texts), body, prompt, output, cached, thoughts, None, None)
+        return Outcome.failed(key, str(finish), f"the model stopped without an answer ({finish})", body,
+                              **usage_fields)
+    return Outcome.succeeded(key, "".join(texts), body, **usage_fields)
 
 
 def _remote(job: Any) -> RemoteBatch:

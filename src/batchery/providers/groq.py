@@ -16,13 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..limits import LIMITS
+from ..limits import MB, BatchLimits
 from .openai import OpenAIBatch
 
 
 class GroqBatch(OpenAIBatch):
     name = "groq"
-    limits = LIMITS["groq"]
+    limits = BatchLimits(max_requests=50_000, max_bytes=100 * MB, discount=0.25, window="24h to 7d")
+    key_variables = ("GROQ_API_KEY",)
+    url_variable = "GROQ_BASE_URL"
+    price_id = "groq"
+    emulator_service = "groq"
 
     def __init__(self, api_key: str, base_url: str | None = None):
         import groq  # lazy: only the provider in use pays for its SDK import

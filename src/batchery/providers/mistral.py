@@ -36,12 +36,24 @@ from typing import Any, ClassVar
 
 import orjson
 
-from ..errors import ProviderError, TransientError
-from ..limits import LIMITS
+from ..errors import ProviderError
+from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, find_tagged, poll_listed, retry_after_of,
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    MISSING,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    Outcome,
+    RemoteBatch,
+    decode_stream,
+    find_tagged,
+    poll_listed,
+    retry_after_of,
 )
+from .openai import OPENAI_CODES, chat_usage
 
 TAG_KEY = "batchery_batch"
 TIMEOUT_HOURS = 24  # Mistral's default window; TIMEOUT_EXCEEDED after it
@@ -56,16 +68,23 @@ _POLL_PAGES = 3  # list pages read per poll before fetching the rest one by one
 class MistralBatch(BatchProvider):
     name = "mistral"
     endpoint = "/v1/chat/completions"
-    limits = LIMITS["mistral"]
+    limits = BatchLimits(max_requests=1_000_000, max_bytes=512 * MB, discount=0.5, window="24h (timeout_hours)")
+    key_variables = ("MISTRAL_API_KEY",)
+    url_variable = "MISTRAL_BASE_URL"
+    price_id = "mistral"
+    emulator_service = "mistral"
+    error_codes = OPENAI_CODES  # its error envelope follows OpenAI's (its 429 type is batchery's rate_limited)
     batch_states: ClassVar[Mapping[str, str]] = {
         "QUEUED": "submitted", "RUNNING": "running", "CANCELLATION_REQUESTED": "cancelling",
         "SUCCESS": "done", "FAILED": "failed", "TIMEOUT_EXCEEDED": "expired", "CANCELLED": "cancelled"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
-        import httpx2  # the SDK's HTTP client: its transport errors are the transient ones
-        from mistralai.client import Mistral, errors, utils  # lazy: only the provider in use pays
+        from mistralai.client import (  # lazy: only the provider in use pays
+            Mistral,
+            errors,
+            utils,
+        )
 
-        self._transport_error = httpx2.TransportError
         self._sdk_errors = errors
         # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
         self._no_retries = utils.RetryConfig("none", None, False)
@@ -79,14 +98,12 @@ class MistralBatch(BatchProvider):
     async def send(self, body: dict, model: str) -> LiveResponse:
         """chat.complete through the SDK (it has no raw call): the parsed answer is dumped back to
         JSON, and a refusal arrives as the SDK's error with the HTTP response attached."""
-        errors = self._sdk_errors
-        try:
-            answer = await self.client.chat.complete_async(**{**body, "model": model}, retries=self._no_retries)
-        except errors.MistralError as exc:
-            response = exc.raw_response
-            return LiveResponse(response.status_code, response.headers, response.content)
-        except (self._transport_error, errors.NoResponseError) as exc:
-            raise TransientError(f"mistral live call: {type(exc).__name__}") from None
+        with self._errors("live call"):  # no answer at all: TransientError
+            try:
+                answer = await self.client.chat.complete_async(**{**body, "model": model}, retries=self._no_retries)
+            except self._sdk_errors.MistralError as exc:
+                response = exc.raw_response
+                return LiveResponse(response.status_code, response.headers, response.content)
         return LiveResponse(200, {}, orjson.dumps(answer.model_dump(mode="json", by_alias=True)))
 
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
@@ -227,13 +244,9 @@ def decode_line(line: bytes) -> Outcome | None:
     raw = orjson.dumps(body) if body is not None else None
     ok = error is None and (status is None or status < 400) and isinstance(body, dict)
     if ok and body.get("choices"):
-        usage = body.get("usage") or {}
-        return Outcome(custom_id, SUCCEEDED, _text(body), raw, usage.get("prompt_tokens"),
-                       usage.get("completion_tokens"),
-                       (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
-                       (usage.get("completion_tokens_details") or {}).get("reasoning_tokens"), None, None)
+        return Outcome.succeeded(custom_id, _text(body), raw, **chat_usage(body))
     code, message = _failure(status, body, error)
-    return Outcome(custom_id, FAILED, None, raw, None, None, None, None, code, message)
+    return Outcome.failed(custom_id, code, message, raw)
 
 
 def _text(body: dict) -> str | None:

@@ -9,10 +9,30 @@ from typing import ClassVar
 import orjson
 
 from ..errors import ConfigError
-from ..limits import LIMITS, BatchLimits
+from ..limits import MB, BatchLimits
+from ..retry import ErrorCodes
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, SUCCEEDED, BatchProvider, CallFailure, Outcome, RemoteBatch,
-    LiveResponse, decode_stream, find_tagged, poll_listed, post_stainless, stainless_failure,
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    MISSING,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    Outcome,
+    RemoteBatch,
+    decode_stream,
+    find_tagged,
+    poll_listed,
+    post_stainless,
+    stainless_failure,
+)
+
+# The error codes of OpenAI's API, and of those that copy its error envelope (Groq, Together, Mistral).
+OPENAI_CODES = ErrorCodes(
+    transient=frozenset({"rate_limit_exceeded", "server_error", "token_limit_exceeded", "timeout"}),
+    account=frozenset({"invalid_api_key", "insufficient_quota", "billing_hard_limit_reached",
+                       "account_deactivated", "unauthorized", "permission_denied"}),
 )
 
 TAG_KEY = "batchery_batch"
@@ -24,7 +44,12 @@ _LEFTOVER = {"failed": FAILED, "expired": EXPIRED, "cancelled": CANCELLED}
 class OpenAIBatch(BatchProvider):
     name = "openai"
     endpoint = "/v1/chat/completions"
-    limits = LIMITS["openai"]
+    limits = BatchLimits(max_requests=50_000, max_bytes=200 * MB, discount=0.5, window="24h")
+    key_variables = ("OPENAI_API_KEY",)
+    url_variable = "OPENAI_BASE_URL"
+    price_id = "openai"
+    emulator_service = "openai"
+    error_codes = OPENAI_CODES
     batch_states: ClassVar[Mapping[str, str]] = {
         "validating": "submitted", "in_progress": "running", "finalizing": "running",
         "cancelling": "cancelling", "completed": "done", "failed": "failed", "expired": "expired",
@@ -105,7 +130,7 @@ class OpenAIBatch(BatchProvider):
     # -- live mode -----------------------------------------------------------------------------
 
     async def send(self, body: dict, model: str) -> LiveResponse:
-        return await post_stainless(self.live_client, self._sdk, self.live_path, body, self.name)
+        return await post_stainless(self, self.live_path, body)
 
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
         return decode_response(custom_id, status, body)
@@ -120,6 +145,10 @@ class OpenAICompatible(OpenAIBatch):
 
     name = "openai-compatible"
     has_batch_api = False
+    key_variables = ("OPENAI_COMPATIBLE_API_KEY",)
+    url_variable = "OPENAI_COMPATIBLE_BASE_URL"
+    key_optional = "not-needed"  # local servers (Ollama, vLLM) often take no key; the SDK needs a value
+    price_id = ""  # whatever model a server runs, it is not priced as OpenAI's
     # No batch file limits apply; a request line is capped only to keep one line sane.
     limits = BatchLimits(max_requests=1, max_bytes=64 * 1024 * 1024, discount=0.0, window="live only")
 
@@ -169,8 +198,7 @@ def decode_line(line: bytes) -> Outcome | None:
         return decode_response(custom_id, response.get("status_code"), response["body"])
     if isinstance(error, dict):
         code = str(error.get("code") or "error")
-        return Outcome(custom_id, _LINE_STATUS.get(code, FAILED), None, None, None, None, None, None, code,
-                       str(error.get("message") or ""))
+        return Outcome.ended(custom_id, _LINE_STATUS.get(code, FAILED), code, str(error.get("message") or ""))
     return None
 
 
@@ -182,16 +210,19 @@ def decode_response(custom_id: str, status, body) -> Outcome | None:
                 text = body["choices"][0]["message"]["content"]
             except (KeyError, IndexError, TypeError):
                 text = None
-            usage = body.get("usage") or {}
-            return Outcome(custom_id, SUCCEEDED, text, orjson.dumps(body), usage.get("prompt_tokens"),
-                           usage.get("completion_tokens"),
-                           (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
-                           (usage.get("completion_tokens_details") or {}).get("reasoning_tokens"), None, None)
+            return Outcome.succeeded(custom_id, text, orjson.dumps(body), **chat_usage(body))
         err = body.get("error") if isinstance(body.get("error"), dict) else {}
         code = err.get("code") or err.get("type") or f"http_{status}"
-        return Outcome(custom_id, FAILED, None, orjson.dumps(body), None, None, None, None, str(code),
-                       str(err.get("message") or "request failed"))
+        return Outcome.failed(custom_id, str(code), str(err.get("message") or "request failed"), orjson.dumps(body))
     return None
+
+
+def chat_usage(body: dict) -> dict[str, int | None]:
+    """A Chat Completions body's usage as Outcome's token fields (OpenAI, Groq, Together, Mistral)."""
+    usage = body.get("usage") or {}
+    return {"input_tokens": usage.get("prompt_tokens"), "output_tokens": usage.get("completion_tokens"),
+            "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
+            "reasoning_tokens": (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")}
 
 
 def _remote(batch) -> RemoteBatch:

@@ -43,13 +43,23 @@ from typing import ClassVar
 import orjson
 
 from ..errors import ProviderError
-from ..limits import LIMITS
+from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, post_stainless, stainless_failure,
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    MISSING,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    Outcome,
+    RemoteBatch,
+    decode_stream,
+    post_stainless,
+    stainless_failure,
 )
+from .openai import OPENAI_CODES, decode_line, decode_response
 from .openai import chat_body as openai_chat_body
-from .openai import decode_line, decode_response
 
 COMPLETION_WINDOW = "24h"  # Together's only window
 _ENDED = frozenset({"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"})
@@ -66,7 +76,12 @@ def input_file_name(tag: str) -> str:
 class TogetherBatch(BatchProvider):
     name = "together"
     endpoint = "/v1/chat/completions"
-    limits = LIMITS["together"]
+    limits = BatchLimits(max_requests=50_000, max_bytes=100 * MB, discount=0.5, window="24h best effort")
+    key_variables = ("TOGETHER_API_KEY",)
+    url_variable = "TOGETHER_BASE_URL"
+    price_id = "together"
+    emulator_service = "together"
+    error_codes = OPENAI_CODES  # its error envelope is OpenAI's
     batch_states: ClassVar[Mapping[str, str]] = {
         "VALIDATING": "submitted", "IN_PROGRESS": "running", "COMPLETED": "done", "FAILED": "failed",
         "EXPIRED": "expired", "CANCELLED": "cancelled"}
@@ -83,7 +98,7 @@ class TogetherBatch(BatchProvider):
         return self._sdk.AsyncTogether(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
 
     async def send(self, body: dict, model: str) -> LiveResponse:
-        return await post_stainless(self.live_client, self._sdk, "/v1/chat/completions", body, self.name)
+        return await post_stainless(self, "/v1/chat/completions", body)
 
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
         return decode_response(custom_id, status, body)
@@ -186,7 +201,7 @@ def decode_result(line: bytes) -> Outcome | None:
     except orjson.JSONDecodeError:
         return None
     if isinstance(obj, dict) and isinstance(obj.get("custom_id"), str) and isinstance(obj.get("error"), str):
-        return Outcome(obj["custom_id"], FAILED, None, None, None, None, None, None, "error", obj["error"])
+        return Outcome.failed(obj["custom_id"], "error", obj["error"])
     return None
 
 

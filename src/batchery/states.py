@@ -1,0 +1,50 @@
+"""The names of where things stand: a line's outcome, a job, a batch. StrEnums, so each member is
+the very text the store holds and the JSON output shows (`OutcomeStatus.FAILED == "failed"`), and a
+new kind is one more member here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class OutcomeStatus(StrEnum):
+    """How a line ended (outcomes.status)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the provider's error code and message say why; retry.py says whether it is final
+    EXPIRED = "expired"  # the batch's window closed before the line ran
+    CANCELLED = "cancelled"  # by the user (final) or by the provider (retried)
+    MISSING = "missing"  # the provider returned no line for it
+
+
+class JobState(StrEnum):
+    """A job's life (jobs.state): ingesting → running → done, or cancelling → cancelled."""
+
+    INGESTING = "ingesting"  # its requests are being read in; a crash here removes it
+    RUNNING = "running"
+    CANCELLING = "cancelling"  # `batchery cancel` asked; the process running it carries it out
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class BatchState(StrEnum):
+    """A local batch's life (batches.state), written ahead of each provider call."""
+
+    PLANNED = "planned"  # its lines are chosen; nothing sent
+    CREATING = "creating"  # a create call may have reached the provider
+    SUBMITTED = "submitted"  # the provider has it
+    COLLECTED = "collected"  # every line has its outcome
+
+
+class BatchWord(StrEnum):
+    """batchery's word for where a batch stands, the only one human output uses; the provider's own
+    word (`in_progress`, `ended`, `JOB_STATE_SUCCEEDED`) stays in --json and detail views."""
+
+    PLANNED = "planned"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
