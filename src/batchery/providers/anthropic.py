@@ -39,18 +39,8 @@ from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED,
-    EXPIRED,
-    BatchProvider,
-    CallFailure,
-    LiveResponse,
-    Outcome,
-    RemoteBatch,
-    decode_stream,
-    poll_listed,
-    post_stainless,
-    split_lines,
-    stainless_failure,
+    CANCELLED, EXPIRED, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch, decode_stream,
+    poll_listed, post_stainless, split_lines, stainless_failure,
 )
 
 if TYPE_CHECKING:

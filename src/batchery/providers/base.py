@@ -15,14 +15,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
-from ..errors import (
-    AccountError,
-    BatcheryError,
-    ConfigError,
-    ProviderError,
-    RateLimitedError,
-    TransientError,
-)
+from ..errors import AccountError, BatcheryError, ConfigError, ProviderError, RateLimitedError, TransientError
 from ..limits import BatchLimits
 from ..retry import GENERIC, ErrorCodes, Failure, classify, error_code_of
 from ..states import BatchWord, OutcomeStatus

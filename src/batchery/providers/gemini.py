@@ -25,19 +25,8 @@ import orjson
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED,
-    EXPIRED,
-    FAILED,
-    MISSING,
-    BatchProvider,
-    CallFailure,
-    LiveResponse,
-    Outcome,
-    RemoteBatch,
-    decode_stream,
-    find_tagged,
-    poll_listed,
-    retry_after_of,
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
+    decode_stream, find_tagged, poll_listed, retry_after_of,
 )
 
 # Batch files up to this size are sent inline. The API takes inline requests under 20 MB, but

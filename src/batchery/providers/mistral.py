@@ -39,19 +39,8 @@ import orjson
 from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED,
-    EXPIRED,
-    FAILED,
-    MISSING,
-    BatchProvider,
-    CallFailure,
-    LiveResponse,
-    Outcome,
-    RemoteBatch,
-    decode_stream,
-    find_tagged,
-    poll_listed,
-    retry_after_of,
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
+    decode_stream, find_tagged, poll_listed, retry_after_of,
 )
 from .openai import OPENAI_CODES, chat_usage
 

@@ -12,20 +12,8 @@ from ..errors import ConfigError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED,
-    EXPIRED,
-    FAILED,
-    MISSING,
-    BatchProvider,
-    CallFailure,
-    LiveResponse,
-    Outcome,
-    RemoteBatch,
-    decode_stream,
-    find_tagged,
-    poll_listed,
-    post_stainless,
-    stainless_failure,
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
+    decode_stream, find_tagged, poll_listed, post_stainless, stainless_failure,
 )
 
 # The error codes of OpenAI's API, and of those that copy its error envelope (Groq, Together, Mistral).

@@ -45,18 +45,8 @@ import orjson
 from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED,
-    EXPIRED,
-    FAILED,
-    MISSING,
-    BatchProvider,
-    CallFailure,
-    LiveResponse,
-    Outcome,
-    RemoteBatch,
-    decode_stream,
-    post_stainless,
-    stainless_failure,
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
+    decode_stream, post_stainless, stainless_failure,
 )
 from .openai import OPENAI_CODES, decode_line, decode_response
 from .openai import chat_body as openai_chat_body
