@@ -97,7 +97,7 @@ def test_a_batch_call_answered_429_raises_rate_limited_with_the_wait_asked_for(m
 class _Answers520(BaseHTTPRequestHandler):
     """A server in trouble behind a proxy: every call answers 520 with a page, not JSON."""
 
-    def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         body = b"<html>origin error</html>"
         self.send_response(520)

@@ -1,14 +1,22 @@
-"""One scenario, every provider: the same job file through each official SDK against the emulator
-ends with the same normalised results. Provider-specific behaviour has its own test files."""
+"""Contract tests, written once and run for every provider (the case list: tests/providers/conftest.py):
+the same job file through each official SDK against the emulator ends with the same normalised
+results, and every provider goes through the same lifecycle (crash after create, expiry, cancel,
+unknown model, reasoning budget, each fault class its emulator service injects). What is truly
+one provider's own has its own test file."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from batchery.providers import PROVIDERS, get_provider
+from batchery.errors import InputError
+from batchery.providers import PROVIDERS, get_provider, provider_class
+from batchery.providers import gemini as gemini_module
+from batchery.store import Store
 
 from conftest import MODELS, results, start_job
+
+from .conftest import CASES
 
 SCHEMA = {
     "type": "object",
@@ -135,3 +143,129 @@ def test_the_same_job_live_gives_the_batch_results_on_every_provider(live_provid
     by_id = {r.id: r for r in live_rows}
     assert by_id["rejected"].status == "failed" and by_id["rejected"].error["message"]
     assert all(r.usage["input_tokens"] and r.usage["output_tokens"] for r in live_rows if r.status == "succeeded")
+
+
+# -- the lifecycle every provider goes through, written once over the case list (conftest.CASES) --
+
+
+def prompts(n: int, word: str = "question") -> list[dict]:
+    return [{"id": f"r{i}", "prompt": f"{word} number {i}"} for i in range(n)]
+
+
+def adapter_for(case, emulator, cls=None):
+    cls = cls or provider_class(case.provider)
+    return cls(api_key="test-key", base_url=emulator.base_url(case.provider))
+
+
+def run_case(store, emulator, case, requests, **options):
+    return start_job(store, emulator, requests, model=case.model, provider=adapter_for(case, emulator), **options)
+
+
+def test_crash_after_create_before_persist_finds_the_batch_instead_of_creating_it_again(case, tmp_path, emulator):
+    class DiesAfterCreate(provider_class(case.provider)):  # type: ignore[misc, valid-type]
+        def create(self, input_file, model, tag):
+            super().create(input_file, model, tag)
+            raise KeyboardInterrupt("process killed after the provider created the batch")
+
+    with Store(tmp_path / "s") as store:
+        dying = adapter_for(case, emulator, DiesAfterCreate)
+        with pytest.raises(KeyboardInterrupt):
+            start_job(store, emulator, prompts(50), model=case.model, batch_size=20, provider=dying).run()
+    assert emulator.stats()["batches_created"][case.provider] == 1
+
+    with Store(tmp_path / "s") as store:  # the next run: a fresh process, same store
+        final = run_case(store, emulator, case, prompts(50), batch_size=20).run()
+        assert final.items == {"succeeded": 50}
+        assert [r.id for r in results(store)] == [f"r{i}" for i in range(50)]
+    assert emulator.stats()["batches_created"][case.provider] == 3  # 20 + 20 + 10: the first found, not re-made
+
+
+def test_an_expired_batch_keeps_what_finished_and_marks_the_rest_expired(case, store, make_emulator):
+    emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
+    final = run_case(store, emulator, case, prompts(40), max_attempts=1).run()
+    assert final.remote == {case.expired_status: 1}
+    rows = results(store)
+    assert [r.id for r in rows] == [f"r{i}" for i in range(40)]
+    finished = [r for r in rows if r.status == "succeeded"]
+    assert (len(finished) > 0) == case.partial_on_expiry
+    assert all(r.text.endswith(f"number {r.id[1:]}") for r in finished)
+    assert {r.error["code"] for r in rows if r.status != "succeeded"} == {"batch_expired"}
+
+
+def test_cancelling_a_job_keeps_finished_lines_and_marks_the_rest_cancelled(case, store, make_emulator):
+    emulator = make_emulator(processing_seconds=100)
+    engine = run_case(store, emulator, case, prompts(40))
+    engine.run(wait=False)
+    emulator.clock.advance(50)  # about half the lines are done
+    final = engine.cancel()
+    assert set(final.items) == {"succeeded", "cancelled"} and 10 <= final.items["succeeded"] <= 30
+    rows = results(store)
+    assert all(r.text for r in rows if r.status == "succeeded")
+    assert {r.error["code"] for r in rows if r.status == "cancelled"} == {"batch_cancelled"}
+    assert store.get_job("job").state == "cancelled"
+    engine.provider.cancel(store.batches(store.get_job("job").id)[0].remote_id)  # ended: not an error
+
+
+def test_an_unknown_model_fails_only_its_own_lines_with_the_providers_message(case, store, emulator):
+    requests = [*prompts(3), {"id": "odd", "prompt": "Hello?", "model": "missing-model"}]
+    final = run_case(store, emulator, case, requests).run()
+    assert final.items == {"succeeded": 3, "failed": 1}
+    odd = {r.id: r for r in results(store)}["odd"]
+    assert odd.error["code"] == case.unknown_model_code and "missing-model" in odd.error["message"]
+    assert odd.attempts == 1  # a final refusal: not sent again
+
+
+def test_a_reasoning_budget_is_sent_where_the_provider_takes_one_and_refused_before_sending_where_not(
+        case, store, emulator):
+    requests = [{"id": "thinks", "prompt": "Think first.", "max_tokens": 4000, "reasoning": {"budget_tokens": 1024}}]
+    if not case.reasoning_budget:
+        with pytest.raises(InputError, match="budget"):
+            run_case(store, emulator, case, requests)
+        assert emulator.stats()["batches_created"].get(case.provider, 0) == 0
+        return
+    final = run_case(store, emulator, case, requests).run()
+    assert final.items == {"succeeded": 1}
+    thinks = results(store)[0]
+    assert 0 < thinks.usage["reasoning_tokens"] <= thinks.usage["output_tokens"]
+
+
+# Each fault class of the emulator's --faults: the spec, the emulator's settings, and how many batches
+# the 3 a job of 60 lines in batches of 20 needs are created in the end (a refused, lost or cut batch's
+# lines go out once more; a lost create is found by its tag, never made twice).
+FAULT_RUNS = {
+    "http_errors": ("http_429=0.15,http_500=0.1,http_503=0.1,retry_after=0,seed=3", {}, 3),
+    "lost_create": ("lost_create=2", {}, 3),
+    "slow_validation": ("slow_validation=1h", {"processing_seconds": 10}, 3),
+    "queue_full": ("queue_full=1", {}, 4),
+    "expire_after": ("expire_after=50", {"processing_seconds": 100}, None),
+    "provider_cancel": ("provider_cancel=1", {"processing_seconds": 100}, 4),
+    "drop_lines": ("drop_lines=4", {}, 4),
+    "malformed_lines": ("malformed_lines=4", {}, 4),
+    "duplicate_lines": ("duplicate_lines=6,reorder=1.0", {}, 3),
+    "truncated_download": ("truncated_download=1", {}, 3),
+    "cut_download": ("cut_download=1", {}, 3),
+}
+FAULT_CASES = [pytest.param(case, fault, id=f"{case}-{fault}") for case in CASES for fault in sorted(case.faults)]
+
+
+@pytest.mark.parametrize(("case", "fault"), FAULT_CASES)
+def test_every_fault_the_providers_service_injects_ends_with_each_line_answered_once(
+        case, fault, store, make_emulator, monkeypatch):
+    spec, settings, batches = FAULT_RUNS[fault]
+    monkeypatch.setattr(gemini_module, "INLINE_MAX_BYTES", 0)  # Gemini's results come as a file to download
+    emulator = make_emulator(faults=spec, **settings)
+    engine = run_case(store, emulator, case, prompts(60, "fault question"), batch_size=20)
+    engine.poll.give_up_after = 30  # the rate of http_errors is high: outlast it
+    final = engine.run()
+    rows = results(store)
+    stats = emulator.stats()
+    assert [r.id for r in rows] == [f"r{i}" for i in range(60)], "results stay in input order"
+    assert all(r.text.endswith(f"question number {r.id[1:]}") for r in rows if r.status == "succeeded")
+    assert sum(n for name, n in stats["by_provider"][case.provider].get("faults", {}).items()
+               if name.startswith(fault.partition("_")[0] if fault == "http_errors" else fault)) > 0
+    if batches is None:  # expiry: the lines that finished are kept, the rest are retried until attempts run out
+        assert set(final.items) <= {"succeeded", "expired"} and final.items.get("succeeded", 0) > 30
+        assert all(r.attempts == 3 for r in rows if r.status == "expired")
+    else:
+        assert final.items == {"succeeded": 60}
+        assert stats["batches_created"][case.provider] == batches

@@ -20,7 +20,6 @@ from batchery.errors import InputError
 from batchery.inputs import iter_objects
 from batchery.providers import gemini
 from batchery.providers.gemini import GeminiBatch, decode_line, generate_request
-from batchery.store import Store
 
 from conftest import results, start_job
 
@@ -158,15 +157,6 @@ def test_a_request_gemini_rejects_fails_alone_with_its_status(store, shared_emul
     assert bad.error["code"] == "INVALID_ARGUMENT" and "temperature" in bad.error["message"]
 
 
-def test_an_unknown_model_is_refused_at_create_and_its_lines_fail(store, shared_emulator):
-    created = shared_emulator.stats()["by_provider"]["gemini"]["batches_created"]
-    final = run(store, shared_emulator, [{"prompt": "a", "model": "missing-model"}, {"prompt": "b"}])
-    assert final.items == {"failed": 1, "succeeded": 1}
-    rejected = results(store)[0]
-    assert rejected.error["code"] == "batch_rejected" and "NOT_FOUND" in rejected.error["message"]
-    assert shared_emulator.stats()["by_provider"]["gemini"]["batches_created"] == created + 1
-
-
 def test_results_are_matched_by_key_never_by_position():
     answer = {"candidates": [{"content": {"parts": [{"text": "yes"}]}, "finishReason": "STOP"}]}
     assert decode_line(orjson.dumps({"response": answer, "key": "bq-b"})).custom_id == "bq-b"
@@ -180,45 +170,6 @@ def test_results_are_matched_by_key_never_by_position():
 
 
 # -- lifecycle -------------------------------------------------------------------------------------
-
-
-def test_cancel_keeps_finished_lines_and_marks_the_rest_cancelled(store, make_emulator, transport):
-    emulator = make_emulator(processing_seconds=100, cancel_seconds=10)
-    engine = start_job(store, emulator, prompts(200), model=MODEL, provider=adapter(emulator))
-    engine.run(wait=False)
-    emulator.clock.advance(50)  # about half the lines are done
-    counts = engine.cancel().items
-    assert set(counts) == {"succeeded", "cancelled"}
-    assert 50 <= counts["succeeded"] <= 150
-    rows = results(store)
-    assert all(r.text for r in rows if r.status == "succeeded")
-    assert all(r.error["code"] == "batch_cancelled" for r in rows if r.status == "cancelled")
-    assert {b.remote_status for b in store.batches(store.get_job("job").id)} == {"JOB_STATE_CANCELLED"}
-
-
-def test_an_expired_batch_has_no_results_and_every_line_is_expired(store, make_emulator):
-    emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
-    final = run(store, emulator, prompts(20))
-    assert final.items == {"expired": 20}  # "the job will not have any results to retrieve"
-    assert all(r.error["code"] == "batch_expired" for r in results(store))
-    assert {b.remote_status for b in store.batches(store.get_job("job").id)} == {"JOB_STATE_EXPIRED"}
-
-
-def test_crash_after_create_finds_the_batch_by_display_name_instead_of_creating_it_again(tmp_path, emulator, transport):
-    class DiesAfterCreate(GeminiBatch):
-        def create(self, input_file, model, tag):
-            super().create(input_file, model, tag)
-            raise KeyboardInterrupt("process killed after the provider created the batch")
-
-    with Store(tmp_path / "s") as store, pytest.raises(KeyboardInterrupt):
-        run(store, emulator, prompts(100), batch_size=40, provider=adapter(emulator, DiesAfterCreate))
-    assert emulator.stats()["by_provider"]["gemini"]["batches_created"] == 1
-
-    with Store(tmp_path / "s") as store:  # the next run: a fresh process, same store
-        final = run(store, emulator, prompts(100), batch_size=40)
-        assert final.items == {"succeeded": 100}
-        assert [r.id for r in results(store)] == [f"r{i}" for i in range(100)]
-    assert emulator.stats()["by_provider"]["gemini"]["batches_created"] == 3  # 40 + 40 + 20
 
 
 def test_poll_reads_every_state_from_the_list(shared_emulator, monkeypatch):

@@ -7,15 +7,12 @@ import groq
 import orjson
 import pytest
 
-from batchery.engine import prepare_job
-from batchery.errors import InputError, ProviderError
-from batchery.inputs import iter_objects
+from batchery.errors import ProviderError
 from batchery.providers import get_provider
 from batchery.providers.groq import GroqBatch
 from batchery.providers.openai import TAG_KEY
-from batchery.store import Store
 
-from conftest import results, start_job
+from conftest import start_job
 
 MODEL = "llama-3.1-8b-instant"
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
@@ -59,13 +56,6 @@ def test_lines_are_openai_chat_lines_with_every_neutral_field():
         "max_completion_tokens": 50, "temperature": 0.5, "top_p": 0.9, "stop": ["END"], "reasoning_effort": "medium",
         "response_format": {"type": "json_schema", "json_schema": {"name": "response", "schema": SCHEMA}},
     }}
-
-
-def test_a_reasoning_token_budget_is_refused_before_anything_is_sent(store, emulator):
-    reqs = [{"prompt": "fine"}, {"prompt": "think hard", "reasoning": {"budget_tokens": 2000}}]
-    with pytest.raises(InputError, match=r"request\[1\]: groq takes reasoning as .*not a token budget"):
-        prepare_job(store, "job", adapter(emulator), MODEL, iter_objects(reqs), fingerprint="job")
-    assert emulator.stats()["files_uploaded"] == 0
 
 
 def test_the_registry_builds_groq_from_groq_api_key(monkeypatch, emulator):
@@ -116,44 +106,3 @@ def test_poll_reads_the_list_and_fetches_only_what_it_does_not_show(emulator, tm
 
 
 # -- lifecycle through the engine ------------------------------------------------------------------
-
-
-def test_an_expired_batch_keeps_finished_lines_and_marks_the_rest_expired(store, make_emulator):
-    emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
-    final = run_job(store, emulator, prompts(300), max_attempts=1).run()
-    assert set(final.items) == {"succeeded", "expired"} and final.remote == {"expired": 1}
-    rows = results(store)
-    assert [r.id for r in rows] == [f"r{i}" for i in range(300)]
-    assert all(r.text.endswith(r.id[1:]) for r in rows if r.status == "succeeded")
-    assert all(r.error["code"] == "batch_expired" for r in rows if r.status == "expired")
-
-
-def test_cancelling_a_job_keeps_finished_lines_and_marks_the_rest_cancelled(store, make_emulator):
-    emulator = make_emulator(processing_seconds=100)
-    engine = run_job(store, emulator, prompts(200))
-    engine.run(wait=False)
-    emulator.clock.advance(50)
-    final = engine.cancel()
-    assert set(final.items) == {"succeeded", "cancelled"} and 50 <= final.items["succeeded"] <= 150
-    assert all(r.error["code"] == "batch_cancelled" for r in results(store) if r.status == "cancelled")
-    assert store.get_job("job").state == "cancelled"
-    adapter(emulator).cancel(store.batches(store.get_job("job").id)[0].remote_id)  # ended: no error
-
-
-def test_crash_after_create_before_persist_finds_the_batch_instead_of_creating_it_again(tmp_path, emulator):
-    class DiesAfterCreate(GroqBatch):
-        def create(self, input_file, model, tag):
-            super().create(input_file, model, tag)
-            raise KeyboardInterrupt("process killed after the provider created the batch")
-
-    with Store(tmp_path / "s") as store:
-        provider = DiesAfterCreate(api_key="k", base_url=emulator.base_url("groq"))
-        with pytest.raises(KeyboardInterrupt):
-            run_job(store, emulator, prompts(100), batch_size=40, provider=provider).run()
-    assert emulator.stats()["batches_created"]["groq"] == 1
-
-    with Store(tmp_path / "s") as store:  # the next run: a fresh process, same store
-        final = run_job(store, emulator, prompts(100), batch_size=40).run()
-        assert final.items == {"succeeded": 100}
-        assert [r.id for r in results(store)] == [f"r{i}" for i in range(100)]
-    assert emulator.stats()["batches_created"]["groq"] == 3  # 40 + 40 + 20, the first found, not re-created

@@ -11,11 +11,8 @@ import pytest
 from mistralai.client import Mistral
 from mistralai.client.errors import SDKError
 
-from batchery.engine import prepare_job
-from batchery.errors import AccountError, InputError, ProviderError, TransientError
-from batchery.inputs import iter_objects
+from batchery.errors import AccountError, ProviderError, TransientError
 from batchery.providers.mistral import TAG_KEY, MistralBatch, chat_body
-from batchery.store import Store
 
 from conftest import results, start_job
 
@@ -63,13 +60,6 @@ def test_every_neutral_field_becomes_its_mistral_chat_field_and_the_model_stays_
         "response_format": {"type": "json_schema",
                             "json_schema": {"name": "response", "schema": SCHEMA, "strict": True}},
     }
-
-
-def test_a_reasoning_token_budget_is_refused_before_anything_is_sent(store, emulator):
-    reqs = [{"prompt": "fine"}, {"prompt": "think hard", "reasoning": {"budget_tokens": 2000}}]
-    with pytest.raises(InputError, match=r"request\[1\]: mistral takes reasoning as .*not a token budget"):
-        prepare_job(store, "job", adapter(emulator), MODEL, iter_objects(reqs), fingerprint="job")
-    assert emulator.stats()["files_uploaded"] == 0
 
 
 def test_reasoning_effort_answers_keep_the_text_and_leave_the_thinking_in_the_response(store, emulator):
@@ -143,16 +133,6 @@ def test_mistral_timeout_exceeded_after_timeout_hours_keeps_the_lines_that_ran(m
     assert len(output) == job.succeeded_requests and job.error_file is None
 
 
-def test_a_timed_out_batch_keeps_finished_lines_and_marks_the_rest_expired(store, make_emulator):
-    emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
-    final = run_job(store, emulator, prompts(300), max_attempts=1).run()
-    assert set(final.items) == {"succeeded", "expired"} and final.remote == {"TIMEOUT_EXCEEDED": 1}
-    rows = results(store)
-    assert [r.id for r in rows] == [f"r{i}" for i in range(300)]
-    assert all(r.text.endswith(r.id[1:]) for r in rows if r.status == "succeeded")
-    assert all(r.error["code"] == "batch_expired" for r in rows if r.status == "expired")
-
-
 def test_cancel_is_requested_then_done_and_keeps_what_already_ran(make_emulator, tmp_path):
     emulator = make_emulator(processing_seconds=100, cancel_seconds=30)
     provider = adapter(emulator)
@@ -168,27 +148,7 @@ def test_cancel_is_requested_then_done_and_keeps_what_already_ran(make_emulator,
     provider.cancel(job_id)  # an ended job: nothing to do, and no error
 
 
-def test_cancelling_a_job_keeps_finished_lines_and_marks_the_rest_cancelled(store, make_emulator):
-    emulator = make_emulator(processing_seconds=100)
-    engine = run_job(store, emulator, prompts(200))
-    engine.run(wait=False)
-    emulator.clock.advance(50)
-    final = engine.cancel()
-    assert set(final.items) == {"succeeded", "cancelled"} and 50 <= final.items["succeeded"] <= 150
-    assert all(r.error["code"] == "batch_cancelled" for r in results(store) if r.status == "cancelled")
-    assert store.get_job("job").state == "cancelled"
-
-
 # -- failures --------------------------------------------------------------------------------------
-
-
-def test_an_unknown_model_is_refused_at_create_and_only_its_lines_fail(store, emulator):
-    reqs = prompts(3) + [{"id": "odd", "prompt": "Hello?", "model": "missing-model"}]
-    final = run_job(store, emulator, reqs).run()
-    assert final.items == {"succeeded": 3, "failed": 1}
-    odd = {r.id: r for r in results(store)}["odd"]
-    assert odd.error["code"] == "batch_rejected" and "Invalid model: missing-model" in odd.error["message"]
-    assert emulator.stats()["batches_created"]["mistral"] == 1
 
 
 def test_a_line_mistral_rejects_fails_alone_with_its_code_and_message(store, emulator):
@@ -267,22 +227,3 @@ def test_poll_reads_the_job_list_instead_of_each_job(emulator, tmp_path, monkeyp
 
     monkeypatch.setattr(provider.client.batch.jobs, "get", no_single_reads)
     assert {r.status for r in provider.poll(ids).values()} == {"SUCCESS"}
-
-
-def test_crash_after_create_before_persist_finds_the_job_by_its_tag_instead_of_creating_it_again(tmp_path, emulator):
-    class DiesAfterCreate(MistralBatch):
-        def create(self, input_file, model, tag):
-            super().create(input_file, model, tag)
-            raise KeyboardInterrupt("process killed after Mistral created the job")
-
-    with Store(tmp_path / "s") as store:
-        provider = DiesAfterCreate(api_key="k", base_url=emulator.base_url("mistral"))
-        with pytest.raises(KeyboardInterrupt):
-            run_job(store, emulator, prompts(100), batch_size=40, provider=provider).run()
-    assert emulator.stats()["batches_created"]["mistral"] == 1
-
-    with Store(tmp_path / "s") as store:  # the next run: a fresh process, same store
-        final = run_job(store, emulator, prompts(100), batch_size=40).run()
-        assert final.items == {"succeeded": 100}
-        assert [r.id for r in results(store)] == [f"r{i}" for i in range(100)]
-    assert emulator.stats()["batches_created"]["mistral"] == 3  # 40 + 40 + 20: the first found, not re-created

@@ -11,11 +11,8 @@ import pytest
 import together
 from together.lib.utils.files import check_file
 
-from batchery.engine import prepare_job
-from batchery.errors import AccountError, InputError, ProviderError, TransientError
-from batchery.inputs import iter_objects
+from batchery.errors import AccountError, ProviderError, TransientError
 from batchery.providers.together import TogetherBatch, chat_body, decode_result, input_file_name
-from batchery.store import Store
 
 from conftest import results, start_job
 
@@ -67,13 +64,6 @@ def test_every_neutral_field_becomes_its_together_chat_field():
     }
     line = orjson.loads(TogetherBatch(api_key="k").encode("bq-1", request))
     assert line == {"custom_id": "bq-1", "body": chat_body(request)}
-
-
-def test_a_reasoning_token_budget_is_refused_before_anything_is_sent(store, emulator):
-    reqs = [{"prompt": "fine"}, {"prompt": "think hard", "reasoning": {"budget_tokens": 2000}}]
-    with pytest.raises(InputError, match=r"request\[1\]: together takes reasoning as .*not a token budget"):
-        prepare_job(store, "job", adapter(emulator), MODEL, iter_objects(reqs), fingerprint="job")
-    assert emulator.stats()["files_uploaded"] == 0
 
 
 def test_reasoning_effort_answers_keep_the_text_and_leave_the_thinking_in_the_response(store, emulator):
@@ -156,16 +146,6 @@ def test_a_batch_validates_runs_and_completes_with_lines_keyed_by_custom_id(make
     assert client.batches.retrieve(created.remote_id).progress == 100
 
 
-def test_an_expired_batch_keeps_finished_lines_and_marks_the_rest_expired(store, make_emulator):
-    emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
-    final = run_job(store, emulator, prompts(300), max_attempts=1).run()
-    assert set(final.items) == {"succeeded", "expired"} and final.remote == {"EXPIRED": 1}
-    rows = results(store)
-    assert [r.id for r in rows] == [f"r{i}" for i in range(300)]
-    assert all(r.text.endswith(r.id[1:]) for r in rows if r.status == "succeeded")
-    assert all(r.error["code"] == "batch_expired" for r in rows if r.status == "expired")
-
-
 def test_cancel_has_no_cancelling_status_and_keeps_what_already_ran(make_emulator, tmp_path):
     emulator = make_emulator(processing_seconds=100, cancel_seconds=30)
     provider = adapter(emulator)
@@ -182,27 +162,7 @@ def test_cancel_has_no_cancelling_status_and_keeps_what_already_ran(make_emulato
     provider.cancel(batch_id)  # an ended batch: Together refuses, the adapter shrugs
 
 
-def test_cancelling_a_job_keeps_finished_lines_and_marks_the_rest_cancelled(store, make_emulator):
-    emulator = make_emulator(processing_seconds=100)
-    engine = run_job(store, emulator, prompts(200))
-    engine.run(wait=False)
-    emulator.clock.advance(50)
-    final = engine.cancel()
-    assert set(final.items) == {"succeeded", "cancelled"} and 50 <= final.items["succeeded"] <= 150
-    assert all(r.error["code"] == "batch_cancelled" for r in results(store) if r.status == "cancelled")
-    assert store.get_job("job").state == "cancelled"
-
-
 # -- failures --------------------------------------------------------------------------------------
-
-
-def test_an_unknown_model_fails_its_lines_in_the_error_file(store, emulator):
-    reqs = prompts(3) + [{"id": "odd", "prompt": "Hello?", "model": "missing-model"}]
-    final = run_job(store, emulator, reqs).run()
-    assert final.items == {"succeeded": 3, "failed": 1}
-    odd = {r.id: r for r in results(store)}["odd"]
-    assert odd.error["code"] == "model_not_available" and "Unable to access model missing-model" in odd.error["message"]
-    assert emulator.stats()["batches_created"]["together"] == 2  # the batch was accepted, its line failed
 
 
 def test_a_malformed_input_file_fails_the_whole_batch_with_its_reason(make_emulator, tmp_path):
@@ -273,24 +233,3 @@ def test_find_follows_the_input_file_name_to_the_tag(emulator, tmp_path):
     assert list(found) == ["bb-mine"] and found["bb-mine"].remote_id == mine.remote_id
     assert found["bb-mine"].tag == "bb-mine"
     assert provider.find({"bb-unknown"}) == {}
-
-
-def test_crash_after_create_before_persist_finds_the_batch_instead_of_creating_it_again(tmp_path, emulator):
-    class DiesAfterCreate(TogetherBatch):
-        def create(self, input_file, model, tag):
-            super().create(input_file, model, tag)
-            raise KeyboardInterrupt("process killed after the provider created the batch")
-
-    with Store(tmp_path / "s") as store:
-        provider = DiesAfterCreate(api_key="k", base_url=emulator.base_url("together"))
-        with pytest.raises(KeyboardInterrupt):
-            run_job(store, emulator, prompts(100), batch_size=40, provider=provider).run()
-    assert emulator.stats()["batches_created"]["together"] == 1
-
-    with Store(tmp_path / "s") as store:  # the next run: a fresh process, same store
-        final = run_job(store, emulator, prompts(100), batch_size=40).run()
-        assert final.items == {"succeeded": 100}
-        assert [r.id for r in results(store)] == [f"r{i}" for i in range(100)]
-        events = [kind for _, kind, _ in store.events(store.get_job("job").id, limit=100)]
-        assert events.count("batch_recovered") == 1
-    assert emulator.stats()["batches_created"]["together"] == 3  # 40 + 40 + 20, the first found, not re-created

@@ -1,0 +1,58 @@
+"""A provider is added in three places: its adapter (with its facts), its emulator service, and one
+case in the contract tests' list. This checks the three agree, so a provider half added fails here."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import batchery.providers
+from batchery.emulator import Emulator
+from batchery.limits import LIMITS, BatchLimits
+from batchery.providers import PROVIDERS, provider_class
+from batchery.providers.base import BatchProvider
+from batchery.retry import ErrorCodes
+from batchery.states import BatchWord
+
+from .conftest import CASES
+
+
+def adapter_classes() -> set[type[BatchProvider]]:
+    """Every concrete adapter class defined in batchery.providers' modules."""
+    found = set()
+    for module in pkgutil.iter_modules(batchery.providers.__path__):
+        loaded = importlib.import_module(f"batchery.providers.{module.name}")
+        for _, cls in inspect.getmembers(loaded, inspect.isclass):
+            if issubclass(cls, BatchProvider) and not inspect.isabstract(cls) and cls.__module__ == loaded.__name__:
+                found.add(cls)
+    return found
+
+
+def test_every_adapter_is_registered_under_its_own_name():
+    registered = {provider_class(name) for name in PROVIDERS}
+    assert adapter_classes() == registered
+    assert all(provider_class(name).name == name for name in PROVIDERS)
+
+
+def test_every_adapter_carries_its_providers_facts():
+    for name in PROVIDERS:
+        cls = provider_class(name)
+        assert cls.key_variables and all(v.endswith("_API_KEY") for v in cls.key_variables), name
+        assert cls.url_variable.endswith("_BASE_URL"), name
+        assert isinstance(cls.limits, BatchLimits) and isinstance(cls.error_codes, ErrorCodes), name
+        assert cls.emulator_service in Emulator.SERVICES, name
+        assert set(cls.batch_states.values()) <= set(BatchWord), name
+        if cls.has_batch_api:
+            assert cls.price_id and cls.error_codes.transient and cls.error_codes.account, name
+            assert LIMITS[name] is cls.limits
+
+
+def test_every_batch_provider_has_an_emulator_service_and_a_contract_case():
+    batch_providers = {name for name in PROVIDERS if provider_class(name).has_batch_api}
+    assert batch_providers == set(Emulator.SERVICES) == {case.provider for case in CASES}
+    assert {provider_class(name).emulator_service for name in batch_providers} == set(Emulator.SERVICES)
+
+
+def test_the_registry_is_one_line_per_provider_naming_only_its_adapter():
+    assert all(isinstance(where, str) and where.count(":") == 1 for where in PROVIDERS.values())
