@@ -180,13 +180,13 @@ def test_live_mode_from_the_command_line_then_the_watch_view(tmp_path, make_emul
 
     from rich.console import Console
 
-    from batchery.cli.jobs import _report
     from batchery.cli.watch import job_table
+    from batchery.control import job_status
     from batchery.pricing import PriceBook
     from batchery.store import Store
 
     with Store(store) as st:
-        reports = [_report(st, j, detailed=False, book=PriceBook()) for j in st.list_jobs()]
+        reports = [job_status(st, j, PriceBook()).report() for j in st.list_jobs()]
     console = Console(record=True, width=200)
     console.print(job_table(reports))
     text = console.export_text()

@@ -17,7 +17,7 @@ import pytest
 
 import batchery
 from batchery.cli import EXIT_CODES
-from batchery.cli.jobs import _report
+from batchery.control import job_status
 from batchery.pricing import PriceBook
 from batchery.store import Store
 from conftest import start_job
@@ -100,7 +100,7 @@ def test_status_speaks_batcherys_words_and_prints_event_details_as_text(tmp_path
     assert re.search(r"batch_planned batch=1 requests=10 bytes=\d+$", text, re.MULTILINE), text
     assert "{" not in text  # no Python dict reprs
     with Store(store) as st:  # --json keeps the provider's words, beside batchery's
-        report = _report(st, st.get_job("reqs"), detailed=True, book=PriceBook())
+        report = job_status(st, st.get_job("reqs"), PriceBook(), detailed=True).report()
     assert {b["remote_status"] for b in report["batches"]} <= {"validating", "in_progress"}
     assert set(report["batch_states"]) <= {"submitted", "running"}
 
@@ -237,3 +237,31 @@ def test_the_watch_view_shows_whole_job_names_on_a_normal_terminal():
     rows = [line for line in text.split("─")[-1].splitlines() if line.strip()]
     assert "".join(line.strip().split("  ")[0] for line in rows) == name  # whole, if folded
     assert "…" not in text and "2 running" in text and "30s" in text
+
+
+def test_status_is_library_data_the_cli_and_the_python_api_share(tmp_path, make_emulator):
+    """`status --json` prints JobStatus.report(), and batchery.status returns the same JobStatus."""
+
+    store = submitted(tmp_path, make_emulator(processing_seconds=3600), batch_size=10)
+    printed = orjson.loads(cli("status", "reqs", "--json", "--store", store).stdout)
+    status = batchery.status("reqs", store=store)
+    assert isinstance(status, batchery.JobStatus)
+    assert printed["requests"] == status.requests and printed["batch_states"] == status.batch_states
+    assert printed["cost"]["models"] == status.costs and printed["rows"] == status.lines
+
+
+def test_no_cli_module_imports_another_commands_module_or_private_helper():
+    """Each command module stands alone: shared pieces live in the package (control.find_job,
+    JobStatus) or in cli/options.py, so there is no import cycle between command modules."""
+    import ast
+
+    from batchery import cli as cli_package
+
+    folder = Path(cli_package.__file__).parent
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and path.name not in ("__init__.py", "__main__.py"):
+                assert all(not alias.name.startswith("_") for alias in node.names), (path.name, node.module)
+                assert node.module in ("options", "progress", "collect", "watch", "estimate"), (path.name, node.module)
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in ("jobs", "evaluate"):
+                raise AssertionError(f"{path.name} imports cli/{node.module}.py")

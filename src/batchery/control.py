@@ -9,9 +9,12 @@ nothing left to wait for is marked done and its results file is written.
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import cast
 
@@ -19,6 +22,7 @@ from .engine import Engine, PollPolicy, Progress, RequestCounts, tally_batches
 from .errors import BatcheryError, ConfigError, JobBusyError, JobError, ProviderError, TransientError
 from .export import export
 from .pricing import PriceBook, actual_cost, total
+from .providers import provider_class
 from .providers.base import BatchProvider
 from .retry import DEFAULT_MAX_ATTEMPTS, retryable_statuses, transient_codes
 from .store import Job, Store
@@ -31,8 +35,9 @@ Connect = Callable[[str, "str | None"], BatchProvider]
 
 @dataclass
 class JobStatus(RequestCounts):
-    """Where a job stands, as data (`batchery.status`); `note` says why it was not collected or
-    asked about, when it was not."""
+    """Where a job stands, as data: what `batchery.status` returns and what `batchery status`,
+    `status --watch`, `eval status` and `collect` show (`report()` is their JSON). `note` says why
+    it was not collected or asked about, when it was not."""
 
     job: str
     state: str  # running | cancelling | done | cancelled
@@ -45,6 +50,12 @@ class JobStatus(RequestCounts):
     cost_usd: float | None  # returned usage at its prices; None when a model's price is unknown
     results_file: str | None = None  # where the results file is (or will be) written
     note: str | None = None
+    batch_states: dict[str, int] = field(default_factory=dict)  # batches in batchery's words (BatchWord)
+    oldest_open_batch_seconds: float | None = None
+    input_tokens: int = 0  # returned usage
+    output_tokens: int = 0
+    costs: list[dict] = field(default_factory=list)  # per model and mode: tokens, prices, USD
+    detail: dict | None = None  # with detailed=True: attempts, failure reasons, each batch, recent events
 
     @property
     def open(self) -> bool:
@@ -54,13 +65,52 @@ class JobStatus(RequestCounts):
     def counts(self) -> dict[str, int]:  # type: ignore[override]
         return self.requests
 
+    def report(self) -> dict:
+        """The status as `batchery status --json` prints it."""
+        report = {"job": self.job, "state": self.state, "provider": self.provider, "model": self.model,
+                  "rows": self.lines, "requests": self.requests, "batches_by_state": self.batches,
+                  "batch_states": self.batch_states, "oldest_open_batch_seconds": self.oldest_open_batch_seconds,
+                  "cost": {"usd": self.cost_usd, "input_tokens": self.input_tokens,
+                           "output_tokens": self.output_tokens, "models": self.costs}}
+        return {**report, **(self.detail or {})}
 
-def job_status(store: Store, job: Job, book: PriceBook | None = None, note: str | None = None) -> JobStatus:
-    batches, remote = tally_batches(store.batches(job.id))
+
+def find_job(store: Store, name: str) -> Job:
+    """The stored job called `name`; JobError naming the jobs there when there is none."""
+    row = store.get_job(name)
+    if row is None:
+        known = ", ".join(j.name for j in store.list_jobs()) or "none"
+        raise JobError(f"no job named '{name}' in {store.dir} (jobs: {known})")
+    return row
+
+
+def job_status(store: Store, job: Job, book: PriceBook | None = None, note: str | None = None,
+               detailed: bool = False) -> JobStatus:
+    """Where `job` stands; `detailed` adds attempts, failure reasons, each batch and recent events."""
+    stored = store.batches(job.id)
+    batches, remote = tally_batches(stored)
     book = book or PriceBook(store_dir=store.dir)
-    cost = total(actual_cost(book, job.provider, store.usage_by_model(job.id)), batch=None)
-    return JobStatus(job.name, job.state, job.provider, job.model, job.n_rows, store.counts(job.id), batches,
-                     remote, cost, job.options.get("out"), note)
+    costs = actual_cost(book, job.provider, store.usage_by_model(job.id))
+    word = provider_class(job.provider).state_word  # batchery's words for the provider's statuses
+    open_since = [b.created_at for b in stored if b.state in ("planned", "creating", "submitted")]
+    status = JobStatus(job.name, job.state, job.provider, job.model, job.n_rows, store.counts(job.id), batches,
+                       remote, total(costs, batch=None), job.options.get("out"), note,
+                       batch_states=dict(Counter(word(b.state, b.remote_status) for b in stored)),
+                       oldest_open_batch_seconds=round(time.time() - min(open_since), 1) if open_since else None,
+                       input_tokens=sum(c.input_tokens for c in costs), output_tokens=sum(c.output_tokens for c in costs),
+                       costs=[c.as_dict() for c in costs])
+    if detailed:
+        status.detail = {
+            "attempts": {str(k): v for k, v in sorted(store.attempts(job.id).items())},
+            "failures": [{"status": s, "code": c, "example": m, "count": n}
+                         for s, c, m, n in store.failure_reasons(job.id)],
+            "batches": [{"id": b.id, "remote_id": b.remote_id, "state": b.state,
+                         "status": word(b.state, b.remote_status), "remote_status": b.remote_status,
+                         "requests": b.n_requests, "bytes": b.n_bytes, "error": b.error} for b in stored],
+            "events": [{"at": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds"), "kind": kind,
+                        "detail": detail} for at, kind, detail in store.events(job.id)],
+        }
+    return status
 
 
 def connection(job: Job) -> tuple[str, str | None]:

@@ -60,7 +60,7 @@ class RequestCounts:
 def tally_batches(batches: Iterable[Any]) -> tuple[dict[str, int], dict[str, int]]:
     """Batches by local state, and by the provider's own status word."""
     batches = list(batches)
-    return (dict(Counter(b.state for b in batches)),
+    return (dict(Counter(str(b.state) for b in batches)),  # plain text keys: they are dumped as JSON
             dict(Counter(b.remote_status for b in batches if b.remote_status)))
 
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 
 from ..paths import load_env
-from .jobs import StoreOpt, _job_or_exit
+from .options import StoreOpt
 
 
 def _connect(provider: str, base_url: str | None) -> Any:
@@ -53,7 +53,7 @@ def collect(
 
     import orjson
 
-    from ..control import OPEN, collect_jobs
+    from ..control import OPEN, collect_jobs, find_job
     from ..errors import ConfigError
     from ..export import export
     from ..store import Store
@@ -63,7 +63,7 @@ def collect(
         raise ConfigError("name the jobs to collect, or pass --all for every open job")
     load_env()
     with Store(store) as st:
-        named = [_job_or_exit(st, name) for name in jobs or []]
+        named = [find_job(st, name) for name in jobs or []]
         rows = named + [j for j in st.list_jobs() if all_jobs and j.state in OPEN and j.name not in (jobs or [])]
         for row in named:
             if row.state not in OPEN and not results_path(row).exists():  # ended elsewhere: its file is due
@@ -110,7 +110,7 @@ def retry(
     Lines the provider cancelled are sent too. The job's provider, base URL and settings come
     from the store and the key from the environment; the input file is not needed."""
     from ..api import Connection, drive, live_policy, provider_session
-    from ..control import OPEN, reopen_job, retry_lines
+    from ..control import OPEN, find_job, reopen_job, retry_lines
     from ..errors import ConfigError
     from ..export import export
     from ..pricing import PriceBook
@@ -119,7 +119,7 @@ def retry(
 
     load_env()
     with Store(store) as st:
-        row = _job_or_exit(st, job)
+        row = find_job(st, job)
 
         def select(store: Any, j: Any) -> list[int]:
             return retry_lines(store, j, include_cancelled=include_cancelled)
@@ -147,7 +147,7 @@ def retry(
                 with st.transaction():  # collect continues the job with these settings
                     st.set_job_options(row.id, {**options, "max_attempts": attempts,
                                                 **({"out": str(out.absolute())} if out else {})})
-            row = _job_or_exit(st, job)
+            row = find_job(st, job)
             print(f"job '{job}': {n:,} lines to send again", file=sys.stderr)
             progress = make_progress()
             try:
@@ -157,7 +157,7 @@ def retry(
                               prices=PriceBook(store_dir=st.dir) if max_cost is not None else None)
             finally:
                 progress.close()
-        row = _job_or_exit(st, job)
+        row = find_job(st, job)
         if final.stopped:
             print(f"stopped: {final.stopped}", file=sys.stderr)
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(final.items.items()))

@@ -71,8 +71,8 @@ def status(config_path: Path = ConfigArg,
            as_json: bool = typer.Option(False, "--json", help="Machine-readable output: one report per stage job.")
            ) -> None:
     """The evaluation's stage jobs: requests by outcome, tokens and cost so far."""
+    from ..control import job_status
     from ..pricing import PriceBook, format_usd
-    from .jobs import _report
 
     config, store = _open(config_path)
     with store:
@@ -82,7 +82,7 @@ def status(config_path: Path = ConfigArg,
             import orjson
 
             reports = [{"stage": job.name[len(config.name) + 1:].split(".")[0],
-                        **_report(store, job, detailed=False, book=book)} for job in jobs]
+                        **job_status(store, job, book).report()} for job in jobs]
             sys.stdout.buffer.write(orjson.dumps({"evaluation": config.name, "jobs": reports},
                                                  option=orjson.OPT_INDENT_2) + b"\n")
             return
@@ -90,7 +90,7 @@ def status(config_path: Path = ConfigArg,
             print(f"evaluation '{config.name}' has not started: run `batchery eval run {config_path}`")
             return
         for job in jobs:
-            r = _report(store, job, detailed=False, book=book)
+            r = job_status(store, job, book).report()
             counts = ", ".join(f"{v:,} {k}" for k, v in sorted(r["requests"].items()))
             print(f"{job.name}: {r['state']} | {r['provider']} {r['model']} | {counts} | "
                   f"{format_usd(r['cost']['usd'])}")

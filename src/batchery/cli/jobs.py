@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..paths import load_env
-
-StoreOpt = typer.Option(None, "--store", help="Store directory (default: $BATCHERY_HOME, else the per-user "
-                        "data folder, e.g. ~/.local/share/batchery; the same from any working directory).")
+from .options import StoreOpt
 
 
 def run(
@@ -167,6 +164,7 @@ def status(
     """Where a job stands: requests by outcome, cost so far, batches by provider status, recent events."""
     import orjson
 
+    from ..control import find_job, job_status
     from ..pricing import PriceBook
     from ..store import DB_NAME, Store, resolve_store_dir
 
@@ -181,12 +179,12 @@ def status(
     else:  # --refresh records what the providers say, so it needs to write; reading alone does not
         with Store(store) if refresh else _reader(store, job) as st:
             book = PriceBook(prices, store_dir=st.dir)
-            jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
+            jobs = [find_job(st, job)] if job else st.list_jobs()
             if refresh:
                 from .collect import refresh_store
 
                 jobs = refresh_store(st, jobs)
-            reports = [_report(st, j, detailed=job is not None, book=book) for j in jobs]
+            reports = [job_status(st, j, book, detailed=job is not None).report() for j in jobs]
             where = st.dir
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(reports if job is None else reports[0], option=orjson.OPT_INDENT_2) + b"\n")
@@ -234,6 +232,7 @@ def results(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Write a job's results: one line per input line, in input order."""
+    from ..control import find_job
     from ..errors import ConfigError
     from ..export import check_target, export
 
@@ -241,7 +240,7 @@ def results(
         raise ConfigError(f"unknown format '{format}'; use jsonl or csv")
     check_target(out)
     with _reader(store, job) as st:
-        row = _job_or_exit(st, job)
+        row = find_job(st, job)
         n = export(st, row.id, row.provider, out, format)
     if out and str(out) != "-":
         print(f"{n:,} lines -> {out}", file=sys.stderr)
@@ -257,14 +256,14 @@ def cancel(
     """Cancel a job: nothing new is sent, running batches are cancelled, finished lines are kept.
 
     Works from any terminal while another process runs the job: that process cancels and stops."""
-    from ..control import FINISHED, cancel_job
+    from ..control import FINISHED, cancel_job, find_job
     from ..providers import get_provider
     from ..store import Store
     from .progress import make_progress
 
     load_env()
     with Store(store) as st:
-        row = _job_or_exit(st, job)
+        row = find_job(st, job)
         if row.state in FINISHED:  # nothing to do, and no provider (or key) needed to say so
             print(f"job '{job}' has already ended ({row.state}): nothing to cancel, nothing changed", file=sys.stderr)
             return
@@ -296,11 +295,12 @@ def delete(
 ) -> None:
     """Remove a job and everything the store holds for it (requests, answers, batches, events).
     Answers other jobs reused from it stay with them. Needs no key: nothing is sent."""
+    from ..control import find_job
     from ..errors import JobError
     from ..store import Store
 
     with Store(store) as st:
-        row = _job_or_exit(st, job)
+        row = find_job(st, job)
         with st.job_lock(row):  # refuses while another process runs the job
             open_batches = st.batches(row.id, ["creating", "submitted"])
             if open_batches and not force:
@@ -345,53 +345,3 @@ def _reader(store: Optional[Path], job: Optional[str]):
     if job is not None and not (where / DB_NAME).exists():
         raise JobError(f"no job named '{job}' in {where} (no store there yet)")
     return Store(store, read_only=True)
-
-
-def _job_or_exit(st, name: str):
-    from ..errors import JobError
-
-    row = st.get_job(name)
-    if row is None:
-        known = ", ".join(j.name for j in st.list_jobs()) or "none"
-        raise JobError(f"no job named '{name}' in {st.dir} (jobs: {known})")
-    return row
-
-
-def _report(st, job, detailed: bool, book) -> dict:
-    from datetime import datetime, timezone
-
-    from collections import Counter
-
-    from ..engine import tally_batches
-    from ..pricing import actual_cost, total
-    from ..providers import provider_class
-
-    costs = actual_cost(book, job.provider, st.usage_by_model(job.id))
-    batches = st.batches(job.id)
-    word = provider_class(job.provider).state_word  # batchery's words for the provider's statuses
-    by_state, _ = tally_batches(batches)
-    by_word = dict(Counter(word(b.state, b.remote_status) for b in batches))
-    open_since = [b.created_at for b in batches if b.state in ("planned", "creating", "submitted")]
-    report = {"job": job.name, "state": job.state, "provider": job.provider, "model": job.model,
-              "rows": job.n_rows, "requests": st.counts(job.id), "batches_by_state": by_state,
-              "batch_states": by_word,
-              "oldest_open_batch_seconds": round(time.time() - min(open_since), 1) if open_since else None,
-              "cost": {"usd": total(costs, batch=None), "input_tokens": sum(c.input_tokens for c in costs),
-                       "output_tokens": sum(c.output_tokens for c in costs),
-                       "models": [c.as_dict() for c in costs]}}
-    if detailed:
-        report["attempts"] = {str(k): v for k, v in sorted(st.attempts(job.id).items())}
-        report["failures"] = [{"status": s, "code": c, "example": m, "count": n}
-                              for s, c, m, n in st.failure_reasons(job.id)]
-        report["batches"] = [
-            {"id": b.id, "remote_id": b.remote_id, "state": b.state, "status": word(b.state, b.remote_status),
-             "remote_status": b.remote_status,
-             "requests": b.n_requests, "bytes": b.n_bytes, "error": b.error}
-            for b in st.batches(job.id)
-        ]
-        report["events"] = [
-            {"at": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds"), "kind": kind,
-             "detail": detail}
-            for at, kind, detail in st.events(job.id)
-        ]
-    return report

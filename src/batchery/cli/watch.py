@@ -63,21 +63,21 @@ def watch_jobs(store_dir: Path | None, job: str | None, interval: float, prices:
     from rich.console import Console
     from rich.live import Live
 
+    from ..control import find_job, job_status
     from ..pricing import PriceBook
     from ..store import Store
-    from .jobs import _job_or_exit, _report
 
     asked = [-REFRESH_EVERY]
 
     def snapshot():
         with Store(store_dir, read_only=not refresh) as st:
             book = PriceBook(prices, store_dir=st.dir)
-            jobs = [_job_or_exit(st, job)] if job else st.list_jobs()
+            jobs = [find_job(st, job)] if job else st.list_jobs()
             if refresh and time.monotonic() - asked[0] >= REFRESH_EVERY:
                 from .collect import refresh_store
 
                 jobs, asked[0] = refresh_store(st, jobs), time.monotonic()
-            return job_table([_report(st, j, detailed=False, book=book) for j in jobs], console.width)
+            return job_table([job_status(st, j, book).report() for j in jobs], console.width)
 
     console = Console(stderr=False)
     try:

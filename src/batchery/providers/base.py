@@ -147,7 +147,7 @@ class BatchProvider(ABC):
         word = _LOCAL_STATUSES.get(remote_status) or cls.batch_states.get(remote_status)
         if word is None:  # a status this adapter does not know yet: say only whether it has ended
             word = "done" if local_state == "collected" else "running"
-        return word
+        return str(word)  # plain text: words are counted in dicts dumped as JSON
 
     def check(self, request: dict) -> str | None:
         """Why this provider cannot honour a canonical request (None if it can). Called for every
