@@ -68,11 +68,13 @@ class MistralBatch(BatchProvider):
         "SUCCESS": "done", "FAILED": "failed", "TIMEOUT_EXCEEDED": "expired", "CANCELLED": "cancelled"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
-        from mistralai.client import (  # lazy: only the provider in use pays
-            Mistral,
-            errors,
-            utils,
-        )
+        from mistralai.client import Mistral, errors, utils  # lazy: only the provider in use pays
+
+        # The SDK's client finalizer closes its async client with asyncio.run, whose httpcore
+        # imports anyio's asyncio backend. A finalizer that runs during another import (a garbage
+        # collection in the middle of `import anthropic`) and imports makes CPython 3.11's module
+        # lock raise KeyError: imported here, the backend is already loaded whenever that happens.
+        import anyio._backends._asyncio  # noqa: F401
 
         self._sdk_errors = errors
         # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
