@@ -1,14 +1,20 @@
-"""Client-side overhead of a batch job: CPU per request, wall time per stage, peak memory.
+"""Client-side overhead of a batch job: CPU per request by stage, peak memory, and the floor.
 
-N requests go through the real engine and OpenAI SDK to an emulator running in a *separate*
-process with instant processing, so what is measured is batchery's own cost.
+N requests go through the real engine, store and OpenAI SDK to an emulator running in a separate
+process with instant processing, so what is measured is batchery's own cost on the client. Each
+run is a fresh child process (so its peak RSS is its own) that first measures the *floor* any
+durable tool pays for the same N requests — parse each input line, one SQLite row with the line,
+parse each response line (the emulator's own bytes), one SQLite row with it, then one output line
+per input line, in order — and then batchery: ingest, submit (plan + upload + create), collect
+(download + decode + store), export. CPU is the process's user + system time (getrusage), not wall
+time: the machine may be shared, and ratios within one run are what compare.
 
-    .venv/bin/python benchmarks/overhead.py                 # 100,000 requests, 3 runs
-    .venv/bin/python benchmarks/overhead.py -n 1000000 -r 1
+    python benchmarks/overhead.py                          # 10,000 and 100,000 requests, 3 runs each
+    python benchmarks/overhead.py --sizes 1000000 --runs 1
+    python benchmarks/overhead.py --compare /work/main/src  # the same runs, alternating, with another tree
 
-Each run uses a fresh store. The baseline, run in the same process, is the floor any tool pays:
-parse each input line and write one JSON line out (orjson). Targets (issue 01): at most 50 µs of
-client CPU per request and 300 MB peak RSS at 1,000,000 requests.
+With --compare, each run is made once with this tree's batchery and once with the other source
+tree's (e.g. the code before a change), alternately, against the same emulator; the table shows both.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import os
 import resource
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -26,11 +33,9 @@ from pathlib import Path
 
 import orjson
 
-from batchery.engine import Engine, PollPolicy, file_fingerprint, prepare_job
-from batchery.inputs import read_requests
-from batchery.providers import get_provider
-from batchery.export import export
-from batchery.store import Store
+STAGES = ("ingest", "submit", "poll", "collect", "export")
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
 
 
 def write_requests(path: Path, n: int) -> None:
@@ -40,17 +45,39 @@ def write_requests(path: Path, n: int) -> None:
                                   "max_tokens": 64}) + b"\n")
 
 
+def write_floor_responses(requests: Path, path: Path) -> None:
+    """The emulator's own output lines for these requests (custom_id = the line's ordinal), in
+    its scrambled order, for the floor to read."""
+    from batchery.emulator.results import build_results
+
+    chunk = 100_000
+    with requests.open("rb") as f, path.open("wb") as out, tempfile.TemporaryDirectory() as tmp:
+        part = Path(tmp) / "part.jsonl"
+        ordinal = 0
+        while lines := [line for _, line in zip(range(chunk), f)]:
+            with part.open("wb") as p:
+                for line in lines:
+                    obj = orjson.loads(line)
+                    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": obj["prompt"]}],
+                            "max_completion_tokens": obj["max_tokens"]}
+                    p.write(orjson.dumps({"custom_id": str(ordinal), "method": "POST",
+                                          "url": "/v1/chat/completions", "body": body}) + b"\n")
+                    ordinal += 1
+            out.write(build_results(part, "floor", len(lines), None, 0).output)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_emulator(*options: str) -> tuple[subprocess.Popen, str]:
+def start_emulator() -> tuple[subprocess.Popen, str]:
     """`batchery emulator` in its own process; returns it and the server's URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "batchery.cli", "emulator", "--port", str(port), *options],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.Popen([sys.executable, "-m", "batchery.cli", "emulator", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -63,103 +90,151 @@ def start_emulator(*options: str) -> tuple[subprocess.Popen, str]:
 
 
 def cpu() -> float:
-    t = os.times()
-    return t.user + t.system
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def baseline(path: Path, out: Path) -> float:
-    """CPU seconds to parse every line and write one JSON line per input: the floor."""
+def floor(requests: Path, responses: Path, workdir: Path) -> float:
+    """CPU seconds of the floor: each input line parsed and stored as one row, each response line
+    parsed and stored as one row (in the order they arrive, 10,000 rows a transaction, WAL), then
+    one output line per input line, in input order."""
     start = cpu()
-    with path.open("rb") as f, out.open("wb") as o:
+    db = sqlite3.connect(workdir / "floor.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE requests (ordinal INTEGER PRIMARY KEY, line BLOB NOT NULL)")
+    db.execute("CREATE TABLE responses (ordinal INTEGER NOT NULL, body BLOB NOT NULL)")
+
+    def insert(sql: str, rows: list) -> None:
+        db.execute("BEGIN")
+        db.executemany(sql, rows)
+        db.execute("COMMIT")
+
+    rows: list[tuple[int, bytes]] = []
+    with requests.open("rb") as f:
+        for ordinal, line in enumerate(f):
+            orjson.loads(line)
+            rows.append((ordinal, line))
+            if len(rows) == 10_000:
+                insert("INSERT INTO requests VALUES (?, ?)", rows)
+                rows = []
+    insert("INSERT INTO requests VALUES (?, ?)", rows)
+    rows = []
+    with responses.open("rb") as f:
         for line in f:
-            o.write(orjson.dumps({"input": orjson.loads(line), "status": "succeeded"}) + b"\n")
+            rows.append((int(orjson.loads(line)["custom_id"]), line))
+            if len(rows) == 10_000:
+                insert("INSERT INTO responses (ordinal, body) VALUES (?, ?)", rows)
+                rows = []
+    insert("INSERT INTO responses (ordinal, body) VALUES (?, ?)", rows)
+    with (workdir / "floor.out.jsonl").open("wb") as out:
+        cur = db.execute("SELECT q.line, r.body FROM responses r JOIN requests q ON q.ordinal = r.ordinal ORDER BY r.ordinal")
+        while chunk := cur.fetchmany(10_000):
+            out.write(b"".join(orjson.dumps({"input": orjson.Fragment(q), "output": orjson.Fragment(r)}) + b"\n"
+                               for q, r in chunk))
+    db.close()
     return cpu() - start
 
 
-class Stage:
-    """Wall and CPU time of one stage."""
+def child(requests: Path, responses: Path, n: int, base_url: str, workdir: Path) -> dict:
+    """One measured run (in its own process): the floor, then batchery."""
+    base = floor(requests, responses, workdir)
+    # imported after the floor, as a command would import them
+    from batchery.engine import Engine, PollPolicy, file_fingerprint, prepare_job
+    from batchery.export import export
+    from batchery.inputs import read_requests
+    from batchery.providers import get_provider
+    from batchery.store import Store
 
-    def __init__(self, stages: dict, cpus: dict, name: str):
-        self.stages, self.cpus, self.name = stages, cpus, name
-
-    def __enter__(self):
-        self.t, self.c = time.perf_counter(), cpu()
-
-    def __exit__(self, *exc):
-        self.stages[self.name] = time.perf_counter() - self.t
-        self.cpus[self.name] = cpu() - self.c
-
-
-def one_run(path: Path, n: int, base_url: str, workdir: Path) -> dict:
-    stages: dict[str, float] = {}
     cpus: dict[str, float] = {}
     store = Store(workdir / "store")
     provider = get_provider("openai", base_url=base_url, api_key="bench")
-    cpu0 = cpu()
 
-    with Stage(stages, cpus, "prepare"):
-        job, _ = prepare_job(store, "bench", provider, "gpt-4o-mini", read_requests(path),
-                             file_fingerprint(path, "openai", "gpt-4o-mini"))
-        engine = Engine(store, provider, job, poll=PollPolicy(initial=0.05, maximum=0.5))
-        engine._plan()
+    def stage(name: str, start: float) -> float:
+        now = cpu()
+        cpus[name] = now - start
+        return now
 
-    with Stage(stages, cpus, "submit"):
-        for batch in store.batches(job.id, ["planned"]):
-            engine._submit(batch)
-
-    with Stage(stages, cpus, "poll"):
-        in_flight = store.batches(job.id, ["submitted"])
-        while True:
-            states = provider.poll([b.remote_id for b in in_flight])
-            if all(s.ended for s in states.values()):
-                break
-            time.sleep(0.05)
-
-    with Stage(stages, cpus, "collect"):
-        for batch in in_flight:
-            engine._collect(batch, states[batch.remote_id])
-
-    with Stage(stages, cpus, "export"):
-        lines = export(store, job.id, "openai", workdir / "results.jsonl")
-    used = cpu() - cpu0
+    t = cpu()
+    job, _ = prepare_job(store, "bench", provider, "gpt-4o-mini", read_requests(requests),
+                         file_fingerprint(requests, "openai", "gpt-4o-mini"))
+    engine = Engine(store, provider, job, poll=PollPolicy(initial=0.05, maximum=0.5))
+    t = stage("ingest", t)
+    engine._plan()
+    for batch in store.batches(job.id, ["planned"]):
+        engine._submit(batch)
+    t = stage("submit", t)
+    in_flight = store.batches(job.id, ["submitted"])
+    while True:
+        states = provider.poll([b.remote_id for b in in_flight])
+        if all(s.ended for s in states.values()):
+            break
+        time.sleep(0.05)
+    t = stage("poll", t)
+    for batch in in_flight:
+        engine._collect(batch, states[batch.remote_id])
+    t = stage("collect", t)
+    lines = export(store, job.id, "openai", workdir / "results.jsonl")
+    stage("export", t)
     counts = store.counts(job.id)
     store.close()
     assert lines == n and counts.get("succeeded") == n, (lines, counts)
-    return {"cpu_us_per_request": used / n * 1e6, **stages,
-            **{f"cpu_us_{k}": v / n * 1e6 for k, v in cpus.items()}}
+    db_bytes = sum(p.stat().st_size for p in (workdir / "store").rglob("*") if p.is_file())
+    return {"floor": base / n * 1e6, **{k: v / n * 1e6 for k, v in cpus.items()},
+            "total": sum(cpus.values()) / n * 1e6,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "store_mb": db_bytes / 1e6}
+
+
+def run_child(src: Path, requests: Path, responses: Path, n: int, base_url: str, workdir: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run([sys.executable, __file__, "--child", str(requests), str(responses), str(n), base_url,
+                          str(workdir)], env=env, check=True, capture_output=True)
+    return orjson.loads(out.stdout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-n", type=int, default=100_000, help="requests per run")
-    parser.add_argument("-r", "--runs", type=int, default=3, help="runs (medians are reported)")
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated request counts (default 10k,100k)")
+    parser.add_argument("-r", "--runs", type=int, default=3, help="runs per size (medians are reported)")
+    parser.add_argument("--compare", type=Path, help="another source tree (its src/ folder) run alternately")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        requests, responses, n, url, workdir = args.child
+        print(orjson.dumps(child(Path(requests), Path(responses), int(n), url, Path(workdir))).decode())
+        return
 
+    trees = {"batchery": SRC, **({"compare": args.compare.resolve()} if args.compare else {})}
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")]
     proc, url = start_emulator()
-    base_url = url + "/v1"
+    results: dict[tuple[int, str], list[dict]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            tmpdir = Path(tmp)
-            path = tmpdir / "requests.jsonl"
-            write_requests(path, args.n)
-            base = statistics.median(baseline(path, tmpdir / "base.jsonl") for _ in range(3)) / args.n * 1e6
-            runs = []
-            for i in range(args.runs):
-                runs.append(one_run(path, args.n, base_url, tmpdir / f"run{i}"))
-                print(f"run {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1].items()), file=sys.stderr)
+            for n in sizes:
+                requests, responses = Path(tmp) / f"requests-{n}.jsonl", Path(tmp) / f"responses-{n}.jsonl"
+                write_requests(requests, n)
+                write_floor_responses(requests, responses)
+                for i in range(args.runs):
+                    for name, src in trees.items():
+                        workdir = Path(tmp) / f"{name}-{n}-{i}"
+                        workdir.mkdir()
+                        r = run_child(src, requests, responses, n, url + "/v1", workdir)
+                        results.setdefault((n, name), []).append(r)
+                        print(f"{n:>9,} {name:<8} run {i + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()),
+                              file=sys.stderr)
+                        subprocess.run(["rm", "-rf", str(workdir)], check=True)
     finally:
         proc.terminate()
         proc.wait()
-    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"requests: {args.n:,} x {args.runs} runs (medians)")
-    print(f"client CPU per request: {med['cpu_us_per_request']:.1f} µs "
-          f"(baseline parse+write: {base:.1f} µs, ratio {med['cpu_us_per_request'] / base:.1f}x)")
-    print("wall seconds by stage: " + ", ".join(f"{k} {med[k]:.2f}" for k in
-                                                 ("prepare", "submit", "poll", "collect", "export")))
-    print("client CPU µs per request by stage: " + ", ".join(
-        f"{k} {med['cpu_us_' + k]:.1f}" for k in ("prepare", "submit", "poll", "collect", "export")))
-    print(f"peak RSS (client process): {rss_mb:.0f} MB")
+
+    print(f"client CPU µs per request, medians of {args.runs} run(s) (user + system time; floor measured in each run)")
+    print(f"{'requests':>10} {'tree':<9} {'total':>7} {'ingest':>7} {'submit':>7} {'collect':>8} {'export':>7}"
+          f" {'floor':>6} {'x floor':>8} {'peak RSS':>9} {'store':>8}")
+    for (n, name), runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        print(f"{n:>10,} {name:<9} {med['total']:>7.1f} {med['ingest']:>7.1f} {med['submit']:>7.1f}"
+              f" {med['collect']:>8.1f} {med['export']:>7.1f} {med['floor']:>6.1f} {med['total'] / med['floor']:>7.1f}x"
+              f" {med['rss_mb']:>6.0f} MB {med['store_mb']:>5.0f} MB")
 
 
 if __name__ == "__main__":
