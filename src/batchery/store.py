@@ -87,6 +87,26 @@ _MIGRATIONS: list[str] = [
     UPDATE outcomes SET source = 'cache' WHERE item IN (
         SELECT i.id FROM items i JOIN batches b ON b.id = i.batch WHERE b.job_id <> i.job_id)
     """,
+    # 3: answers come back shuffled; keyed by item, each commit of them rewrote pages all over the
+    # table (about 6 KB written per answer). They are now appended in the order they arrive and
+    # found through a small unique index on item, which also keeps an item's first outcome.
+    """
+    CREATE TABLE outcomes_3 (
+        id INTEGER PRIMARY KEY,          -- arrival order
+        item INTEGER NOT NULL,
+        status TEXT NOT NULL,            -- succeeded | failed | expired | cancelled | missing
+        text TEXT, response BLOB, input_tokens INTEGER, output_tokens INTEGER,
+        cached_tokens INTEGER, reasoning_tokens INTEGER, error_code TEXT, error_message TEXT,
+        source TEXT NOT NULL DEFAULT 'batch'
+    );
+    INSERT INTO outcomes_3 (item, status, text, response, input_tokens, output_tokens, cached_tokens,
+                            reasoning_tokens, error_code, error_message, source)
+        SELECT item, status, text, response, input_tokens, output_tokens, cached_tokens, reasoning_tokens,
+               error_code, error_message, source FROM outcomes ORDER BY item;
+    DROP TABLE outcomes;
+    ALTER TABLE outcomes_3 RENAME TO outcomes;
+    CREATE UNIQUE INDEX outcomes_item ON outcomes (item)
+    """,
 ]
 
 SOURCES = ("batch", "live", "cache")  # how an outcome was obtained
@@ -165,6 +185,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA cache_size=-65536")  # 64 MB: big jobs touch many index pages
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA temp_store=MEMORY")  # statement journals of multi-row changes: no temp files
         self._migrate()
 
     def close(self) -> None:
