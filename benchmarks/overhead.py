@@ -198,7 +198,13 @@ def main() -> None:
     parser.add_argument("-r", "--runs", type=int, default=3, help="runs per size (medians are reported)")
     parser.add_argument("--compare", type=Path, help="another source tree (its src/ folder) run alternately")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--data", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.data:
+        n, requests, responses = args.data
+        write_requests(Path(requests), int(n))
+        write_floor_responses(Path(requests), Path(responses))
+        return
     if args.child:
         requests, responses, n, url, workdir = args.child
         print(orjson.dumps(child(Path(requests), Path(responses), int(n), url, Path(workdir))).decode())
@@ -212,8 +218,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for n in sizes:
                 requests, responses = Path(tmp) / f"requests-{n}.jsonl", Path(tmp) / f"responses-{n}.jsonl"
-                write_requests(requests, n)
-                write_floor_responses(requests, responses)
+                # made in another process: a child's peak RSS counts its parent's at the fork
+                subprocess.run([sys.executable, __file__, "--data", str(n), str(requests), str(responses)],
+                               env={**os.environ, "PYTHONPATH": str(SRC)}, check=True)
                 for i in range(args.runs):
                     for name, src in trees.items():
                         workdir = Path(tmp) / f"{name}-{n}-{i}"

@@ -25,7 +25,7 @@ from .errors import AccountError, ConfigError, InputError, JobError, ProviderErr
 from .inputs import open_file
 from .limits import split
 from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_cost, total
-from .providers.base import FAILED, MISSING, BatchProvider, RemoteBatch, redact, scrub
+from .providers.base import FAILED, MISSING, SUCCEEDED, BatchProvider, RemoteBatch, redact, scrub
 from .requests import parse_for
 from .retry import DEFAULT_MAX_ATTEMPTS, recoverable_codes, retryable_statuses, transient_codes
 from .store import Job, Store
@@ -576,6 +576,7 @@ class Engine:
         size = len(members)
         chunk: list[tuple] = []
         strays = 0  # lines for requests this batch does not hold (or a second copy of one)
+        all_succeeded = True  # every line stored here is an answer: nothing to retry
         # The provider's own counts say how many lines it returned: a download that brought fewer
         # (cut short on the way) is fetched again before the rest are called missing and re-sent.
         returned = remote.completed + remote.failed
@@ -587,6 +588,8 @@ class Engine:
                     strays += 1
                     continue
                 chunk.append((*outcome[1:], item))
+                if outcome.status != SUCCEEDED:
+                    all_succeeded = False
                 if len(chunk) >= _CHUNK:
                     self._record(chunk)
                     chunk = []
@@ -604,8 +607,9 @@ class Engine:
             message = f"the batch ended {remote.status} before this request ran"
         with self.store.transaction():
             self._record(chunk, commit=False)
-            unanswered = self.store.add_leftover_outcomes(batch.id, leftover, code, message)
-            retried = self.store.requeue_retryable(
+            # The common case, every line back and answered, skips two passes over the batch's items.
+            unanswered = self.store.add_leftover_outcomes(batch.id, leftover, code, message) if members else 0
+            retried = 0 if all_succeeded and not members else self.store.requeue_retryable(
                 batch.id, self.max_attempts, retryable_statuses(user_cancelled=self.job.state == "cancelling"),
                 transient_codes(self.job.provider))
             self.store.finish_batch_items(batch.id)

@@ -607,18 +607,24 @@ class Store:
 
         Items are already in input order; duplicate lines are merged in by ordinal.
         """
-        remote = dict(self.db.execute("SELECT id, remote_id FROM batches"))
         outcome = ("i.key, i.model, i.state, o.status, o.text, o.response, o.input_tokens, o.output_tokens,"
-                   " o.cached_tokens, o.reasoning_tokens, o.error_code, o.error_message, i.attempts, i.batch")
+                   " o.cached_tokens, o.reasoning_tokens, o.error_code, o.error_message, i.attempts, b.remote_id"
+                   " FROM {} LEFT JOIN outcomes o ON o.item = i.id LEFT JOIN batches b ON b.id = i.batch")
+        if self.db.execute("SELECT 1 FROM duplicates WHERE job_id = ? LIMIT 1", (job_id,)).fetchone() is None:
+            # no line repeats another: the items are the rows, already in input order
+            yield from _chunks(self.db.execute(
+                f"SELECT i.row_id, i.metadata, {outcome.format('items i')} WHERE i.job_id = ? ORDER BY i.id",
+                (job_id,)))
+            return
         firsts = self.db.execute(
-            f"SELECT i.ordinal, i.row_id, i.metadata, {outcome} FROM items i"
-            " LEFT JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? ORDER BY i.id", (job_id,))
+            f"SELECT i.ordinal, i.row_id, i.metadata, {outcome.format('items i')} WHERE i.job_id = ? ORDER BY i.id",
+            (job_id,))
         repeats = self.db.cursor().execute(
-            f"SELECT d.ordinal, d.row_id, d.metadata, {outcome}"
-            " FROM duplicates d JOIN items i ON i.key = d.key AND i.job_id = d.job_id"
-            " LEFT JOIN outcomes o ON o.item = i.id WHERE d.job_id = ? ORDER BY d.ordinal", (job_id,))
+            f"SELECT d.ordinal, d.row_id, d.metadata,"
+            f" {outcome.format('duplicates d JOIN items i ON i.key = d.key AND i.job_id = d.job_id')}"
+            " WHERE d.job_id = ? ORDER BY d.ordinal", (job_id,))
         for row in heapq.merge(_chunks(firsts), _chunks(repeats)):
-            yield (*row[1:-1], remote.get(row[-1]))
+            yield row[1:]
 
     # -- events --------------------------------------------------------------------------------
 
