@@ -1,16 +1,11 @@
 """HTTP routes of Anthropic's Message Batches API (``/v1/messages/batches…``) for the official SDK.
 
-Requests arrive inline in the create body and are kept on disk, one JSONL line per request. The
-lifecycle is worked out lazily from the injected clock on every read, like the OpenAI service; with
-``S = processing_seconds`` after creation:
-
-* ``in_progress`` at once; request i (input order) has run once (i+1)/n of S has passed;
-* ``ended`` at S, every request ``succeeded`` or ``errored``;
-* reaching ``expires_at`` (created + ``completion_window_seconds``) first ends the batch with the
-  requests run by then, the rest ``expired``;
-* cancel freezes progress (``canceling``, ``cancel_initiated_at``) and ends ``cancel_seconds`` later,
-  the requests not yet run ``canceled``;
-* 29 days after creation the results are archived (``archived_at``; downloading them is a 404).
+Requests arrive inline in the create body and are kept on disk, one JSONL line per request. Where a
+batch stands is the shared lifecycle's business (:mod:`.lifecycle`), with no validating phase:
+``in_progress`` at once (request i, input order, has run once (i+1)/n of S has passed), ``ended``
+at S; expiry ends it with the requests not run ``expired``, a cancel (``canceling``,
+``cancel_initiated_at``) with them ``canceled``. 29 days after creation the results are archived
+(``archived_at``; downloading them is a 404).
 
 As on the real service, ``request_counts`` shows every request as ``processing`` until the batch ends,
 and ``results_url`` appears only then. It is absolute and points back at this server, because the
@@ -26,9 +21,7 @@ Cancelling an ended batch and fetching results early answer 400 [unverified agai
 from __future__ import annotations
 
 import re
-import threading
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,16 +29,13 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.middleware import Middleware
-from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-from .batches import Timing
-from .clock import Clock
 from .fake_model import Behaviour, model_exists, reply
-from .faults import FaultGate, FaultPlan, cut_file_response, truncated_file_response
+from .lifecycle import Batch, Service, jsonl, scrambled
 from .responses import ApiError, JSONResponse
-from .state import Stats, new_id
+from .state import new_id
 
 MAX_REQUESTS = 100_000
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -61,32 +51,13 @@ PARAMS = frozenset({
 })
 
 
-class AnthropicApiError(ApiError):
+def anthropic_error(status: int, error_type: str, message: str) -> ApiError:
     """An error in Anthropic's envelope: ``{"type": "error", "error": {"type", "message"}, "request_id"}``."""
-
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(status, message, type=error_type)
-
-    def response(self) -> JSONResponse:
-        body = {"type": "error", "error": {"type": self.type, "message": self.message}, "request_id": new_id("req_")}
-        return JSONResponse(body, status_code=self.status)
+    return ApiError(status, message, type=error_type, shape="anthropic")
 
 
-# What the fault plan's http_* faults answer, as Anthropic words them.
-_FAULT_ERRORS = {
-    429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
-    500: ("api_error", "Internal server error"),
-    503: ("overloaded_error", "Overloaded"),
-}
-
-
-def _fault_response(status: int) -> Response:
-    kind, message = _FAULT_ERRORS[status]
-    return AnthropicApiError(status, kind, message).response()
-
-
-def _invalid(message: str) -> AnthropicApiError:
-    return AnthropicApiError(400, "invalid_request_error", message)
+def _invalid(message: str) -> ApiError:
+    return anthropic_error(400, "invalid_request_error", message)
 
 
 def _rfc3339(t: float | None) -> str | None:
@@ -95,119 +66,76 @@ def _rfc3339(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass
-class MessageBatch:
-    id: str
+@dataclass(kw_only=True, eq=False)
+class MessageBatch(Batch):
     requests_path: Path
-    total: int
-    created: float
-    timing: Timing
-    cancel_at: float | None = None
-    ended: float | None = None
     counts: dict[str, int] | None = None  # frozen when the batch ends
     results_path: Path | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def expires(self) -> float:
-        return self.created + self.timing.completion_window_seconds
-
-    def done_by(self, t: float) -> int:
-        """How many requests (a prefix of the input) have run at time ``t``."""
-        return self.timing.done_by(self.created, self.total, t, start=0.0, end=1.0)
-
-    def to_json(self, now: float, results_base: str) -> dict:
-        if self.ended is not None:
-            status = "ended"
-        else:
-            status = "canceling" if self.cancel_at is not None else "in_progress"
-        counts = self.counts or {"processing": self.total, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-        archived = self.created + ARCHIVE_SECONDS
-        return {
-            "id": self.id,
-            "type": "message_batch",
-            "processing_status": status,
-            "request_counts": counts,
-            "created_at": _rfc3339(self.created),
-            "expires_at": _rfc3339(self.expires),
-            "ended_at": _rfc3339(self.ended),
-            "cancel_initiated_at": _rfc3339(self.cancel_at),
-            "archived_at": _rfc3339(archived) if now >= archived else None,
-            "results_url": f"{results_base}/{self.id}/results" if self.ended is not None else None,
-        }
 
 
-class AnthropicMessageBatches:
+class AnthropicMessageBatches(Service):
     """The Message Batches API of one emulated Anthropic workspace."""
 
-    accepts_faults = True  # http_* faults, truncated_download and cut_download (the results stream)
+    error_shape = "anthropic"
+    fault_errors = {
+        429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
+        500: ("api_error", "Internal server error"),
+        503: ("overloaded_error", "Overloaded"),
+    }
 
-    def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_REQUESTS, behaviour: Behaviour | None = None,
-                 faults: FaultPlan | None = None) -> None:
-        self.faults = (faults or FaultPlan()).injector(provider, stats)
-        self.provider, self.prefix, self.data_dir = provider, prefix, data_dir
-        self.behaviour = behaviour
-        self.clock, self.stats, self.timing = clock, stats, timing
-        # The shared knob defaults to OpenAI's cap; left at its default, Anthropic keeps its own.
-        self.max_requests = max_lines
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._batches: dict[str, MessageBatch] = {}
-        self._order: list[str] = []  # oldest first
-        stats.register(provider)
+    def __init__(self, *, max_lines: int = MAX_REQUESTS, **config: Any) -> None:
+        super().__init__(max_lines=max_lines, **config)
 
-    def mount(self) -> Mount:
+    def routes(self) -> list[BaseRoute]:
         path = "/v1/messages/batches"
-        gate = [Middleware(FaultGate, faults=self.faults, render=_fault_response)] if self.faults.plan.http_active else None
-        return Mount(self.prefix, middleware=gate, routes=[
+        return [
             Route(path, self.create_batch, methods=["POST"]),
             Route(path, self.list_batches, methods=["GET"]),
             Route(path + "/{batch_id}", self.retrieve_batch, methods=["GET"]),
             Route(path + "/{batch_id}", self.delete_batch, methods=["DELETE"]),
             Route(path + "/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
             Route(path + "/{batch_id}/results", self.batch_results, methods=["GET"]),
-        ])
+        ]
 
     def invalid_key_response(self) -> Response:
-        return AnthropicApiError(401, "authentication_error", "invalid x-api-key").response()
+        return anthropic_error(401, "authentication_error", "invalid x-api-key").response()
 
     # -- routes ----------------------------------------------------------------------------------
 
     async def create_batch(self, request: Request) -> Response:
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
-            raise AnthropicApiError(413, "request_too_large", f"Request exceeds the maximum size of {MAX_BODY_BYTES} bytes.")
+            raise anthropic_error(413, "request_too_large", f"Request exceeds the maximum size of {MAX_BODY_BYTES} bytes.")
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise _invalid("The request body is not valid JSON.") from None
-        requests = _check_requests(body, self.max_requests)
+        requests = _check_requests(body, self.max_lines)
         batch_id = new_id("msgbatch_")
         path = self.data_dir / f"{batch_id}.requests.jsonl"
         await run_in_threadpool(_write_lines, path, requests)
-        batch = MessageBatch(batch_id, path, len(requests), self.clock.now(), self.timing)
-        with self._lock:
-            self._batches[batch_id] = batch
-            self._order.append(batch_id)
-        self.stats.add(self.provider, "batches_created")
-        return JSONResponse(batch.to_json(self.clock.now(), self._results_base(request)))
+        try:
+            batch = self.batches.add(MessageBatch(
+                id=batch_id, created=self.now(), timing=self.timing, window=self.timing.completion_window_seconds,
+                total=len(requests), bad=bytearray(len(requests)), requests_path=path))
+        except ApiError:  # the queue is full (a fault): nothing was created
+            path.unlink(missing_ok=True)
+            raise
+        return self.faults.lost(JSONResponse(self._json(batch, request)))
 
     async def retrieve_batch(self, request: Request) -> Response:
         batch = self._batch(request)
         self.stats.add(self.provider, "batch_gets")
-        await run_in_threadpool(self._advance, batch)
-        return JSONResponse(batch.to_json(self.clock.now(), self._results_base(request)))
+        await run_in_threadpool(self.batches.advance, batch)
+        return JSONResponse(self._json(batch, request))
 
     async def list_batches(self, request: Request) -> Response:
         self.stats.add(self.provider, "batch_lists")
         q = request.query_params
         limit = _limit(q.get("limit"))
         page, has_more = self._page(q.get("after_id") or None, q.get("before_id") or None, limit)
-        for batch in page:
-            await run_in_threadpool(self._advance, batch)
-        now, base = self.clock.now(), self._results_base(request)
-        data = [b.to_json(now, base) for b in page]
+        await run_in_threadpool(self.batches.advance, *page)
+        data = [self._json(b, request) for b in page]
         return JSONResponse({
             "data": data,
             "has_more": has_more,
@@ -217,22 +145,16 @@ class AnthropicMessageBatches:
 
     async def cancel_batch(self, request: Request) -> Response:
         batch = self._batch(request)
-        await run_in_threadpool(self._advance, batch)
-        with batch.lock:
-            if batch.ended is not None:
-                raise _invalid(f"Batch {batch.id} has already ended and can no longer be canceled.")
-            if batch.cancel_at is None:
-                batch.cancel_at = self.clock.now()
-        return JSONResponse(batch.to_json(self.clock.now(), self._results_base(request)))
+        if not await run_in_threadpool(self.batches.cancel, batch):
+            raise _invalid(f"Batch {batch.id} has already ended and can no longer be canceled.")
+        return JSONResponse(self._json(batch, request))
 
     async def delete_batch(self, request: Request) -> Response:
         batch = self._batch(request)
-        await run_in_threadpool(self._advance, batch)
-        if batch.ended is None:
+        await run_in_threadpool(self.batches.advance, batch)
+        if not batch.ended:
             raise _invalid(f"Batch {batch.id} is still processing; cancel it and wait for it to end before deleting it.")
-        with self._lock:
-            self._batches.pop(batch.id, None)
-            self._order.remove(batch.id)
+        self.batches.delete(batch.id)
         for path in (batch.requests_path, batch.results_path):
             if path is not None:
                 path.unlink(missing_ok=True)
@@ -240,84 +162,75 @@ class AnthropicMessageBatches:
 
     async def batch_results(self, request: Request) -> Response:
         batch = self._batch(request)
-        await run_in_threadpool(self._advance, batch)
-        if batch.ended is None or batch.results_path is None:
+        await run_in_threadpool(self.batches.advance, batch)
+        if not batch.ended or batch.results_path is None:
             raise _invalid(f"Batch {batch.id} has not finished processing; its results are not available yet.")
-        if self.clock.now() >= batch.created + ARCHIVE_SECONDS:
-            raise AnthropicApiError(404, "not_found_error", f"The results of batch {batch.id} have been archived.")
-        if self.faults.take("truncated_download"):
-            return truncated_file_response(batch.results_path, batch.results_path.stat().st_size, "application/binary")
-        if self.faults.take("cut_download"):
-            return cut_file_response(batch.results_path, "application/binary")
-        return FileResponse(batch.results_path, media_type="application/binary")
+        if self.now() >= batch.created + ARCHIVE_SECONDS:
+            raise anthropic_error(404, "not_found_error", f"The results of batch {batch.id} have been archived.")
+        return self.faults.download(batch.results_path, "application/binary")
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _results_base(self, request: Request) -> str:
-        return f"{request.url.scheme}://{request.url.netloc}{self.prefix}/v1/messages/batches"
+    def _json(self, batch: MessageBatch, request: Request) -> dict:
+        base = f"{request.url.scheme}://{request.url.netloc}{self.prefix}/v1/messages/batches"
+        counts = batch.counts or {"processing": batch.total, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        archived = batch.created + ARCHIVE_SECONDS
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": batch.word(self.shape),
+            "request_counts": counts,
+            "created_at": _rfc3339(batch.created),
+            "expires_at": _rfc3339(batch.expires),
+            **{name: _rfc3339(t) for name, t in batch.times(self.shape).items()},
+            "archived_at": _rfc3339(archived) if self.now() >= archived else None,
+            "results_url": f"{base}/{batch.id}/results" if batch.ended else None,
+        }
 
     def _batch(self, request: Request) -> MessageBatch:
         batch_id = request.path_params["batch_id"]
-        with self._lock:
-            batch = self._batches.get(batch_id)
+        batch = self.batches.get(batch_id)
         if batch is None:
-            raise AnthropicApiError(404, "not_found_error", f"No message batch found with id '{batch_id}'.")
+            raise anthropic_error(404, "not_found_error", f"No message batch found with id '{batch_id}'.")
+        assert isinstance(batch, MessageBatch)
         return batch
 
     def _page(self, after_id: str | None, before_id: str | None, limit: int) -> tuple[list[MessageBatch], bool]:
         """Newest first. ``after_id``: the page of older batches below it; ``before_id``: the page of
         newer batches just above it."""
-        with self._lock:
-            newest_first = self._order[::-1]
-            cursor = after_id or before_id
-            if cursor is not None and cursor not in self._batches:
-                raise _invalid(f"Invalid pagination cursor: no message batch '{cursor}'.")
-            if after_id is not None:
-                rest = newest_first[newest_first.index(after_id) + 1:]
-                ids, has_more = rest[:limit], len(rest) > limit
-            elif before_id is not None:
-                above = newest_first[:newest_first.index(before_id)]
-                ids, has_more = above[-limit:], len(above) > limit
-            else:
-                ids, has_more = newest_first[:limit], len(newest_first) > limit
-            return [self._batches[i] for i in ids], has_more
+        newest_first = self.batches.newest_first()
+        ids = [b.id for b in newest_first]
+        cursor = after_id or before_id
+        if cursor is not None and cursor not in ids:
+            raise _invalid(f"Invalid pagination cursor: no message batch '{cursor}'.")
+        if after_id is not None:
+            rest = newest_first[ids.index(after_id) + 1:]
+            page, has_more = rest[:limit], len(rest) > limit
+        elif before_id is not None:
+            above = newest_first[:ids.index(before_id)]
+            page, has_more = above[-limit:], len(above) > limit
+        else:
+            page, has_more = newest_first[:limit], len(newest_first) > limit
+        return page, has_more  # type: ignore[return-value]
 
-    def _advance(self, batch: MessageBatch) -> None:
-        """Bring ``batch`` up to the clock; on the ending transition, write its results once."""
-        now = self.clock.now()
-        with batch.lock:
-            if batch.ended is not None:
-                return
-            if batch.cancel_at is not None:
-                end = batch.cancel_at + batch.timing.cancel_seconds
-                if now >= end:
-                    self._end(batch, end, batch.done_by(batch.cancel_at), unrun="canceled")
-                return
-            natural = batch.created + batch.timing.processing_seconds
-            if batch.expires < natural and now >= batch.expires:
-                self._end(batch, batch.expires, batch.done_by(batch.expires), unrun="expired")
-            elif now >= natural:
-                self._end(batch, natural, batch.total)
-
-    def _end(self, batch: MessageBatch, at: float, done: int, *, unrun: str = "") -> None:
-        """Run the first ``done`` requests through the fake model; the rest end as ``unrun``
-        (``canceled`` or ``expired``)."""
+    def end(self, batch: MessageBatch, phase: str) -> None:
+        """The results hook: run the first ``done`` requests through the fake model; the rest end
+        ``canceled`` or ``expired``."""
+        done = batch.done or 0
+        unrun = {"cancelled": "canceled", "expired": "expired"}.get(phase, "")
         counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-        lines: list[tuple[int, bytes]] = []
-        with open(batch.requests_path, "rb") as f:
-            for index, raw in enumerate(f):
-                request = orjson.loads(raw)
-                custom_id = request["custom_id"]
-                result = (_execute(request["params"], f"{batch.id[-8:]}{index:06x}", behaviour=self.behaviour)
-                          if index < done else {"type": unrun})
-                counts[result["type"]] += 1
-                line = orjson.dumps({"custom_id": custom_id, "result": result})
-                lines.append((zlib.crc32(custom_id.encode()), line))
-        lines.sort(key=lambda pair: pair[0])
+        lines: list[tuple[str, bytes]] = []
+        for index, raw in enumerate(jsonl(batch.requests_path)):
+            request = orjson.loads(raw)
+            custom_id = request["custom_id"]
+            result = (_execute(request["params"], f"{batch.id[-8:]}{index:06x}", behaviour=self.behaviour)
+                      if index < done else {"type": unrun})
+            counts[result["type"]] += 1
+            lines.append((custom_id, orjson.dumps({"custom_id": custom_id, "result": result})))
+        [kept] = self.batches.corrupt(batch, scrambled(lines))
         batch.results_path = batch.requests_path.with_name(f"{batch.id}.results.jsonl")
-        batch.results_path.write_bytes(b"".join(line + b"\n" for _, line in lines))
-        batch.counts, batch.ended = counts, at
-        self.stats.add(self.provider, "requests_processed", done)
+        batch.results_path.write_bytes(b"".join(line + b"\n" for line in kept))
+        batch.counts = counts
 
 
 def _limit(raw: str | None) -> int:

@@ -8,10 +8,13 @@ from a ``random.Random`` seeded with ``seed``, the provider and the fault's name
 lines, the batch's ordinal), so the same calls against the same plan meet the same faults, and
 turning one fault on does not change when another one fires.
 
-Today the OpenAI Files + Batches service (and therefore Groq, which mounts the same routes) honours
-the whole plan; Anthropic's Message Batches and Gemini's batch mode honour the ``http_*`` faults
-(in their own error envelopes; Gemini's 429 also carries a RetryInfo ``retryDelay``) and the
-download faults; the other services ignore it.
+Every service (OpenAI, Groq, Anthropic, Gemini, Mistral, Together) honours the whole plan, in its
+own terms: the ``http_*`` answers use the provider's error body (Gemini's 429 also carries a
+RetryInfo ``retryDelay``); the batch faults bend the one timeline of :mod:`.lifecycle`, and a full
+queue shows as each provider's validation failure, except on Anthropic, whose batches cannot fail
+validation: there the create is refused with a 429. Line faults reshape whatever carries the
+results: result files, or Gemini's inline responses, where a malformed line is an empty entry and a
+truncated download is the batch read carrying half its responses.
 
 Spec grammar (``FaultPlan.parse``; ``str(plan)`` gives it back)::
 
@@ -80,7 +83,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .state import Stats
@@ -293,6 +296,20 @@ class FaultInjector:
                 return status
             draw -= p
         return None
+
+    def lost(self, response: Response) -> Response:
+        """A create's answer, or (under ``lost_create``) that answer cut in transit."""
+        if self.take("lost_create"):
+            return CutConnection(response.body, media_type=response.media_type)
+        return response
+
+    def download(self, path: Path, media_type: str = "application/octet-stream") -> Response:
+        """A file download, or (under ``truncated_download`` / ``cut_download``) half of it."""
+        if self.take("truncated_download"):
+            return truncated_file_response(path, path.stat().st_size, media_type)
+        if self.take("cut_download"):
+            return cut_file_response(path, media_type)
+        return FileResponse(path, media_type=media_type)
 
     # -- per batch -------------------------------------------------------------------------------
 

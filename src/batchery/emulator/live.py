@@ -33,7 +33,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .anthropic_routes import AnthropicApiError
+from .anthropic_routes import anthropic_error
 from .anthropic_routes import _execute as anthropic_message
 from .anthropic_routes import _problem as anthropic_problem
 from .clock import Clock
@@ -46,7 +46,7 @@ from .fake_model import (
 )
 from .gemini_routes import (
     API_VERSIONS,
-    GoogleError,
+    google_error,
     _field,
     _texts,
     generate,
@@ -414,15 +414,15 @@ class Live:
     def _mistral(self, scope: Scope, raw: bytes) -> Parsed:
         body = _loads(raw)
         if not isinstance(body, dict):
-            return mistral_invalid("", "Input should be a valid JSON object", kind="model_attributes_type").response
+            return mistral_invalid("", "Input should be a valid JSON object", kind="model_attributes_type").response()
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            return mistral_invalid("model", "Field required", kind="missing").response
+            return mistral_invalid("model", "Field required", kind="missing").response()
         if not model_exists(model):  # Mistral answers an unknown model with 400 invalid_model, not 404
-            return mistral_error(400, f"Invalid model: {model}", type="invalid_model", code="1500").response
+            return mistral_error(400, f"Invalid model: {model}", type="invalid_model", code="1500").response()
         problem = mistral_problem(body)
         if problem is not None:
-            return mistral_invalid(problem[0], problem[1], body.get(problem[0].split(".")[0])).response
+            return mistral_invalid(problem[0], problem[1], body.get(problem[0].split(".")[0])).response()
         cost = _cost(_chars(body["messages"]), body.get("max_tokens"))
         return model, cost, lambda: mistral_complete(body, model, self._created(), secrets.token_hex(16),
                                                   behaviour=self.behaviour)
@@ -430,11 +430,11 @@ class Live:
     def _anthropic(self, scope: Scope, raw: bytes) -> Parsed:
         params = _loads(raw)
         if not isinstance(params, dict):
-            return AnthropicApiError(400, "invalid_request_error", "The request body is not valid JSON.").response()
+            return anthropic_error(400, "invalid_request_error", "The request body is not valid JSON.").response()
         problem = anthropic_problem(params)
         if problem is not None:
             kind, message = problem
-            return AnthropicApiError(404 if kind == "not_found_error" else 400, kind, message).response()
+            return anthropic_error(404 if kind == "not_found_error" else 400, kind, message).response()
         system = params.get("system")
         chars = _chars(params["messages"]) + len(_text_of(system))
 
@@ -450,17 +450,17 @@ class Live:
         version, models, model = (path[len(self._gemini_prefix):].removesuffix(":generateContent").split("/", 2)
                                   + ["", ""])[:3]
         if version not in API_VERSIONS or models != "models" or not model or "/" in model:
-            return GoogleError(404, f"Unknown request URL: POST {path}.").response()
+            return google_error(404, f"Unknown request URL: POST {path}.").response()
         if not model_exists(model):
-            return GoogleError(404, f"models/{model} is not found for API version {version}, or is not supported for "
+            return google_error(404, f"models/{model} is not found for API version {version}, or is not supported for "
                                     "generateContent. Call ListModels to see the list of available models and their "
                                     "supported methods.", "NOT_FOUND").response()
         body = _loads(raw)
         if not isinstance(body, dict):
-            return GoogleError(400, "Invalid JSON payload received.").response()
+            return google_error(400, "Invalid JSON payload received.").response()
         problem = request_problem(body)
         if problem is not None:
-            return GoogleError(400, problem["message"]).response()
+            return google_error(400, problem["message"]).response()
         system = _field(body, "systemInstruction")
         chars = sum(len(t) for c in [*_field(body, "contents"), *([system] if system else [])] for t in _texts(c))
         cost = _cost(chars, _field(_field(body, "generationConfig") or {}, "maxOutputTokens"))

@@ -9,11 +9,10 @@ Fidelity notes (research §6 and §9):
   ``source``; jobs carry every required BatchJob field (``errors``, the four request counters…).
 * Errors use Mistral's envelope ``{"object": "error", "message", "type", "param", "code"}``;
   malformed request bodies get FastAPI's 422 ``{"detail": [{type, loc, msg, input}]}``.
-* Lifecycle, computed lazily from the clock (nothing runs in the background), with
-  ``S = processing_seconds``: QUEUED for the first 10 % of S, RUNNING until S (request i is done once
-  the running time covers (i+1)/n of it), then SUCCESS. The deadline is
-  ``created + min(timeout_hours, completion_window_seconds)``; reaching it first gives
-  TIMEOUT_EXCEEDED with the requests done by then. Cancel freezes progress
+* Lifecycle (the shared one, :mod:`.lifecycle`), with ``S = processing_seconds``: QUEUED for the
+  first 10 % of S, RUNNING until S (request i is done once the running time covers (i+1)/n of it),
+  then SUCCESS. The deadline is ``created + min(timeout_hours, completion_window_seconds)``;
+  reaching it first gives TIMEOUT_EXCEEDED with the requests done by then. Cancel freezes progress
   (CANCELLATION_REQUESTED) and becomes CANCELLED ``cancel_seconds`` later, keeping what was done.
   Cancelling an ended job is refused with a 400 [UNVERIFIED: Mistral's answer there is not documented].
 * Results: executed successes in ``output_file``, executed failures in ``error_file`` (each
@@ -30,10 +29,7 @@ Fidelity notes (research §6 and §9):
 from __future__ import annotations
 
 import secrets
-import threading
 import uuid
-import zlib
-from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,13 +40,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Route
 
-from .batches import Timing
-from .clock import Clock
 from .fake_model import Behaviour, model_exists, reply
-from .responses import JSONResponse
-from .state import FileStore, StoredFile, Stats
+from .lifecycle import Batch, Service, jsonl, scrambled
+from .responses import ApiError, JSONResponse
+from .state import FileStore, StoredFile
 
 MAX_REQUESTS = 1_000_000  # per job [DOC]
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -58,38 +53,18 @@ PURPOSES = ("fine-tune", "batch", "ocr", "agentic_safety")
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/fim/completions", "/v1/moderations",
              "/v1/chat/moderations", "/v1/ocr", "/v1/classifications", "/v1/chat/classifications",
              "/v1/conversations", "/v1/audio/transcriptions")
-STATUSES = ("QUEUED", "RUNNING", "SUCCESS", "FAILED", "TIMEOUT_EXCEEDED", "CANCELLATION_REQUESTED", "CANCELLED")
-ENDED = frozenset({"SUCCESS", "FAILED", "TIMEOUT_EXCEEDED", "CANCELLED"})
 ROLES = ("assistant", "system", "tool", "user")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 CHARS_PER_TOKEN = 4
 
 
-class _Refusal(Exception):
-    """An error answer; handlers raise it and :func:`_answering` turns it into the response."""
-
-    def __init__(self, status: int, body: dict) -> None:
-        super().__init__(status)
-        self.response = JSONResponse(body, status_code=status)
+def _error(status: int, message: str, type: str = "invalid_request_error", code: str | None = None) -> ApiError:
+    return ApiError(status, message, type=type, code=code, shape="mistral")
 
 
-def _error(status: int, message: str, type: str = "invalid_request_error", code: str | None = None) -> _Refusal:
-    return _Refusal(status, {"object": "error", "message": message, "type": type, "param": None, "code": code})
-
-
-def _invalid(loc: str, msg: str, value: Any = None, kind: str = "value_error") -> _Refusal:
-    where = ["body", *filter(None, loc.split("."))]
-    return _Refusal(422, {"detail": [{"type": kind, "loc": where, "msg": msg, "input": value}]})
-
-
-def _answering(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except _Refusal as refusal:
-            return refusal.response
-
-    return endpoint
+def _invalid(loc: str, msg: str, value: Any = None, kind: str = "value_error") -> ApiError:
+    """FastAPI's 422 for a request body that does not validate (``loc`` is a dotted path in it)."""
+    return ApiError(422, msg, param=loc, type=kind, details=value, shape="mistral")
 
 
 # -- input scan ----------------------------------------------------------------------------------
@@ -107,18 +82,10 @@ class _Scan:
         self.errors[message] = self.errors.get(message, 0) + 1
 
 
-def _lines(paths: list[Path]) -> Iterator[bytes]:
-    for path in paths:
-        with open(path, "rb") as f:
-            for raw in f:
-                if raw.strip():
-                    yield raw
-
-
 def _scan(paths: list[Path], max_lines: int) -> _Scan:
     scan = _Scan()
     seen: set[str] = set()
-    for raw in _lines(paths):
+    for raw in jsonl(*paths):
         scan.total += 1
         if scan.total > max_lines:
             scan.problem(f"Too many requests: a batch job takes at most {max_lines}.")
@@ -225,100 +192,44 @@ def _complete(body: dict, model: str, created: int, completion_id: str, *,
 # -- jobs ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Job:
-    id: str
+@dataclass(kw_only=True, eq=False)
+class MistralJob(Batch):
     endpoint: str
     model: str
     input_files: list[str]
     paths: list[Path]
     metadata: dict[str, str] | None
-    created: float
-    deadline: float
-    timing: Timing
-    scan: _Scan
-    status: str = "QUEUED"
-    cancel_at: float | None = None
-    ended_at: float | None = None
-    done: int | None = None  # requests executed, frozen once the job has ended
     output_file: str | None = None
     error_file: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def start(self) -> float:
-        return self.created + 0.1 * self.timing.processing_seconds
-
-    @property
-    def end(self) -> float:
-        return self.created + self.timing.processing_seconds
-
-    def done_by(self, t: float) -> int:
-        """How many requests (a prefix of the input) have run at time ``t``."""
-        return self.timing.done_by(self.created, self.scan.total, t, end=1.0)
-
-    def to_json(self, now: float) -> dict:
-        if self.done is not None:
-            done = self.done
-        elif self.scan.errors:
-            done = 0
-        else:
-            done = self.done_by(self.cancel_at if self.cancel_at is not None else now)
-        failed = self.scan.bad[:done].count(1)
-        started = self.status != "QUEUED" and (self.cancel_at is None or self.cancel_at >= self.start)
-        return {
-            "id": self.id,
-            "object": "batch",
-            "input_files": self.input_files,
-            "metadata": self.metadata,
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "agent_id": None,
-            "output_file": self.output_file,
-            "error_file": self.error_file,
-            "errors": [{"message": m, "count": c} for m, c in self.scan.errors.items()] if self.status == "FAILED" else [],
-            "outputs": None,
-            "status": self.status,
-            "created_at": int(self.created),
-            "total_requests": self.scan.total,
-            "completed_requests": done,
-            "succeeded_requests": done - failed,
-            "failed_requests": failed,
-            "started_at": int(self.start) if started else None,
-            "completed_at": int(self.ended_at) if self.ended_at is not None else None,
-        }
 
 
-class MistralService:
+class MistralService(Service):
     """One mounted instance of Mistral's Files + batch jobs API, with its own files and jobs."""
 
-    def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_REQUESTS, behaviour: Behaviour | None = None) -> None:
-        self.provider, self.prefix, self.clock, self.stats, self.timing = provider, prefix, clock, stats, timing
-        self.behaviour = behaviour
-        # The emulator's default line cap is OpenAI's; left at that default, Mistral's own applies.
-        self.max_lines = max_lines
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.files = FileStore(data_dir, clock, new_file_id=lambda: str(uuid.uuid4()))  # Mistral's ids are uuids
-        self._kinds: dict[str, tuple[str, str, int | None]] = {}  # file id -> (sample_type, source, num_lines)
-        self._jobs: dict[str, _Job] = {}  # insertion order is creation order
-        self._lock = threading.Lock()
-        stats.register(provider)
+    error_shape = "mistral"
+    fault_errors = {
+        429: ("rate_limited", "Requests rate limit exceeded"),
+        500: ("internal_server_error", "Internal server error"),
+        503: ("service_tier_capacity_exceeded", "Service tier capacity exceeded for this model."),
+    }
 
-    def mount(self) -> Mount:
-        routes = [
-            ("/v1/files", self.upload_file, "POST"),
-            ("/v1/files", self.list_files, "GET"),
-            ("/v1/files/{file_id}", self.retrieve_file, "GET"),
-            ("/v1/files/{file_id}", self.delete_file, "DELETE"),
-            ("/v1/files/{file_id}/content", self.file_content, "GET"),
-            ("/v1/batch/jobs", self.create_job, "POST"),
-            ("/v1/batch/jobs", self.list_jobs, "GET"),
-            ("/v1/batch/jobs/{job_id}", self.get_job, "GET"),
-            ("/v1/batch/jobs/{job_id}/cancel", self.cancel_job, "POST"),
+    def __init__(self, *, max_lines: int = MAX_REQUESTS, **config: Any) -> None:
+        super().__init__(max_lines=max_lines, **config)
+        self.files = FileStore(self.data_dir, self.clock, new_file_id=lambda: str(uuid.uuid4()))  # Mistral's ids are uuids
+        self._kinds: dict[str, tuple[str, str, int | None]] = {}  # file id -> (sample_type, source, num_lines)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/v1/files", self.upload_file, methods=["POST"]),
+            Route("/v1/files", self.list_files, methods=["GET"]),
+            Route("/v1/files/{file_id}", self.retrieve_file, methods=["GET"]),
+            Route("/v1/files/{file_id}", self.delete_file, methods=["DELETE"]),
+            Route("/v1/files/{file_id}/content", self.file_content, methods=["GET"]),
+            Route("/v1/batch/jobs", self.create_job, methods=["POST"]),
+            Route("/v1/batch/jobs", self.list_jobs, methods=["GET"]),
+            Route("/v1/batch/jobs/{job_id}", self.get_job, methods=["GET"]),
+            Route("/v1/batch/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"]),
         ]
-        return Mount(self.prefix, routes=[Route(path, _answering(handler), methods=[method])
-                                          for path, handler, method in routes])
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -359,7 +270,7 @@ class MistralService:
         return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
 
     async def file_content(self, request: Request) -> Response:
-        return FileResponse(self._file(request).path, media_type="application/octet-stream")
+        return self.faults.download(self._file(request).path)
 
     def _add(self, path: Path, filename: str, purpose: str, sample_type: str, source: str,
              lines: int | None) -> StoredFile:
@@ -409,16 +320,13 @@ class MistralService:
             raise _invalid("timeout_hours", "Input should be an integer >= 1", hours, "greater_than_equal")
         input_files, paths = self._inputs(body)
         scan = await run_in_threadpool(_scan, paths, self.max_lines)
-        now = self.clock.now()
-        job = _Job(id=str(uuid.uuid4()), endpoint=endpoint, model=model, input_files=input_files, paths=paths,
-                   metadata=metadata, created=now, timing=self.timing, scan=scan,
-                   deadline=now + min(hours * 3600, self.timing.completion_window_seconds))
+        job = self.batches.add(MistralJob(
+            id=str(uuid.uuid4()), created=self.now(), timing=self.timing, total=scan.total, bad=scan.bad,
+            window=min(hours * 3600, self.timing.completion_window_seconds), failure=scan.errors or None,
+            endpoint=endpoint, model=model, input_files=input_files, paths=paths, metadata=metadata))
         for path in paths:
             self.files.pin(path)
-        with self._lock:
-            self._jobs[job.id] = job
-        self.stats.add(self.provider, "batches_created")
-        return JSONResponse(job.to_json(now))
+        return self.faults.lost(JSONResponse(self._json(job)))
 
     def _inputs(self, body: dict) -> tuple[list[str], list[Path]]:
         """The job's input: uploaded batch files, or inline ``requests`` written to a private blob."""
@@ -441,117 +349,114 @@ class MistralService:
         self.stats.add(self.provider, "batch_lists")
         q = request.query_params
         page, page_size = _int(q, "page", 0, 0), _int(q, "page_size", 100, 1)
+        words = set(self.shape.words.values())
         statuses = set(q.getlist("status"))
-        if statuses - set(STATUSES):
-            raise _invalid("status", f"Input should be {', '.join(STATUSES)}", sorted(statuses - set(STATUSES)), "enum")
+        if statuses - words:
+            raise _invalid("status", f"Input should be {', '.join(sorted(words))}", sorted(statuses - words), "enum")
         after = _timestamp(q.get("created_after"))
-        with self._lock:
-            jobs = list(self._jobs.values())
-        jobs = [j for j in jobs if (not q.get("model") or j.model == q["model"]) and (after is None or j.created > after)]
-        if q.get("order_by", "-created") == "-created":
+        jobs = [j for j in self._jobs() if (not q.get("model") or j.model == q["model"])
+                and (after is None or j.created > after)]
+        if q.get("order_by", "-created") != "-created":
             jobs.reverse()
         if statuses:  # the filter needs every candidate's current status
-            await run_in_threadpool(self._advance_all, jobs)
-            jobs = [j for j in jobs if j.status in statuses]
+            await run_in_threadpool(self.batches.advance, *jobs)
+            jobs = [j for j in jobs if j.word(self.shape) in statuses]
         chosen = jobs[page * page_size:(page + 1) * page_size]
-        await run_in_threadpool(self._advance_all, chosen)
-        now = self.clock.now()
-        return JSONResponse({"object": "list", "data": [j.to_json(now) for j in chosen], "total": len(jobs)})
+        await run_in_threadpool(self.batches.advance, *chosen)
+        return JSONResponse({"object": "list", "data": [self._json(j) for j in chosen], "total": len(jobs)})
 
     async def get_job(self, request: Request) -> Response:
         job = self._job(request)
         self.stats.add(self.provider, "batch_gets")
-        await run_in_threadpool(self._advance, job)
-        return JSONResponse(job.to_json(self.clock.now()))
+        await run_in_threadpool(self.batches.advance, job)
+        return JSONResponse(self._json(job))
 
     async def cancel_job(self, request: Request) -> Response:
         job = self._job(request)
-        await run_in_threadpool(self._advance, job)
-        now = self.clock.now()
-        with job.lock:
-            if job.status in ENDED:
-                raise _error(400, f"Batch job {job.id} has already ended with status {job.status}; it cannot be cancelled.")
-            if job.cancel_at is None:
-                job.cancel_at, job.status = now, "CANCELLATION_REQUESTED"
-        await run_in_threadpool(self._advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
-        return JSONResponse(job.to_json(self.clock.now()))
+        if not await run_in_threadpool(self.batches.cancel, job):
+            word = job.word(self.shape)
+            raise _error(400, f"Batch job {job.id} has already ended with status {word}; it cannot be cancelled.")
+        await run_in_threadpool(self.batches.advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
+        return JSONResponse(self._json(job))
 
-    def _job(self, request: Request) -> _Job:
+    def _jobs(self) -> list[MistralJob]:
+        return self.batches.newest_first()  # type: ignore[return-value]
+
+    def _job(self, request: Request) -> MistralJob:
         job_id = request.path_params["job_id"]
-        with self._lock:
-            job = self._jobs.get(job_id)
+        job = self.batches.get(job_id)
         if job is None:
             raise _error(404, f"Batch job {job_id} not found.", code="not_found")
+        assert isinstance(job, MistralJob)
         return job
 
-    # -- lifecycle -------------------------------------------------------------------------------
+    def _json(self, job: MistralJob) -> dict:
+        done, failed = job.progress(self.now())
+        times = job.times(self.shape)
+        if job.phase == "failed":  # it failed where it would have started
+            times["started_at"] = job.ended_at
+        return {
+            "id": job.id,
+            "object": "batch",
+            "input_files": job.input_files,
+            "metadata": job.metadata,
+            "endpoint": job.endpoint,
+            "model": job.model,
+            "agent_id": None,
+            "output_file": job.output_file,
+            "error_file": job.error_file,
+            "errors": [{"message": m, "count": c} for m, c in job.failure.items()] if job.phase == "failed" else [],
+            "outputs": None,
+            "status": job.word(self.shape),
+            "created_at": int(job.created),
+            "total_requests": job.total,
+            "completed_requests": done,
+            "succeeded_requests": done - failed,
+            "failed_requests": failed,
+            **{name: None if t is None else int(t) for name, t in times.items()},
+        }
 
-    def _advance_all(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            self._advance(job)
+    # -- results ---------------------------------------------------------------------------------
 
-    def _advance(self, job: _Job) -> None:
-        """Bring ``job`` up to ``clock.now()``; writes its result files on the terminal transition."""
-        now = self.clock.now()
-        with job.lock:
-            if job.status in ENDED:
-                return
-            if job.cancel_at is not None:
-                end = job.cancel_at + job.timing.cancel_seconds
-                if now >= end:
-                    self._finish(job, "CANCELLED", end, job.done_by(job.cancel_at))
-            elif job.scan.errors:
-                if now >= job.start:
-                    self._finish(job, "FAILED", job.start, 0)
-            elif now >= job.deadline and job.deadline < job.end:
-                self._finish(job, "TIMEOUT_EXCEEDED", job.deadline, job.done_by(job.deadline))
-            elif now >= job.end:
-                self._finish(job, "SUCCESS", job.end, job.scan.total)
-            else:
-                job.status = "RUNNING" if now >= job.start else "QUEUED"
-
-    def _finish(self, job: _Job, status: str, at: float, done: int) -> None:
-        if status != "FAILED":
-            ok, bad = self._execute(job, done, int(at))
+    def end(self, job: MistralJob, phase: str) -> None:
+        """The results hook: run the first ``done`` requests into the output and the error file."""
+        if phase != "failed":
+            ok, bad = self.batches.corrupt(job, *self._execute(job, job.done or 0, int(job.stamps[phase])))
             job.output_file = self._store_results(job, ok, "output", "batch_result")
             job.error_file = self._store_results(job, bad, "error", "batch_error")
-            self.stats.add(self.provider, "requests_processed", done)
-        job.status, job.ended_at, job.done = status, at, done
         for path in job.paths:
             self.files.unpin(path)
 
-    def _execute(self, job: _Job, done: int, created: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
-        """Run the first ``done`` requests: (order key, line) for the output and the error file."""
-        ok: list[tuple[int, bytes]] = []
-        bad: list[tuple[int, bytes]] = []
+    def _execute(self, job: MistralJob, done: int, created: int) -> tuple[list[bytes], list[bytes]]:
+        """Run the first ``done`` requests: the lines of the output and of the error file."""
+        ok: list[tuple[str, bytes]] = []
+        bad: list[tuple[str, bytes]] = []
         salt = secrets.token_hex(6)
-        for index, raw in enumerate(_lines(job.paths)):
+        for index, raw in enumerate(jsonl(*job.paths)):
             if index >= done:
                 break
             line = orjson.loads(raw)
             custom_id, body = line.get("custom_id"), line["body"]
-            order = zlib.crc32(f"{custom_id}".encode())
             line_id = f"{salt}{index:08x}"
-            problem = _line_problem(body) if job.scan.bad[index] else None
+            problem = _line_problem(body) if job.bad[index] else None
             record: dict[str, Any] = {"id": line_id, "custom_id": custom_id}
             if problem is None:
                 body = _complete(body, job.model, created, line_id, behaviour=self.behaviour)
                 record |= {"response": {"status_code": 200, "body": body}, "error": None}
-                ok.append((order, orjson.dumps(record)))
+                ok.append((f"{custom_id}", orjson.dumps(record)))
             else:
                 param, message = problem
                 envelope = {"object": "error", "message": message, "type": "invalid_request_error",
                             "param": param, "code": None}
                 record |= {"response": {"status_code": 422, "body": envelope}, "error": message}
-                bad.append((order, orjson.dumps(record)))
-        return ok, bad
+                bad.append((f"{custom_id}", orjson.dumps(record)))
+        return scrambled(ok), scrambled(bad)
 
-    def _store_results(self, job: _Job, lines: list[tuple[int, bytes]], kind: str, sample_type: str) -> str | None:
+    def _store_results(self, job: MistralJob, lines: list[bytes], kind: str, sample_type: str) -> str | None:
         if not lines:
             return None
-        lines.sort(key=lambda pair: pair[0])
         path = self.files.blob_path()
-        path.write_bytes(b"".join(line + b"\n" for _, line in lines))
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
         return self._add(path, f"{job.id}_{kind}.jsonl", "batch", sample_type, "mistral", len(lines)).id
 
 

@@ -1,33 +1,34 @@
-"""HTTP routes of the OpenAI Files + Batches API, backed by a FileStore and a BatchBook.
+"""HTTP routes of the OpenAI Files + Batches API, over a FileStore and the shared lifecycle.
 
 Parametrised by URL prefix and provider name so the same routes can be mounted again for
 OpenAI-compatible services (Groq lives under ``/openai/v1``) with their own files, batches and
 stats. Heavy work (copying uploads, scanning input files, producing results) runs in the thread
-pool so one big batch does not stall the event loop. A :class:`~.faults.FaultPlan` makes the
-routes misbehave on purpose: http_* errors at the mount's gate, lost creates and cut downloads
-here, everything that happens to a batch in its :class:`BatchBook`.
+pool so one big batch does not stall the event loop. Where a batch stands is the lifecycle's
+business (:mod:`.lifecycle`); this module translates it to OpenAI's wire: ``request_counts.total``
+is 0 while validating (and for failed batches), ``completed`` counts successes, ``failed`` counts
+executed requests that were rejected; requests that never ran (expired / cancelled) are in
+neither, and appear in the error file with ``batch_expired`` / ``batch_cancelled``.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-from .batches import Batch, BatchBook, Timing
-from .clock import Clock
-from .fake_model import Behaviour
-from .faults import CutConnection, FaultGate, FaultPlan, cut_file_response, truncated_file_response
+from .lifecycle import Batch, Service
 from .responses import ApiError, JSONResponse
-from .state import FileStore, StoredFile, Stats
+from .results import build_results
+from .state import FileStore, StoredFile, new_id
 from .validation import MAX_LINES, check_input_file
 
 FILE_PURPOSES = frozenset(
@@ -39,40 +40,30 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 
 
-# The envelopes real OpenAI sends for these statuses (research §2.8).
-_FAULT_ERRORS = {
-    429: ("Rate limit reached for requests. Please try again later.", "requests", "rate_limit_exceeded"),
-    500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
-    503: ("The server is overloaded or not ready yet.", "server_error", None),
-}
+@dataclass(kw_only=True, eq=False)
+class OpenAIBatch(Batch):
+    endpoint: str
+    input_file_id: str
+    input_path: Path
+    completion_window: str
+    metadata: dict | None
+    model: str | None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    usage: dict | None = None
 
 
-def _fault_response(status: int) -> Response:
-    message, kind, code = _FAULT_ERRORS[status]
-    return ApiError(status, message, type=kind, code=code).response()
-
-
-class OpenAICompatible:
+class OpenAICompatible(Service):
     """One mounted instance of the Files + Batches API (its own namespace of files and batches)."""
 
-    accepts_faults = True  # the Emulator hands such services its FaultPlan
+    def __init__(self, *, endpoints: tuple[str, ...] = ("/v1/chat/completions",),
+                 windows: tuple[str, ...] = ("24h",), max_lines: int = MAX_LINES, **config: Any) -> None:
+        super().__init__(max_lines=max_lines, **config)
+        self.endpoints, self.windows = endpoints, windows
+        self.files = FileStore(self.data_dir, self.clock)
 
-    def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, endpoints: tuple[str, ...] = ("/v1/chat/completions",),
-                 windows: tuple[str, ...] = ("24h",), max_lines: int = MAX_LINES,
-                 faults: FaultPlan | None = None, behaviour: Behaviour | None = None) -> None:
-        self.provider, self.prefix, self.clock, self.stats = provider, prefix, clock, stats
-        self.behaviour = behaviour
-        self.timing, self.endpoints, self.windows, self.max_lines = timing, endpoints, windows, max_lines
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.faults = (faults or FaultPlan()).injector(provider, stats)
-        self.files = FileStore(data_dir, clock)
-        self.batches = BatchBook(provider, self.files, clock, stats, self.faults if faults else None, behaviour)
-        stats.register(provider)
-
-    def mount(self) -> Mount:
-        gate = [Middleware(FaultGate, faults=self.faults, render=_fault_response)] if self.faults.plan.http_active else None
-        return Mount(self.prefix, middleware=gate, routes=[
+    def routes(self) -> list[BaseRoute]:
+        return [
             Route("/files", self.upload_file, methods=["POST"]),
             Route("/files", self.list_files, methods=["GET"]),
             Route("/files/{file_id}", self.retrieve_file, methods=["GET"]),
@@ -82,7 +73,7 @@ class OpenAICompatible:
             Route("/batches", self.list_batches, methods=["GET"]),
             Route("/batches/{batch_id}", self.retrieve_batch, methods=["GET"]),
             Route("/batches/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
-        ])
+        ]
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -128,12 +119,7 @@ class OpenAICompatible:
         return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
 
     async def file_content(self, request: Request) -> Response:
-        stored = self._file(request)
-        if self.faults.take("truncated_download"):
-            return truncated_file_response(stored.path, stored.size)
-        if self.faults.take("cut_download"):
-            return cut_file_response(stored.path)
-        return FileResponse(stored.path, media_type="application/octet-stream")
+        return self.faults.download(self._file(request).path)
 
     def _file(self, request: Request) -> StoredFile:
         file_id = request.path_params["file_id"]
@@ -165,47 +151,102 @@ class OpenAICompatible:
         if stored.purpose != "batch":
             raise ApiError(400, f"Input file {input_file_id} has purpose {stored.purpose!r}; batches need purpose 'batch'.", param="input_file_id", code="invalid_value")
         check = await run_in_threadpool(check_input_file, stored.path, endpoint, self.max_lines)
-        batch = self.batches.create(endpoint, input_file_id, stored.path, window, metadata, self.timing, check)
-        response = JSONResponse(batch.to_json(self.clock.now()))
-        if self.faults.take("lost_create"):
-            return CutConnection(response.body, media_type="application/json")
-        return response
+        batch = self.batches.add(OpenAIBatch(
+            id=new_id("batch_"), created=self.now(), timing=self.timing,
+            window=self.timing.completion_window_seconds, total=check.total, bad=check.bad,
+            failure=check.errors or None, endpoint=endpoint, input_file_id=input_file_id, input_path=stored.path,
+            completion_window=window, metadata=metadata, model=check.model))
+        self.files.pin(stored.path)  # a client may delete its input while the batch still reads it
+        return self.faults.lost(JSONResponse(self._json(batch)))
 
     async def retrieve_batch(self, request: Request) -> Response:
         batch = self._batch(request)
         self.stats.add(self.provider, "batch_gets")
         await run_in_threadpool(self.batches.advance, batch)
-        return JSONResponse(batch.to_json(self.clock.now()))
+        return JSONResponse(self._json(batch))
 
     async def list_batches(self, request: Request) -> Response:
         self.stats.add(self.provider, "batch_lists")
         q = request.query_params
         limit = _int_param(q.get("limit"), default=20, low=1, high=100)
-        page = self.batches.page(q.get("after") or None, limit)
-        if page is None:
-            raise ApiError(400, f"Invalid 'after': no batch {q.get('after')!r}.", param="after", code="invalid_value")
-        batches, has_more = page
-        docs = await run_in_threadpool(self._render_all, batches)
-        return JSONResponse(_list_page(docs, has_more))
+        batches = self.batches.newest_first()
+        if q.get("after"):
+            ids = [b.id for b in batches]
+            if q["after"] not in ids:
+                raise ApiError(400, f"Invalid 'after': no batch {q['after']!r}.", param="after", code="invalid_value")
+            batches = batches[ids.index(q["after"]) + 1:]
+        page = batches[:limit]
+        await run_in_threadpool(self.batches.advance, *page)
+        return JSONResponse(_list_page([self._json(b) for b in page], len(batches) > limit))
 
     async def cancel_batch(self, request: Request) -> Response:
         batch = self._batch(request)
         if not await run_in_threadpool(self.batches.cancel, batch):
-            raise ApiError(409, f"Cannot cancel a batch with status '{batch.status}'.", retry=False)
-        return JSONResponse(batch.to_json(self.clock.now()))
+            raise ApiError(409, f"Cannot cancel a batch with status '{batch.word(self.shape)}'.", retry=False)
+        return JSONResponse(self._json(batch))
 
-    def _render_all(self, batches: list[Batch]) -> list[dict]:
-        for batch in batches:
-            self.batches.advance(batch)
-        now = self.clock.now()
-        return [b.to_json(now) for b in batches]
-
-    def _batch(self, request: Request) -> Batch:
+    def _batch(self, request: Request) -> OpenAIBatch:
         batch_id = request.path_params["batch_id"]
         batch = self.batches.get(batch_id)
         if batch is None:
             raise ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
+        assert isinstance(batch, OpenAIBatch)
         return batch
+
+    def _json(self, batch: OpenAIBatch) -> dict:
+        validated = batch.phase not in ("validating", "failed")
+        done, failed = batch.progress(self.now())
+        errors = batch.failure if batch.phase == "failed" else None
+        doc = {
+            "id": batch.id,
+            "object": "batch",
+            "endpoint": batch.endpoint,
+            "errors": {"object": "list", "data": errors} if errors else None,
+            "input_file_id": batch.input_file_id,
+            "completion_window": batch.completion_window,
+            "status": batch.word(self.shape),
+            "output_file_id": batch.output_file_id,
+            "error_file_id": batch.error_file_id,
+            "created_at": int(batch.created),
+            "expires_at": int(batch.expires),
+            "request_counts": {"total": batch.total if validated else 0, "completed": done - failed if validated else 0,
+                               "failed": failed if validated else 0},
+            "metadata": batch.metadata,
+            "model": batch.model,
+            "usage": batch.usage or _zero_usage(),
+        }
+        doc.update({name: None if t is None else int(t) for name, t in batch.times(self.shape).items()})
+        return doc
+
+    def end(self, batch: OpenAIBatch, phase: str) -> None:
+        """The results hook: both result files, written once (see :mod:`.results`)."""
+        if phase != "failed":
+            unexecuted = {"expired": "batch_expired", "cancelled": "batch_cancelled"}.get(phase)
+            results = build_results(batch.input_path, secrets.token_hex(8), batch.done or 0, unexecuted,
+                                    int(batch.stamps[phase]), batch.bad,
+                                    lambda files: self.batches.corrupt(batch, *files), behaviour=self.behaviour,
+                                    provider=self.provider)
+            batch.output_file_id = self._store(batch, results.output, "output")
+            batch.error_file_id = self._store(batch, results.errors, "error")
+            batch.usage = results.usage
+        self.files.unpin(batch.input_path)
+
+    def _store(self, batch: OpenAIBatch, content: bytes, kind: str) -> str | None:
+        if not content:
+            return None  # like OpenAI: no file when there is nothing to put in it
+        path = self.files.blob_path()
+        path.write_bytes(content)
+        return self.files.add(path, f"{batch.id}_{kind}.jsonl", "batch_output").id
+
+
+def _zero_usage() -> dict:
+    return {
+        "input_tokens": 0,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 0,
+    }
 
 
 def _copy_to(upload: UploadFile, path: Path) -> int:

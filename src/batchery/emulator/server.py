@@ -26,12 +26,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .batches import Timing
 from .clock import Clock
 from .fake_model import Behaviour
 from .faults import FaultPlan
+from .lifecycle import Service, Timing
 from .live import Live, check_limits
-from .responses import ApiError, JSONResponse, api_error_handler, http_error_handler
+from .responses import ApiError, JSONResponse
 from .state import Stats
 from ..errors import ConfigError
 from ..limits import LIMITS
@@ -102,19 +102,35 @@ class AuthAndRequestId:
         await self.app(scope, receive, send_with_id)
 
 
-def build_app(services: Iterable, stats: Stats, live: Live | None = None, api_key: str | None = None) -> ASGIApp:
+def build_app(services: Iterable[Service], stats: Stats, live: Live | None = None, api_key: str | None = None) -> ASGIApp:
     services = list(services)
 
     async def stats_route(request: Request) -> Response:
         return JSONResponse(stats.snapshot())
 
+    def shape(path: str) -> str | None:
+        """The error body shape of the service that owns ``path`` (OpenAI's outside every service)."""
+        return next((s.error_shape for s in services if path == s.prefix or path.startswith(s.prefix + "/")), None)
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response(shape(request.url.path))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Unknown routes / wrong methods get the provider's envelope too, so SDK errors stay readable."""
+        status = getattr(exc, "status_code", 500)
+        unknown = status in (404, 405)
+        message = f"Unknown request URL: {request.method} {request.url.path}." if unknown else str(
+            getattr(exc, "detail", None) or "Error")
+        return await api_error(request, ApiError(status, message, code="unknown_url" if unknown else None))
+
     app = Starlette(
         routes=[Route("/_emulator/stats", stats_route), *(s.mount() for s in services)],
-        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
+        exception_handlers={ApiError: api_error, HTTPException: http_error},
     )
-    refusals = {s.prefix: s.invalid_key_response for s in services if hasattr(s, "invalid_key_response")}
+    refusals = {s.prefix: s.invalid_key_response for s in services}
     return AuthAndRequestId(live.wrap(app) if live else app, [s.prefix for s in services],
-                            [p for s in services for p in getattr(s, "open_paths", ())], api_key, refusals)
+                            [p for s in services for p in s.open_paths], api_key, refusals)
 
 
 class Emulator:
@@ -124,8 +140,8 @@ class Emulator:
     ``completion_window_seconds``: ``expires_at - created_at``; set it below processing time to
     force expiry. ``cancel_seconds``: time spent in ``cancelling``. ``clock``: e.g. ManualClock.
     ``faults``: a :class:`~.faults.FaultPlan` or its spec string (``"http_429=0.1,lost_create=1"``)
-    to misbehave on purpose, deterministically from its seed; honoured by the services whose class
-    sets ``accepts_faults`` (OpenAI, Groq, Anthropic, Gemini), each with its own budgets and random streams.
+    to misbehave on purpose, deterministically from its seed; honoured by every service, each with
+    its own budgets and random streams.
     ``rpm``/``tpm``: rate limits of the live endpoints, per provider (see :mod:`.live`); ``latency``:
     real seconds each live answer waits before it is sent.
     ``behaviour``: the fake models' knobs (answer quality per candidate, noise and position bias
@@ -164,11 +180,10 @@ class Emulator:
         self.services = {}
         for name, (module, cls, base) in self.SERVICES.items():
             service_class = getattr(importlib.import_module(module), cls)
-            extra = {"faults": self.faults} if self.faults and getattr(service_class, "accepts_faults", False) else {}
             self.services[name] = service_class(
                 provider=name, prefix=base, data_dir=self.data_dir / name, clock=self.clock,
                 stats=self._stats, timing=timing, max_lines=max_batch_lines or LIMITS[name].max_requests,
-                behaviour=self.behaviour, **extra)
+                behaviour=self.behaviour, faults=self.faults)
         self.live = Live(bases={name: base for name, (_, _, base) in self.SERVICES.items()}, clock=self.clock,
                          stats=self._stats, rpm=rpm, tpm=tpm, latency=latency, behaviour=self.behaviour)
         self.app = build_app(self.services.values(), self._stats, self.live, api_key)

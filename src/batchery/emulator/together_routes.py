@@ -16,8 +16,8 @@ Fidelity notes (research §7 and §9):
   and cancel answer the bare BatchJob; list answers a bare JSON array, newest first [order
   UNVERIFIED]. Timestamps are ISO-8601 strings, statuses upper-case, ``progress`` 0–100. There is
   no metadata. ``completion_window`` is ``24h`` or absent ("cannot be changed" [DOC]).
-* Lifecycle, computed lazily from the clock, with ``S = processing_seconds``: VALIDATING for the
-  first 10 % of S, IN_PROGRESS until S (request i is done once the running time covers (i+1)/n of
+* Lifecycle (the shared one, :mod:`.lifecycle`), with ``S = processing_seconds``: VALIDATING for
+  the first 10 % of S, IN_PROGRESS until S (request i is done once the running time covers (i+1)/n of
   it), then COMPLETED. ``job_deadline = created + completion_window_seconds``; reaching it first
   gives EXPIRED with what was done by then. Cancel is accepted while VALIDATING or IN_PROGRESS
   [DOC manage]: progress freezes and the job turns CANCELLED ``cancel_seconds`` later (Together has
@@ -40,7 +40,6 @@ import hashlib
 import secrets
 import threading
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,14 +48,13 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 
-from .batches import Timing
-from .clock import Clock
 from .fake_model import CHARS_PER_TOKEN, Behaviour, model_exists, reply
+from .lifecycle import Batch, Service, jsonl, scrambled
 from .responses import ApiError, JSONResponse
-from .state import FileStore, StoredFile, Stats
+from .state import FileStore, StoredFile
 from .validation import MAX_LINES, check_chat_body
 
 MAX_INPUT_BYTES = 100 * 1024 * 1024  # per batch input file [DOC overview]
@@ -66,7 +64,6 @@ FILE_TYPES = ("jsonl", "parquet", "csv")
 ENDPOINTS = ("/v1/chat/completions", "/v1/audio/transcriptions", "/v1/audio/translations")
 EFFORTS = ("low", "medium", "high")
 WINDOW = "24h"
-ENDED = frozenset({"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"})
 USER_ID = "user_emulator"
 
 
@@ -144,18 +141,11 @@ class _Scan:
     bad: bytearray = field(default_factory=bytearray)  # bad[i] == 1: request i fails on its own
 
 
-def _requests(path: Path):
-    with open(path, "rb") as f:
-        for raw in f:
-            if raw.strip():
-                yield raw
-
-
 def _scan(path: Path, max_lines: int) -> _Scan:
     """Check an input file once, streaming; stop at the first problem, which fails the whole job."""
     scan = _Scan()
     seen: set[str] = set()
-    for raw in _requests(path):
+    for raw in jsonl(path):
         scan.total += 1
         if scan.total > max_lines:
             scan.error = f"Too many requests: a batch holds at most {max_lines}."
@@ -194,93 +184,40 @@ class _Upload:
     digest: str | None = None  # sha256 of the bytes PUT, once they were
 
 
-@dataclass
-class _Job:
-    id: str
+def _batch_error(status: int, message: str, **fields: Any) -> ApiError:
+    """An error of the batch routes, in the envelope Together's document gives them (``BatchErrorResponse``:
+    the message as a plain string), not the chat routes' ``{"error": {"message", ...}}``."""
+    return ApiError(status, message, shape="together_batch", **fields)
+
+
+@dataclass(kw_only=True, eq=False)
+class TogetherJob(Batch):
     input_file_id: str
     input_path: Path
     size: int
     model_id: str | None
     endpoint: str
-    created: float
-    deadline: float
-    timing: Timing
-    scan: _Scan
-    status: str = "VALIDATING"
-    cancel_at: float | None = None
-    ended_at: float | None = None
-    done: int | None = None  # requests executed, frozen once the job has ended
     output_file_id: str | None = None
     error_file_id: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def start(self) -> float:
-        return self.created + 0.1 * self.timing.processing_seconds
-
-    @property
-    def end(self) -> float:
-        return self.created + self.timing.processing_seconds
-
-    def done_by(self, t: float) -> int:
-        """How many requests (a prefix of the input) have run at time ``t``."""
-        return self.timing.done_by(self.created, self.scan.total, t, end=1.0)
-
-    def to_json(self, now: float) -> dict:
-        if self.done is not None:
-            done = self.done
-        else:
-            done = self.done_by(self.cancel_at if self.cancel_at is not None else now)
-        doc = {
-            "id": self.id,
-            "user_id": USER_ID,
-            "input_file_id": self.input_file_id,
-            "file_size_bytes": self.size,
-            "status": self.status,
-            "job_deadline": _iso(self.deadline),
-            "created_at": _iso(self.created),
-            "endpoint": self.endpoint,
-            "progress": round(100.0 * done / self.scan.total, 2) if self.scan.total and not self.scan.error else 0.0,
-            "model_id": self.model_id,
-            "output_file_id": self.output_file_id,
-            "error_file_id": self.error_file_id,
-            "error": self.scan.error if self.status == "FAILED" else None,
-            "completed_at": _iso(self.ended_at) if self.ended_at is not None else None,
-        }
-        # Together's document types these as strings, never null: a field with no value is left out.
-        return {name: value for name, value in doc.items() if value is not None}
 
 
-class BatchError(ApiError):
-    """An error of the batch routes, in the envelope Together's document gives them (``BatchErrorResponse``:
-    the message as a plain string), not the chat routes' ``{"error": {"message", ...}}``."""
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.message}, status_code=self.status)
-
-
-class TogetherService:
+class TogetherService(Service):
     """One mounted instance of Together's Files + Batch API, with its own files and jobs.
 
     ``prefix`` (what the auth middleware guards) is the API under ``<base>/v1``; the presigned
     upload URLs sit beside it under ``<base>/storage``.
     """
 
-    def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats,
-                 timing: Timing, max_lines: int = MAX_LINES, behaviour: Behaviour | None = None) -> None:
-        self.provider, self.clock, self.stats, self.timing, self.max_lines = provider, clock, stats, timing, max_lines
-        self.behaviour = behaviour
-        self.base, self.prefix = prefix, prefix + "/v1"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.files = FileStore(data_dir, clock)
+    def __init__(self, *, prefix: str, max_lines: int = MAX_LINES, **config: Any) -> None:
+        super().__init__(prefix=prefix + "/v1", max_lines=max_lines, **config)
+        self.base = prefix
+        self.files = FileStore(self.data_dir, self.clock)
         self._uploads: dict[str, _Upload] = {}
         self._ready: dict[str, tuple[str, int]] = {}  # file id -> (FileType, bytes), once uploaded
-        self._jobs: dict[str, _Job] = {}  # insertion order is creation order
         self._lock = threading.Lock()
-        stats.register(provider)
 
-    def mount(self) -> Mount:
-        api = [
+    def routes(self) -> list[BaseRoute]:
+        return [
             Route("/files", self.start_upload, methods=["POST"]),
             Route("/files", self.list_files, methods=["GET"]),
             Route("/files/{file_id}", self.retrieve_file, methods=["GET"]),
@@ -292,8 +229,11 @@ class TogetherService:
             Route("/batches/{batch_id}", self.retrieve_batch, methods=["GET"]),
             Route("/batches/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
         ]
+
+    def mount(self) -> Mount:
+        """The API (with its fault gate) under ``<base>/v1``, and the storage bucket beside it."""
         return Mount(self.base, routes=[
-            Mount("/v1", routes=api),
+            Mount("/v1", middleware=self.gate(), routes=self.routes()),
             Route("/storage/{file_id}", self.receive_upload, methods=["PUT"]),
         ])
 
@@ -372,7 +312,7 @@ class TogetherService:
         return JSONResponse({"id": stored.id, "deleted": True})
 
     async def file_content(self, request: Request) -> Response:
-        return FileResponse(self._visible(request.path_params["file_id"]).path, media_type="application/octet-stream")
+        return self.faults.download(self._visible(request.path_params["file_id"]).path)
 
     def _visible(self, file_id: str) -> StoredFile:
         stored = self.files.get(file_id) if file_id in self._ready else None
@@ -393,138 +333,124 @@ class TogetherService:
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
-            raise BatchError(400, "The request body must be a JSON object.")
+            raise _batch_error(400, "The request body must be a JSON object.")
         endpoint = body.get("endpoint")
         if endpoint not in ENDPOINTS:
-            raise BatchError(400, f"Invalid endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}.",
+            raise _batch_error(400, f"Invalid endpoint {endpoint!r}; expected one of {', '.join(ENDPOINTS)}.",
                            param="endpoint")
         if endpoint != "/v1/chat/completions":
-            raise BatchError(400, f"The emulator runs only /v1/chat/completions batches, not {endpoint}.",
+            raise _batch_error(400, f"The emulator runs only /v1/chat/completions batches, not {endpoint}.",
                            param="endpoint")
         if body.get("completion_window", WINDOW) != WINDOW:
-            raise BatchError(400, f"completion_window is fixed at {WINDOW}.", param="completion_window")
+            raise _batch_error(400, f"completion_window is fixed at {WINDOW}.", param="completion_window")
         model_id = body.get("model_id")
         if model_id is not None and not isinstance(model_id, str):
-            raise BatchError(400, "model_id must be a string.", param="model_id")
+            raise _batch_error(400, "model_id must be a string.", param="model_id")
         file_id = body.get("input_file_id")
         stored = self.files.get(file_id) if isinstance(file_id, str) and file_id in self._ready else None
         if stored is None:
-            raise BatchError(400, f"Input file {file_id!r} not found.", param="input_file_id")
+            raise _batch_error(400, f"Input file {file_id!r} not found.", param="input_file_id")
         if stored.purpose != "batch-api":
-            raise BatchError(400, f"Input file {file_id} has purpose {stored.purpose!r}; batches need 'batch-api'.",
+            raise _batch_error(400, f"Input file {file_id} has purpose {stored.purpose!r}; batches need 'batch-api'.",
                            param="input_file_id")
         size = self._ready[stored.id][1]
         if size > MAX_INPUT_BYTES:
-            raise BatchError(400, f"Input file is {size} bytes; a batch input holds at most {MAX_INPUT_BYTES}.",
+            raise _batch_error(400, f"Input file is {size} bytes; a batch input holds at most {MAX_INPUT_BYTES}.",
                            param="input_file_id")
         scan = await run_in_threadpool(_scan, stored.path, self.max_lines)
-        now = self.clock.now()
-        job = _Job(id=str(uuid.uuid4()), input_file_id=stored.id, input_path=stored.path, size=size,
-                   model_id=model_id, endpoint=endpoint, created=now,
-                   deadline=now + self.timing.completion_window_seconds, timing=self.timing, scan=scan)
+        job = self.batches.add(TogetherJob(
+            id=str(uuid.uuid4()), created=self.now(), timing=self.timing, total=scan.total, bad=scan.bad,
+            window=self.timing.completion_window_seconds, failure=scan.error, input_file_id=stored.id,
+            input_path=stored.path, size=size, model_id=model_id, endpoint=endpoint))
         self.files.pin(stored.path)
-        with self._lock:
-            self._jobs[job.id] = job
-        self.stats.add(self.provider, "batches_created")
-        return JSONResponse({"job": job.to_json(now)}, status_code=201)
+        return self.faults.lost(JSONResponse({"job": self._json(job)}, status_code=201))
 
     async def list_batches(self, request: Request) -> Response:
         self.stats.add(self.provider, "batch_lists")
-        with self._lock:
-            jobs = list(reversed(self._jobs.values()))
-        await run_in_threadpool(self._advance_all, jobs)
-        now = self.clock.now()
-        return JSONResponse([job.to_json(now) for job in jobs])
+        jobs = self.batches.newest_first()
+        await run_in_threadpool(self.batches.advance, *jobs)
+        return JSONResponse([self._json(job) for job in jobs])
 
     async def retrieve_batch(self, request: Request) -> Response:
         job = self._job(request)
         self.stats.add(self.provider, "batch_gets")
-        await run_in_threadpool(self._advance, job)
-        return JSONResponse(job.to_json(self.clock.now()))
+        await run_in_threadpool(self.batches.advance, job)
+        return JSONResponse(self._json(job))
 
     async def cancel_batch(self, request: Request) -> Response:
         job = self._job(request)
-        await run_in_threadpool(self._advance, job)
-        with job.lock:
-            if job.status in ENDED:
-                raise BatchError(400, f"Batch job {job.id} is {job.status}; only VALIDATING or IN_PROGRESS jobs "
-                                    "can be cancelled.")
-            if job.cancel_at is None:
-                job.cancel_at = self.clock.now()
-        await run_in_threadpool(self._advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
-        return JSONResponse(job.to_json(self.clock.now()))
+        if not await run_in_threadpool(self.batches.cancel, job):
+            raise _batch_error(400, f"Batch job {job.id} is {job.word(self.shape)}; only VALIDATING or "
+                                    "IN_PROGRESS jobs can be cancelled.")
+        await run_in_threadpool(self.batches.advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
+        return JSONResponse(self._json(job))
 
-    def _job(self, request: Request) -> _Job:
+    def _job(self, request: Request) -> TogetherJob:
         batch_id = request.path_params["batch_id"]
-        with self._lock:
-            job = self._jobs.get(batch_id)
+        job = self.batches.get(batch_id)
         if job is None:
-            raise BatchError(404, f"Batch job {batch_id} not found.", code="not_found")
+            raise _batch_error(404, f"Batch job {batch_id} not found.")
+        assert isinstance(job, TogetherJob)
         return job
 
-    # -- lifecycle -------------------------------------------------------------------------------
+    def _json(self, job: TogetherJob) -> dict:
+        done, _ = job.progress(self.now())
+        doc = {
+            "id": job.id,
+            "user_id": USER_ID,
+            "input_file_id": job.input_file_id,
+            "file_size_bytes": job.size,
+            "status": job.word(self.shape),
+            "job_deadline": _iso(job.expires),
+            "created_at": _iso(job.created),
+            "endpoint": job.endpoint,
+            "progress": round(100.0 * done / job.total, 2) if job.total and job.failure is None else 0.0,
+            "model_id": job.model_id,
+            "output_file_id": job.output_file_id,
+            "error_file_id": job.error_file_id,
+            "error": job.failure if job.phase == "failed" else None,
+            **{name: None if t is None else _iso(t) for name, t in job.times(self.shape).items()},
+        }
+        # Together's document types these as strings, never null: a field with no value is left out.
+        return {name: value for name, value in doc.items() if value is not None}
 
-    def _advance_all(self, jobs: list[_Job]) -> None:
-        for job in jobs:
-            self._advance(job)
+    # -- results ---------------------------------------------------------------------------------
 
-    def _advance(self, job: _Job) -> None:
-        """Bring ``job`` up to ``clock.now()``; writes its result files on the terminal transition."""
-        now = self.clock.now()
-        with job.lock:
-            if job.status in ENDED:
-                return
-            if job.cancel_at is not None:
-                end = job.cancel_at + job.timing.cancel_seconds
-                if now >= end:
-                    self._finish(job, "CANCELLED", end, job.done_by(job.cancel_at))
-            elif job.scan.error is not None:
-                if now >= job.start:
-                    self._finish(job, "FAILED", job.start, 0)
-            elif now >= job.deadline and job.deadline < job.end:
-                self._finish(job, "EXPIRED", job.deadline, job.done_by(job.deadline))
-            elif now >= job.end:
-                self._finish(job, "COMPLETED", job.end, job.scan.total)
-            else:
-                job.status = "IN_PROGRESS" if now >= job.start else "VALIDATING"
-
-    def _finish(self, job: _Job, status: str, at: float, done: int) -> None:
-        if status != "FAILED":
-            ok, bad = self._execute(job, done, int(at))
+    def end(self, job: TogetherJob, phase: str) -> None:
+        """The results hook: run the first ``done`` requests into the output and the error file."""
+        if phase != "failed":
+            ok, bad = self.batches.corrupt(job, *self._execute(job, job.done or 0, int(job.stamps[phase])))
             job.output_file_id = self._store_results(job, ok, "output")
             job.error_file_id = self._store_results(job, bad, "errors")
-            self.stats.add(self.provider, "requests_processed", done)
-        job.status, job.ended_at, job.done = status, at, done
         self.files.unpin(job.input_path)
 
-    def _execute(self, job: _Job, done: int, created: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
-        """Run the first ``done`` requests: (order key, line) for the output and the error file."""
-        ok: list[tuple[int, bytes]] = []
-        bad: list[tuple[int, bytes]] = []
+    def _execute(self, job: TogetherJob, done: int, created: int) -> tuple[list[bytes], list[bytes]]:
+        """Run the first ``done`` requests: the lines of the output and of the error file."""
+        ok: list[tuple[str, bytes]] = []
+        bad: list[tuple[str, bytes]] = []
         salt = secrets.token_hex(6)
-        for index, raw in enumerate(_requests(job.input_path)):
+        for index, raw in enumerate(jsonl(job.input_path)):
             if index >= done:
                 break
             line = orjson.loads(raw)
             custom_id, body = line["custom_id"], line["body"]
-            order = zlib.crc32(custom_id.encode())
             line_id = f"req-{salt}{index:08x}"
-            problem = _request_problem(body) if job.scan.bad[index] else None
+            problem = _request_problem(body) if job.bad[index] else None
             if problem is None:
-                response = {"status_code": 200, "request_id": line_id, "body": _complete(body, created, line_id, behaviour=self.behaviour)}
-                ok.append((order, orjson.dumps({"id": line_id, "custom_id": custom_id, "response": response})))
+                response = {"status_code": 200, "request_id": line_id,
+                            "body": _complete(body, created, line_id, behaviour=self.behaviour)}
+                ok.append((custom_id, orjson.dumps({"id": line_id, "custom_id": custom_id, "response": response})))
             else:
                 status, error = problem
                 response = {"status_code": status, "request_id": line_id, "body": {"error": error}}
-                bad.append((order, orjson.dumps({"id": line_id, "custom_id": custom_id, "response": response})))
-        return ok, bad
+                bad.append((custom_id, orjson.dumps({"id": line_id, "custom_id": custom_id, "response": response})))
+        return scrambled(ok), scrambled(bad)
 
-    def _store_results(self, job: _Job, lines: list[tuple[int, bytes]], kind: str) -> str | None:
+    def _store_results(self, job: TogetherJob, lines: list[bytes], kind: str) -> str | None:
         if not lines:
             return None
-        lines.sort(key=lambda pair: pair[0])
         path = self.files.blob_path()
-        path.write_bytes(b"".join(line + b"\n" for _, line in lines))
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
         stored = self.files.add(path, f"{job.id}_{kind}.jsonl", "batch-api", ttl=None)
         with self._lock:
             self._ready[stored.id] = ("jsonl", stored.size)

@@ -1,0 +1,382 @@
+"""One batch lifecycle for every emulated provider, and the base of their services.
+
+Nothing runs in the background: every read calls :meth:`Lifecycle.advance`, which works out where
+a batch is at ``clock.now()``. With ``S = processing_seconds`` after the batch's start (its
+creation, or later under the ``slow_validation`` fault) and a provider's :class:`Shape`:
+
+* ``validating`` for the first ``queued`` share of S (an input that fails validation fails the batch
+  at that moment, with no results);
+* ``in_progress`` until ``finish`` of S (request i, in input order, has run once the elapsed running
+  time covers (i+1)/n of it), then ``finalizing`` until S, then ``completed``;
+* reaching ``expires`` (created + the batch's window) before the end gives ``expired`` with the
+  requests run by then (Gemini: with none);
+* cancel (by the client, or by the provider under ``provider_cancel``) freezes progress at that
+  moment (``cancelling``) and becomes ``cancelled`` ``cancel_seconds`` later.
+
+Each service turns these phases into its own words and timestamp fields (:data:`SHAPES`) and writes
+its result files in one hook, called once, on the terminal transition. The fault plan bends the
+timeline here, the same way for every provider: ``slow_validation`` shifts the start,
+``expire_after`` brings expiry closer, ``queue_full`` fails validation (or, where batches cannot
+fail, refuses the create with a 429), ``provider_cancel`` starts a cancel half-way, and the line
+faults reshape result lines (:meth:`Lifecycle.corrupt`).
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.middleware import Middleware
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+
+from .clock import Clock
+from .fake_model import Behaviour
+from .faults import FaultGate, FaultInjector, FaultPlan
+from .responses import ApiError
+from .state import Stats
+
+ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The emulator's time knobs, shared by every provider's service."""
+
+    processing_seconds: float = 0.0
+    completion_window_seconds: float = 86400.0
+    cancel_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How one provider's batches move through the timeline and what it calls each moment.
+
+    ``words``: phase -> the provider's status word. ``times``: the provider's timestamp field ->
+    the phase whose start it records (``"ended"``: whichever terminal phase was reached).
+    ``queue_full``: the validation failure that fault gives (None: batches cannot fail validation,
+    so a full queue refuses the create with a 429, as Anthropic's does)."""
+
+    words: Mapping[str, str]
+    times: Mapping[str, str] = field(default_factory=dict)
+    queued: float = 0.1
+    finish: float = 1.0
+    expired_results: bool = True
+    queue_full: Callable[[Batch], Any] | None = None
+
+
+def _words(*words: str) -> dict[str, str]:
+    phases = ("validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
+    return dict(zip(phases, words, strict=True))
+
+
+def _openai_queue_full(batch: Batch) -> list[dict]:
+    """The validation error OpenAI gives when the model's enqueued-token pool is full (research
+    §2.6, openai/openai-python#2084): the batch is accepted, then fails on the next read."""
+    model = getattr(batch, "model", None)
+    return [{"code": "token_limit_exceeded",
+             "message": f"Enqueued token limit reached for {model or 'this model'} in organization org-emulator. "
+                        "Limit: 2,000,000 enqueued tokens. Please try again once some in_progress batches have been "
+                        "completed.", "param": None, "line": None}]
+
+
+_QUEUE_FULL = "Enqueued token limit reached for this model; retry once some running batches have completed."
+
+# Every provider's words and timestamp fields, side by side.
+SHAPES: dict[str, Shape] = {
+    "openai": Shape(
+        _words("validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled"),
+        {f"{p}_at": p for p in ("in_progress", "finalizing", "completed", "failed", "expired", "cancelling",
+                                "cancelled")},
+        finish=0.9, queue_full=_openai_queue_full),
+    "anthropic": Shape(
+        _words("in_progress", "in_progress", "in_progress", "ended", "ended", "ended", "canceling", "ended"),
+        {"ended_at": "ended", "cancel_initiated_at": "cancelling"}, queued=0.0),
+    "gemini": Shape(
+        _words(*(f"BATCH_STATE_{w}" for w in ("PENDING", "RUNNING", "RUNNING", "SUCCEEDED", "FAILED", "EXPIRED",
+                                              "RUNNING", "CANCELLED"))),
+        {"endTime": "ended"}, finish=0.9, expired_results=False, queue_full=lambda batch: _QUEUE_FULL),
+    "mistral": Shape(
+        _words("QUEUED", "RUNNING", "RUNNING", "SUCCESS", "FAILED", "TIMEOUT_EXCEEDED", "CANCELLATION_REQUESTED",
+               "CANCELLED"),
+        {"started_at": "in_progress", "completed_at": "ended"}, queue_full=lambda batch: {_QUEUE_FULL: 1}),
+    "together": Shape(  # Together has no "cancelling" word: a job being cancelled still says IN_PROGRESS
+        _words("VALIDATING", "IN_PROGRESS", "IN_PROGRESS", "COMPLETED", "FAILED", "EXPIRED", "IN_PROGRESS",
+               "CANCELLED"),
+        {"completed_at": "ended"}, queue_full=lambda batch: _QUEUE_FULL),
+}
+SHAPES["groq"] = SHAPES["openai"]
+
+
+@dataclass(kw_only=True, eq=False)
+class Batch:
+    """One batch's place on the timeline. Services subclass it with their own fields."""
+
+    id: str
+    created: float
+    timing: Timing
+    window: float  # seconds from creation to expiry
+    total: int  # requests in the input
+    bad: bytearray  # bad[i] == 1: request i fails on its own (an error line, not a batch failure)
+    failure: Any = None  # a whole-input problem, in the provider's terms: the batch fails validation
+    phase: str = "validating"
+    stamps: dict[str, float] = field(default_factory=dict)  # phase -> when it began
+    cancel_at: float | None = None
+    done: int | None = None  # requests run, frozen when the batch ends
+    ordinal: int = 0  # position in its lifecycle: names the batch to the fault injector
+    queued: float = 0.1
+    finish: float = 1.0
+    delay: float = 0.0  # slow_validation: the timeline starts this much after created
+    early: bool = False  # expire_after brought the expiry closer than the window
+    provider_cancel_at: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def start(self) -> float:
+        return self.created + self.delay
+
+    @property
+    def expires(self) -> float:
+        return self.created + self.window
+
+    @property
+    def ended(self) -> bool:
+        return self.phase in ENDED
+
+    @property
+    def ended_at(self) -> float | None:
+        return self.stamps.get(self.phase) if self.ended else None
+
+    def at(self, share: float) -> float:
+        return self.start + share * self.timing.processing_seconds
+
+    def done_by(self, t: float) -> int:
+        """How many requests (a prefix of the input) have run at time ``t``: none while validating,
+        then at an even pace until ``finish`` of the processing time, when all have."""
+        begin, end = self.at(self.queued), self.at(self.finish)
+        if t >= end:
+            return self.total
+        if t < begin:
+            return 0
+        return min(self.total, int(self.total * (t - begin) / (end - begin)))
+
+    def progress(self, now: float) -> tuple[int, int]:
+        """(requests run, of which failed) as a read at ``now`` shows them."""
+        if self.done is not None:
+            done = self.done
+        elif self.failure is not None:
+            done = 0
+        else:
+            done = self.done_by(self.cancel_at if self.cancel_at is not None else now)
+        return done, self.bad[:done].count(1)
+
+    def word(self, shape: Shape) -> str:
+        return shape.words[self.phase]
+
+    def times(self, shape: Shape) -> dict[str, float | None]:
+        """The provider's timestamp fields (None where that moment has not come)."""
+        return {name: self.ended_at if phase == "ended" else self.stamps.get(phase)
+                for name, phase in shape.times.items()}
+
+
+class Lifecycle:
+    """All batches of one service, oldest first, and their transitions. ``end(batch)`` is the
+    service's results hook: called once, when the batch reaches a terminal phase (``batch.phase``
+    is still the one before; ``batch.done`` and the terminal stamp are set), it writes the results
+    and lets go of the inputs."""
+
+    def __init__(self, provider: str, clock: Clock, stats: Stats, faults: FaultInjector,
+                 end: Callable[[Batch, str], None]) -> None:
+        self.provider, self.clock, self.stats, self.faults, self._end_hook = provider, clock, stats, faults, end
+        self.shape = SHAPES[provider]
+        self._lock = threading.Lock()
+        self._batches: dict[str, Batch] = {}  # insertion order is creation order
+
+    # -- registry --------------------------------------------------------------------------------
+
+    def add(self, batch: Batch) -> Batch:
+        """Register a new batch, deciding which batch-level faults it will meet."""
+        shape, faults = self.shape, self.faults
+        batch.queued, batch.finish = shape.queued, shape.finish
+        if faults.plan.slow_validation:
+            batch.delay = faults.plan.slow_validation
+            faults.record("slow_validation")
+        window = faults.expiry_window(batch.window)
+        if window < batch.window:
+            batch.window, batch.early = window, True  # counted if the batch does expire
+        if batch.failure is None and faults.plan.queue_full and faults.take("queue_full"):
+            if shape.queue_full is None:
+                raise ApiError(429, "Your organization has too many batch requests in the processing queue; "
+                                    "try again once some batches have ended.", type="rate_limit_error")
+            batch.failure = shape.queue_full(batch)
+        elif batch.failure is None and faults.plan.provider_cancel and faults.take("provider_cancel", record=False):
+            batch.provider_cancel_at = batch.at(0.5)  # counted when it happens
+        with self._lock:
+            batch.ordinal = len(self._batches)
+            self._batches[batch.id] = batch
+        self.stats.add(self.provider, "batches_created")
+        return batch
+
+    def get(self, batch_id: str) -> Batch | None:
+        with self._lock:
+            return self._batches.get(batch_id)
+
+    def newest_first(self) -> list[Batch]:
+        with self._lock:
+            return list(reversed(self._batches.values()))
+
+    def delete(self, batch_id: str) -> Batch | None:
+        with self._lock:
+            return self._batches.pop(batch_id, None)
+
+    # -- the timeline ----------------------------------------------------------------------------
+
+    def advance(self, *batches: Batch) -> None:
+        """Bring each batch up to ``clock.now()``, writing results on a terminal transition."""
+        for batch in batches:
+            self._advance(batch, self.clock.now())
+
+    def _advance(self, batch: Batch, now: float) -> None:
+        with batch.lock:
+            if batch.ended:
+                return
+            cut = batch.provider_cancel_at
+            if batch.cancel_at is None and cut is not None and now >= cut and cut < batch.expires:
+                self._run_to(batch, cut)
+                self._start_cancel(batch, cut)
+                self.faults.record("provider_cancel")
+            if batch.cancel_at is not None:
+                end = batch.cancel_at + batch.timing.cancel_seconds
+                if now >= end:
+                    self._end(batch, "cancelled", end, batch.done_by(batch.cancel_at))
+                return
+            failing = batch.failure is not None
+            end = batch.at(batch.queued) if failing else batch.at(1.0)
+            if now >= batch.expires and batch.expires < end:
+                self._run_to(batch, batch.expires)
+                done = batch.done_by(batch.expires) if self.shape.expired_results else 0
+                self._end(batch, "expired", batch.expires, done)
+            elif now >= end:
+                if not failing:
+                    self._run_to(batch, end)
+                self._end(batch, "failed" if failing else "completed", end, 0 if failing else batch.total)
+            else:
+                self._run_to(batch, now)
+
+    def cancel(self, batch: Batch) -> bool:
+        """The client's cancel; False when the batch has already ended (the service refuses it)."""
+        self.advance(batch)
+        with batch.lock:
+            if batch.ended:
+                return False
+            if batch.cancel_at is None:
+                self._start_cancel(batch, self.clock.now())
+        return True
+
+    @staticmethod
+    def _start_cancel(batch: Batch, t: float) -> None:
+        batch.cancel_at, batch.phase = t, "cancelling"
+        batch.stamps["cancelling"] = t
+
+    @staticmethod
+    def _run_to(batch: Batch, t: float) -> None:
+        """Set the running phase (and when each began) for time ``t`` on the normal timeline."""
+        phase = "validating"
+        for name, share in (("in_progress", batch.queued), ("finalizing", batch.finish)):
+            if t >= batch.at(share):
+                phase = name
+                batch.stamps.setdefault(name, batch.at(share))
+        batch.phase = phase
+
+    def _end(self, batch: Batch, phase: str, at: float, done: int) -> None:
+        batch.done = done
+        batch.stamps[phase] = at
+        self._end_hook(batch, phase)
+        if done:
+            self.stats.add(self.provider, "requests_processed", done)
+        if phase == "expired" and batch.early:
+            self.faults.record("expire_after")
+        batch.phase = phase  # last: a reader never sees an ended batch without its results
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def corrupt(self, batch: Batch, *files: list[bytes]) -> list[list[bytes]]:
+        """The line faults applied to a batch's result files (lists of JSON lines, no newlines)."""
+        return self.faults.corrupt(batch.ordinal, list(files))
+
+
+def scrambled(lines: Iterable[tuple[str, bytes]]) -> list[bytes]:
+    """Result lines in a deterministic but scrambled order (by a hash of each custom_id): real
+    services keep no input order, and clients must join on the id."""
+    return [line for _, line in sorted(lines, key=lambda pair: zlib.crc32(pair[0].encode()))]
+
+
+def jsonl(*paths: Path) -> Iterator[bytes]:
+    """The non-blank lines of these files, in order."""
+    for path in paths:
+        with open(path, "rb") as f:
+            for raw in f:
+                if raw.strip():
+                    yield raw
+
+
+class Service:
+    """What every emulated provider service shares: its files area, stats, fault injector and
+    lifecycle, and a mount whose gate answers ``http_*`` faults in the provider's own words.
+    Subclasses set ``error_shape`` (see :mod:`.responses`) and ``fault_errors``, list ``routes()``
+    and write results in ``end()``."""
+
+    error_shape = "openai"
+    # status -> (type, message) of the http_* faults, as the provider words them (OpenAI's by default)
+    fault_errors: Mapping[int, tuple[str, str]] = {
+        429: ("requests", "Rate limit reached for requests. Please try again later."),
+        500: ("server_error", "The server had an error while processing your request. Sorry about that!"),
+        503: ("server_error", "The server is overloaded or not ready yet."),
+    }
+    open_paths: tuple[str, ...] = ()
+
+    def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats, timing: Timing,
+                 max_lines: int, behaviour: Behaviour | None = None, faults: FaultPlan | None = None) -> None:
+        self.provider, self.prefix, self.data_dir, self.clock, self.stats = provider, prefix, data_dir, clock, stats
+        self.timing, self.max_lines, self.behaviour = timing, max_lines, behaviour
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.faults = (faults or FaultPlan()).injector(provider, stats)
+        self.batches = Lifecycle(provider, clock, stats, self.faults, self.end)
+        self.shape = self.batches.shape
+        stats.register(provider)
+
+    def routes(self) -> list[BaseRoute]:
+        raise NotImplementedError
+
+    def end(self, batch: Any, phase: str) -> None:
+        """The results hook (see :class:`Lifecycle`)."""
+        raise NotImplementedError
+
+    def mount(self) -> Mount:
+        return Mount(self.prefix, middleware=self.gate(), routes=self.routes())
+
+    def gate(self) -> list[Middleware] | None:
+        """The ``http_*`` faults' gate in front of the routes (none when the plan has no such fault)."""
+        if not self.faults.plan.http_active:
+            return None
+        return [Middleware(FaultGate, faults=self.faults, render=self.fault_response)]
+
+    def fault_response(self, status: int) -> Response:
+        kind, message = self.fault_errors[status]
+        code = "rate_limit_exceeded" if status == 429 and self.error_shape == "openai" else None
+        return ApiError(status, message, type=kind, code=code).response(self.error_shape)
+
+    def error_response(self, error: ApiError) -> Response:
+        return error.response(self.error_shape)
+
+    def invalid_key_response(self) -> Response:
+        """A key the emulator was not told to accept (OpenAI's 401 unless the provider differs)."""
+        return ApiError(401, "Incorrect API key provided. You can find your API key in your account settings.",
+                        code="invalid_api_key").response(self.error_shape)
+
+    def now(self) -> float:
+        return self.clock.now()
