@@ -1,4 +1,5 @@
-"""Fault injection in the emulator, seen through the official ``openai`` SDK over real HTTP.
+"""Fault injection in the emulator, seen through the official ``openai`` SDK over real HTTP, and
+every fault class met by every provider's adapter and the engine (the grid at the end).
 
 One test per fault class proves the emulator does it; the spec parser's errors name the bad part.
 Time moves with ManualClock; nothing here sleeps.
@@ -16,7 +17,11 @@ import orjson
 import pytest
 
 from batchery.emulator import Emulator, FaultPlan, ManualClock
+from batchery.emulator.faults import _KIND
 from batchery.emulator.state import Stats
+from batchery.providers import get_provider
+
+from conftest import MODELS, clock_poll, results, start_job
 
 ENDPOINT = "/v1/chat/completions"
 
@@ -347,3 +352,82 @@ def test_bad_plans_fail_before_the_emulator_starts() -> None:
         Emulator(faults="nope=1")
     with pytest.raises(TypeError):
         Emulator(faults=3)  # type: ignore[arg-type]
+
+
+# -- every fault class against every provider, through its adapter and the engine ----------------
+
+# fault -> (spec, emulator timing), sized for a job of one 3-line batch (and the batches that resend).
+GRID: dict[str, tuple[str, dict[str, float]]] = {
+    "http_429": ("http_429=0.5,retry_after=0,seed=1", {}),
+    "http_500": ("http_500=0.5,seed=1", {}),
+    "http_503": ("http_503=0.5,seed=1", {}),
+    "lost_create": ("lost_create=1", {}),
+    "slow_validation": ("slow_validation=2", {}),
+    "queue_full": ("queue_full=1", {}),
+    "expire_after": ("expire_after=2", {"processing_seconds": 4}),
+    "drop_lines": ("drop_lines=1", {}),
+    "duplicate_lines": ("duplicate_lines=1", {}),
+    "malformed_lines": ("malformed_lines=1", {}),
+    "reorder": ("reorder=1.0", {}),
+    "truncated_download": ("truncated_download=1", {}),
+    "cut_download": ("cut_download=1", {}),
+    "provider_cancel": ("provider_cancel=1", {"processing_seconds": 4}),
+}
+PROVIDERS = ("openai", "groq", "anthropic", "gemini", "mistral", "together")
+LINES, PER_BATCH, MAX_ATTEMPTS = 3, 3, 3
+
+
+def test_the_grid_covers_every_fault_class() -> None:
+    assert set(GRID) == set(_KIND) - {"seed", "retry_after"}
+
+
+@pytest.fixture(scope="module")
+def faulty(request: pytest.FixtureRequest) -> Iterator[tuple[str, Emulator]]:
+    """One emulator per fault class, shared by the six providers (each has its own budgets)."""
+    spec, timing = GRID[request.param]
+    emulator = Emulator(clock=ManualClock(), faults=spec, **timing).start()
+    yield request.param, emulator
+    emulator.stop()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("faulty", list(GRID), indirect=True, scope="module")
+def test_every_provider_ends_every_job_correctly_under_every_fault(faulty, provider, store) -> None:
+    fault, emulator = faulty
+    adapter = get_provider(provider, base_url=emulator.base_url(provider), api_key="test-key")
+    prompts = [{"id": f"r{i}", "prompt": f"{fault} question {i}"} for i in range(LINES)]
+    before = emulator.stats()["batches_created"][provider]
+    engine = start_job(store, emulator, prompts, model=MODELS[provider], batch_size=PER_BATCH, provider=adapter,
+                       max_attempts=MAX_ATTEMPTS)
+    engine.poll = clock_poll(emulator)
+    engine.poll.give_up_after = 30
+    final = engine.run()
+
+    stats = emulator.stats()
+    assert stats["by_provider"][provider]["faults"].get(fault, 0) > 0, f"{provider} never met {fault}"
+    assert final.done and store.get_job("job").state == "done"
+    rows = results(store)
+    assert [r.id for r in rows] == [p["id"] for p in prompts], "one result per line, in input order"
+    for row in rows:
+        if row.status == "succeeded":
+            assert row.text == f"Emulated answer to: {row.id and prompts[int(row.id[1:])]['prompt']}"
+        else:  # only an expiry that outlasts every attempt may leave a line unanswered
+            assert fault == "expire_after" and row.status == "expired" and row.attempts == MAX_ATTEMPTS, row
+    created = stats["batches_created"][provider] - before
+    resent = sum(r.attempts > 1 for r in rows)
+    if fault in CHANGE_NOTHING:  # answered before the call did anything, found by tag, or fetched again
+        assert created == 1 and resent == 0, "a failed or lost call never makes a second batch"
+    elif fault in ("drop_lines", "malformed_lines"):
+        assert created == 2 and resent == 1, "only the line that did not come back is sent again"
+    elif fault == "provider_cancel":
+        assert created == 2 and 0 < resent < LINES, "finished lines are kept, the rest sent again"
+    elif fault == "queue_full":  # OpenAI fails the batch after a 200; the others refuse the create (429)
+        assert (created, resent) == ((2, LINES) if provider in ("openai", "groq") else (1, 0))
+    elif fault == "truncated_download" and provider not in ("gemini", "together"):
+        assert created == 1 and resent == 0, "the provider's counts show the download short: it is fetched again"
+    elif fault == "expire_after" and provider != "gemini":  # Gemini's expired batches return nothing
+        assert any(r.status == "succeeded" for r in rows), "lines finished before expiry are kept"
+
+
+CHANGE_NOTHING = {"http_429", "http_500", "http_503", "lost_create", "slow_validation", "duplicate_lines", "reorder",
+                  "cut_download"}

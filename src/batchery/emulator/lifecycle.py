@@ -16,8 +16,8 @@ creation, or later under the ``slow_validation`` fault) and a provider's :class:
 Each service turns these phases into its own words and timestamp fields (:data:`SHAPES`) and writes
 its result files in one hook, called once, on the terminal transition. The fault plan bends the
 timeline here, the same way for every provider: ``slow_validation`` shifts the start,
-``expire_after`` brings expiry closer, ``queue_full`` fails validation (or, where batches cannot
-fail, refuses the create with a 429), ``provider_cancel`` starts a cancel half-way, and the line
+``expire_after`` brings expiry closer, ``queue_full`` fails validation (OpenAI, Groq) or refuses
+the create with a 429 (the others), ``provider_cancel`` starts a cancel half-way, and the line
 faults reshape result lines (:meth:`Lifecycle.corrupt`).
 """
 
@@ -58,8 +58,8 @@ class Shape:
 
     ``words``: phase -> the provider's status word. ``times``: the provider's timestamp field ->
     the phase whose start it records (``"ended"``: whichever terminal phase was reached).
-    ``queue_full``: the validation failure that fault gives (None: batches cannot fail validation,
-    so a full queue refuses the create with a 429, as Anthropic's does)."""
+    ``queue_full``: the validation failure that fault gives, as OpenAI's enqueued-token limit does
+    (None: a full queue refuses the create with a 429, as the other providers' limits do)."""
 
     words: Mapping[str, str]
     times: Mapping[str, str] = field(default_factory=dict)
@@ -84,8 +84,6 @@ def _openai_queue_full(batch: Batch) -> list[dict]:
                         "completed.", "param": None, "line": None}]
 
 
-_QUEUE_FULL = "Enqueued token limit reached for this model; retry once some running batches have completed."
-
 # Every provider's words and timestamp fields, side by side.
 SHAPES: dict[str, Shape] = {
     "openai": Shape(
@@ -99,15 +97,15 @@ SHAPES: dict[str, Shape] = {
     "gemini": Shape(
         _words(*(f"BATCH_STATE_{w}" for w in ("PENDING", "RUNNING", "RUNNING", "SUCCEEDED", "FAILED", "EXPIRED",
                                               "RUNNING", "CANCELLED"))),
-        {"endTime": "ended"}, finish=0.9, expired_results=False, queue_full=lambda batch: _QUEUE_FULL),
+        {"endTime": "ended"}, finish=0.9, expired_results=False),
     "mistral": Shape(
         _words("QUEUED", "RUNNING", "RUNNING", "SUCCESS", "FAILED", "TIMEOUT_EXCEEDED", "CANCELLATION_REQUESTED",
                "CANCELLED"),
-        {"started_at": "in_progress", "completed_at": "ended"}, queue_full=lambda batch: {_QUEUE_FULL: 1}),
+        {"started_at": "in_progress", "completed_at": "ended"}),
     "together": Shape(  # Together has no "cancelling" word: a job being cancelled still says IN_PROGRESS
         _words("VALIDATING", "IN_PROGRESS", "IN_PROGRESS", "COMPLETED", "FAILED", "EXPIRED", "IN_PROGRESS",
                "CANCELLED"),
-        {"completed_at": "ended"}, queue_full=lambda batch: _QUEUE_FULL),
+        {"completed_at": "ended"}),
 }
 SHAPES["groq"] = SHAPES["openai"]
 
@@ -190,8 +188,9 @@ class Lifecycle:
     and lets go of the inputs."""
 
     def __init__(self, provider: str, clock: Clock, stats: Stats, faults: FaultInjector,
-                 end: Callable[[Batch, str], None]) -> None:
-        self.provider, self.clock, self.stats, self.faults, self._end_hook = provider, clock, stats, faults, end
+                 end: Callable[[Batch, str], None], full: Callable[[], ApiError]) -> None:
+        self.provider, self.clock, self.stats, self.faults = provider, clock, stats, faults
+        self._end_hook, self._full = end, full
         self.shape = SHAPES[provider]
         self._lock = threading.Lock()
         self._batches: dict[str, Batch] = {}  # insertion order is creation order
@@ -210,8 +209,7 @@ class Lifecycle:
             batch.window, batch.early = window, True  # counted if the batch does expire
         if batch.failure is None and faults.plan.queue_full and faults.take("queue_full"):
             if shape.queue_full is None:
-                raise ApiError(429, "Your organization has too many batch requests in the processing queue; "
-                                    "try again once some batches have ended.", type="rate_limit_error")
+                raise self._full()
             batch.failure = shape.queue_full(batch)
         elif batch.failure is None and faults.plan.provider_cancel and faults.take("provider_cancel", record=False):
             batch.provider_cancel_at = batch.at(0.5)  # counted when it happens
@@ -345,7 +343,7 @@ class Service:
         self.timing, self.max_lines, self.behaviour = timing, max_lines, behaviour
         data_dir.mkdir(parents=True, exist_ok=True)
         self.faults = (faults or FaultPlan()).injector(provider, stats)
-        self.batches = Lifecycle(provider, clock, stats, self.faults, self.end)
+        self.batches = Lifecycle(provider, clock, stats, self.faults, self.end, self.queue_full)
         self.shape = self.batches.shape
         stats.register(provider)
 
@@ -370,8 +368,10 @@ class Service:
         code = "rate_limit_exceeded" if status == 429 and self.error_shape == "openai" else None
         return ApiError(status, message, type=kind, code=code).response(self.error_shape)
 
-    def error_response(self, error: ApiError) -> Response:
-        return error.response(self.error_shape)
+    def queue_full(self) -> ApiError:
+        """The refusal of a create when the provider's queue of batch work is full (a fault)."""
+        return ApiError(429, "Too many requests are enqueued for batch processing; try again once some batches "
+                             "have completed.", type=self.fault_errors[429][0], shape=self.error_shape)
 
     def invalid_key_response(self) -> Response:
         """A key the emulator was not told to accept (OpenAI's 401 unless the provider differs)."""
