@@ -15,13 +15,12 @@ from collections.abc import Callable, Iterator
 import openai
 import orjson
 import pytest
+from conftest import MODELS, clock_poll, results, start_job
 
 from batchery.emulator import Emulator, FaultPlan, ManualClock
 from batchery.emulator.faults import _KIND
 from batchery.emulator.state import Stats
 from batchery.providers import get_provider
-
-from conftest import MODELS, clock_poll, results, start_job
 
 ENDPOINT = "/v1/chat/completions"
 

@@ -21,10 +21,11 @@ Cancelling an ended batch and fetching results early answer 400 [unverified agai
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .fake_model import Behaviour, model_exists, reply
+from .fake_model import _text_of as _text
 from .lifecycle import Batch, Service, jsonl, scrambled
 from .responses import ApiError, JSONResponse
 from .state import new_id
@@ -73,11 +75,11 @@ class MessageBatch(Batch):
     results_path: Path | None = None
 
 
-class AnthropicMessageBatches(Service):
+class AnthropicMessageBatches(Service[MessageBatch]):
     """The Message Batches API of one emulated Anthropic workspace."""
 
     error_shape = "anthropic"
-    fault_errors = {
+    fault_errors: ClassVar[Mapping[int, tuple[str, str]]] = {
         429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
         500: ("api_error", "Internal server error"),
         503: ("overloaded_error", "Overloaded"),
@@ -192,7 +194,6 @@ class AnthropicMessageBatches(Service):
         batch = self.batches.get(batch_id)
         if batch is None:
             raise anthropic_error(404, "not_found_error", f"No message batch found with id '{batch_id}'.")
-        assert isinstance(batch, MessageBatch)
         return batch
 
     def _page(self, after_id: str | None, before_id: str | None, limit: int) -> tuple[list[MessageBatch], bool]:
@@ -211,7 +212,7 @@ class AnthropicMessageBatches(Service):
             page, has_more = above[-limit:], len(above) > limit
         else:
             page, has_more = newest_first[:limit], len(newest_first) > limit
-        return page, has_more  # type: ignore[return-value]
+        return page, has_more
 
     def end(self, batch: MessageBatch, phase: str) -> None:
         """The results hook: run the first ``done`` requests through the fake model; the rest end
@@ -273,15 +274,6 @@ def _write_lines(path: Path, requests: list[dict]) -> None:
 
 
 # -- one request --------------------------------------------------------------------------------
-
-
-def _text(content: Any) -> str:
-    """Text of a message's content: a string, or a list of blocks whose text blocks count."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
-    return ""
 
 
 def _problem(params: dict) -> tuple[str, str] | None:

@@ -307,8 +307,8 @@ class FaultInjector:
         """A file download, or (under ``truncated_download`` / ``cut_download``) half of it."""
         if self.take("truncated_download"):
             return truncated_file_response(path, path.stat().st_size, media_type)
-        if self.take("cut_download"):
-            return cut_file_response(path, media_type)
+        if self.take("cut_download"):  # headers promising the whole file, half of it, a closed socket
+            return CutConnection(path.read_bytes(), media_type=media_type)
         return FileResponse(path, media_type=media_type)
 
     # -- per batch -------------------------------------------------------------------------------
@@ -431,11 +431,6 @@ class CutConnection(Response):
         _CUTTING.set(True)
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
-
-
-def cut_file_response(path: Path, media_type: str = "application/octet-stream") -> Response:
-    """A download lost in transit: headers promising the whole file, half of it, then a closed socket."""
-    return CutConnection(path.read_bytes(), media_type=media_type)
 
 
 def truncated_file_response(path: Path, size: int, media_type: str = "application/octet-stream") -> Response:

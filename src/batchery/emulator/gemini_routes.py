@@ -34,10 +34,10 @@ with RPC codes (3 = INVALID_ARGUMENT); thinking requests report a few ``thoughts
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -46,11 +46,20 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .fake_model import Behaviour, model_exists, reply
+from .faults import CutConnection
 from .gemini_files import (
-    API_VERSIONS, GeminiFiles, GeminiFilesApi, _field, _json_body, _page, _rfc3339, _snake, _version, google_error,
+    API_VERSIONS,
+    GeminiFiles,
+    GeminiFilesApi,
+    _field,
+    _json_body,
+    _page,
+    _rfc3339,
+    _snake,
+    _version,
+    google_error,
 )
 from .lifecycle import Batch, Service, jsonl
-from .faults import CutConnection
 from .responses import JSONResponse
 from .validation import MAX_LINES
 
@@ -232,14 +241,14 @@ def _execute(job: GeminiJob, done: int, behaviour: Behaviour | None = None) -> I
 # -- HTTP ----------------------------------------------------------------------------------------
 
 
-class GeminiService(GeminiFilesApi, Service):
+class GeminiService(GeminiFilesApi, Service[GeminiJob]):
     """The mounted Gemini API: batches, files and resumable uploads under ``prefix``."""
 
     error_shape = "google"
-    fault_errors = {
+    fault_errors: ClassVar[Mapping[int, tuple[str, str]]] = {
         429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
-        500: ("INTERNAL", "An internal error has occurred. Please retry or report in "
-                          "https://developers.generativeai.google/guide/troubleshooting"),
+        500: ("INTERNAL", ("An internal error has occurred. Please retry or report in "
+                           "https://developers.generativeai.google/guide/troubleshooting")),
         503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
     }
 
@@ -289,8 +298,9 @@ class GeminiService(GeminiFilesApi, Service):
         if (file_name is None) == (inline is None):
             raise google_error(400, "* BatchGenerateContentRequest.batch.input_config: set exactly one of "
                                     "file_name and requests")
-        job_fields = dict(id=secrets.token_hex(16), model=f"models/{model}", display_name=_field(batch, "displayName"),
-                          created=self.now(), timing=self.timing, window=self.timing.completion_window_seconds)
+        job_fields = {"id": secrets.token_hex(16), "model": f"models/{model}", "created": self.now(),
+                      "display_name": _field(batch, "displayName"), "timing": self.timing,
+                      "window": self.timing.completion_window_seconds}
         if file_name is not None:
             job = await self._file_job(file_name, job_fields)
             self.files.store.pin(job.source)  # its client may delete the input file while the batch reads it
@@ -377,13 +387,12 @@ class GeminiService(GeminiFilesApi, Service):
         job = self.batches.get(job_id)
         if job is None:
             raise google_error(404, "Requested entity was not found.", "NOT_FOUND")
-        assert isinstance(job, GeminiJob)
         return job
 
     def _json(self, job: GeminiJob, with_inline: bool, inlined: list[dict] | None = None) -> dict:
         now = self.now()
         done, failed = job.progress(now)
-        last_change = job.ended_at if job.ended else now
+        last_change = job.ended_at if job.ended_at is not None else now
         meta: dict[str, Any] = {
             "@type": _TYPE + "GenerateContentBatch",
             "model": job.model,
@@ -399,7 +408,7 @@ class GeminiService(GeminiFilesApi, Service):
         if job.input_file:
             meta["inputConfig"] = {"fileName": job.input_file}
         meta.update({name: _rfc3339(t) for name, t in job.times(self.shape).items() if t is not None})
-        output = None
+        output: dict[str, Any] | None = None
         if job.output_file is not None:
             output = {"responsesFile": job.output_file}
         elif job.inlined is not None and with_inline:  # list calls never carry inline results

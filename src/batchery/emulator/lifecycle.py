@@ -13,12 +13,9 @@ creation, or later under the ``slow_validation`` fault) and a provider's :class:
 * cancel (by the client, or by the provider under ``provider_cancel``) freezes progress at that
   moment (``cancelling``) and becomes ``cancelled`` ``cancel_seconds`` later.
 
-Each service turns these phases into its own words and timestamp fields (:data:`SHAPES`) and writes
-its result files in one hook, called once, on the terminal transition. The fault plan bends the
-timeline here, the same way for every provider: ``slow_validation`` shifts the start,
-``expire_after`` brings expiry closer, ``queue_full`` fails validation (OpenAI, Groq) or refuses
-the create with a 429 (the others), ``provider_cancel`` starts a cancel half-way, and the line
-faults reshape result lines (:meth:`Lifecycle.corrupt`).
+Each service names these phases in its own words and timestamp fields (:data:`SHAPES`) and writes
+its results in one hook, on the terminal transition. The batch faults bend the timeline here, alike
+for every provider (``queue_full``: a failed validation on OpenAI and Groq, a 429 at create elsewhere).
 """
 
 from __future__ import annotations
@@ -28,8 +25,9 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
+import orjson
 from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
@@ -181,23 +179,26 @@ class Batch:
                 for name, phase in shape.times.items()}
 
 
-class Lifecycle:
+B = TypeVar("B", bound=Batch)
+
+
+class Lifecycle(Generic[B]):
     """All batches of one service, oldest first, and their transitions. ``end(batch)`` is the
     service's results hook: called once, when the batch reaches a terminal phase (``batch.phase``
     is still the one before; ``batch.done`` and the terminal stamp are set), it writes the results
     and lets go of the inputs."""
 
     def __init__(self, provider: str, clock: Clock, stats: Stats, faults: FaultInjector,
-                 end: Callable[[Batch, str], None], full: Callable[[], ApiError]) -> None:
+                 end: Callable[[B, str], None], full: Callable[[], ApiError]) -> None:
         self.provider, self.clock, self.stats, self.faults = provider, clock, stats, faults
         self._end_hook, self._full = end, full
         self.shape = SHAPES[provider]
         self._lock = threading.Lock()
-        self._batches: dict[str, Batch] = {}  # insertion order is creation order
+        self._batches: dict[str, B] = {}  # insertion order is creation order
 
     # -- registry --------------------------------------------------------------------------------
 
-    def add(self, batch: Batch) -> Batch:
+    def add(self, batch: B) -> B:
         """Register a new batch, deciding which batch-level faults it will meet."""
         shape, faults = self.shape, self.faults
         batch.queued, batch.finish = shape.queued, shape.finish
@@ -219,26 +220,26 @@ class Lifecycle:
         self.stats.add(self.provider, "batches_created")
         return batch
 
-    def get(self, batch_id: str) -> Batch | None:
+    def get(self, batch_id: str) -> B | None:
         with self._lock:
             return self._batches.get(batch_id)
 
-    def newest_first(self) -> list[Batch]:
+    def newest_first(self) -> list[B]:
         with self._lock:
             return list(reversed(self._batches.values()))
 
-    def delete(self, batch_id: str) -> Batch | None:
+    def delete(self, batch_id: str) -> B | None:
         with self._lock:
             return self._batches.pop(batch_id, None)
 
     # -- the timeline ----------------------------------------------------------------------------
 
-    def advance(self, *batches: Batch) -> None:
+    def advance(self, *batches: B) -> None:
         """Bring each batch up to ``clock.now()``, writing results on a terminal transition."""
         for batch in batches:
             self._advance(batch, self.clock.now())
 
-    def _advance(self, batch: Batch, now: float) -> None:
+    def _advance(self, batch: B, now: float) -> None:
         with batch.lock:
             if batch.ended:
                 return
@@ -265,7 +266,7 @@ class Lifecycle:
             else:
                 self._run_to(batch, now)
 
-    def cancel(self, batch: Batch) -> bool:
+    def cancel(self, batch: B) -> bool:
         """The client's cancel; False when the batch has already ended (the service refuses it)."""
         self.advance(batch)
         with batch.lock:
@@ -290,7 +291,7 @@ class Lifecycle:
                 batch.stamps.setdefault(name, batch.at(share))
         batch.phase = phase
 
-    def _end(self, batch: Batch, phase: str, at: float, done: int) -> None:
+    def _end(self, batch: B, phase: str, at: float, done: int) -> None:
         batch.done = done
         batch.stamps[phase] = at
         self._end_hook(batch, phase)
@@ -302,7 +303,7 @@ class Lifecycle:
 
     # -- results ---------------------------------------------------------------------------------
 
-    def corrupt(self, batch: Batch, *files: list[bytes]) -> list[list[bytes]]:
+    def corrupt(self, batch: B, *files: list[bytes]) -> list[list[bytes]]:
         """The line faults applied to a batch's result files (lists of JSON lines, no newlines)."""
         return self.faults.corrupt(batch.ordinal, list(files))
 
@@ -311,6 +312,32 @@ def scrambled(lines: Iterable[tuple[str, bytes]]) -> list[bytes]:
     """Result lines in a deterministic but scrambled order (by a hash of each custom_id): real
     services keep no input order, and clients must join on the id."""
     return [line for _, line in sorted(lines, key=lambda pair: zlib.crc32(pair[0].encode()))]
+
+
+@dataclass
+class Scan:
+    """What one pass over a batch input found: whole-input problems (message -> how often), which
+    fail the batch, and which requests fail on their own (``bad[i] == 1``)."""
+
+    total: int = 0
+    bad: bytearray = field(default_factory=bytearray)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def problem(self, message: str) -> None:
+        self.errors[message] = self.errors.get(message, 0) + 1
+
+
+def run_requests(paths: Iterable[Path], done: int,
+                 answer: Callable[[int, dict], tuple[bool, bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """The first ``done`` input lines through ``answer(index, line) -> (succeeded, result line)``:
+    the lines of the output and of the error file, each scrambled."""
+    ok: list[tuple[str, bytes]] = []
+    bad: list[tuple[str, bytes]] = []
+    for index, raw in zip(range(done), jsonl(*paths)):
+        line = orjson.loads(raw)
+        succeeded, result = answer(index, line)
+        (ok if succeeded else bad).append((f"{line.get('custom_id')}", result))
+    return scrambled(ok), scrambled(bad)
 
 
 def jsonl(*paths: Path) -> Iterator[bytes]:
@@ -322,7 +349,7 @@ def jsonl(*paths: Path) -> Iterator[bytes]:
                     yield raw
 
 
-class Service:
+class Service(Generic[B]):
     """What every emulated provider service shares: its files area, stats, fault injector and
     lifecycle, and a mount whose gate answers ``http_*`` faults in the provider's own words.
     Subclasses set ``error_shape`` (see :mod:`.responses`) and ``fault_errors``, list ``routes()``
@@ -330,7 +357,7 @@ class Service:
 
     error_shape = "openai"
     # status -> (type, message) of the http_* faults, as the provider words them (OpenAI's by default)
-    fault_errors: Mapping[int, tuple[str, str]] = {
+    fault_errors: ClassVar[Mapping[int, tuple[str, str]]] = {
         429: ("requests", "Rate limit reached for requests. Please try again later."),
         500: ("server_error", "The server had an error while processing your request. Sorry about that!"),
         503: ("server_error", "The server is overloaded or not ready yet."),
@@ -343,14 +370,14 @@ class Service:
         self.timing, self.max_lines, self.behaviour = timing, max_lines, behaviour
         data_dir.mkdir(parents=True, exist_ok=True)
         self.faults = (faults or FaultPlan()).injector(provider, stats)
-        self.batches = Lifecycle(provider, clock, stats, self.faults, self.end, self.queue_full)
+        self.batches: Lifecycle[B] = Lifecycle(provider, clock, stats, self.faults, self.end, self.queue_full)
         self.shape = self.batches.shape
         stats.register(provider)
 
     def routes(self) -> list[BaseRoute]:
         raise NotImplementedError
 
-    def end(self, batch: Any, phase: str) -> None:
+    def end(self, batch: B, phase: str) -> None:
         """The results hook (see :class:`Lifecycle`)."""
         raise NotImplementedError
 

@@ -33,9 +33,9 @@ import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .anthropic_routes import anthropic_error
 from .anthropic_routes import _execute as anthropic_message
 from .anthropic_routes import _problem as anthropic_problem
+from .anthropic_routes import anthropic_error
 from .clock import Clock
 from .fake_model import (
     CHARS_PER_TOKEN,
@@ -46,10 +46,10 @@ from .fake_model import (
 )
 from .gemini_routes import (
     API_VERSIONS,
-    google_error,
     _field,
     _texts,
     generate,
+    google_error,
     request_problem,
 )
 from .mistral_routes import _complete as mistral_complete

@@ -30,22 +30,23 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .fake_model import Behaviour, model_exists, reply
-from .lifecycle import Batch, Service, jsonl, scrambled
+from .lifecycle import Batch, Scan, Service, jsonl, run_requests
 from .responses import ApiError, JSONResponse
-from .state import FileStore, StoredFile
+from .state import FileStore, StoredFile, copy_upload
 
 MAX_REQUESTS = 1_000_000  # per job [DOC]
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -70,20 +71,8 @@ def _invalid(loc: str, msg: str, value: Any = None, kind: str = "value_error") -
 # -- input scan ----------------------------------------------------------------------------------
 
 
-@dataclass
-class _Scan:
-    """What one pass over a job's input found: whole-input errors, and which requests will fail."""
-
-    total: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # message -> count
-    bad: bytearray = field(default_factory=bytearray)  # bad[i] == 1: request i fails on its own
-
-    def problem(self, message: str) -> None:
-        self.errors[message] = self.errors.get(message, 0) + 1
-
-
-def _scan(paths: list[Path], max_lines: int) -> _Scan:
-    scan = _Scan()
+def _scan(paths: list[Path], max_lines: int) -> Scan:
+    scan = Scan()
     seen: set[str] = set()
     for raw in jsonl(*paths):
         scan.total += 1
@@ -203,11 +192,11 @@ class MistralJob(Batch):
     error_file: str | None = None
 
 
-class MistralService(Service):
+class MistralService(Service[MistralJob]):
     """One mounted instance of Mistral's Files + batch jobs API, with its own files and jobs."""
 
     error_shape = "mistral"
-    fault_errors = {
+    fault_errors: ClassVar[Mapping[int, tuple[str, str]]] = {
         429: ("rate_limited", "Requests rate limit exceeded"),
         500: ("internal_server_error", "Internal server error"),
         503: ("service_tier_capacity_exceeded", "Service tier capacity exceeded for this model."),
@@ -241,7 +230,7 @@ class MistralService(Service):
             if purpose not in PURPOSES:
                 raise _invalid("purpose", f"Input should be {', '.join(repr(p) for p in PURPOSES)}", purpose, "enum")
             path = self.files.blob_path()
-            size, lines = await run_in_threadpool(_copy_counting_lines, upload, path)
+            size, lines = await run_in_threadpool(copy_upload, upload, path)
         if size > MAX_FILE_BYTES:
             path.unlink(missing_ok=True)
             raise _error(400, f"File too large: {size} bytes (limit {MAX_FILE_BYTES}).")
@@ -354,7 +343,7 @@ class MistralService(Service):
         if statuses - words:
             raise _invalid("status", f"Input should be {', '.join(sorted(words))}", sorted(statuses - words), "enum")
         after = _timestamp(q.get("created_after"))
-        jobs = [j for j in self._jobs() if (not q.get("model") or j.model == q["model"])
+        jobs = [j for j in self.batches.newest_first() if (not q.get("model") or j.model == q["model"])
                 and (after is None or j.created > after)]
         if q.get("order_by", "-created") != "-created":
             jobs.reverse()
@@ -379,15 +368,11 @@ class MistralService(Service):
         await run_in_threadpool(self.batches.advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
         return JSONResponse(self._json(job))
 
-    def _jobs(self) -> list[MistralJob]:
-        return self.batches.newest_first()  # type: ignore[return-value]
-
     def _job(self, request: Request) -> MistralJob:
         job_id = request.path_params["job_id"]
         job = self.batches.get(job_id)
         if job is None:
             raise _error(404, f"Batch job {job_id} not found.", code="not_found")
-        assert isinstance(job, MistralJob)
         return job
 
     def _json(self, job: MistralJob) -> dict:
@@ -421,55 +406,31 @@ class MistralService(Service):
     def end(self, job: MistralJob, phase: str) -> None:
         """The results hook: run the first ``done`` requests into the output and the error file."""
         if phase != "failed":
-            ok, bad = self.batches.corrupt(job, *self._execute(job, job.done or 0, int(job.stamps[phase])))
-            job.output_file = self._store_results(job, ok, "output", "batch_result")
-            job.error_file = self._store_results(job, bad, "error", "batch_error")
+            created, salt = int(job.stamps[phase]), secrets.token_hex(6)
+
+            def answer(index: int, line: dict) -> tuple[bool, bytes]:
+                record: dict[str, Any] = {"id": f"{salt}{index:08x}", "custom_id": line.get("custom_id")}
+                problem = _line_problem(line["body"]) if job.bad[index] else None
+                if problem is None:
+                    body = _complete(line["body"], job.model, created, record["id"], behaviour=self.behaviour)
+                    return True, orjson.dumps(record | {"response": {"status_code": 200, "body": body}, "error": None})
+                envelope = {"object": "error", "message": problem[1], "type": "invalid_request_error",
+                            "param": problem[0], "code": None}
+                return False, orjson.dumps(record | {"response": {"status_code": 422, "body": envelope},
+                                                     "error": problem[1]})
+
+            ok, bad = self.batches.corrupt(job, *run_requests(job.paths, job.done or 0, answer))
+            job.output_file = self._results_file(job, ok, "output", "batch_result")
+            job.error_file = self._results_file(job, bad, "error", "batch_error")
         for path in job.paths:
             self.files.unpin(path)
 
-    def _execute(self, job: MistralJob, done: int, created: int) -> tuple[list[bytes], list[bytes]]:
-        """Run the first ``done`` requests: the lines of the output and of the error file."""
-        ok: list[tuple[str, bytes]] = []
-        bad: list[tuple[str, bytes]] = []
-        salt = secrets.token_hex(6)
-        for index, raw in enumerate(jsonl(*job.paths)):
-            if index >= done:
-                break
-            line = orjson.loads(raw)
-            custom_id, body = line.get("custom_id"), line["body"]
-            line_id = f"{salt}{index:08x}"
-            problem = _line_problem(body) if job.bad[index] else None
-            record: dict[str, Any] = {"id": line_id, "custom_id": custom_id}
-            if problem is None:
-                body = _complete(body, job.model, created, line_id, behaviour=self.behaviour)
-                record |= {"response": {"status_code": 200, "body": body}, "error": None}
-                ok.append((f"{custom_id}", orjson.dumps(record)))
-            else:
-                param, message = problem
-                envelope = {"object": "error", "message": message, "type": "invalid_request_error",
-                            "param": param, "code": None}
-                record |= {"response": {"status_code": 422, "body": envelope}, "error": message}
-                bad.append((f"{custom_id}", orjson.dumps(record)))
-        return scrambled(ok), scrambled(bad)
-
-    def _store_results(self, job: MistralJob, lines: list[bytes], kind: str, sample_type: str) -> str | None:
-        if not lines:
+    def _results_file(self, job: MistralJob, lines: list[bytes], kind: str, sample_type: str) -> str | None:
+        stored = self.files.add_lines(lines, f"{job.id}_{kind}.jsonl", "batch", ttl=None)
+        if stored is None:
             return None
-        path = self.files.blob_path()
-        path.write_bytes(b"".join(line + b"\n" for line in lines))
-        return self._add(path, f"{job.id}_{kind}.jsonl", "batch", sample_type, "mistral", len(lines)).id
-
-
-def _copy_counting_lines(upload: UploadFile, path: Path) -> tuple[int, int]:
-    """Copy an upload to disk in blocks; return (bytes, lines), a last line without newline included."""
-    upload.file.seek(0)
-    lines, last = 0, b"\n"
-    with open(path, "wb") as out:
-        while block := upload.file.read(1 << 20):
-            out.write(block)
-            lines += block.count(b"\n")
-            last = block[-1:]
-        return out.tell(), lines + (last != b"\n")
+        self._kinds[stored.id] = (sample_type, "mistral", len(lines))
+        return stored.id
 
 
 def _int(query: Any, name: str, default: int, low: int) -> int:

@@ -13,7 +13,6 @@ neither, and appear in the error file with ``batch_expired`` / ``batch_cancelled
 from __future__ import annotations
 
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from .lifecycle import Batch, Service
 from .responses import ApiError, JSONResponse
 from .results import build_results
-from .state import FileStore, StoredFile, new_id
+from .state import FileStore, StoredFile, copy_upload, new_id
 from .validation import MAX_LINES, check_input_file
 
 FILE_PURPOSES = frozenset(
@@ -53,7 +52,7 @@ class OpenAIBatch(Batch):
     usage: dict | None = None
 
 
-class OpenAICompatible(Service):
+class OpenAICompatible(Service[OpenAIBatch]):
     """One mounted instance of the Files + Batches API (its own namespace of files and batches)."""
 
     def __init__(self, *, endpoints: tuple[str, ...] = ("/v1/chat/completions",),
@@ -87,7 +86,7 @@ class OpenAICompatible(Service):
             ttl_field = form.get("expires_after[seconds]")
             ttl = int(ttl_field) if isinstance(ttl_field, str) and ttl_field.isdigit() else 30 * 24 * 3600
             path = self.files.blob_path()
-            size = await run_in_threadpool(_copy_to, upload, path)
+            size, _ = await run_in_threadpool(copy_upload, upload, path)
         limit = MAX_BATCH_INPUT_BYTES if purpose == "batch" else MAX_FILE_BYTES
         if size > limit:
             path.unlink(missing_ok=True)
@@ -190,7 +189,6 @@ class OpenAICompatible(Service):
         batch = self.batches.get(batch_id)
         if batch is None:
             raise ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
-        assert isinstance(batch, OpenAIBatch)
         return batch
 
     def _json(self, batch: OpenAIBatch) -> dict:
@@ -226,17 +224,12 @@ class OpenAICompatible(Service):
                                     int(batch.stamps[phase]), batch.bad,
                                     lambda files: self.batches.corrupt(batch, *files), behaviour=self.behaviour,
                                     provider=self.provider)
-            batch.output_file_id = self._store(batch, results.output, "output")
-            batch.error_file_id = self._store(batch, results.errors, "error")
+            for kind, content in (("output", results.output), ("error", results.errors)):
+                # like OpenAI: no file when there is nothing to put in it
+                stored = self.files.add_lines(content.splitlines(), f"{batch.id}_{kind}.jsonl", "batch_output")
+                setattr(batch, f"{kind}_file_id", stored and stored.id)
             batch.usage = results.usage
         self.files.unpin(batch.input_path)
-
-    def _store(self, batch: OpenAIBatch, content: bytes, kind: str) -> str | None:
-        if not content:
-            return None  # like OpenAI: no file when there is nothing to put in it
-        path = self.files.blob_path()
-        path.write_bytes(content)
-        return self.files.add(path, f"{batch.id}_{kind}.jsonl", "batch_output").id
 
 
 def _zero_usage() -> dict:
@@ -247,13 +240,6 @@ def _zero_usage() -> dict:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": 0,
     }
-
-
-def _copy_to(upload: UploadFile, path: Path) -> int:
-    upload.file.seek(0)
-    with open(path, "wb") as out:
-        shutil.copyfileobj(upload.file, out, 1024 * 1024)
-        return out.tell()
 
 
 def _list_page(data: list[dict], has_more: bool) -> dict:

@@ -15,8 +15,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import parse_qs
 from types import TracebackType
+from urllib.parse import parse_qs
 
 import uvicorn
 from starlette.applications import Starlette
@@ -26,6 +26,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import ConfigError
+from ..limits import LIMITS
 from .clock import Clock
 from .fake_model import Behaviour
 from .faults import FaultPlan
@@ -33,8 +35,6 @@ from .lifecycle import Service, Timing
 from .live import Live, check_limits
 from .responses import ApiError, JSONResponse
 from .state import Stats
-from ..errors import ConfigError
-from ..limits import LIMITS
 
 STARTUP_TIMEOUT = 10.0
 
@@ -54,12 +54,6 @@ def _key(scope: Scope) -> str:
         if headers.get(name, b"").strip():
             return headers[name].strip().decode(errors="replace")
     return (parse_qs(scope.get("query_string", b"").decode(errors="replace")).get("key") or [""])[0]
-
-
-def _wrong_key() -> Response:
-    """OpenAI's answer to a key it does not know (Groq, Together, Mistral answer alike: a 401)."""
-    return ApiError(401, "Incorrect API key provided. You can find your API key in your account settings.",
-                    code="invalid_api_key").response()
 
 
 class AuthAndRequestId:
@@ -96,7 +90,7 @@ class AuthAndRequestId:
                 await error.response()(scope, receive, send_with_id)
                 return
             if self.api_key is not None and key != self.api_key:
-                refuse = next((r for p, r in self.refusals.items() if path == p or path.startswith(p + "/")), _wrong_key)
+                refuse = next(r for p, r in self.refusals.items() if path == p or path.startswith(p + "/"))
                 await refuse()(scope, receive, send_with_id)
                 return
         await self.app(scope, receive, send_with_id)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.datastructures import UploadFile
+
 from .clock import Clock
 
 FILE_TTL_SECONDS = 30 * 24 * 3600  # purpose=batch / batch_output files expire after 30 days
@@ -65,7 +67,7 @@ class Stats:
     def register(self, provider: str) -> None:
         """Make a provider show up (with zeros) before anything happened on it."""
         with self._lock:
-            self._counts[provider]  # noqa: B018 - defaultdict creates the entry
+            self._counts[provider]
 
     def add(self, provider: str, key: str, n: int = 1) -> None:
         with self._lock:
@@ -140,6 +142,15 @@ class FileStore:
             self._files[stored.id] = stored
         return stored
 
+    def add_lines(self, lines: list[bytes], filename: str, purpose: str, ttl: int | None = FILE_TTL_SECONDS
+                  ) -> StoredFile | None:
+        """A new file of these JSONL lines (a batch's results); None when there are none."""
+        if not lines:
+            return None
+        path = self.blob_path()
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
+        return self.add(path, filename, purpose, ttl)
+
     def get(self, file_id: str) -> StoredFile | None:
         with self._lock:
             return self._files.get(file_id)
@@ -175,3 +186,15 @@ class FileStore:
                 return
             self._orphans.discard(path)
         path.unlink(missing_ok=True)
+
+
+def copy_upload(upload: UploadFile, path: Path) -> tuple[int, int]:
+    """Copy an upload to disk in blocks; return (bytes, lines), a last line without newline included."""
+    upload.file.seek(0)
+    lines, last = 0, b"\n"
+    with open(path, "wb") as out:
+        while block := upload.file.read(1 << 20):
+            out.write(block)
+            lines += block.count(b"\n")
+            last = block[-1:]
+        return out.tell(), lines + (last != b"\n")

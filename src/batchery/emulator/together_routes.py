@@ -40,8 +40,8 @@ import hashlib
 import secrets
 import threading
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from .fake_model import CHARS_PER_TOKEN, Behaviour, model_exists, reply
-from .lifecycle import Batch, Service, jsonl, scrambled
+from .fake_model import _text_of as _text
+from .lifecycle import Batch, Scan, Service, jsonl, run_requests
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile
 from .validation import MAX_LINES, check_chat_body
@@ -68,14 +69,7 @@ USER_ID = "user_emulator"
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _text(content: Any) -> str:
-    """A message's text: a string, or the text parts of a list of content parts."""
-    if isinstance(content, list):
-        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return content if isinstance(content, str) else ""
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
 # -- requests --------------------------------------------------------------------------------------
@@ -132,23 +126,14 @@ def _complete(body: dict, created: int, completion_id: str, *, behaviour: Behavi
 # -- input scan ------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Scan:
-    """What one pass over a batch input found: the first whole-input problem, which requests fail."""
-
-    total: int = 0
-    error: str | None = None
-    bad: bytearray = field(default_factory=bytearray)  # bad[i] == 1: request i fails on its own
-
-
-def _scan(path: Path, max_lines: int) -> _Scan:
+def _scan(path: Path, max_lines: int) -> Scan:
     """Check an input file once, streaming; stop at the first problem, which fails the whole job."""
-    scan = _Scan()
+    scan = Scan()
     seen: set[str] = set()
     for raw in jsonl(path):
         scan.total += 1
         if scan.total > max_lines:
-            scan.error = f"Too many requests: a batch holds at most {max_lines}."
+            scan.problem(f"Too many requests: a batch holds at most {max_lines}.")
             break
         try:
             line = orjson.loads(raw)
@@ -157,16 +142,16 @@ def _scan(path: Path, max_lines: int) -> _Scan:
         custom_id = line.get("custom_id") if isinstance(line, dict) else None
         well_formed = isinstance(custom_id, str) and 0 < len(custom_id) <= MAX_CUSTOM_ID
         if not (well_formed and isinstance(line.get("body"), dict)):
-            scan.error = (f"Request {scan.total}: each line must be a JSON object with a custom_id "
-                          f"(1-{MAX_CUSTOM_ID} characters) and a body object.")
+            scan.problem(f"Request {scan.total}: each line must be a JSON object with a custom_id "
+                         f"(1-{MAX_CUSTOM_ID} characters) and a body object.")
             break
         if custom_id in seen:
-            scan.error = f"Request {scan.total}: custom_id {custom_id!r} is used more than once."
+            scan.problem(f"Request {scan.total}: custom_id {custom_id!r} is used more than once.")
             break
         seen.add(custom_id)
         scan.bad.append(0 if _request_problem(line["body"]) is None else 1)
     if scan.total == 0:
-        scan.error = "The input file contains no requests."
+        scan.problem("The input file contains no requests.")
     return scan
 
 
@@ -201,7 +186,7 @@ class TogetherJob(Batch):
     error_file_id: str | None = None
 
 
-class TogetherService(Service):
+class TogetherService(Service[TogetherJob]):
     """One mounted instance of Together's Files + Batch API, with its own files and jobs.
 
     ``prefix`` (what the auth middleware guards) is the API under ``<base>/v1``; the presigned
@@ -360,7 +345,7 @@ class TogetherService(Service):
         scan = await run_in_threadpool(_scan, stored.path, self.max_lines)
         job = self.batches.add(TogetherJob(
             id=str(uuid.uuid4()), created=self.now(), timing=self.timing, total=scan.total, bad=scan.bad,
-            window=self.timing.completion_window_seconds, failure=scan.error, input_file_id=stored.id,
+            window=self.timing.completion_window_seconds, failure=next(iter(scan.errors), None), input_file_id=stored.id,
             input_path=stored.path, size=size, model_id=model_id, endpoint=endpoint))
         self.files.pin(stored.path)
         return self.faults.lost(JSONResponse({"job": self._json(job)}, status_code=201))
@@ -390,7 +375,6 @@ class TogetherService(Service):
         job = self.batches.get(batch_id)
         if job is None:
             raise _batch_error(404, f"Batch job {batch_id} not found.")
-        assert isinstance(job, TogetherJob)
         return job
 
     def _json(self, job: TogetherJob) -> dict:
@@ -419,39 +403,28 @@ class TogetherService(Service):
     def end(self, job: TogetherJob, phase: str) -> None:
         """The results hook: run the first ``done`` requests into the output and the error file."""
         if phase != "failed":
-            ok, bad = self.batches.corrupt(job, *self._execute(job, job.done or 0, int(job.stamps[phase])))
-            job.output_file_id = self._store_results(job, ok, "output")
-            job.error_file_id = self._store_results(job, bad, "errors")
+            created, salt = int(job.stamps[phase]), secrets.token_hex(6)
+
+            def answer(index: int, line: dict) -> tuple[bool, bytes]:
+                line_id = f"req-{salt}{index:08x}"
+                problem = _request_problem(line["body"]) if job.bad[index] else None
+                if problem is None:
+                    body = _complete(line["body"], created, line_id, behaviour=self.behaviour)
+                    response = {"status_code": 200, "request_id": line_id, "body": body}
+                else:
+                    response = {"status_code": problem[0], "request_id": line_id, "body": {"error": problem[1]}}
+                return problem is None, orjson.dumps({"id": line_id, "custom_id": line["custom_id"],
+                                                      "response": response})
+
+            ok, bad = self.batches.corrupt(job, *run_requests([job.input_path], job.done or 0, answer))
+            job.output_file_id = self._results_file(job, ok, "output")
+            job.error_file_id = self._results_file(job, bad, "errors")
         self.files.unpin(job.input_path)
 
-    def _execute(self, job: TogetherJob, done: int, created: int) -> tuple[list[bytes], list[bytes]]:
-        """Run the first ``done`` requests: the lines of the output and of the error file."""
-        ok: list[tuple[str, bytes]] = []
-        bad: list[tuple[str, bytes]] = []
-        salt = secrets.token_hex(6)
-        for index, raw in enumerate(jsonl(job.input_path)):
-            if index >= done:
-                break
-            line = orjson.loads(raw)
-            custom_id, body = line["custom_id"], line["body"]
-            line_id = f"req-{salt}{index:08x}"
-            problem = _request_problem(body) if job.bad[index] else None
-            if problem is None:
-                response = {"status_code": 200, "request_id": line_id,
-                            "body": _complete(body, created, line_id, behaviour=self.behaviour)}
-                ok.append((custom_id, orjson.dumps({"id": line_id, "custom_id": custom_id, "response": response})))
-            else:
-                status, error = problem
-                response = {"status_code": status, "request_id": line_id, "body": {"error": error}}
-                bad.append((custom_id, orjson.dumps({"id": line_id, "custom_id": custom_id, "response": response})))
-        return scrambled(ok), scrambled(bad)
-
-    def _store_results(self, job: TogetherJob, lines: list[bytes], kind: str) -> str | None:
-        if not lines:
+    def _results_file(self, job: TogetherJob, lines: list[bytes], kind: str) -> str | None:
+        stored = self.files.add_lines(lines, f"{job.id}_{kind}.jsonl", "batch-api", ttl=None)
+        if stored is None:
             return None
-        path = self.files.blob_path()
-        path.write_bytes(b"".join(line + b"\n" for line in lines))
-        stored = self.files.add(path, f"{job.id}_{kind}.jsonl", "batch-api", ttl=None)
         with self._lock:
             self._ready[stored.id] = ("jsonl", stored.size)
         return stored.id
