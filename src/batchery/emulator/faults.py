@@ -31,7 +31,8 @@ Spec grammar (``FaultPlan.parse``; ``str(plan)`` gives it back)::
                                        is cut before the response arrives (the SDK: APIConnectionError)
     slow_validation      seconds       every batch stays ``validating`` this much longer
     queue_full           count         the first n valid batches fail validation with token_limit_exceeded
-                                       (create answers 200; the failure shows on retrieve)
+                                       (create answers 200; the failure shows on retrieve); on services
+                                       other than OpenAI and Groq the create is refused with a 429
     expire_after         seconds       batches expire this long after creation (if not done by then)
     drop_lines           rate          result lines that appear in neither the output nor error file
     duplicate_lines      rate          result lines written twice
