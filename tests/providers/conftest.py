@@ -8,14 +8,6 @@ from dataclasses import dataclass
 
 import pytest
 
-# Fault classes of the emulator's --faults (emulator/faults.py), by what they break.
-HTTP_FAULTS = frozenset({"http_errors"})  # 429 / 500 / 503 on any call
-DOWNLOAD_FAULTS = frozenset({"truncated_download", "cut_download"})
-LIFECYCLE_FAULTS = frozenset({"lost_create", "slow_validation", "queue_full", "expire_after", "provider_cancel",
-                              "drop_lines", "malformed_lines", "duplicate_lines"})
-ALL_FAULTS = HTTP_FAULTS | DOWNLOAD_FAULTS | LIFECYCLE_FAULTS
-
-
 @dataclass(frozen=True)
 class ProviderCase:
     provider: str
@@ -24,7 +16,6 @@ class ProviderCase:
     expired_status: str  # the provider's status word for a batch whose window closed
     partial_on_expiry: bool  # an expired batch still returns the lines it finished
     unknown_model_code: str  # the code of lines sent with a model the provider does not know
-    faults: frozenset[str]  # fault classes its emulator service honours
     live: bool = True  # has a live (one call per request) path
 
     def __str__(self) -> str:
@@ -33,18 +24,17 @@ class ProviderCase:
 
 CASES = (
     ProviderCase("openai", "gpt-4o-mini", reasoning_budget=False, expired_status="expired", partial_on_expiry=True,
-                 unknown_model_code="model_not_found", faults=ALL_FAULTS),
+                 unknown_model_code="model_not_found"),
     ProviderCase("groq", "llama-3.1-8b-instant", reasoning_budget=False, expired_status="expired",
-                 partial_on_expiry=True, unknown_model_code="model_not_found", faults=ALL_FAULTS),
+                 partial_on_expiry=True, unknown_model_code="model_not_found"),
     ProviderCase("anthropic", "claude-haiku-4-5", reasoning_budget=True, expired_status="ended",
-                 partial_on_expiry=True, unknown_model_code="not_found_error", faults=HTTP_FAULTS | DOWNLOAD_FAULTS),
+                 partial_on_expiry=True, unknown_model_code="not_found_error"),
     ProviderCase("gemini", "gemini-2.5-flash", reasoning_budget=True, expired_status="JOB_STATE_EXPIRED",
-                 partial_on_expiry=False, unknown_model_code="batch_rejected", faults=HTTP_FAULTS | DOWNLOAD_FAULTS),
+                 partial_on_expiry=False, unknown_model_code="batch_rejected"),
     ProviderCase("mistral", "mistral-small-latest", reasoning_budget=False, expired_status="TIMEOUT_EXCEEDED",
-                 partial_on_expiry=True, unknown_model_code="batch_rejected", faults=frozenset()),
+                 partial_on_expiry=True, unknown_model_code="batch_rejected"),
     ProviderCase("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo", reasoning_budget=False,
-                 expired_status="EXPIRED", partial_on_expiry=True, unknown_model_code="model_not_available",
-                 faults=frozenset()),
+                 expired_status="EXPIRED", partial_on_expiry=True, unknown_model_code="model_not_available"),
 )
 
 

@@ -1,8 +1,8 @@
 """Contract tests, written once and run for every provider (the case list: tests/providers/conftest.py):
 the same job file through each official SDK against the emulator ends with the same normalised
 results, and every provider goes through the same lifecycle (crash after create, expiry, cancel,
-unknown model, reasoning budget, each fault class its emulator service injects). What is truly
-one provider's own has its own test file."""
+unknown model, reasoning budget). Every fault class on every provider is the grid in
+tests/emulator/test_faults.py. What is truly one provider's own has its own test file."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import pytest
 
 from batchery.errors import InputError
 from batchery.providers import PROVIDERS, get_provider, provider_class
-from batchery.providers import gemini as gemini_module
 from batchery.store import Store
 
 from conftest import MODELS, results, start_job
 
-from .conftest import CASES
 
 SCHEMA = {
     "type": "object",
@@ -227,45 +225,3 @@ def test_a_reasoning_budget_is_sent_where_the_provider_takes_one_and_refused_bef
     assert final.items == {"succeeded": 1}
     thinks = results(store)[0]
     assert 0 < thinks.usage["reasoning_tokens"] <= thinks.usage["output_tokens"]
-
-
-# Each fault class of the emulator's --faults: the spec, the emulator's settings, and how many batches
-# the 3 a job of 60 lines in batches of 20 needs are created in the end (a refused, lost or cut batch's
-# lines go out once more; a lost create is found by its tag, never made twice).
-FAULT_RUNS = {
-    "http_errors": ("http_429=0.15,http_500=0.1,http_503=0.1,retry_after=0,seed=3", {}, 3),
-    "lost_create": ("lost_create=2", {}, 3),
-    "slow_validation": ("slow_validation=1h", {"processing_seconds": 10}, 3),
-    "queue_full": ("queue_full=1", {}, 4),
-    "expire_after": ("expire_after=50", {"processing_seconds": 100}, None),
-    "provider_cancel": ("provider_cancel=1", {"processing_seconds": 100}, 4),
-    "drop_lines": ("drop_lines=4", {}, 4),
-    "malformed_lines": ("malformed_lines=4", {}, 4),
-    "duplicate_lines": ("duplicate_lines=6,reorder=1.0", {}, 3),
-    "truncated_download": ("truncated_download=1", {}, 3),
-    "cut_download": ("cut_download=1", {}, 3),
-}
-FAULT_CASES = [pytest.param(case, fault, id=f"{case}-{fault}") for case in CASES for fault in sorted(case.faults)]
-
-
-@pytest.mark.parametrize(("case", "fault"), FAULT_CASES)
-def test_every_fault_the_providers_service_injects_ends_with_each_line_answered_once(
-        case, fault, store, make_emulator, monkeypatch):
-    spec, settings, batches = FAULT_RUNS[fault]
-    monkeypatch.setattr(gemini_module, "INLINE_MAX_BYTES", 0)  # Gemini's results come as a file to download
-    emulator = make_emulator(faults=spec, **settings)
-    engine = run_case(store, emulator, case, prompts(60, "fault question"), batch_size=20)
-    engine.poll.give_up_after = 30  # the rate of http_errors is high: outlast it
-    final = engine.run()
-    rows = results(store)
-    stats = emulator.stats()
-    assert [r.id for r in rows] == [f"r{i}" for i in range(60)], "results stay in input order"
-    assert all(r.text.endswith(f"question number {r.id[1:]}") for r in rows if r.status == "succeeded")
-    assert sum(n for name, n in stats["by_provider"][case.provider].get("faults", {}).items()
-               if name.startswith(fault.partition("_")[0] if fault == "http_errors" else fault)) > 0
-    if batches is None:  # expiry: the lines that finished are kept, the rest are retried until attempts run out
-        assert set(final.items) <= {"succeeded", "expired"} and final.items.get("succeeded", 0) > 30
-        assert all(r.attempts == 3 for r in rows if r.status == "expired")
-    else:
-        assert final.items == {"succeeded": 60}
-        assert stats["batches_created"][case.provider] == batches
