@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import cast
 
-from .engine import Engine, PollPolicy, Progress, RequestCounts, tally_batches
+from .engine import Engine, PollPolicy, Progress, RequestCounts, poll_together, tally_batches
 from .errors import BatcheryError, ConfigError, JobBusyError, JobError, ProviderError, TransientError
 from .export import export
 from .pricing import PriceBook, actual_cost, total
@@ -151,7 +151,7 @@ def collect_jobs(store: Store, jobs: Iterable[Job], connect: Connect, *, wait: b
             changed = False
             for key, engines in list(groups.items()):
                 try:
-                    changed |= _group_cycle(store, engines)
+                    changed |= poll_together(engines)
                     failures[key] = 0
                 except TransientError as exc:  # the store is consistent: try again next cycle
                     failures[key] += 1
@@ -232,22 +232,6 @@ def _engines(store: Store, jobs: list[Job], connect: Connect, poll: PollPolicy,
             max_attempts=options.get("max_attempts", DEFAULT_MAX_ATTEMPTS), poll=poll, on_progress=on_progress,
             max_cost=options.get("max_cost")))
     return groups
-
-
-def _group_cycle(store: Store, engines: list[Engine]) -> bool:
-    """Every job submits what it has to, then one poll covers the open batches of them all."""
-    for engine in engines:
-        engine.submit_work()
-    in_flight = {engine: store.batches(engine.job.id, ["submitted"]) for engine in engines}
-    remote_ids = [b.remote_id for batches in in_flight.values() for b in batches if b.remote_id]
-    if not remote_ids:
-        return False
-    states = engines[0].call("poll", lambda: engines[0].provider.poll(remote_ids))
-    changed = False
-    for engine, batches in in_flight.items():
-        if batches:
-            changed |= engine.apply_poll(batches, states)
-    return changed
 
 
 def _drop(groups: dict, key: tuple, notes: dict[str, str], why: str) -> None:

@@ -271,6 +271,29 @@ def _describe(origin: str, provider: str) -> str:
     return {"emulator": "the emulator", "default": f"{provider}'s default URL"}.get(origin, origin)
 
 
+def poll_together(engines: list[Engine], before_submit: Callable[[Engine], None] | None = None) -> bool:
+    """One non-blocking cycle for several jobs on one provider connection: each job submits what it
+    has to (reconcile, plan, submit), then ONE poll (one walk of the provider's batch list) covers
+    the open batches of them all, and each job collects what ended. True if anything changed. The
+    caller decides whether to sleep before the next cycle, so jobs driven together (`collect`, an
+    evaluation's stages) wait once per cycle, not once per job. `before_submit` sees each engine
+    just before it submits (an evaluation sets its share of a common budget there)."""
+    for engine in engines:
+        if before_submit is not None:
+            before_submit(engine)
+        engine.submit_work()
+    in_flight = {engine: engine.store.batches(engine.job.id, ["submitted"]) for engine in engines}
+    remote_ids = [b.remote_id for batches in in_flight.values() for b in batches if b.remote_id]
+    if not remote_ids:
+        return False
+    states = engines[0].call("poll", lambda: engines[0].provider.poll(remote_ids))
+    changed = False
+    for engine, batches in in_flight.items():
+        if batches:
+            changed |= engine.apply_poll(batches, states)
+    return changed
+
+
 class Engine:
     """Drives one job to the end (or to submission, with wait=False)."""
 
@@ -490,9 +513,7 @@ class Engine:
             raise ConfigError(f"--max-cost cannot be enforced: {UNKNOWN} for {self.provider.name} model "
                               f"'{batch.model}'; add it to {PRICES_FILE} (or --prices FILE), or drop --max-cost")
         spent = total(actual_cost(self.prices, self.provider.name, self.store.usage_by_model(self.job.id)), batch=None)
-        committed = sum(batch_line_cost(self.prices, self.provider, b.model, self.store.batch_lines(b.id)).batch
-                        or 0.0 for b in self.store.batches(self.job.id, ["creating", "submitted"]))
-        so_far = (spent or 0.0) + committed
+        so_far = (spent or 0.0) + self.committed()
         if so_far + projected.batch <= self.max_cost:
             return False
         self.stopped = (f"--max-cost ${self.max_cost:,.2f} reached: spent and committed ${so_far:,.4f}; the next "
@@ -503,6 +524,12 @@ class Engine:
             self.store.log(self.job.id, "max_cost_reached", max_cost=self.max_cost, spent=round(so_far, 6),
                            next_batch=batch.id, projected=round(projected.batch, 6))
         return True
+
+    def committed(self) -> float:
+        """The projected cost of this job's batches sent and not yet collected (needs prices)."""
+        assert self.prices is not None
+        return sum(batch_line_cost(self.prices, self.provider, b.model, self.store.batch_lines(b.id)).batch
+                   or 0.0 for b in self.store.batches(self.job.id, ["creating", "submitted"]))
 
     def _submit(self, batch) -> None:
         path = self.files / f"{batch.tag}.jsonl"

@@ -62,7 +62,9 @@ def test_eval_logs_name_each_stage_and_eval_status_takes_json(tmp_path, capsys):
     path = small_eval(tmp_path)
     run_stages(path, PlainProgress())
     log = capsys.readouterr().err
-    assert "stage generate: mini (2 requests)\n[generate: mini (2 requests)] requests 2/2 done" in log
+    # a stage's line starts under its name as it opens (stages overlap: no line waits for another)
+    assert "stage generate: mini (2 requests)\n[generate: mini (2 requests)] requests 0/2 done" in log
+    assert "[generate: mini (2 requests)] requests 2/2 done, 0 failed | batches: 1 done" in log
     assert "[judge: judge-4o (2 requests)] requests 2/2 done, 0 failed | batches: 1 done" in log
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     status = subprocess.run([sys.executable, "-m", "batchery", "eval", "status", str(path), "--json"],

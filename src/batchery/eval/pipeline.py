@@ -1,9 +1,14 @@
-"""An evaluation as a chain of batchery jobs: generate → judge → re-ask → (pairwise) → statistics → report.
+"""An evaluation as a graph of batchery jobs: generate → judge → re-ask, generate → compare → re-ask,
+then statistics → report.
 
 Every stage is an ordinary job in the store, named after the evaluation, the stage and the model,
-plus a digest of its requests. Running the evaluation again resumes the stage that was running and
-finds the finished ones done (their answers are in the store), so a crash costs nothing and a
-re-run sends nothing. The evaluation layer only builds requests and reads results.
+plus a digest of its requests. A stage starts as soon as the results it is built from are in (not
+when the stage before it in a list has ended): every candidate's generation is submitted at once,
+each judge's and each pairwise judge's jobs as soon as the answers are in, a re-ask as soon as the
+verdicts are in. The open batches of all stages are polled together, one list call per provider
+and cycle, with one wait per cycle. Running the evaluation again resumes the stages that were
+running and finds the finished ones done (their answers are in the store), so a crash costs nothing
+and a re-run sends nothing. The evaluation layer only builds requests and reads results.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import hashlib
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from itertools import combinations
 from pathlib import Path
@@ -22,8 +28,8 @@ from typing import Any
 import orjson
 
 from ..api import EMULATOR_POLL, Connection, drive, job_options
-from ..engine import PollPolicy, Progress, check_endpoint, prepare_job
-from ..errors import BatcheryError, ConfigError, JobError
+from ..engine import Engine, PollPolicy, Progress, check_endpoint, poll_together, prepare_job, reopen_recoverable
+from ..errors import AccountError, BatcheryError, ConfigError, JobError
 from ..export import Result, iter_results
 from ..inputs import iter_objects
 from ..live import LivePolicy
@@ -66,7 +72,6 @@ class EvalStopped(BatcheryError):
         self.exit_code = 3 if capped else 4
 
 
-
 @dataclass
 class Evaluation:
     """What the stages produced, before statistics."""
@@ -84,6 +89,35 @@ def item_id(statement: str, index: int) -> str:
     return f"{statement}#{index}"
 
 
+def _no_follow_up(results: dict[str, Result]) -> list[Stage]:
+    return []
+
+
+@dataclass(eq=False)
+class Stage:
+    """One node of an evaluation's graph: a batchery job called `name`, sent to `who`, whose
+    requests `build` makes from the results of the stages it `needs` once those are all in. `then`
+    receives its results by request id and returns the stages that follow from them (a re-ask of
+    what could not be read). A stage with no requests finishes at once, sending nothing."""
+
+    name: str
+    who: ModelSpec
+    build: Callable[[], list[dict]]
+    needs: tuple[Stage, ...] = ()
+    then: Callable[[dict[str, Result]], list[Stage]] = _no_follow_up
+    results: dict[str, Result] | None = None  # once it has finished
+    job: str | None = None  # its job's name, once its requests are built
+    window: int = 0  # batch windows on the longest chain up to its end (0: nothing sent on the way)
+
+    @property
+    def ready(self) -> bool:
+        return all(need.results is not None for need in self.needs)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}: {self.who.name}"
+
+
 class EvalRunner:
     """Runs (or, with send=False, only reads back) the stages of one evaluation config."""
 
@@ -97,10 +131,36 @@ class EvalRunner:
         self.poll = poll
         self.prices = PriceBook(store_dir=store.dir)
         self._emulator = None
+        self._poll: PollPolicy | None = None
+        self._default_poll = PollPolicy()
+        self._adapters: dict[tuple[str, str | None], Any] = {}
+        self.finished: list[Stage] = []  # in the order they ended (windows: how long the graph took)
 
     # -- the whole evaluation -------------------------------------------------------------------
 
-    def run(self) -> Evaluation:
+    def run(self, wait: bool = True) -> Evaluation | None:
+        """Run the evaluation's graph to its end. With wait=False, send what can be sent now and
+        return None if stages are still open at the providers (the next run, or `batchery
+        collect`, moves them on)."""
+        config = self.config
+        assert isinstance(config, EvalConfig)
+        if not wait and self.send:
+            if config.emulate:
+                raise ConfigError("--no-wait leaves batches at the providers, but an in-process emulator (emulate: "
+                                  "true) stops with the command; start `batchery emulator` and give each model its "
+                                  "base_url, or run without --no-wait")
+            if config.mode == "live":
+                raise ConfigError("--no-wait is for batch mode: a live evaluation sends as it goes; run it "
+                                  "without --no-wait")
+        evaluation = self._evaluation()
+        with self.connections():
+            stages, finish = self.stages(evaluation)
+            if not self.run_stages(stages, wait=wait):
+                return None
+        finish()
+        return evaluation
+
+    def _evaluation(self) -> Evaluation:
         config = self.config
         assert isinstance(config, EvalConfig)
         statements = load_spec(config.spec)
@@ -112,67 +172,96 @@ class EvalRunner:
 
             evaluation.labels = load_labels(config.human_labels, config.scale, known)
         for candidate in config.candidates:  # existing answers: read (and checked) before anything is sent
-            if candidate.answers is not None:
-                evaluation.answers[candidate.name] = load_answers(candidate.answers, statements, inputs, config.inputs)
-        with self.connections():
-            for candidate in config.candidates:
-                if candidate.answers is None:
-                    self._generate(evaluation, candidate)
-            for judge in config.judges:
-                self._judge(evaluation, judge)
-            if config.pairwise is not None and len(config.candidates) > 1:
-                names = config.pairwise.judges or [j.name for j in config.judges]
-                for judge in (j for j in config.judges if j.name in names):
-                    self._compare(evaluation, judge)
+            evaluation.answers[candidate.name] = ({} if candidate.answers is None else
+                                                  load_answers(candidate.answers, statements, inputs, config.inputs))
         return evaluation
 
-    def _generate(self, evaluation: Evaluation, candidate: ModelSpec) -> None:
-        requests = []
-        for statement in evaluation.statements:
-            for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
-                request = generation_request(text, model=candidate.model, params=candidate.params,
-                                             system=candidate.system)
-                request["id"] = item_id(statement.id, index)
-                requests.append(request)
-        evaluation.answers[candidate.name] = self.stage("generate", candidate, requests)
+    def stages(self, evaluation: Evaluation) -> tuple[list[Stage], Callable[[], None]]:
+        """The evaluation's graph, and what to do once it has run (put the comparisons in a fixed
+        order: judge by judge and template by template, whatever order their stages ended in).
+        A candidate given as existing answers has no generation stage: its answers are in already."""
+        config = self.config
+        assert isinstance(config, EvalConfig)
+        generated = tuple(self._generation(evaluation, candidate)
+                          for candidate in config.candidates if candidate.answers is None)
+        stages: list[Stage] = list(generated)
+        for judge in config.judges:
+            for template in config.templates(judge, "judge"):  # each prompt its own stage and column
+                rater = template.rater(judge.name)
+                evaluation.raters[rater] = template.name
+                evaluation.verdicts[rater] = {}  # the report lists the columns in the config's order
 
-    def _judge(self, evaluation: Evaluation, judge: JudgeSpec) -> None:
-        """Every successful answer of every candidate, judged against its statement, with each of
-        the judge's prompts (each its own stage and column). A failed generation is never judged:
-        it is counted as failed, not as non-compliant."""
-        for template in self.config.templates(judge, "judge"):
-            self._judge_with(evaluation, judge, template)
+                def judged(verdicts: dict[str, Any], rater: str = rater) -> None:
+                    evaluation.verdicts[rater] = {
+                        tuple(rid.split("|", 1)): verdict for rid, verdict in verdicts.items()}  # type: ignore[misc]
 
-    def _judge_with(self, evaluation: Evaluation, judge: JudgeSpec, template: PromptTemplate) -> None:
+                stages.append(self.judged_stage(template.stage("judge"), judge,
+                                                partial(self._judge_requests, evaluation, judge, template),
+                                                template.output.parse, judged, needs=generated))
+        compared: dict[str, list[dict]] = {}
+        if config.pairwise is not None and len(config.candidates) > 1:
+            names = config.pairwise.judges or [j.name for j in config.judges]
+            for judge in (j for j in config.judges if j.name in names):
+                for template in config.templates(judge, "compare"):
+                    rater = template.rater(judge.name)
+                    compared[rater] = []
+
+                    def record(verdicts: dict[str, Any], rater: str = rater,
+                               template: PromptTemplate = template) -> None:
+                        compared[rater] = self._comparisons(rater, template, verdicts)
+
+                    stages.append(self.judged_stage(
+                        template.stage("compare"), judge, partial(self._compare_requests, evaluation, judge, template),
+                        template.output.parse, record, needs=generated))
+
+        def finish() -> None:
+            evaluation.comparisons = [c for rows in compared.values() for c in rows]
+
+        return stages, finish
+
+    def _generation(self, evaluation: Evaluation, candidate: ModelSpec) -> Stage:
+        def build() -> list[dict]:
+            requests = []
+            for statement in evaluation.statements:
+                for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
+                    request = generation_request(text, model=candidate.model, params=candidate.params,
+                                                 system=candidate.system)
+                    request["id"] = item_id(statement.id, index)
+                    requests.append(request)
+            return requests
+
+        def then(results: dict[str, Result]) -> list[Stage]:
+            evaluation.answers[candidate.name] = results
+            return []
+
+        return Stage("generate", candidate, build, then=then)
+
+    def _judge_requests(self, evaluation: Evaluation, judge: JudgeSpec, template: PromptTemplate) -> dict[str, dict]:
+        """Every successful answer of every candidate, judged against its statement with one of the
+        judge's prompts. A failed generation is never judged: it is counted as failed, not as
+        non-compliant."""
         requests: dict[str, dict] = {}
         for statement in evaluation.statements:
             for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
-                for candidate in self.config.candidates:
+                for candidate in self.config.candidates:  # type: ignore[attr-defined]
                     answer = evaluation.answers[candidate.name].get(item_id(statement.id, index))
                     if answer is None or not answer.ok or answer.text is None:
                         continue
                     if template.builtin:
                         request = compliance_request(statement, text, answer.text, model=judge.model,
-                                                     params=judge.params, scale=self.config.scale)
+                                                     params=judge.params, scale=self.config.scale)  # type: ignore[attr-defined]
                     else:
                         request = template.request(judge_variables(statement, text, answer.text),
                                                    model=judge.model, params=judge.params)
                     request["id"] = f"{candidate.name}|{item_id(statement.id, index)}"
                     requests[request["id"]] = request
-        verdicts = self.judged(template.stage("judge"), judge, requests, template.output.parse)
-        evaluation.raters[template.rater(judge.name)] = template.name
-        evaluation.verdicts[template.rater(judge.name)] = {
-            tuple(rid.split("|", 1)): verdict for rid, verdict in verdicts.items()}  # type: ignore[misc]
+        return requests
 
-    def _compare(self, evaluation: Evaluation, judge: JudgeSpec) -> None:
+    def _compare_requests(self, evaluation: Evaluation, judge: JudgeSpec, template: PromptTemplate) -> dict[str, dict]:
         """Candidates head to head on each input, judged on the statement: each pair in a random
         order, and with the chosen share also in the reversed order (position bias shows there).
         Each of the judge's pairwise prompts sees the same pairs in the same orders."""
-        for template in self.config.templates(judge, "compare"):
-            self._compare_with(evaluation, judge, template)
-
-    def _compare_with(self, evaluation: Evaluation, judge: JudgeSpec, template: PromptTemplate) -> None:
-        pairwise = self.config.pairwise
+        pairwise = self.config.pairwise  # type: ignore[attr-defined]
         assert pairwise is not None
         rng = random.Random(f"{pairwise.seed}:{judge.name}")
         by_name = {s.id: s for s in evaluation.statements}
@@ -180,7 +269,7 @@ class EvalRunner:
         for statement in evaluation.statements:
             for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
                 item = item_id(statement.id, index)
-                answers = {c.name: evaluation.answers[c.name].get(item) for c in self.config.candidates}
+                answers = {c.name: evaluation.answers[c.name].get(item) for c in self.config.candidates}  # type: ignore[attr-defined]
                 ready = [name for name, r in answers.items() if r is not None and r.ok and r.text is not None]
                 for a, b in combinations(ready, 2):
                     orders = [(a, b) if rng.random() < 0.5 else (b, a)]
@@ -196,77 +285,275 @@ class EvalRunner:
                                                        model=judge.model, params=judge.params)
                         request["id"] = f"{first}|{second}|{item}"
                         requests[request["id"]] = request
-        verdicts = self.judged(template.stage("compare"), judge, requests, template.output.parse)
+        return requests
+
+    @staticmethod
+    def _comparisons(rater: str, template: PromptTemplate, verdicts: dict[str, Any]) -> list[dict]:
         side = {"A": "first", "B": "second", "tie": "tie"}
+        rows = []
         for rid, verdict in verdicts.items():
             first, second, item = rid.split("|", 2)
-            evaluation.comparisons.append({"item": item, "first": first, "second": second,
-                                           "judge": template.rater(judge.name), "template": template.name,
-                                           "winner": side[verdict.winner] if verdict else None,
-                                           "confidence": verdict.confidence if verdict else None,
-                                           "explanation": verdict.explanation if verdict else None})
+            rows.append({"item": item, "first": first, "second": second, "judge": rater, "template": template.name,
+                         "winner": side[verdict.winner] if verdict else None,
+                         "confidence": verdict.confidence if verdict else None,
+                         "explanation": verdict.explanation if verdict else None})
+        return rows
+
+    def judged_stage(self, stage: str, judge: ModelSpec, build: Callable[[], dict[str, dict]],
+                     parse: Callable[[str], Any], done: Callable[[dict[str, Any]], None],
+                     needs: tuple[Stage, ...] = ()) -> Stage:
+        """A stage of judge requests whose verdicts are parsed; what cannot be read is asked once
+        more (the `<stage>-reask` stage, started as soon as these verdicts are in), and what still
+        cannot be read stays None ("unparsed": never counted as a verdict). A judge call that
+        failed is JUDGE_FAILED: no reply came, so it is "failed", not "unparsed". `done` gets the
+        verdicts by request id once they are final."""
+        requests: dict[str, dict] = {}
+
+        def build_all() -> list[dict]:
+            requests.update(build())
+            return list(requests.values())
+
+        def then(answers: dict[str, Result]) -> list[Stage]:
+            verdicts: dict[str, Any] = {}
+            retry: list[dict] = []
+            for rid, result in answers.items():
+                verdict = parse(result.text) if result.ok else JUDGE_FAILED
+                verdicts[rid] = verdict
+                if verdict is None and result.ok:
+                    again = reask_request(requests[rid], result.text or "")
+                    again["id"] = rid
+                    retry.append(again)
+            if not retry:
+                done(verdicts)
+                return []
+
+            def reasked(results: dict[str, Result]) -> list[Stage]:
+                for rid, result in results.items():
+                    verdicts[rid] = parse(result.text) if result.ok else JUDGE_FAILED
+                done(verdicts)
+                return []
+
+            return [Stage(f"{stage}-reask", judge, lambda: retry, then=reasked)]
+
+        return Stage(stage, judge, build_all, needs=needs, then=then)
 
     def judged(self, stage: str, judge: ModelSpec, requests: dict[str, dict],
-                parse: Callable[[str], Any]) -> dict[str, Any]:
-        """Send judge requests and parse the verdicts; what cannot be read is asked once more, and
-        what still cannot be read stays None ("unparsed": never counted as a verdict). A judge call
-        that failed is JUDGE_FAILED: no reply came, so it is "failed", not "unparsed"."""
-        if not requests:
-            return {}
-        answers = self.stage(stage, judge, list(requests.values()))
+               parse: Callable[[str], Any]) -> dict[str, Any]:
+        """One judge's requests sent (with their re-ask) on their own; the verdicts by request id."""
         verdicts: dict[str, Any] = {}
-        retry: list[dict] = []
-        for rid, result in answers.items():
-            verdict = parse(result.text) if result.ok else JUDGE_FAILED
-            verdicts[rid] = verdict
-            if verdict is None and result.ok:
-                again = reask_request(requests[rid], result.text or "")
-                again["id"] = rid
-                retry.append(again)
-        if retry:
-            for rid, result in self.stage(f"{stage}-reask", judge, retry).items():
-                verdicts[rid] = parse(result.text) if result.ok else JUDGE_FAILED
+        self.run_stages([self.judged_stage(stage, judge, lambda: requests, parse, verdicts.update)])
         return verdicts
 
-    # -- one stage = one batchery job -------------------------------------------------------------
-
     def stage(self, stage: str, who: ModelSpec, requests: list[dict]) -> dict[str, Result]:
-        """Run (or read back) one stage's job; its results by request id."""
+        """Run (or read back) one stage's job on its own; its results by request id."""
+        node = Stage(stage, who, lambda: requests)
+        self.run_stages([node])
+        assert node.results is not None
+        return node.results
+
+    # -- the graph ----------------------------------------------------------------------------------
+
+    def run_stages(self, stages: list[Stage], wait: bool = True) -> bool:
+        """Drive a graph of stages: start every stage whose needs are in, then cycle: each open
+        stage's engine submits what it has (within the evaluation's budget), ONE poll per provider
+        connection covers the open batches of every stage on it, each collects what ended, and a
+        stage that ended starts the ones that need it in the same cycle. One sleep per cycle, and
+        only when nothing changed. Each open stage's job lock is held while it runs.
+
+        Returns True when every stage has finished; with wait=False, False as soon as nothing more
+        can be sent without waiting (the stages left are open at the providers). Raises
+        EvalStopped when a stage stopped early (budget, key, failures a later run can fix), after
+        the stages already open have collected what they sent."""
+        waiting, running = list(stages), {}  # running: engine -> (stage, its job lock)
+        policy = self._policy()
+        stop: EvalStopped | None = None
+        delay = policy.initial
+        try:
+            while True:
+                while stop is None and (ready := [s for s in waiting if s.ready]):
+                    for node in ready:
+                        waiting.remove(node)
+                        engine = self._start(node, running)
+                        if engine is None:  # read back from the store (or run live): what it starts, starts now
+                            waiting += self._ended(node, sent=False)
+                if not running:
+                    break
+                changed = self._cycle(list(running))
+                for engine in list(running):
+                    engine._report()
+                    if engine._has_work():
+                        continue
+                    node, lock = running.pop(engine)
+                    if engine.stopped is None:
+                        engine._finish()  # stopped (not done) when lines failed for a reason a later run can fix
+                    lock.close()
+                    if self.on_progress:
+                        final = engine.progress(done=engine.stopped is None)
+                        final.stopped = engine.stopped
+                        self.on_progress(final)
+                    if engine.stopped is not None:
+                        stop = stop or EvalStopped(f"stage '{node.name}' for {node.who.name}: {engine.stopped}",
+                                                   engine.stopped.startswith("--max-cost"))
+                        continue
+                    waiting += self._ended(node, sent=True)
+                    changed = True
+                if not wait and not changed:
+                    break
+                if changed:
+                    delay = policy.initial
+                else:
+                    policy.sleep(delay)
+                    delay = min(delay * policy.factor, policy.maximum)
+        finally:
+            for _, lock in running.values():
+                lock.close()
+        if stop is not None:
+            raise stop
+        return not running and not waiting
+
+    def _start(self, node: Stage, running: dict[Engine, tuple[Stage, ExitStack]]) -> Engine | None:
+        """Open a stage whose needs are in: its job is created (or resumed) and an engine is made
+        for it, holding the job's lock; None when it has finished here (nothing to send, read back
+        from the store, or run live, which stays one stage at a time)."""
+        requests = node.build()
+        if not requests:
+            node.results = {}
+            return None
         digest = hashlib.sha256(orjson.dumps(requests, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        job_name = f"{self.config.name}.{stage}.{_slug(who.name)}.{digest[:10]}"
-        self.on_stage(f"{stage}: {who.name} ({len(requests):,} requests)")
+        node.job = job_name = f"{self.config.name}.{node.name}.{_slug(node.who.name)}.{digest[:10]}"
+        self.on_stage(f"{node.label} ({len(requests):,} requests)")
         existing = self.store.get_job(job_name)
         if existing is not None and self.send:  # a finished stage's answers are read back only at its endpoint
-            origin = EMULATOR_ORIGIN if self._emulator is not None else provider_origin(who.provider, who.base_url)
-            existing = check_endpoint(self.store, existing, origin)
-        if existing is None or existing.state in ("running", "ingesting"):  # ingesting: a crash cut it short
-            if not self.send:
-                raise JobError(f"stage '{stage}' for {who.name} has not finished; run `batchery eval run` first")
-            adapter = self._adapter(who)
-            # where the stage's provider is, so `batchery collect` and `cancel` can reach its batches
-            options = job_options(Connection(who.provider, who.base_url, None, self._emulator is not None),
-                                  self._live_policy(), max_attempts=self.config.max_attempts)
-            job, _ = prepare_job(self.store, job_name, adapter, who.model, iter_objects(requests), digest, options)
-            progress = drive(self.store, adapter, job, live=self._live_policy(), max_attempts=self.config.max_attempts,
-                              on_progress=self.on_progress, poll=self.poll or self._poll, max_cost=self._remaining(job_name),
-                              prices=self.prices if self.config.budget_usd is not None else None)
+            existing = check_endpoint(self.store, existing, self._origin(node.who))
+        if existing is not None and existing.state not in ("running", "ingesting"):  # ingesting: a crash cut it short
+            node.results = self._results(job_name)
+            return None
+        if not self.send:
+            raise JobError(f"stage '{node.name}' for {node.who.name} has not finished; run `batchery eval run` first")
+        adapter = self._adapter(node.who)
+        live = self._live_policy()
+        # where the stage's provider is, so `batchery collect` and `cancel` can reach its batches
+        options = job_options(Connection(node.who.provider, node.who.base_url, None, self._emulator is not None),
+                              live, max_attempts=self.config.max_attempts)
+        job, _ = prepare_job(self.store, job_name, adapter, node.who.model, iter_objects(requests), digest, options)
+        budget = self.prices if self.config.budget_usd is not None else None
+        if live is not None:
+            progress = drive(self.store, adapter, job, live=live, max_attempts=self.config.max_attempts,
+                             on_progress=self.on_progress, max_cost=self._remaining(job_name, []), prices=budget)
             if progress.stopped:
-                raise EvalStopped(f"stage '{stage}' for {who.name}: {progress.stopped}", progress.capped)
-            existing = self.store.get_job(job_name)
-        assert existing is not None
-        return {r.id: r for r in iter_results(self.store, existing.id, existing.provider)}
+                raise EvalStopped(f"stage '{node.name}' for {node.who.name}: {progress.stopped}", progress.capped)
+            node.results = self._results(job_name)
+            return None
+        lock = ExitStack()
+        lock.enter_context(self.store.job_lock(job))  # another process running this stage stops us here
+        try:
+            job = self.store.get_job(job_name)  # as it is now that we hold it
+            assert job is not None
+            reopen_recoverable(self.store, job)
+            engine = Engine(self.store, adapter, job, max_attempts=self.config.max_attempts,
+                            poll=self._policy(), on_progress=self.on_progress,
+                            max_cost=0.0 if budget is not None else None, prices=budget)  # the cap: set each cycle
+        except BaseException:
+            lock.close()
+            raise
+        running[engine] = (node, lock)
+        engine._report()  # its progress line, under the label just announced
+        return engine
+
+    def _cycle(self, engines: list[Engine]) -> bool:
+        """One cycle of every open stage, grouped by provider connection: one poll per group."""
+        groups: dict[int, list[Engine]] = {}
+        for engine in engines:
+            groups.setdefault(id(engine.provider), []).append(engine)
+        changed = False
+        for group in groups.values():
+            try:
+                changed |= poll_together(group, lambda engine: self._cap(engine, engines))
+            except AccountError as exc:  # every call would fail the same way: stop now, lose nothing
+                with self.store.transaction():
+                    for engine in group:
+                        self.store.log(engine.job.id, "account_error", message=str(exc))
+                raise EvalStopped(f"{group[0].provider.name}: {exc}. Nothing more was sent; the evaluation is saved: "
+                                  "fix it and run `batchery eval run` again", capped=False) from None
+        return changed
+
+    def _ended(self, node: Stage, sent: bool) -> list[Stage]:
+        """A stage's results are in: read them, and return the stages that follow from them."""
+        if node.results is None:
+            assert node.job is not None
+            node.results = self._results(node.job)
+        node.window = max((need.window for need in node.needs), default=0) + (1 if sent else 0)
+        self.finished.append(node)
+        follow = node.then(node.results)
+        for stage in follow:  # a follow-up (a re-ask) comes after this stage
+            stage.needs = (*stage.needs, node)
+        return follow
+
+    def _results(self, job_name: str) -> dict[str, Result]:
+        job = self.store.get_job(job_name)
+        assert job is not None
+        return {r.id: r for r in iter_results(self.store, job.id, job.provider)}
+
+    def windows(self) -> tuple[int, list[list[str]]]:
+        """Batch windows the last run took: the longest chain of stages that sent batches, and the
+        stage names that ended in each window (1-based)."""
+        count = max((s.window for s in self.finished), default=0)
+        by_window: list[list[str]] = [[] for _ in range(count)]
+        for s in self.finished:
+            if s.window and s.name not in by_window[s.window - 1]:
+                by_window[s.window - 1].append(s.name)
+        return count, by_window
+
+    def plan(self) -> list[dict]:
+        """Every stage as far as the store can tell, sending nothing: a stage whose needs are in is
+        named by its job (its state, or `not started`), finished ones are read back so the stages
+        after them can be named too, and one whose needs are not in is `waiting` on them."""
+        evaluation = self._evaluation()
+        waiting, _ = self.stages(evaluation)
+        rows: list[dict] = []
+        while ready := [s for s in waiting if s.ready]:
+            for node in ready:
+                waiting.remove(node)
+                requests = node.build()
+                if not requests:
+                    node.results = {}
+                    waiting += node.then({})
+                    continue
+                digest = hashlib.sha256(orjson.dumps(requests, option=orjson.OPT_SORT_KEYS)).hexdigest()
+                node.job = f"{self.config.name}.{node.name}.{_slug(node.who.name)}.{digest[:10]}"
+                job = self.store.get_job(node.job)
+                rows.append({"stage": node.name, "who": node.who.name, "job": node.job,
+                             "state": job.state if job is not None else "not started", "waiting_for": []})
+                if job is not None and job.state not in ("running", "ingesting"):
+                    waiting += self._ended(node, sent=False)
+        for node in waiting:
+            rows.append({"stage": node.name, "who": node.who.name, "job": None, "state": "waiting",
+                         "waiting_for": [need.label for need in node.needs if need.results is None]})
+        return rows
+
+    def _policy(self) -> PollPolicy:
+        return self.poll or self._poll or self._default_poll
+
+    def _origin(self, who: ModelSpec) -> str:
+        return EMULATOR_ORIGIN if self._emulator is not None else provider_origin(who.provider, who.base_url)
 
     def _live_policy(self) -> LivePolicy | None:
         c = self.config
         return LivePolicy(rpm=c.rpm, tpm=c.tpm, concurrency=c.concurrency) if c.mode == "live" else None
 
-    def _remaining(self, job_name: str) -> float | None:
+    def _cap(self, engine: Engine, engines: list[Engine]) -> None:
+        """Just before a stage submits: its cap is the budget less what the evaluation's other jobs
+        spent and what the other open stages have committed (sent, not yet back)."""
+        if self.config.budget_usd is not None:
+            engine.max_cost = self._remaining(engine.job.name, [e for e in engines if e is not engine])
+
+    def _remaining(self, job_name: str, others: list[Engine]) -> float | None:
         """The cap for a stage job: the budget less what the evaluation's other jobs spent (the job
-        counts its own spend, so a resumed stage is not charged twice)."""
+        counts its own spend, so a resumed stage is not charged twice) and committed."""
         if self.config.budget_usd is None:
             return None
         spent = sum(row["usd"] or 0.0 for row in self.costs(exclude=job_name))
-        return max(0.0, self.config.budget_usd - spent)
+        return max(0.0, self.config.budget_usd - spent - sum(other.committed() for other in others))
 
     def costs(self, exclude: str | None = None) -> list[dict]:
         """Tokens and cost per stage job of this evaluation, from the usage the providers returned."""
@@ -310,14 +597,21 @@ class EvalRunner:
                 yield
             finally:
                 self._emulator = None
+                self._adapters.clear()
 
     def _adapter(self, who: ModelSpec):
-        if self._emulator is not None:
-            service = provider_class(who.provider).emulator_service
-            adapter = get_provider(who.provider, base_url=self._emulator.base_url(service), api_key="emulator")
-            adapter.origin = EMULATOR_ORIGIN
-            return adapter
-        return get_provider(who.provider, base_url=who.base_url)
+        """One adapter per provider connection, shared by every stage on it: their batches are
+        polled together."""
+        key = (who.provider, None if self._emulator is not None else who.base_url)
+        if key not in self._adapters:
+            if self._emulator is not None:
+                service = provider_class(who.provider).emulator_service
+                adapter = get_provider(who.provider, base_url=self._emulator.base_url(service), api_key="emulator")
+                adapter.origin = EMULATOR_ORIGIN
+            else:
+                adapter = get_provider(who.provider, base_url=who.base_url)
+            self._adapters[key] = adapter
+        return self._adapters[key]
 
 
 def _slug(name: str) -> str:
@@ -489,17 +783,21 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict], ite
 def run_evaluation(config: EvalConfig, store: Store, *, send: bool = True,
                    on_stage: Callable[[str], None] | None = None,
                    on_progress: Callable[[Progress], None] | None = None,
-                   poll: PollPolicy | None = None) -> tuple[dict, Path]:
+                   poll: PollPolicy | None = None, wait: bool = True) -> tuple[dict, Path] | None:
     """Run (or resume; with send=False only re-read) an evaluation and write its report.
-    Returns (report data, path of report.html)."""
+    Returns (report data, path of report.html); with wait=False, None when stages are still open
+    at the providers (everything that could be sent was)."""
     from .report import write_report
 
     started = time.monotonic()
     runner = EvalRunner(config, store, send=send, on_stage=on_stage, on_progress=on_progress, poll=poll)
-    evaluation = runner.run()
+    evaluation = runner.run(wait=wait)
+    if evaluation is None:
+        return None
     items = build_items(config, evaluation, evaluation.labels)
     data = summarise(config, evaluation, runner.costs(), items)
     data["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    data["batch_windows"], data["window_stages"] = runner.windows()
     assert config.out is not None
     raters = [t.rater(j.name) for j in config.judges for t in config.templates(j, "judge")]
     write_items(config.out, items, build_pairs(evaluation, evaluation.inputs), raters)
