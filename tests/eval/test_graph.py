@@ -101,3 +101,55 @@ def test_a_re_ask_starts_as_soon_as_its_verdicts_are_in_and_is_one_more_window(t
     assert (data["batch_windows"], data["window_stages"]) == (3, [["generate"], ["judge", "compare"],
                                                                   ["judge-reask", "compare-reask"]])
     assert all(row["unparsed"] == 0 for row in data["leaderboard"])
+
+
+def test_no_wait_submits_what_it_can_and_each_later_run_or_collect_moves_the_graph_on(
+        tmp_path, make_emulator, keys, monkeypatch):
+    """`eval run --no-wait` submits the three generations and returns (exit 0), naming what is
+    open and what waits; `eval status --json --refresh` shows every stage, asking each provider
+    once; `batchery collect --all` finishes the generations, the next `--no-wait` run submits the
+    judges and comparisons at once, and a last `eval run` ends it: nothing was sent twice."""
+    from conftest import cli
+
+    emulator = make_emulator(processing_seconds=WINDOW)
+    path = str(graph_config(tmp_path, emulator, statements=1))
+    monkeypatch.chdir(tmp_path)  # collect writes finished jobs' results files here
+
+    code, _, err = cli("eval", "run", path, "--no-wait")
+    assert code == 0, err
+    assert "generate: strong | running |" in err and "judge: j1 | waiting for generate: strong, generate: weak" in err
+    assert "batchery eval run" in err and "--refresh" in err
+    created = emulator.stats()["batches_created"]
+    assert {p: n for p, n in created.items() if n} == {"openai": 1, "mistral": 1, "anthropic": 1}
+
+    before = emulator.stats()["batch_lists"]
+    code, out, err = cli("eval", "status", path, "--json", "--refresh")
+    assert code == 0, err
+    after = emulator.stats()["batch_lists"]
+    assert {p: after[p] - before.get(p, 0) for p in after if after[p] != before.get(p, 0)} == {
+        "openai": 1, "mistral": 1, "anthropic": 1}  # one list call per provider with open batches
+    stages = orjson.loads(out)["stages"]
+    assert [(s["stage"], s["state"]) for s in stages] == [("generate", "running")] * 3 + [
+        ("judge", "waiting")] * 3 + [("compare", "waiting")] * 3
+    for stage in stages[:3]:  # each generation: one batch, at the provider (in batchery's words)
+        assert list(stage["report"]["batch_states"].values()) == [1]
+        assert set(stage["report"]["batch_states"]) <= {"submitted", "running"}
+
+    emulator.clock.advance(WINDOW)
+    code, _, err = cli("collect", "--all", "--store", str(tmp_path / "store"))
+    assert code == 0, err
+    code, _, err = cli("eval", "run", path, "--no-wait")
+    assert code == 0, err
+    assert "generate: strong | done |" in err and "judge: j1 | running |" in err and "compare: j3 | running |" in err
+    assert sum(emulator.stats()["batches_created"].values()) == 3 + 6  # the judges and comparisons, together
+
+    emulator.clock.advance(WINDOW)
+    code, _, err = cli("eval", "run", path)
+    assert code == 0, err
+    assert "done in 1 batch window (judge, compare)" in err  # this run waited for the last window only
+    with Store(tmp_path / "store") as store:
+        jobs = [job for job in store.list_jobs() if job.name.startswith("graph.")]
+        distinct = sum(sum(store.counts(job.id).values()) for job in jobs)
+        assert len(jobs) == 9 and all(job.state == "done" for job in jobs)
+    assert emulator.stats()["requests_processed"] == distinct  # each distinct request answered once
+    assert sum(emulator.stats()["batches_created"].values()) == 9

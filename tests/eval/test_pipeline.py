@@ -348,18 +348,26 @@ def test_a_likert_evaluation_reports_mean_scores_and_ranks_by_compliance(tmp_pat
     assert data["agreement"]["pairs"][0]["kappa"] is not None  # agreement on the 1-5 scores
 
 
-def test_an_evaluation_killed_mid_run_resumes_and_pays_for_nothing_twice(tmp_path, make_emulator):
-    """SIGKILL `batchery eval run` at seeded moments, run it again until it finishes: the numbers
-    equal an uninterrupted run's and the provider answered every request exactly once."""
+def test_an_evaluation_killed_mid_run_resumes_and_pays_for_nothing_twice(tmp_path, make_emulator, monkeypatch):
+    """SIGKILL `batchery eval run --no-wait` while the graph's stages are being submitted together
+    (in the middle of a window's creates: right after the provider made a batch whose answer the
+    run may not have stored; and at a seeded random moment), window after window (batches stay
+    open until the test moves the emulator's clock on), then run it to its end: the numbers equal
+    an uninterrupted run's, the provider answered every request exactly once and no batch was
+    created twice, and kills left several stages with batches open at once."""
     import os
     import random
     import signal
     import subprocess
     import sys
+    import time
+
+    window = 100.0
 
     def config_for(emulator, folder: Path) -> Path:
         folder.mkdir()
-        models = {"candidates": [("strong", "openai", "gpt-4o"), ("weak", "mistral", "mistral-small-latest")],
+        models = {"candidates": [("strong", "openai", "gpt-4o"), ("weak", "mistral", "mistral-small-latest"),
+                                 ("mid", "anthropic", "claude-sonnet-4-5")],
                   "judges": [("j1", "anthropic", "claude-haiku-4-5"), ("j2", "gemini", "gemini-2.5-flash"),
                              ("j3", "groq", "llama-3.3-70b-versatile")]}
         path = write_config(folder, emulate=False, behaviour=None, pairwise={"reversed_share": 1.0}, **{
@@ -368,40 +376,55 @@ def test_an_evaluation_killed_mid_run_resumes_and_pays_for_nothing_twice(tmp_pat
         return path
 
     keys = {f"{p}_API_KEY": "test-key" for p in ("OPENAI", "MISTRAL", "ANTHROPIC", "GEMINI", "GROQ")}
-    env = {**os.environ, **keys}
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
 
-    def run(path: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "batchery", "eval", "run", str(path)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    reference = make_emulator()  # the uninterrupted run, in this process
+    expected, _ = evaluate(config_for(reference, tmp_path / "reference"))
 
-    reference = make_emulator()
-    done = run(config_for(reference, tmp_path / "reference"))
-    assert done.wait(timeout=300) == 0, done.stderr.read()
-    expected = orjson.loads((tmp_path / "reference" / "out" / "summary.json").read_bytes())
-
-    emulator = make_emulator()
+    emulator = make_emulator(processing_seconds=window)
     path = config_for(emulator, tmp_path / "killed")
-    rng, kills = random.Random(5), 0
-    for _ in range(8):
-        proc = run(path)
-        try:
-            proc.wait(timeout=rng.uniform(0.8, 2.0))  # a deliberate fault injection: kill after a random delay
-            break
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-    else:
-        proc = run(path)
-        assert proc.wait(timeout=300) == 0, proc.stderr.read()
-    assert proc.returncode == 0, proc.stderr.read()
-    assert kills >= 2  # the deaths really happened mid-evaluation
+    rng = random.Random(7)
+
+    def created() -> int:
+        return sum(emulator.stats()["batches_created"].values())
+
+    def stages_open() -> int:
+        with Store(tmp_path / "killed" / "store") as store:
+            return sum(bool(store.batches(job.id, ["creating", "submitted"])) for job in store.list_jobs())
+
+    def run_killed(when) -> int | None:
+        """`eval run --no-wait`, SIGKILLed once `when()` says so (None: it returned first); how many
+        stages had batches open when it died."""
+        proc = subprocess.Popen([sys.executable, "-m", "batchery", "eval", "run", str(path), "--no-wait"],
+                                env={**os.environ, **keys}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        while proc.poll() is None and not when():
+            time.sleep(0.002)  # watching for the moment to strike, not waiting for time to pass
+        if proc.poll() is not None:
+            assert proc.returncode == 0, proc.stderr.read()
+            return None
+        proc.send_signal(signal.SIGKILL)  # a deliberate fault injection
+        proc.wait()
+        return stages_open()
+
+    open_at_kill = []
+    for batches in (3, 6):  # the generations; then the judges and comparisons
+        mid_creates = created() + rng.randint(2, batches - 1)  # after some of the window's creates, not all
+        open_at_kill.append(run_killed(lambda: created() >= mid_creates))  # noqa: B023 - called at once
+        if batches == 6:
+            deadline = time.monotonic() + rng.uniform(0.5, 3.0)
+            open_at_kill.append(run_killed(lambda: time.monotonic() > deadline))  # noqa: B023
+        assert evaluate(path, wait=False) is None  # the rest of the window is submitted (here: cheaper)
+        emulator.clock.advance(window)
+    assert evaluate(path) is not None  # collects the last window and writes the report
+    assert open_at_kill[0] is not None and open_at_kill[1] is not None and min(open_at_kill[:2]) >= 2, open_at_kill
     resumed = orjson.loads((tmp_path / "killed" / "out" / "summary.json").read_bytes())
     assert resumed["leaderboard"] == expected["leaderboard"]
     assert resumed["pairwise"]["bradley_terry"] == expected["pairwise"]["bradley_terry"]
     assert emulator.stats()["requests_processed"] == reference.stats()["requests_processed"]  # none billed twice
-    created, expected_batches = emulator.stats()["batches_created"], reference.stats()["batches_created"]
-    assert created == expected_batches, (created, expected_batches)  # and no batch created twice
+    created_now, expected_batches = emulator.stats()["batches_created"], reference.stats()["batches_created"]
+    assert created_now == expected_batches, (created_now, expected_batches)  # and no batch created twice
 
 
 def test_an_emulated_evaluation_is_never_read_back_as_a_real_one(tmp_path, emulator, monkeypatch):

@@ -46,8 +46,14 @@ def _print_leaderboard(data: dict) -> None:
 
 
 @eval_app.command("run")
-def run(config_path: Path = ConfigArg) -> None:
-    """Run the evaluation, or resume it: finished stages are read from the store, not sent again."""
+def run(config_path: Path = ConfigArg,
+        no_wait: bool = typer.Option(False, "--no-wait", help="Submit every stage that can be submitted now and "
+                                     "return; run it again (or `batchery collect`) to move the evaluation on.")
+        ) -> None:
+    """Run the evaluation, or resume it: finished stages are read from the store, not sent again.
+
+    Stages overlap: every candidate's generation is submitted at once, judges and pairwise judges
+    start as soon as the answers are in, re-asks as soon as the verdicts are in."""
     from dotenv import load_dotenv
 
     from ..eval.pipeline import run_evaluation
@@ -56,44 +62,97 @@ def run(config_path: Path = ConfigArg) -> None:
     load_dotenv(Path.cwd() / ".env")
     config, store = _open(config_path)
     progress = make_progress()
-    try:
-        with store:
-            data, report = run_evaluation(config, store, on_stage=progress.stage, on_progress=progress)
-    finally:
-        progress.close()
+    with store:
+        try:
+            result = run_evaluation(config, store, on_stage=progress.stage, on_progress=progress, wait=not no_wait)
+        finally:
+            progress.close()
+        if result is None:  # --no-wait, and stages are open at the providers
+            _print_open(config, store, config_path)
+            return
+    data, report = result
     _print_leaderboard(data)
-    print(f"\nreport: {os.path.relpath(report)}    every answer: {os.path.relpath(report.parent / 'items.jsonl')}",
+    print(f"\n{_windows(data)}", file=sys.stderr)
+    print(f"report: {os.path.relpath(report)}    every answer: {os.path.relpath(report.parent / 'items.jsonl')}",
           file=sys.stderr)
+
+
+def _windows(data: dict) -> str:
+    """How many batch windows the evaluation waited: its longest chain of stages that sent batches."""
+    count, stages = data.get("batch_windows", 0), data.get("window_stages", [])
+    if not count:
+        return "done: nothing sent, every stage was read back from the store"
+    chain = " → ".join(", ".join(names) for names in stages)
+    return f"done in {count} batch window{'s' if count != 1 else ''} ({chain})"
+
+
+def _print_open(config, store, config_path: Path) -> None:
+    """After --no-wait: what is open at the providers, what waits for it, and how to go on."""
+    from ..eval.pipeline import EvalRunner
+
+    rows = EvalRunner(config, store, send=False).plan()
+    for row in rows:
+        print(_stage_line(row, store), file=sys.stderr)
+    print(f"\nsubmitted; the evaluation goes on when `batchery eval run {config_path}` runs again (or "
+          f"`batchery collect --all` collects the stage jobs); `batchery eval status {config_path} --refresh` "
+          "asks the providers how far they are", file=sys.stderr)
+
+
+def _stage_line(row: dict, store, report: dict | None = None) -> str:
+    who = f"{row['stage']}: {row['who']}"
+    if row["job"] is None:
+        return f"{who} | waiting for {', '.join(row['waiting_for'])}"
+    if row["state"] == "not started":
+        return f"{who} | not started | {row['job']}"
+    if report is None:
+        from ..control import job_status
+
+        report = job_status(store, store.get_job(row["job"])).report()
+    counts = ", ".join(f"{v:,} {k}" for k, v in sorted(report["requests"].items()))
+    batches = ", ".join(f"{n} {state}" for state, n in sorted(report["batch_states"].items())) or "none"
+    from ..pricing import format_usd
+
+    return (f"{who} | {row['state']} | {counts} | batches: {batches} | {format_usd(report['cost']['usd'])} | "
+            f"{row['job']}")
 
 
 @eval_app.command("status")
 def status(config_path: Path = ConfigArg,
-           as_json: bool = typer.Option(False, "--json", help="Machine-readable output: one report per stage job.")
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output: every stage, with its "
+                                        "job's report."),
+           refresh: bool = typer.Option(False, "--refresh", help="Ask the providers where the open batches "
+                                        "stand first (one call per provider), and record it.")
            ) -> None:
-    """The evaluation's stage jobs: requests by outcome, tokens and cost so far."""
+    """Every stage of the evaluation: its job's state, requests by outcome, batches, cost so far;
+    a stage whose inputs are not in yet is shown waiting for them."""
+    from ..eval.pipeline import EvalRunner
     from ..control import job_status
-    from ..pricing import PriceBook, format_usd
+    from ..pricing import PriceBook
 
     config, store = _open(config_path)
     with store:
-        book = PriceBook(store_dir=store.dir)
         jobs = [j for j in store.list_jobs() if j.name.startswith(config.name + ".")]
+        if refresh:
+            from .collect import refresh_store
+
+            refresh_store(store, jobs)
+        if not jobs and not as_json:
+            print(f"evaluation '{config.name}' has not started: run `batchery eval run {config_path}`")
+            return
+        book = PriceBook(store_dir=store.dir)
+        rows = EvalRunner(config, store, send=False).plan()
+        reports = {j.name: job_status(store, j, book).report() for j in jobs}
         if as_json:
             import orjson
 
-            reports = [{"stage": job.name[len(config.name) + 1:].split(".")[0],
-                        **job_status(store, job, book).report()} for job in jobs]
-            sys.stdout.buffer.write(orjson.dumps({"evaluation": config.name, "jobs": reports},
+            stages = [{**row, "report": reports.get(row["job"])} for row in rows]
+            listed = [{"stage": name[len(config.name) + 1:].split(".")[0], **report}
+                      for name, report in reports.items()]
+            sys.stdout.buffer.write(orjson.dumps({"evaluation": config.name, "stages": stages, "jobs": listed},
                                                  option=orjson.OPT_INDENT_2) + b"\n")
             return
-        if not jobs:
-            print(f"evaluation '{config.name}' has not started: run `batchery eval run {config_path}`")
-            return
-        for job in jobs:
-            r = job_status(store, job, book).report()
-            counts = ", ".join(f"{v:,} {k}" for k, v in sorted(r["requests"].items()))
-            print(f"{job.name}: {r['state']} | {r['provider']} {r['model']} | {counts} | "
-                  f"{format_usd(r['cost']['usd'])}")
+        for row in rows:
+            print(_stage_line(row, store, reports.get(row["job"])))
 
 
 @eval_app.command("report")
