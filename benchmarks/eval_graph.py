@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,13 +72,17 @@ def evaluation(emulator, folder: Path, poll: float, statements: int) -> tuple[fl
     folder.mkdir(parents=True, exist_ok=True)
     spec = DEMO.joinpath("spec.jsonl").read_bytes().splitlines()[:statements]
     (folder / "spec.jsonl").write_bytes(b"\n".join(spec) + b"\n")
+    ids = {orjson.loads(line)["id"] for line in spec}
+    inputs = [line for line in DEMO.joinpath("inputs.jsonl").read_bytes().splitlines()
+              if orjson.loads(line)["statement_id"] in ids]
+    (folder / "inputs.jsonl").write_bytes(b"\n".join(inputs) + b"\n")
 
     def models(entries):
         return [{"name": n, "provider": p, "model": m, "base_url": emulator.base_url(p)} for n, p, m in entries]
 
     path = folder / "eval.yaml"
     path.write_text(yaml.safe_dump({
-        "name": f"bench-{folder.name}", "spec": "spec.jsonl", "inputs": str(DEMO / "inputs.jsonl"),
+        "name": f"bench-{folder.name}", "spec": "spec.jsonl", "inputs": "inputs.jsonl",
         "candidates": models(CANDIDATES), "judges": models(JUDGES), "jury": "majority",
         "pairwise": {"reversed_share": 1.0}, "store": "store", "out": "out"}))
     config = load_config(path)

@@ -167,7 +167,9 @@ def report(config_path: Path = ConfigArg,
         check_folder(out, "--out")
         config.out = out
     with store:
-        data, path = run_evaluation(config, store, send=False)
+        result = run_evaluation(config, store, send=False)
+    assert result is not None  # it waits for nothing: every stage is read back
+    data, path = result
     _print_leaderboard(data)
     print(f"\nreport: {os.path.relpath(path)}", file=sys.stderr)
 

@@ -364,7 +364,8 @@ class EvalRunner:
         can be sent without waiting (the stages left are open at the providers). Raises
         EvalStopped when a stage stopped early (budget, key, failures a later run can fix), after
         the stages already open have collected what they sent."""
-        waiting, running = list(stages), {}  # running: engine -> (stage, its job lock)
+        waiting = list(stages)
+        running: dict[Engine, tuple[Stage, ExitStack]] = {}  # open stages' engines, with their job locks
         policy = self._policy()
         stop: EvalStopped | None = None
         delay = policy.initial
@@ -447,10 +448,10 @@ class EvalRunner:
         lock = ExitStack()
         lock.enter_context(self.store.job_lock(job))  # another process running this stage stops us here
         try:
-            job = self.store.get_job(job_name)  # as it is now that we hold it
-            assert job is not None
-            reopen_recoverable(self.store, job)
-            engine = Engine(self.store, adapter, job, max_attempts=self.config.max_attempts,
+            current = self.store.get_job(job_name)  # as it is now that we hold it
+            assert current is not None
+            reopen_recoverable(self.store, current)
+            engine = Engine(self.store, adapter, current, max_attempts=self.config.max_attempts,
                             poll=self._policy(), on_progress=self.on_progress,
                             max_cost=0.0 if budget is not None else None, prices=budget)  # the cap: set each cycle
         except BaseException:

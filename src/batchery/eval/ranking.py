@@ -11,14 +11,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from ..engine import Progress
 from ..errors import InputError
 from ..store import Store
-from .config import RankingConfig
+from .config import ModelSpec, RankingConfig
 from .pipeline import EvalRunner
-from .prompts import pairwise_request, rank_variables
+from .prompts import PromptTemplate, pairwise_request, rank_variables
 from .specs import jsonl_objects
 
 
@@ -78,23 +79,32 @@ def run_ranking(config: RankingConfig, store: Store, *, send: bool = True,
     runner = EvalRunner(config, store, send=send, on_stage=on_stage, on_progress=on_progress)
     comparisons: list[dict] = []
     side = {"A": "first", "B": "second", "tie": "tie"}
-    with runner.connections():
-        for judge, template in ((j, t) for j in config.judges for t in config.templates(j, "rank")):
-            requests = {}
-            for first, second in pairs:  # every template sees the same pairs in the same orders
-                if template.builtin:
-                    request = pairwise_request("", items[first], items[second], model=judge.model,
-                                               params=judge.params, trait=config.trait)
-                else:
-                    request = template.request(rank_variables(config.trait, items[first], items[second]),
-                                               model=judge.model, params=judge.params)
-                request["id"] = f"{first}|{second}"
-                requests[request["id"]] = request
-            for rid, verdict in runner.judged(template.stage("rank"), judge, requests, template.output.parse).items():
-                first, second = rid.split("|", 1)
-                comparisons.append({"item": f"{first}|{second}" if first < second else f"{second}|{first}",
-                                    "first": first, "second": second, "judge": template.rater(judge.name),
-                                    "template": template.name, "winner": side[verdict.winner] if verdict else None})
+    grid = [(j, t) for j in config.judges for t in config.templates(j, "rank")]  # templates × judges
+    verdicts: dict[tuple[str, str], dict] = {(j.name, t.name): {} for j, t in grid}
+
+    def requests(judge: ModelSpec, template: PromptTemplate) -> dict[str, dict]:
+        built = {}
+        for first, second in pairs:  # every template sees the same pairs in the same orders
+            if template.builtin:
+                request = pairwise_request("", items[first], items[second], model=judge.model,
+                                           params=judge.params, trait=config.trait)
+            else:
+                request = template.request(rank_variables(config.trait, items[first], items[second]),
+                                           model=judge.model, params=judge.params)
+            request["id"] = f"{first}|{second}"
+            built[request["id"]] = request
+        return built
+
+    with runner.connections():  # every judge's job with every template at once, polled together
+        runner.run_stages([runner.judged_stage(template.stage("rank"), judge, partial(requests, judge, template),
+                                               template.output.parse, verdicts[judge.name, template.name].update)
+                           for judge, template in grid])
+    for judge, template in grid:  # in the config's order, whichever stage finished first
+        for rid, verdict in verdicts[judge.name, template.name].items():
+            first, second = rid.split("|", 1)
+            comparisons.append({"item": f"{first}|{second}" if first < second else f"{second}|{first}",
+                                "first": first, "second": second, "judge": template.rater(judge.name),
+                                "template": template.name, "winner": side[verdict.winner] if verdict else None})
     data = {
         "title": f"Ranking {config.name}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
