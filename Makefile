@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/live.py
+	$(BIN)/python benchmarks/eval_graph.py
 
 clean:
 	rm -rf $(VENV) .batchery demo-out
