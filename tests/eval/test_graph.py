@@ -153,3 +153,85 @@ def test_no_wait_submits_what_it_can_and_each_later_run_or_collect_moves_the_gra
         assert len(jobs) == 9 and all(job.state == "done" for job in jobs)
     assert emulator.stats()["requests_processed"] == distinct  # each distinct request answered once
     assert sum(emulator.stats()["batches_created"].values()) == 9
+
+
+def test_each_prompt_template_is_its_own_node_and_answers_candidates_need_no_generation(
+        tmp_path, make_emulator, keys):
+    """Two judges with two judge prompts and two pairwise prompts each, one generated candidate and
+    one given as an answers file: only the generated one has a generation stage; then every
+    (judge, prompt) stage, judging and comparing, goes out together in the next window, under the
+    template's own stage name; the emulator cannot read these home-made prompts, so their replies
+    are asked again (each template's own re-ask stage, as soon as its verdicts are in)."""
+    emulator = make_emulator(processing_seconds=WINDOW)
+    path = graph_config(tmp_path, emulator, statements=1, judges=[], candidates=[])
+    config = yaml.safe_load(path.read_text())
+    inputs = [orjson.loads(line) for line in (tmp_path / "inputs.jsonl").read_bytes().splitlines()]
+    (tmp_path / "answers.jsonl").write_bytes(b"".join(orjson.dumps(
+        {"statement_id": line["statement_id"], "input": line["input"], "answer": "I cannot know that."}) + b"\n"
+        for line in inputs))
+    strong = {"name": "strong", "provider": "openai", "model": "gpt-4o", "base_url": emulator.base_url("openai")}
+    config.update(candidates=[strong, {"name": "mine", "answers": "answers.jsonl"}],
+                  judges=[{"name": n, "provider": p, "model": m, "base_url": emulator.base_url(p)}
+                          for n, p, m in JUDGES[:2]],
+                  judge_prompt=["builtin", {"name": "strict", "text": "Rule: {{ statement }}\nAnswer: {{ answer }}"}],
+                  compare_prompt=["builtin", {"name": "short", "text": "Input: {{ input }}\nA: {{ answer_a }}\n"
+                                              "B: {{ answer_b }}\nWhich is better?"}])
+    path.write_text(yaml.safe_dump(config))
+    config = load_config(path)
+    open_at_each_wait: list[Counter] = []
+
+    with Store(config.store) as store:
+        def wait(seconds: float) -> None:
+            open_now: Counter = Counter()
+            for job in store.list_jobs():
+                open_now[job.name.split(".")[1]] += len(store.batches(job.id, ["submitted"]))
+            open_at_each_wait.append(+open_now)
+            emulator.clock.advance(seconds)
+
+        runner = EvalRunner(config, store, poll=PollPolicy(initial=WINDOW, maximum=WINDOW, sleep=wait))
+        evaluation = runner.run()
+        generations = [job.name for job in store.list_jobs() if ".generate." in job.name]
+    assert evaluation is not None
+    assert generations == [g for g in generations if g.startswith("graph.generate.strong.")] and len(generations) == 1
+    assert open_at_each_wait == [Counter(generate=1),
+                                 Counter({"judge": 2, "judge@strict": 2, "compare": 2, "compare@short": 2}),
+                                 Counter({"judge@strict-reask": 2, "compare@short-reask": 2})]
+    count, stages = runner.windows()
+    assert count == 3 and stages[0] == ["generate"]
+    assert set(stages[1]) == {"judge", "judge@strict", "compare", "compare@short"}
+    assert set(stages[2]) == {"judge@strict-reask", "compare@short-reask"}
+    assert list(evaluation.verdicts) == ["j1", "j1/strict", "j2", "j2/strict"]  # the config's order
+    assert all(len(v) == 2 * len(inputs) for v in evaluation.verdicts.values())  # both candidates judged
+    assert [(c["judge"], c["template"]) for c in evaluation.comparisons][::2 * len(inputs)] == [
+        ("j1", "builtin"), ("j1/short", "short"), ("j2", "builtin"), ("j2/short", "short")]  # both orders each
+
+
+def test_a_ranking_s_judges_and_templates_run_together_as_one_graph(tmp_path, make_emulator, keys):
+    """`eval rank`'s grid (judges × prompts) is one graph: all four stages go out in the first
+    cycle, and the home-made prompt's re-asks (the emulator cannot read it) in the next."""
+    from batchery.eval.config import RankingConfig
+    from batchery.eval.ranking import run_ranking
+
+    emulator = make_emulator(processing_seconds=WINDOW)
+    (tmp_path / "essays.jsonl").write_bytes(b"".join(
+        orjson.dumps({"id": f"e{i}", "text": f"Essay {i}."}) + b"\n" for i in range(4)))
+    path = tmp_path / "rank.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "grid", "items": "essays.jsonl", "trait": "clarity", "comparisons_per_item": 2,
+        "judges": [{"name": n, "provider": p, "model": m, "base_url": emulator.base_url(p)} for n, p, m in JUDGES[:2]],
+        "compare_prompt": ["builtin", {"name": "plain", "text": "Which is clearer on {{ trait }}?\n"
+                                       "A: {{ answer_a }}\nB: {{ answer_b }}"}],
+        "store": "store", "out": "out"}))
+    config = load_config(path, RankingConfig)
+    open_at_each_wait: list[Counter] = []
+    with Store(config.store) as store:
+        def wait(seconds: float) -> None:
+            open_now: Counter = Counter()
+            for job in store.list_jobs():
+                open_now[job.name.split(".")[1]] += len(store.batches(job.id, ["submitted"]))
+            open_at_each_wait.append(+open_now)
+            emulator.clock.advance(seconds)
+
+        data, _ = run_ranking(config, store, poll=PollPolicy(initial=WINDOW, maximum=WINDOW, sleep=wait))
+    assert open_at_each_wait == [Counter({"rank": 2, "rank@plain": 2}), Counter({"rank@plain-reask": 2})]
+    assert [row["judge"] for row in data["pairwise"]["judges"]] == ["j1", "j1/plain", "j2", "j2/plain"]

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import datetime, timezone
+from functools import partial
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,15 @@ from typing import Any
 import orjson
 
 from ..api import EMULATOR_POLL, Connection, drive, job_options
-from ..engine import Engine, PollPolicy, Progress, check_endpoint, poll_together, prepare_job, reopen_recoverable
+from ..engine import (
+    Engine,
+    PollPolicy,
+    Progress,
+    check_endpoint,
+    poll_together,
+    prepare_job,
+    reopen_recoverable,
+)
 from ..errors import AccountError, BatcheryError, ConfigError, JobError
 from ..export import Result, iter_results
 from ..inputs import iter_objects

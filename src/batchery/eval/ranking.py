@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from ..engine import Progress
+from ..engine import PollPolicy, Progress
 from ..errors import InputError
 from ..store import Store
 from .config import ModelSpec, RankingConfig
@@ -69,14 +69,16 @@ def sample_pairs(ids: list[str], per_item: int, reversed_share: float, seed: int
 
 def run_ranking(config: RankingConfig, store: Store, *, send: bool = True,
                 on_stage: Callable[[str], None] | None = None,
-                on_progress: Callable[[Progress], None] | None = None) -> tuple[dict, Path]:
-    """Judge the sampled pairs with every judge, then rank. Returns (report data, report path)."""
+                on_progress: Callable[[Progress], None] | None = None,
+                poll: PollPolicy | None = None) -> tuple[dict, Path]:
+    """Judge the sampled pairs with every judge and each of its prompts (all at once), then rank.
+    Returns (report data, report path)."""
     from . import stats
     from .report import write_report
 
     items = load_items(config.items)
     pairs = sample_pairs(sorted(items), config.comparisons_per_item, config.reversed_share, config.seed)
-    runner = EvalRunner(config, store, send=send, on_stage=on_stage, on_progress=on_progress)
+    runner = EvalRunner(config, store, send=send, on_stage=on_stage, on_progress=on_progress, poll=poll)
     comparisons: list[dict] = []
     side = {"A": "first", "B": "second", "tie": "tie"}
     grid = [(j, t) for j in config.judges for t in config.templates(j, "rank")]  # templates × judges
