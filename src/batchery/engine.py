@@ -26,9 +26,10 @@ from .inputs import open_file
 from .limits import split
 from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_cost, total
 from .providers.base import FAILED, MISSING, SUCCEEDED, BatchProvider, RemoteBatch, redact, scrub
-from .requests import parse_for
+from .requests import canonical_bytes, parse_for
 from .retry import DEFAULT_MAX_ATTEMPTS, recoverable_codes, retryable_statuses, transient_codes
 from .store import Job, Store
+from .structured import INVALID, batch_schemas, checked, reask_batch, reask_job, schema_text
 
 T = TypeVar("T")
 
@@ -52,9 +53,14 @@ class RequestCounts:
 
     @property
     def failed(self) -> int:
-        """Lines that ended without an answer: failed, expired, missing (a cancel is the user's
-        choice, not a failure)."""
+        """Lines that ended without an answer: failed, expired, missing, invalid (a cancel is the
+        user's choice, not a failure)."""
         return self.finished - self.counts.get("succeeded", 0) - self.counts.get("cancelled", 0)
+
+    @property
+    def invalid(self) -> int:
+        """Lines whose answer never fit their response_format schema (part of `failed`)."""
+        return self.counts.get("invalid", 0)
 
 
 def tally_batches(batches: Iterable[Any]) -> tuple[dict[str, int], dict[str, int]]:
@@ -198,6 +204,7 @@ def _add_lines(store: Store, job_id: int, provider: BatchProvider, model: str | 
     max_bytes = provider.limits.max_bytes
     n = 0
     lines: list[tuple] = []
+    structured: list[tuple] = []  # lines with a response_format: their answers are checked (structured.py)
     for where, obj in source:
         row_id, metadata, canonical, key = parse_for(provider, obj, model, raw, where)
         # Stored as the provider's batch line: encoded once here, copied into batch files as is.
@@ -207,17 +214,24 @@ def _add_lines(store: Store, job_id: int, provider: BatchProvider, model: str | 
                              f"batch file limit of {max_bytes:,} bytes")
         lines.append((n, None if row_id is None else str(row_id),
                       None if metadata is None else orjson.dumps(metadata), key, canonical["model"], line))
+        if "response_format" in canonical:
+            structured.append((key, schema_text(canonical["response_format"]), canonical_bytes(canonical)))
         n += 1
         if len(lines) >= _CHUNK:
-            with store.transaction():
-                store.add_requests(job_id, lines)
-            lines = []
+            _store_lines(store, job_id, lines, structured)
+            lines, structured = [], []
     if n == 0:
         raise InputError(f"{source_name}: no requests to run (empty input)")
     if lines:
-        with store.transaction():
-            store.add_requests(job_id, lines)
+        _store_lines(store, job_id, lines, structured)
     return n
+
+
+def _store_lines(store: Store, job_id: int, lines: list[tuple], structured: list[tuple]) -> None:
+    with store.transaction():
+        store.add_requests(job_id, lines)
+        if structured:
+            store.add_structured(job_id, structured)
 
 
 def reopen_recoverable(store: Store, job: Job) -> int:
@@ -315,6 +329,7 @@ class Engine:
         self.prices = (prices or PriceBook(store_dir=store.dir)) if max_cost is not None else prices
         self.stopped: str | None = None
         self._cancel_sent = False  # this process has acted on the job's cancel request
+        self._structured = store.has_structured(job.id)  # answers to check against a schema (structured.py)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -327,6 +342,7 @@ class Engine:
         """
         with self.store.job_lock(self.job):
             reopen_recoverable(self.store, self.job)
+            reask_job(self.store, self.provider, self.job, self.max_attempts)
             return self._run(wait)
 
     def _run(self, wait: bool) -> Progress:
@@ -601,6 +617,10 @@ class Engine:
         """Store one outcome per returned line, then name what never came back."""
         members = self.store.batch_members(batch.id)
         size = len(members)
+        # Answers to lines with a response_format are checked as they are read: one that does not
+        # fit its schema is stored as `invalid` (reask_batch below asks it again).
+        schemas = batch_schemas(self.store, batch.id) if self._structured else None
+        invalid = 0
         chunk: list[tuple] = []
         strays = 0  # lines for requests this batch does not hold (or a second copy of one)
         all_succeeded = True  # every line stored here is an answer: nothing to retry
@@ -614,6 +634,9 @@ class Engine:
                 if item is None:
                     strays += 1
                     continue
+                if schemas:
+                    outcome = checked(outcome, schemas.get(item))
+                    invalid += outcome.status == INVALID
                 chunk.append((*outcome[1:], item))
                 if outcome.status != SUCCEEDED:
                     all_succeeded = False
@@ -634,6 +657,10 @@ class Engine:
             message = f"the batch ended {remote.status} before this request ran"
         with self.store.transaction():
             self._record(chunk, commit=False)
+            # The answers are stored; those that did not fit (read now, or before a crash) are asked
+            # again, each as a new request for the same line, while sends are left.
+            reasked = (reask_batch(self.store, self.provider, self.job.id, batch.id, self.max_attempts)
+                       if self._structured and self.job.state == "running" else 0)
             # The common case, every line back and answered, skips two passes over the batch's items.
             unanswered = self.store.add_leftover_outcomes(batch.id, leftover, code, message) if members else 0
             retried = 0 if all_succeeded and not members else self.store.requeue_retryable(
@@ -645,7 +672,7 @@ class Engine:
                                     error=redact(remote.error) if remote.error else None)
             self.store.log(self.job.id, "batch_collected", batch=batch.id, remote=remote.remote_id,
                            status=remote.status, unanswered=unanswered, leftover=leftover, strays=strays,
-                           retried=retried)
+                           retried=retried, **({"invalid": invalid, "reasked": reasked} if invalid or reasked else {}))
 
     def _record(self, chunk: list[tuple], commit: bool = True) -> None:
         chunk.sort(key=lambda row: row[-1])  # item id order: the table is walked, not jumped

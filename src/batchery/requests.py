@@ -60,6 +60,15 @@ def _stop(value: Any, name: str, where: str) -> list[str]:
 def _schema(value: Any, name: str, where: str) -> dict:
     if not isinstance(value, dict):
         raise _fail(where, "field 'response_format' must be a JSON schema object")
+    # Answers are checked against it, so it must be one.
+    from .structured import schema_problem, schema_text
+
+    try:
+        problem = schema_problem(schema_text(value))
+    except TypeError:  # not JSON at all (an integer past 64 bits): canonical_bytes says so, naming the line
+        return value
+    if problem:
+        raise _fail(where, f"field 'response_format' is {problem}")
     return value
 
 

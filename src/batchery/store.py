@@ -56,7 +56,7 @@ _MIGRATIONS: list[str] = [
     );
     CREATE TABLE outcomes (               -- written once per item: appending is cheaper than growing items
         item INTEGER PRIMARY KEY,
-        status TEXT NOT NULL,            -- succeeded | failed | expired | cancelled | missing
+        status TEXT NOT NULL,            -- succeeded | failed | expired | cancelled | missing (| invalid, v4)
         text TEXT, response BLOB, input_tokens INTEGER, output_tokens INTEGER,
         cached_tokens INTEGER, reasoning_tokens INTEGER, error_code TEXT, error_message TEXT
     );
@@ -106,6 +106,16 @@ _MIGRATIONS: list[str] = [
     DROP TABLE outcomes;
     ALTER TABLE outcomes_3 RENAME TO outcomes;
     CREATE UNIQUE INDEX outcomes_item ON outcomes (item)
+    """,
+    # 4: structured output (structured.py). Lines with a response_format keep their schema and
+    # their neutral request, to check answers and to build re-asks. A re-asked line keeps its item
+    # (its place in the input) with the re-ask as its request; each attempt that did not fit stays
+    # as an item in state 'reasked' under its own key, with its outcome (and tokens).
+    """
+    CREATE TABLE structured (
+        item INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, schema TEXT NOT NULL, request BLOB NOT NULL
+    );
+    CREATE INDEX structured_job ON structured (job_id)
     """,
 ]
 
@@ -350,7 +360,7 @@ class Store:
         self.db.execute("UPDATE items SET batch = NULL WHERE job_id <> ? AND batch IN"
                         " (SELECT id FROM batches WHERE job_id = ?)", (job_id, job_id))
         self.db.execute("DELETE FROM outcomes WHERE item IN (SELECT id FROM items WHERE job_id = ?)", (job_id,))
-        for table in ("items", "duplicates", "batches", "events"):
+        for table in ("items", "duplicates", "batches", "events", "structured"):
             self.db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
         self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         return tags
@@ -571,14 +581,15 @@ class Store:
     def attempts(self, job_id: int) -> dict[int, int]:
         """How many distinct requests took 1, 2, ... sends."""
         return dict(self.db.execute(
-            "SELECT attempts, COUNT(*) FROM items WHERE job_id = ? AND attempts > 0 GROUP BY attempts", (job_id,)))
+            "SELECT attempts, COUNT(*) FROM items WHERE job_id = ? AND attempts > 0 AND state <> 'reasked'"
+            " GROUP BY attempts", (job_id,)))
 
     def failure_reasons(self, job_id: int, limit: int = 10) -> list[tuple[str, str, str, int]]:
         """The most common (status, error code, example message, count) among lines that did not succeed."""
         return self.db.execute(
             "SELECT o.status, o.error_code, MIN(o.error_message), COUNT(*) FROM items i"
             " JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? AND o.status <> 'succeeded'"
-            " GROUP BY o.status, o.error_code ORDER BY COUNT(*) DESC LIMIT ?", (job_id, limit)).fetchall()
+            " AND i.state <> 'reasked' GROUP BY o.status, o.error_code ORDER BY COUNT(*) DESC LIMIT ?", (job_id, limit)).fetchall()
 
     def usage_by_model(self, job_id: int) -> list[tuple[str, str, int, int]]:
         """(model, source, input tokens, output tokens) returned for this job's own batch and live
@@ -594,7 +605,7 @@ class Store:
         out: dict[str, int] = {}
         for state, status, n in self.db.execute(
             "SELECT i.state, o.status, COUNT(*) FROM items i LEFT JOIN outcomes o ON o.item = i.id"
-            " WHERE i.job_id = ? GROUP BY i.state, o.status", (job_id,)
+            " WHERE i.job_id = ? AND i.state <> 'reasked' GROUP BY i.state, o.status", (job_id,)
         ):
             label = status if state == "done" else state
             out[label] = out.get(label, 0) + n
@@ -613,11 +624,13 @@ class Store:
         if self.db.execute("SELECT 1 FROM duplicates WHERE job_id = ? LIMIT 1", (job_id,)).fetchone() is None:
             # no line repeats another: the items are the rows, already in input order
             yield from _chunks(self.db.execute(
-                f"SELECT i.row_id, i.metadata, {outcome.format('items i')} WHERE i.job_id = ? ORDER BY i.id",
+                f"SELECT i.row_id, i.metadata, {outcome.format('items i')} WHERE i.job_id = ?"
+                " AND i.state <> 'reasked' ORDER BY i.id",
                 (job_id,)))
             return
         firsts = self.db.execute(
-            f"SELECT i.ordinal, i.row_id, i.metadata, {outcome.format('items i')} WHERE i.job_id = ? ORDER BY i.id",
+            f"SELECT i.ordinal, i.row_id, i.metadata, {outcome.format('items i')} WHERE i.job_id = ?"
+            " AND i.state <> 'reasked' ORDER BY i.id",
             (job_id,))
         repeats = self.db.cursor().execute(
             f"SELECT d.ordinal, d.row_id, d.metadata,"
@@ -625,6 +638,55 @@ class Store:
             " WHERE d.job_id = ? ORDER BY d.ordinal", (job_id,))
         for row in heapq.merge(_chunks(firsts), _chunks(repeats)):
             yield row[1:]
+
+    # -- structured output (structured.py decides; these read and write) --------------------------
+
+    def add_structured(self, job_id: int, rows: list[tuple[str, str, bytes]]) -> None:
+        """Keep (key, schema, neutral request) for the job's lines that ask for structured output."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO structured (item, job_id, schema, request)"
+            " SELECT id, job_id, ?, ? FROM items WHERE job_id = ? AND key = ?",
+            [(schema, request, job_id, key) for key, schema, request in rows])
+
+    def has_structured(self, job_id: int) -> bool:
+        return self.db.execute("SELECT 1 FROM structured WHERE job_id = ? LIMIT 1", (job_id,)).fetchone() is not None
+
+    def structured_schema(self, item: int) -> str | None:
+        row = self.db.execute("SELECT schema FROM structured WHERE item = ?", (item,)).fetchone()
+        return row[0] if row else None
+
+    def structured_schemas(self, batch_id: int) -> list[tuple[int, str]]:
+        """(item, schema) of the batch's structured lines still waiting for an outcome."""
+        return self.db.execute(
+            "SELECT i.id, s.schema FROM items i JOIN structured s ON s.item = i.id"
+            " WHERE i.batch = ? AND i.state = 'queued'", (batch_id,)).fetchall()
+
+    def reaskable(self, job_id: int, max_attempts: int, *, batch_id: int | None = None,
+                  item: int | None = None) -> list[tuple[int, bytes, str | None, str]]:
+        """(item, request, answer, error) of invalid lines sent fewer than max_attempts times: of one
+        batch being collected, of one item just answered live, or every finished one of the job."""
+        where = ("i.batch = ? AND i.state = 'queued'" if batch_id is not None else
+                 "i.id = ? AND i.state = 'done'" if item is not None else "i.job_id = ? AND i.state = 'done'")
+        return self.db.execute(
+            "SELECT i.id, s.request, o.text, o.error_message FROM items i JOIN structured s ON s.item = i.id"
+            f" JOIN outcomes o ON o.item = i.id WHERE {where} AND o.status = 'invalid' AND i.attempts < ?"
+            " ORDER BY i.id", (batch_id if batch_id is not None else item if item is not None else job_id,
+                               max_attempts)).fetchall()
+
+    def reask(self, job_id: int, item: int, key: str, line: bytes, request: bytes) -> None:
+        """The line's request becomes its re-ask (new key and provider line), pending; the attempt
+        that did not fit moves to a new item in state 'reasked', keeping its key, outcome and tokens
+        (counted in the job's cost, never exported nor reused). Repeated lines follow the re-ask."""
+        old = self.db.execute("SELECT ordinal, row_id, metadata, key, model, line, batch, attempts FROM items"
+                              " WHERE id = ?", (item,)).fetchone()
+        self.db.execute("UPDATE items SET key = ?, line = ?, state = 'pending', batch = NULL WHERE id = ?",
+                        (key, line, item))
+        history = self.db.execute(
+            "INSERT INTO items (job_id, ordinal, row_id, metadata, key, model, line, batch, attempts, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'reasked')", (job_id, *old)).lastrowid
+        self.db.execute("UPDATE outcomes SET item = ? WHERE item = ?", (history, item))
+        self.db.execute("UPDATE structured SET request = ? WHERE item = ?", (request, item))
+        self.db.execute("UPDATE duplicates SET key = ? WHERE job_id = ? AND key = ?", (key, job_id, old[3]))
 
     # -- events --------------------------------------------------------------------------------
 

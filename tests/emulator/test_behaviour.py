@@ -13,6 +13,7 @@ from batchery.emulator import Emulator
 from batchery.emulator.anthropic_routes import _execute as anthropic_execute
 from batchery.emulator.fake_model import (
     IGNORES_GUIDELINE,
+    NOT_JSON_REPLY,
     UNPARSABLE_REPLY,
     Behaviour,
     complete_chat,
@@ -164,6 +165,38 @@ def test_judge_output_fills_extra_schema_fields_validly():
     assert set(reply_json) == {"explanation", "compliant", "confidence", "category"}
 
 
+def test_invalid_structured_answers_a_share_badly_for_the_first_asks_then_fits():
+    """A share of structured requests (drawn from the first ask, so a request and its re-asks agree)
+    get `invalid_attempts` answers that do not fit: prose, then JSON that breaks the schema; the ask
+    after that many corrections fits. Requests without a schema, and other models, are untouched."""
+    from batchery.structured import reask_request as structured_reask
+    from batchery.structured import schema_text, verdict
+
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
+    behaviour = Behaviour(invalid_structured={"sloppy": 0.25}, invalid_attempts={"sloppy": 2})
+    text = schema_text(schema)
+
+    def answer(request: dict, model: str = "sloppy") -> str:
+        return judge_reply(request, model, behaviour)
+
+    bad = 0
+    for prompt in PROMPTS[:400]:
+        request = {"messages": [{"role": "user", "content": prompt}], "response_format": schema}
+        first = answer(request)
+        assert verdict(text, answer(request, "careful")) is None  # another model fits every time
+        if verdict(text, first) is None:
+            continue
+        bad += 1
+        assert first == NOT_JSON_REPLY and answer(request) == first  # deterministic
+        second = answer(again := structured_reask(request, first, "it is not JSON"))
+        assert verdict(text, second)[0] == "schema_mismatch"
+        third = answer(structured_reask(again, second, "at $: 'score' is a required property"))
+        assert verdict(text, third) is None
+    assert 0.2 <= bad / 400 <= 0.3
+    assert reply(PROMPTS[0], None, model="sloppy", behaviour=Behaviour(invalid_structured=1.0))[0] == \
+        plain_answer(PROMPTS[0], "sloppy")
+
+
 # -- configuration ---------------------------------------------------------------------------------
 
 
@@ -183,6 +216,9 @@ def test_behaviour_from_a_config_mapping():
     ({"judge_noise": {"m": "high"}}, "from 0 to 1"),
     ({"position_bias": ["m"]}, "table of model name"),
     ([("quality", 1)], "mapping"),
+    ({"invalid_structured": {"m": 2}}, "from 0 to 1"),
+    ({"invalid_attempts": {"m": 0.5}}, "whole number"),
+    ({"invalid_attempts": -1}, "whole number"),
 ])
 def test_bad_behaviour_config_is_refused_clearly(data, message):
     with pytest.raises(ValueError, match=message):

@@ -14,7 +14,7 @@ from . import collect, estimate, evaluate, jobs
 # Every exit status a command can end with (README "Exit codes" says the same).
 EXIT_CODES = {
     0: "done: every line succeeded (with --no-wait: submitted)",
-    1: "the job ended but some lines did not succeed (failed, expired or missing after every attempt); "
+    1: "the job ended but some lines did not succeed (failed, expired, missing or invalid after every attempt); "
        "the results are written and the most common reasons printed",
     2: "a usage, configuration, input or store error: the message says what to fix",
     3: "stopped by --max-cost (or an evaluation's budget_usd); the job is saved: run again with a higher cap",
@@ -100,14 +100,23 @@ def emulator(
     tpm: int | None = typer.Option(None, min=1, help="Tokens per minute (prompt estimate + max output tokens) "
                                    "each provider's live endpoint admits; unlimited if unset."),
     latency: float = typer.Option(0.0, min=0.0, help="Seconds each live answer waits before it is sent."),
+    behaviour: str = typer.Option("", help="The fake models' knobs as JSON, e.g. '{\"invalid_structured\": 0.2, "
+                                  "\"invalid_attempts\": 1}' (knobs: batchery.emulator.fake_model)."),
 ) -> None:
     """Serve a local emulator of the providers' Batch APIs and live endpoints (for tests, demos and dry runs)."""
+    import orjson
+
     from ..emulator import serve
+    from ..emulator.fake_model import Behaviour
     from ..errors import ConfigError
 
     try:
+        knobs = Behaviour.from_dict(orjson.loads(behaviour)) if behaviour else None
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        raise ConfigError(f"--behaviour: {exc}") from None
+    try:
         serve(host=host, port=port, processing_seconds=processing_seconds, faults=faults or None,
-              rpm=rpm, tpm=tpm, latency=latency)
+              rpm=rpm, tpm=tpm, latency=latency, behaviour=knobs)
     except ValueError as exc:  # a bad --faults spec, found before the socket is bound
         raise ConfigError(f"--faults: {exc}") from None
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: serve() has removed its temporary folder

@@ -107,7 +107,8 @@ def retry(
 ) -> None:
     """Send a finished job's failed, expired and missing lines again; succeeded lines are kept.
 
-    Lines the provider cancelled are sent too. The job's provider, base URL and settings come
+    Lines the provider cancelled are sent too, and invalid lines (answers that never fit their
+    response_format schema) are asked again with the error. The job's provider, base URL and settings come
     from the store and the key from the environment; the input file is not needed."""
     from ..api import Connection, drive, live_policy, provider_session
     from ..control import OPEN, find_job, reopen_job, retry_lines
@@ -115,6 +116,7 @@ def retry(
     from ..export import export
     from ..pricing import PriceBook
     from ..store import Store
+    from ..structured import INVALID, reask_job
     from .progress import make_progress
 
     load_env()
@@ -124,8 +126,8 @@ def retry(
         def select(store: Any, j: Any) -> list[int]:
             return retry_lines(store, j, include_cancelled=include_cancelled)
 
-        if not select(st, row) and row.state not in OPEN:
-            print(f"job '{job}': nothing to retry (no line ended failed, expired or missing"
+        if not select(st, row) and not st.counts(row.id).get(INVALID) and row.state not in OPEN:
+            print(f"job '{job}': nothing to retry (no line ended failed, expired, missing or invalid"
                   + ("" if include_cancelled or row.state != "cancelled" else
                      "; add --include-cancelled to send the lines you cancelled") + ")", file=sys.stderr)
             return
@@ -144,6 +146,7 @@ def retry(
         with provider_session(conn) as (adapter, emulator_poll):
             with st.job_lock(row):
                 n = reopen_job(st, row, select, "batchery retry")
+                n += reask_job(st, adapter, _job_or_exit(st, job), None)
                 with st.transaction():  # collect continues the job with these settings
                     st.set_job_options(row.id, {**options, "max_attempts": attempts,
                                                 **({"out": str(out.absolute())} if out else {})})

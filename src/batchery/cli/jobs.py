@@ -35,8 +35,9 @@ def run(
     emulate: bool = typer.Option(False, help="Run against an in-process emulator: no key, no cost."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="At most this many requests per batch."),
     max_attempts: int = typer.Option(3, min=1, help="Sends per request: lines that expire, go missing or hit a "
-                                     "transient provider error are retried in new batches up to this many "
-                                     "(failures a later run can fix, like a refused key, are sent again by it)."),
+                                     "transient provider error are retried in new batches up to this many, and "
+                                     "answers that do not fit a response_format schema are asked again with the "
+                                     "error (failures a later run can fix, like a refused key, are sent again by it)."),
     raw: bool = typer.Option(False, "--raw", help="Lines are already in the provider's own batch format; send their bodies as they are."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimate (requests, tokens, cost) and send nothing."),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="USD: stop submitting new batches "
@@ -120,7 +121,7 @@ def run(
 
 
 # Outcomes that mean a line has no answer after every attempt: the run exits 1 when any remain.
-_UNANSWERED = ("failed", "expired", "missing")
+_UNANSWERED = ("failed", "expired", "missing", "invalid")
 
 
 def _run_summary(st, job_row, final) -> dict:

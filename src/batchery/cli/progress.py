@@ -27,7 +27,8 @@ def _merged(p: Progress) -> str:
 
 def _counts(p: Progress) -> str:
     cancelled = p.items.get("cancelled", 0)
-    return f"{p.failed:,} failed" + (f", {cancelled:,} cancelled" if cancelled else "")
+    return (f"{p.failed:,} failed" + (f" ({p.invalid:,} invalid)" if p.invalid else "")
+            + (f", {cancelled:,} cancelled" if cancelled else ""))
 
 
 def _summary(p: Progress, name: str) -> str:

@@ -26,6 +26,14 @@ Every draw is a hash of (knob, model, prompt): the same request always gets the 
   re-ask path of an evaluation gets exercised. A re-ask (the judge prompt in an earlier user turn,
   a correction as the last one) is always answered with JSON, and with the verdict the first ask
   would have given.
+- ``invalid_structured`` (default 0.0): the share of requests with a JSON schema whose answers do not
+  fit it, so the structured-output check of every run (:mod:`batchery.structured`) gets exercised.
+  Which requests is drawn from the first ask (the user turns before any correction), so a request
+  and its re-asks agree. Such a request gets ``invalid_attempts`` (a count, default 1) answers that
+  do not fit before one that does: its first ask, and each re-ask (a conversation whose user turns
+  include batchery's correction, :data:`batchery.structured.CORRECTION`) while fewer corrections than
+  that have been made. Set it high (99) for answers that never fit. The bad answers alternate:
+  prose (:data:`NOT_JSON_REPLY`: not JSON) first, then JSON that breaks the schema.
 
 A request is judged when it asks for a JSON schema whose properties include ``compliant`` or
 ``score`` (with the prompt holding an ``<answer>`` section) or ``winner`` (with ``<answer_a>`` and
@@ -58,7 +66,12 @@ _MARK = IGNORES_GUIDELINE.strip()
 UNPARSABLE_REPLY = ("Having read everything carefully, I lean one way, but I would rather explain my "
                     "view in prose than commit to a verdict in the requested format.")
 
-_DEFAULTS = {"quality": 1.0, "judge_noise": 0.0, "position_bias": 0.5, "tie_rate": 0.0, "unparsable": 0.0}
+# What a model says instead of the JSON asked for (the ``invalid_structured`` knob).
+NOT_JSON_REPLY = "Sure! Here is what you asked for, in my own words rather than as JSON."
+
+_DEFAULTS = {"quality": 1.0, "judge_noise": 0.0, "position_bias": 0.5, "tie_rate": 0.0, "unparsable": 0.0,
+             "invalid_structured": 0.0, "invalid_attempts": 1}
+_COUNTS = frozenset({"invalid_attempts"})  # knobs that count rather than give a probability
 WILDCARD = "*"
 
 
@@ -72,7 +85,10 @@ def _table(name: str, value: Any) -> dict[str, float]:
     for model, p in value.items():
         if not isinstance(model, str) or not model:
             raise ValueError(f"behaviour.{name}: model names must be non-empty strings, got {model!r}")
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        if name in _COUNTS:
+            if isinstance(p, bool) or not isinstance(p, int) or p < 0:
+                raise ValueError(f"behaviour.{name}[{model!r}] must be a whole number from 0, got {p!r}")
+        elif isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise ValueError(f"behaviour.{name}[{model!r}] must be a number from 0 to 1, got {p!r}")
         out[model] = float(p)
     return out
@@ -87,6 +103,8 @@ class Behaviour:
     position_bias: Mapping[str, float] = field(default_factory=dict)
     tie_rate: Mapping[str, float] = field(default_factory=dict)
     unparsable: Mapping[str, float] = field(default_factory=dict)
+    invalid_structured: Mapping[str, float] = field(default_factory=dict)
+    invalid_attempts: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -175,12 +193,14 @@ def reply(prompt: str, schema: dict | None = None, max_tokens: int | None = None
     of the earlier user turns as ``history``, which a re-asked judge needs), so the same request
     gets the same answer from all six emulated providers. With a JSON schema the text is JSON
     valid against it, seeded by the prompt (not by the provider's wire format), or a judge's
-    verdict when the prompt is a batchery judge prompt. ``model`` and ``behaviour`` apply the knobs
+    verdict when the prompt is a batchery judge prompt (or, by the ``invalid_structured`` knob, an
+    answer that does not fit). ``model`` and ``behaviour`` apply the knobs
     (the default :class:`Behaviour` when none is given).
     """
     behaviour = behaviour or DEFAULT_BEHAVIOUR
     if schema is not None:
-        text = _judge(prompt, history, schema, model, behaviour)
+        text = _unfitting(prompt, history, schema, model, behaviour) or _judge(prompt, history, schema, model,
+                                                                                behaviour)
         if text is None:
             seed = zlib.crc32(prompt.encode()) << 32 | zlib.adler32(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
             text = orjson.dumps(generate(schema, seed)).decode()
@@ -191,6 +211,39 @@ def reply(prompt: str, schema: dict | None = None, max_tokens: int | None = None
     if truncated:
         text, output_tokens = text[: max_tokens * CHARS_PER_TOKEN], max_tokens
     return text, _tokens(input_chars or len(prompt)), output_tokens, truncated
+
+
+def _unfitting(prompt: str, history: Sequence[str], schema: dict, model: str | None,
+               behaviour: Behaviour) -> str | None:
+    """An answer that does not fit ``schema`` (the ``invalid_structured`` knob), or None."""
+    share = behaviour.value("invalid_structured", model)
+    if share <= 0.0:
+        return None
+    from ..structured import CORRECTION
+
+    turns = [*history, prompt]
+    corrections = [i for i, text in enumerate(turns) if text.startswith(CORRECTION)]
+    if len(corrections) >= behaviour.value("invalid_attempts", model):
+        return None
+    first_ask = "\x1e".join(turns[:corrections[0]] if corrections else turns)
+    if _draw("invalid_structured", model, first_ask) >= share:
+        return None
+    if len(corrections) % 2 == 0:
+        return NOT_JSON_REPLY
+    return _breaking(schema) or NOT_JSON_REPLY
+
+
+def _breaking(schema: dict) -> str | None:
+    """JSON that parses but does not validate against ``schema`` (None if every value would)."""
+    from ..structured import schema_text, verdict
+
+    text = schema_text(schema)
+    values: tuple[Any, ...] = ({}, [], "", 0, None, {"unexpected": [0]})
+    for value in values:
+        candidate = orjson.dumps(value).decode()
+        if verdict(text, candidate) is not None:
+            return candidate
+    return None
 
 
 # -- the fake judge ------------------------------------------------------------------------------

@@ -278,12 +278,12 @@ class Emulator:
 def serve(host: str = "127.0.0.1", port: int = 8765, processing_seconds: float = 0.0,
           completion_window_seconds: float = 86400, cancel_seconds: float = 0.0,
           faults: FaultPlan | str | None = None, rpm: int | None = None, tpm: int | None = None,
-          latency: float = 0.0) -> None:
+          latency: float = 0.0, behaviour: Behaviour | None = None) -> None:
     """Run the emulator in the foreground (for ``batchery emulator``), printing where it listens.
 
     ``faults`` is a spec string such as ``"http_429=0.1,lost_create=1,seed=7"`` (grammar in
     :mod:`batchery.emulator.faults`); a bad spec raises ValueError before the socket is bound."""
     emulator = Emulator(host=host, port=port, processing_seconds=processing_seconds,
                         completion_window_seconds=completion_window_seconds, cancel_seconds=cancel_seconds,
-                        faults=faults, rpm=rpm, tpm=tpm, latency=latency)
+                        faults=faults, rpm=rpm, tpm=tpm, latency=latency, behaviour=behaviour)
     emulator.run_forever()

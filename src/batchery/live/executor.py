@@ -34,6 +34,7 @@ from ..pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, total
 from ..providers.base import FAILED, BatchProvider, Outcome
 from ..retry import DEFAULT_MAX_ATTEMPTS, Failure, classify, codes_for
 from ..store import Job, Store
+from ..structured import INVALID, checked, reask, reask_job
 from ..tokens import CHARS_PER_TOKEN, DEFAULT_OUTPUT_TOKENS
 from .limiter import RateLimiter
 from .signals import rate_limits, retry_after
@@ -91,6 +92,7 @@ class LiveRunner:
         self.stopped: str | None = None  # why calls stopped early (the --max-cost cap), if they did
         self.cancelled = False  # `batchery cancel` asked (from any process): no new call starts
         self._spent = self._committed = 0.0
+        self._structured = store.has_structured(job.id)  # answers to check against a schema (structured.py)
 
     def run(self) -> Progress:
         with self.store.job_lock(self.job):
@@ -98,6 +100,7 @@ class LiveRunner:
                 raise JobError(f"job '{self.job.name}' has batches in flight: finish it in batch mode (run "
                                "without --mode live), or cancel it, before sending the rest live")
             reopen_recoverable(self.store, self.job)
+            reask_job(self.store, self.provider, self.job, self.policy.max_attempts)
             asyncio.run(self._run())
             if self.cancelled:  # answers that arrived are kept; what was never sent is cancelled
                 with self.store.transaction():
@@ -241,15 +244,32 @@ class LiveRunner:
     async def _worker(self, queue: asyncio.Queue) -> None:
         while (row := await queue.get()) is not None:
             item, key, model, line = row
-            if self.stopped is not None or self._cancel_requested():
-                continue  # over budget (the rest stay pending, for a run with a higher cap) or cancelled
-            self.stats.in_flight += 1
-            try:
-                answer = await self._call(key, model, line)
-            finally:
-                self.stats.in_flight -= 1
-            if answer is not None:
-                await self._keep(*answer, item)
+            while self.stopped is None and not self._cancel_requested():
+                # (else over budget: the rest stay pending, for a run with a higher cap; or cancelled)
+                self.stats.in_flight += 1
+                try:
+                    answer = await self._call(key, model, line)
+                finally:
+                    self.stats.in_flight -= 1
+                if answer is None:
+                    break
+                outcome, sends = answer
+                if self._structured:
+                    outcome = checked(outcome, self.store.structured_schema(item))
+                await self._keep(outcome, sends, item)
+                # Stored: an answer that does not fit its schema is asked again at once, as a new request.
+                if outcome.status != INVALID or (again := self._reask(item)) is None:
+                    break
+                key, line = again
+
+    def _reask(self, item: int) -> tuple[str, bytes] | None:
+        """The re-ask of an invalid answer just stored (key, provider line), if the line has sends left."""
+        if self.stopped is not None or self._cancel_requested():
+            return None  # the next run re-asks it (structured.reask_job)
+        with self.store.transaction():
+            made = reask(self.store, self.provider, self.job.id,
+                         self.store.reaskable(self.job.id, self.policy.max_attempts, item=item))
+        return (made[0][1], made[0][2]) if made else None
 
     async def _call(self, key: str, model: str, line: bytes) -> tuple[Outcome, int] | None:
         """One request to its outcome: (outcome, calls made); None when the budget stops it unsent."""
