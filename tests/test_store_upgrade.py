@@ -24,6 +24,7 @@ def _as_version_2(path: Path) -> None:
         INSERT INTO outcomes_2 (item, {cols}) SELECT item, {cols} FROM outcomes;
         DROP TABLE outcomes;
         ALTER TABLE outcomes_2 RENAME TO outcomes;
+        DROP TABLE IF EXISTS structured;  -- migration 4's
         PRAGMA user_version = 2;
         COMMIT;
     """)
@@ -40,7 +41,7 @@ def test_a_store_of_the_previous_version_upgrades_keeping_answers_and_resumes_it
     _as_version_2(path)
 
     with Store(path) as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 4
         assert results(store, "done") == before  # answers, usage and the repeated line's, unchanged
         engine = start_job(store, emulator, [{"id": "x", "prompt": "one"}, {"id": "y", "prompt": "three"}],
                            name="waiting")

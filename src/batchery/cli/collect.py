@@ -146,7 +146,7 @@ def retry(
         with provider_session(conn) as (adapter, emulator_poll):
             with st.job_lock(row):
                 n = reopen_job(st, row, select, "batchery retry")
-                n += reask_job(st, adapter, _job_or_exit(st, job), None)
+                n += reask_job(st, adapter, find_job(st, job), None)
                 with st.transaction():  # collect continues the job with these settings
                     st.set_job_options(row.id, {**options, "max_attempts": attempts,
                                                 **({"out": str(out.absolute())} if out else {})})
