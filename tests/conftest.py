@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 import io
+import os
+import secrets
+import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -58,9 +61,60 @@ def emulator(make_emulator) -> Emulator:
     return make_emulator()
 
 
+REPO = Path(__file__).resolve().parents[1]
+# Tests of store behaviour run on both backends: @both_backends, with the `store` or
+# `store_location` fixture.
+both_backends = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The admin URL of a PostgreSQL server: $BATCHERY_TEST_PG, else one scripts/pg-test-server
+    starts for this session where a server is installed. Without one the PostgreSQL tests skip,
+    saying why; with BATCHERY_REQUIRE_PG=1 (CI) they fail instead."""
+    url, started = os.environ.get("BATCHERY_TEST_PG"), None
+    if not url:
+        run = subprocess.run([str(REPO / "scripts" / "pg-test-server"), "start"], capture_output=True, text=True)
+        if run.returncode == 0:
+            started = dict(part.split("=", 1) for part in run.stdout.split()[1:])
+            url = started["BATCHERY_TEST_PG"]
+        else:
+            reason = f"no PostgreSQL server for the tests (set BATCHERY_TEST_PG): {run.stderr.strip()[-300:]}"
+            if os.environ.get("BATCHERY_REQUIRE_PG"):
+                pytest.fail(reason)
+            pytest.skip(reason)
+    yield url
+    if started:
+        subprocess.run([str(REPO / "scripts" / "pg-test-server"), "stop", started["PG_TEST_DIR"]], check=False)
+
+
 @pytest.fixture
-def store(tmp_path) -> Store:
-    with Store(tmp_path / "store") as st:
+def pg_url(pg_server) -> str:
+    """A fresh, empty database on the test server for this test alone."""
+    import psycopg
+
+    name = f"batchery_{secrets.token_hex(6)}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield pg_server.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def backend(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def store_location(backend, tmp_path, request) -> str | Path:
+    """Where a test's store is: a folder (SQLite) or a fresh database's URL (PostgreSQL)."""
+    return request.getfixturevalue("pg_url") if backend == "postgresql" else tmp_path / "store"
+
+
+@pytest.fixture
+def store(store_location) -> Store:
+    with Store(store_location) as st:
         yield st
 
 

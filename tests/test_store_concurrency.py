@@ -20,7 +20,9 @@ import batchery
 from batchery.engine import prepare_job
 from batchery.errors import InputError, JobError
 from batchery.providers import get_provider
-from batchery.store import DB_NAME, Store
+from batchery.store import Store
+
+from conftest import both_backends
 
 N = 30_000  # three ingest chunks
 
@@ -36,9 +38,12 @@ def adapter():
 
 def other_writer(store: Store) -> sqlite3.Connection:
     """A second connection that will not wait for the write lock: it either has it at once or fails."""
-    return sqlite3.connect(store.dir / DB_NAME, isolation_level=None, timeout=0)
+    db = Store(store.location).db
+    db.execute("PRAGMA busy_timeout = 0")
+    return db
 
 
+@both_backends
 def test_a_large_ingest_commits_in_chunks_and_a_bad_last_line_still_leaves_nothing_behind(store):
     seen = {}
 
@@ -63,12 +68,13 @@ def test_a_large_ingest_commits_in_chunks_and_a_bad_last_line_still_leaves_nothi
                             " + (SELECT COUNT(*) FROM events)").fetchone() == (0,)
 
 
+@both_backends
 def test_an_ingest_cut_short_is_read_again_by_the_next_run_and_never_taken_over_while_it_runs(store, tmp_path):
     def dying():
         for where, obj in lines(N):
             if obj["id"] == 15_000:
                 # another process on the same job meanwhile: the ingest is being run, not crashed
-                with Store(store.dir) as other, pytest.raises(JobError, match="being run by another batchery process"):
+                with Store(store.location) as other, pytest.raises(JobError, match="being run by another batchery process"):
                     prepare_job(other, "big", adapter(), "gpt-4o-mini", lines(N), "fp")
                 raise KeyboardInterrupt  # the process dies here (no clean-up runs for a kill either)
             yield where, obj
@@ -98,8 +104,9 @@ def _racer(tmp_path: Path, args: list[str]) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def test_eight_processes_on_a_fresh_store_all_run_or_get_the_job_lock_message(tmp_path):
-    store = tmp_path / "store"
+@both_backends
+def test_eight_processes_on_a_fresh_store_all_run_or_get_the_job_lock_message(tmp_path, store_location):
+    store = store_location
     names = ["a", "b", "c", "d", "e", "a", "a", "b"]  # five jobs, three started twice at once
     for name in set(names):
         (tmp_path / f"{name}.jsonl").write_bytes(

@@ -265,7 +265,7 @@ def status(job: str | None = None, *, store: str | Path | None = None, refresh: 
 def _stored_job(st: Store, name: str) -> Any:
     row = st.get_job(name)
     if row is None:
-        raise JobError(f"no job named '{name}' in {st.dir}")
+        raise JobError(f"no job named '{name}' in {st.where}")
     return row
 
 
@@ -291,5 +291,5 @@ def results(job: str, *, store: str | Path | None = None) -> list[Result]:
     with Store(store) as st:
         job_row = st.get_job(job)
         if job_row is None:
-            raise JobError(f"no job named '{job}' in {st.dir}")
+            raise JobError(f"no job named '{job}' in {st.where}")
         return list(iter_results(st, job_row.id, job_row.provider))

@@ -80,7 +80,7 @@ def find_job(store: Store, name: str) -> Job:
     row = store.get_job(name)
     if row is None:
         known = ", ".join(j.name for j in store.list_jobs()) or "none"
-        raise JobError(f"no job named '{name}' in {store.dir} (jobs: {known})")
+        raise JobError(f"no job named '{name}' in {store.where} (jobs: {known})")
     return row
 
 

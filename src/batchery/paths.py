@@ -7,7 +7,9 @@ command run from another folder start from nothing and send (and bill) every req
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,9 +25,26 @@ def default_store_dir() -> Path:
     return Path(platformdirs.user_data_dir("batchery", appauthor=False))
 
 
+def store_url(explicit: str | os.PathLike | None) -> str | None:
+    """The PostgreSQL URL the store is at (--store, else $BATCHERY_HOME), or None for a folder.
+    A URL that went through Path (the CLI's --store, a config's `store:`) lost a slash: put back."""
+    value = os.fspath(explicit) if explicit else os.environ.get("BATCHERY_HOME", "")
+    match = re.match(r"(postgres(?:ql)?):/+", value)
+    return f"{match.group(1)}://{value[match.end():]}" if match else None
+
+
 def resolve_store_dir(explicit: str | os.PathLike | None) -> Path:
     """--store PATH, else $BATCHERY_HOME, else ./.batchery if this folder has one (the old default,
-    kept working with a notice), else the per-user data folder."""
+    kept working with a notice), else the per-user data folder.
+
+    For a store on PostgreSQL, the local folder of this machine's working files for it (batch
+    files being uploaded, prices), under the per-user data folder; the jobs live in the database."""
+    url = store_url(explicit)
+    if url:
+        from .store_pg import redact
+
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", redact(url).split("://", 1)[1].split("?")[0])[:80]
+        return default_store_dir() / "postgresql" / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
     if explicit:
         return Path(explicit)
     if os.environ.get("BATCHERY_HOME"):

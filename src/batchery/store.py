@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from .errors import JobBusyError, StoreBusyError, StoreError
-from .paths import resolve_store_dir
+from .paths import resolve_store_dir, store_url
 from .states import BatchState, JobState
 
 DB_NAME = "batchery.db"
@@ -167,8 +167,22 @@ class Store:
 
     def __init__(self, directory: str | os.PathLike | None = None, *, read_only: bool = False):
         """read_only=True: for commands that only read (status, results). They then work on a store
-        they cannot write (a read-only disk, another user's files) and never take a write lock."""
+        they cannot write (a read-only disk, another user's files) and never take a write lock.
+
+        `directory` may be a postgresql:// URL: the same store on PostgreSQL (store_pg.py); `dir`
+        is then this machine's folder for working files, `where` the URL without its password."""
         self.dir = resolve_store_dir(directory)
+        url = store_url(directory)
+        self.location: str | Path = url or self.dir  # what opens this store again
+        self.where = str(self.dir)  # the store as messages name it
+        if url:
+            from .store_pg import connect, redact
+
+            self.where = redact(url)
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.db = connect(url, self.where, BUSY_WAIT)  # type: ignore[assignment]
+            self._migrate()
+            return
         if read_only:
             self.db = _connect_read_only(self.dir / DB_NAME)
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -239,13 +253,13 @@ class Store:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(_MIGRATIONS):
             raise StoreError(
-                f"the store at {self.dir} has schema version {version}, newer than this batchery "
+                f"the store at {self.where} has schema version {version}, newer than this batchery "
                 f"understands ({len(_MIGRATIONS)}); upgrade batchery"
             )
         return version
 
     def _busy(self) -> StoreBusyError:
-        return StoreBusyError(f"the store {self.dir} is busy: another batchery process has been writing to it "
+        return StoreBusyError(f"the store {self.where} is busy: another batchery process has been writing to it "
                               f"for over {BUSY_WAIT:.0f} s; let it finish, then run the same command again")
 
     @contextmanager
@@ -277,6 +291,10 @@ class Store:
     def job_lock(self, job: Job) -> Iterator[None]:
         """One writer per job: an exclusive lock that the OS drops when its process dies, so a
         crash never leaves a job locked."""
+        if not isinstance(self.db, sqlite3.Connection):  # PostgreSQL: an advisory lock of the session
+            with self.db.job_lock(job.id, job.name):
+                yield
+            return
         path = self.dir / "locks" / f"job-{job.id}.lock"
         path.parent.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

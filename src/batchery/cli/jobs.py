@@ -81,7 +81,7 @@ def run(
     remember = {"out": None if str(target) == "-" else str(target.absolute())}
     progress = make_progress()
     with Store(store) as st:
-        print(f"store: {st.dir}", file=sys.stderr)
+        print(f"store: {st.where}", file=sys.stderr)
         try:
             name, final = run_file(input, Connection(provider, base_url, None, emulate), model, job=name,
                                    store=st, batch_size=batch_size, max_attempts=max_attempts,
@@ -128,7 +128,7 @@ def _run_summary(st, job_row, final) -> dict:
     """What a run ended with, for `--json` and the exit status (0 all answered, 1 some lines not,
     3 stopped by the cost cap, 4 stopped by the provider: a refused key, lines a later run can fix)."""
     not_answered = sum(final.items.get(s, 0) for s in _UNANSWERED) if final.done else 0
-    return {"job": job_row.name, "state": job_row.state, "store": str(st.dir), "lines": job_row.n_rows,
+    return {"job": job_row.name, "state": job_row.state, "store": st.where, "lines": job_row.n_rows,
             "distinct_requests": final.total, "requests": dict(sorted(final.items.items())),
             "not_answered": not_answered, "results": None, "result_lines": None, "stopped": final.stopped,
             "failures": [{"status": status, "code": code, "example": example, "count": count}
@@ -186,7 +186,7 @@ def status(
 
                 jobs = refresh_store(st, jobs)
             reports = [job_status(st, j, book, detailed=job is not None).report() for j in jobs]
-            where = st.dir
+            where = st.where
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(reports if job is None else reports[0], option=orjson.OPT_INDENT_2) + b"\n")
         return

@@ -208,7 +208,7 @@ class LiveRunner:
                     told = True
                     why = "another batchery process is writing" if isinstance(exc, StoreBusyError) else exc
                     print(f"store busy ({why}); waiting... the answers received are kept until "
-                          f"{self.store.dir} can be written", file=sys.stderr, flush=True)
+                          f"{self.store.where} can be written", file=sys.stderr, flush=True)
                 await self.policy.sleep(_WRITE_RETRY)  # calls in flight go on meanwhile
                 continue
             except Exception as exc:  # noqa: BLE001 - handed to the waiting workers, who raise it
@@ -228,7 +228,7 @@ class LiveRunner:
 
     def _gave_up(self, exc: BaseException) -> StoreBusyError:
         return StoreBusyError(
-            f"the store {self.store.dir} could not be written for {self.policy.store_wait:g} s "
+            f"the store {self.store.where} could not be written for {self.policy.store_wait:g} s "
             f"({'another batchery process is writing' if isinstance(exc, StoreBusyError) else exc}); "
             f"{len(self._unsaved):,} answers received since could not be stored. The rest of the job is "
             "saved: run the same command again when the store is free")
