@@ -30,7 +30,8 @@ from batchery.emulator import Emulator
 
 
 def run_chaos(workdir: Path, *, kills: int, seed: int, n: int = 400, batch_size: int = 37,
-              max_delay: float = 2.5) -> dict:
+              max_delay: float = 2.5, store: str | Path | None = None) -> dict:
+    """`store`: a folder or a postgresql:// URL (default: a folder in workdir)."""
     rng = random.Random(seed)
     env = {**os.environ, "OPENAI_API_KEY": "chaos-key"}
     with Emulator(processing_seconds=0.3) as emulator:
@@ -42,7 +43,7 @@ def run_chaos(workdir: Path, *, kills: int, seed: int, n: int = 400, batch_size:
                     orjson.dumps({"id": i, "prompt": f"chaos job {job} question {i}"}) + b"\n" for i in range(n)))
             return [sys.executable, "-m", "batchery", "run", str(requests), "--model", "m",
                     "--base-url", emulator.base_url("openai"), "--batch-size", str(batch_size),
-                    "--store", str(workdir / "store"), "--out", str(workdir / f"chaos-{job}.results.jsonl")]
+                    "--store", str(store or workdir / "store"), "--out", str(workdir / f"chaos-{job}.results.jsonl")]
 
         job, killed = 0, 0
         for _ in range(kills):
@@ -82,9 +83,10 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("-n", type=int, default=400, help="requests per job")
+    parser.add_argument("--store", help="a postgresql:// URL (default: a SQLite store in a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        report = run_chaos(Path(tmp), kills=args.kills, seed=args.seed, n=args.n)
+        report = run_chaos(Path(tmp), kills=args.kills, seed=args.seed, n=args.n, store=args.store)
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
     sys.exit(0 if report["ok"] else 1)
 

@@ -9,10 +9,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from chaos import run_chaos  # noqa: E402
+from conftest import both_backends  # noqa: E402
 
 
-def test_killing_the_cli_at_random_moments_never_duplicates_or_loses_work(tmp_path):
-    report = run_chaos(tmp_path, kills=8, seed=11, n=300)
+@both_backends
+def test_killing_the_cli_at_random_moments_never_duplicates_or_loses_work(tmp_path, store_location):
+    report = run_chaos(tmp_path, kills=8, seed=11, n=300, store=store_location)
     assert report["kills"] >= 4, report  # the deaths really happened mid-run
     assert report["batches_created_twice"] == 0, report
     assert report["requests_processed"] == 300 * report["jobs"], report  # no request answered (billed) twice

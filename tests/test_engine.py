@@ -12,7 +12,7 @@ from batchery.providers import get_provider
 from batchery.providers.openai import OpenAIBatch
 from batchery.store import Store
 
-from conftest import clock_poll, results, start_job
+from conftest import both_backends, clock_poll, results, start_job
 
 SCHEMA = {
     "type": "object",
@@ -73,33 +73,36 @@ def test_a_rejected_request_is_a_failed_line_with_the_providers_error(store, emu
     assert bad.error["message"] and bad.error["code"]
 
 
-def test_crash_after_create_before_persist_finds_the_batch_instead_of_creating_it_again(tmp_path, emulator):
+@both_backends
+def test_crash_after_create_before_persist_finds_the_batch_instead_of_creating_it_again(store_location, emulator):
     class DiesAfterCreate(OpenAIBatch):
         def create(self, input_file, model, tag):
             super().create(input_file, model, tag)
             raise KeyboardInterrupt("process killed after the provider created the batch")
 
-    with Store(tmp_path / "s") as store:
+    with Store(store_location) as store:
         provider = DiesAfterCreate(api_key="k", base_url=emulator.base_url("openai"))
         with pytest.raises(KeyboardInterrupt):
             start_job(store, emulator, prompts(100), batch_size=40, provider=provider).run()
     assert emulator.stats()["batches_created"]["openai"] == 1
 
-    with Store(tmp_path / "s") as store:  # the next run: a fresh process, same store
+    with Store(store_location) as store:  # the next run: a fresh process, same store
         final = start_job(store, emulator, prompts(100), batch_size=40).run()
         assert final.items == {"succeeded": 100}
         assert [r.id for r in results(store)] == [f"r{i}" for i in range(100)]
     assert emulator.stats()["batches_created"]["openai"] == 3  # 40 + 40 + 20, the first found, not re-created
 
 
-def test_running_a_finished_job_again_sends_nothing(tmp_path, emulator):
+@both_backends
+def test_running_a_finished_job_again_sends_nothing(store_location, emulator):
     for _ in range(2):
-        with Store(tmp_path / "s") as store:
+        with Store(store_location) as store:
             start_job(store, emulator, prompts(50), batch_size=20).run()
     assert emulator.stats()["batches_created"]["openai"] == 3
     assert emulator.stats()["files_uploaded"] == 3
 
 
+@both_backends
 def test_answers_are_reused_across_jobs_in_the_same_store(store, emulator):
     start_job(store, emulator, prompts(30), name="first").run()
     final = start_job(store, emulator, prompts(40), name="second").run()  # 30 known, 10 new
@@ -114,6 +117,7 @@ def _run_at(store, emulator, name: str, url: str, notices: list, reuse: bool = T
     return Engine(store, adapter, job, poll=clock_poll(emulator)).run()
 
 
+@both_backends
 def test_answers_are_reused_only_at_the_same_endpoint_and_each_reuse_is_announced(store, make_emulator):
     a, b = make_emulator(), make_emulator()
     notices: list[str] = []
@@ -232,23 +236,25 @@ def test_a_request_the_provider_rejects_is_not_retried(store, emulator):
     assert [r.attempts for r in results(store)] == [1, 1]
 
 
-def test_a_provider_that_stays_unreachable_stops_the_run_with_a_clear_error_and_loses_nothing(tmp_path, emulator):
+@both_backends
+def test_a_provider_that_stays_unreachable_stops_the_run_with_a_clear_error_and_loses_nothing(store_location, emulator):
     from batchery.engine import PollPolicy
     from batchery.errors import ProviderError
 
     down = OpenAIBatch(api_key="k", base_url="http://127.0.0.1:9/v1")  # nothing listens there
     down.client = down.client.with_options(max_retries=0)
-    with Store(tmp_path / "s") as store:
+    with Store(store_location) as store:
         engine = start_job(store, emulator, prompts(20), provider=down)
         engine.poll = PollPolicy(initial=0, give_up_after=3, sleep=lambda s: None)
         with pytest.raises(ProviderError, match="failed 3 times in a row; the job is saved"):
             engine.run()
-    with Store(tmp_path / "s") as store:  # the provider is back: the same job resumes and finishes
+    with Store(store_location) as store:  # the provider is back: the same job resumes and finishes
         final = start_job(store, emulator, prompts(20)).run()
     assert final.items == {"succeeded": 20}
     assert emulator.stats()["batches_created"]["openai"] == 1
 
 
+@both_backends
 def test_a_download_cut_short_is_fetched_again_rather_than_resending_the_lines(store, emulator):
     class CutsTheFirstDownload(OpenAIBatch):
         downloads = 0
