@@ -728,6 +728,12 @@ _BATCH_COLS = ("id, job_id, tag, model, state, n_requests, n_bytes, input_file, 
                " output_file, error_file, error, created_at, updated_at")
 
 
+def store_exists(location: str | os.PathLike | None) -> bool:
+    """Whether there is a store to read at --store/$BATCHERY_HOME/the default (a database server is
+    asked when opened: a URL counts as one)."""
+    return store_url(location) is not None or (resolve_store_dir(location) / DB_NAME).exists()
+
+
 def unusable_store_message(directory: Path | None, exc: sqlite3.Error) -> str:
     """Why a store cannot be used, from SQLite's error code: a full disk, a read-only disk and a
     damaged file need different actions, and only the last one is "not a batchery store"."""

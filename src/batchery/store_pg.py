@@ -55,8 +55,9 @@ def secrets_of(url: str) -> list[str]:
 
 def redact(url: str) -> str:
     """The URL as it may be shown: the password (in the authority or the query) is ***."""
-    url = re.sub(r"^(\w+://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+    masked = re.sub(r"^(\w+://[^:/@]*:)[^@]*@", r"\1***@", url)
+    masked = re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
+    return _scrub(masked, secrets_of(url))  # the password again elsewhere (a database named like it)
 
 
 def _scrub(text: str, secrets: list[str]) -> str:

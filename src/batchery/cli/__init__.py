@@ -62,18 +62,21 @@ def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable ou
 
     from .. import __version__
     from ..providers import PROVIDERS, provider_class
-    from ..store import resolve_store_dir
-    from ..paths import load_env
+    from ..paths import load_env, store_url
+    from ..store import resolve_store_dir, store_exists
+    from ..store_pg import redact
 
     load_env()
     directory = resolve_store_dir(store)
+    url = store_url(store)
     adapters = [provider_class(name) for name in PROVIDERS]
     providers: list[dict] = [{"provider": a.name, "key_variables": list(a.key_variables),
                   "key_set": [v for v in a.key_variables if os.environ.get(v)],
                   "base_url_variable": a.url_variable, "base_url_set": bool(os.environ.get(a.url_variable))}
                  for a in adapters]
-    data = {"version": __version__, "python": platform.python_version(), "store": str(directory.absolute()),
-            "store_exists": (directory / "batchery.db").exists(), "providers": providers}
+    data = {"version": __version__, "python": platform.python_version(),
+            "store": redact(url) if url else str(directory.absolute()), "store_exists": store_exists(store),
+            "providers": providers}
     if as_json:
         import orjson
 

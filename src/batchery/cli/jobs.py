@@ -167,7 +167,7 @@ def status(
 
     from ..control import find_job, job_status
     from ..pricing import PriceBook
-    from ..store import DB_NAME, Store, resolve_store_dir
+    from ..store import Store, resolve_store_dir, store_exists
 
     if watch:
         from .watch import watch_jobs
@@ -175,7 +175,7 @@ def status(
         watch_jobs(store, job, interval, prices, refresh=refresh)
         return
 
-    if job is None and not refresh and not (resolve_store_dir(store) / DB_NAME).exists():
+    if job is None and not refresh and not store_exists(store):
         reports, where = [], resolve_store_dir(store)  # no store yet, so no jobs: nothing to create
     else:  # --refresh records what the providers say, so it needs to write; reading alone does not
         with Store(store) if refresh else _reader(store, job) as st:
@@ -340,9 +340,8 @@ def _reader(store: Optional[Path], job: Optional[str]):
     """The store opened read-only: commands that only read work on a store they cannot write (a
     read-only disk, another user's files). A job asked of a store that does not exist is unknown."""
     from ..errors import JobError
-    from ..store import DB_NAME, Store, resolve_store_dir
+    from ..store import Store, resolve_store_dir, store_exists
 
-    where = resolve_store_dir(store)
-    if job is not None and not (where / DB_NAME).exists():
-        raise JobError(f"no job named '{job}' in {where} (no store there yet)")
+    if job is not None and not store_exists(store):
+        raise JobError(f"no job named '{job}' in {resolve_store_dir(store)} (no store there yet)")
     return Store(store, read_only=True)

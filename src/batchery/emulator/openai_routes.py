@@ -118,7 +118,9 @@ class OpenAICompatible(Service[OpenAIBatch]):
         return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
 
     async def file_content(self, request: Request) -> Response:
-        return self.faults.download(self._file(request).path)
+        stored = self._file(request)
+        self.stats.add(self.provider, "files_downloaded")
+        return self.faults.download(stored.path)
 
     def _file(self, request: Request) -> StoredFile:
         file_id = request.path_params["file_id"]

@@ -57,7 +57,7 @@ class Stats:
     """Counters per provider, read by ``GET /_emulator/stats`` and ``Emulator.stats()``."""
 
     KEYS = ("batches_created", "files_uploaded", "requests_processed", "live_requests", "live_rate_limited",
-            "batch_lists", "batch_gets")
+            "batch_lists", "batch_gets", "files_downloaded")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -79,7 +79,7 @@ class Stats:
             self._faults[provider][name] += n
 
     def snapshot(self) -> dict:
-        """``{"batches_created": {provider: n}, "files_uploaded": n, "requests_processed": n,
+        """``{"batches_created": {provider: n}, "files_uploaded": n, "files_downloaded": n, "requests_processed": n,
         "live_requests": {provider: n}, "live_rate_limited": {provider: n}, "batch_lists": {provider: n},
         "batch_gets": {provider: n}, "faults": {name: n},
         "by_provider": {provider: {..., "faults": {name: n}}}}``: totals at
@@ -96,6 +96,7 @@ class Stats:
         return {
             "batches_created": {p: c["batches_created"] for p, c in per.items()},
             "files_uploaded": sum(c["files_uploaded"] for c in per.values()),
+            "files_downloaded": sum(c["files_downloaded"] for c in per.values()),  # file contents fetched
             "requests_processed": sum(c["requests_processed"] for c in per.values()),
             "live_requests": {p: c["live_requests"] for p, c in per.items()},  # answered live, errors included
             "live_rate_limited": {p: c["live_rate_limited"] for p, c in per.items()},  # refused with 429
