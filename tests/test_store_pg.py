@@ -5,6 +5,7 @@ holder; a busy store says so within the bound; the URL's password never reaches 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import subprocess
 import sys
 
@@ -145,3 +146,18 @@ def test_schema_versions_live_in_a_table_and_a_newer_store_is_refused(pg_url):
         st.db.execute("UPDATE batchery_schema SET version = 99")
     with pytest.raises(StoreError, match="schema version 99, newer than this batchery understands"):
         Store(pg_url)
+
+
+def test_an_eval_configs_store_may_be_a_postgresql_url(tmp_path, pg_url):
+    import yaml
+
+    from batchery.eval.config import load_config
+
+    demo = Path(__file__).parent.parent / "examples" / "eval" / "demo.yaml"
+    config = yaml.safe_load(demo.read_text())
+    config.update(store=pg_url, spec=str(demo.parent / config["spec"]), inputs=str(demo.parent / config["inputs"]),
+                  out=str(tmp_path / "out"))
+    path = tmp_path / "team.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with Store(load_config(path).store) as st:  # not made relative to the config's folder
+        assert st.location == pg_url and st.list_jobs() == []

@@ -49,6 +49,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError
+from ..paths import store_url
 from .prompts import BUILTIN, PromptTemplate, builtin_template
 
 
@@ -327,7 +328,7 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
     base = path.parent
     for field in ("spec", "inputs", "items", "human_labels", "out", "store"):
         value = getattr(config, field, None)
-        if value is not None and not value.is_absolute():
+        if value is not None and not value.is_absolute() and not (field == "store" and store_url(value)):
             setattr(config, field, base / value)
     for candidate in getattr(config, "candidates", []):
         if candidate.answers is not None and not candidate.answers.is_absolute():
