@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead import start_emulator, write_requests  # noqa: E402
+from overhead import start_emulator, write_requests
 
-from batchery.engine import Engine, PollPolicy, file_fingerprint, prepare_job  # noqa: E402
-from batchery.export import export  # noqa: E402
-from batchery.inputs import read_requests  # noqa: E402
-from batchery.providers import get_provider  # noqa: E402
-from batchery.store import Store  # noqa: E402
+from batchery.engine import Engine, PollPolicy, file_fingerprint, prepare_job
+from batchery.export import export
+from batchery.inputs import read_requests
+from batchery.providers import get_provider
+from batchery.store import Store
 
 
 def one_run(location, path: Path, n: int, base_url: str, workdir: Path) -> dict[str, float]:

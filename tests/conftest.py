@@ -3,23 +3,22 @@ through the real engine and the official SDK against it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 import io
 import os
 import secrets
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import pytest
 
 from batchery.emulator import Emulator, ManualClock
 from batchery.engine import Engine, PollPolicy, prepare_job
+from batchery.export import iter_results
 from batchery.inputs import iter_objects
 from batchery.providers import get_provider
-from batchery.export import iter_results
 from batchery.store import Store
-
 
 # One real model name per provider, for tests that run every provider.
 MODELS = {
@@ -74,7 +73,8 @@ def pg_server():
     saying why; with BATCHERY_REQUIRE_PG=1 (CI) they fail instead."""
     url, started = os.environ.get("BATCHERY_TEST_PG"), None
     if not url:
-        run = subprocess.run([str(REPO / "scripts" / "pg-test-server"), "start"], capture_output=True, text=True)
+        run = subprocess.run([str(REPO / "scripts" / "pg-test-server"), "start"], capture_output=True, text=True,
+                             check=False)
         if run.returncode == 0:
             started = dict(part.split("=", 1) for part in run.stdout.split()[1:])
             url = started["BATCHERY_TEST_PG"]

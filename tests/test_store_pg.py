@@ -5,18 +5,17 @@ holder; a busy store says so within the bound; the URL's password never reaches 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
+from conftest import cli
+from test_cli import write_jsonl
 
 from batchery.errors import JobError, StoreBusyError, StoreError
 from batchery.store import Store
-
-from conftest import cli
-from test_cli import write_jsonl
 
 SECRET = "pw-Zq7SECRETx"  # trust authentication ignores it; it must still never be shown
 
@@ -35,7 +34,7 @@ def machine(tmp_path, name: str) -> tuple:
 
 def run(args: list[str], home, env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "batchery", *args], cwd=home, env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def test_two_machines_share_jobs_and_answers_and_two_collectors_never_fetch_a_line_twice(
@@ -111,9 +110,9 @@ def test_the_job_lock_is_held_across_machines_and_released_when_its_holder_is_ki
     try:
         assert holder.stdout.readline().strip() == "locked"
         with Store(pg_url) as st:
-            with pytest.raises(JobError, match=rf"being run by another batchery process \(pid {holder.pid} on "):
-                with st.job_lock(st.get_job("j")):
-                    pass
+            busy = pytest.raises(JobError, match=rf"being run by another batchery process \(pid {holder.pid} on ")
+            with busy, st.job_lock(st.get_job("j")):
+                pass
             holder.kill()  # kill -9: no clean-up runs; the server ends the session and its lock
             holder.wait()
             for _ in range(500):  # the server notices the closed connection within milliseconds
@@ -131,10 +130,9 @@ def test_the_job_lock_is_held_across_machines_and_released_when_its_holder_is_ki
 
 def test_a_writer_waits_for_another_within_the_bound_then_gets_the_store_busy_message(pg_url):
     with Store(pg_url) as st, Store(pg_url) as other:
-        with other.transaction():
-            with pytest.raises(StoreBusyError, match=r"the store postgresql://batchery@.* is busy"):
-                with st.transaction(wait=0.2):
-                    pass
+        busy = pytest.raises(StoreBusyError, match=r"the store postgresql://batchery@.* is busy")
+        with other.transaction(), busy, st.transaction(wait=0.2):
+            pass
         with st.transaction(wait=0.2):  # free again
             st.set_job_rows(0, 0)
 

@@ -165,6 +165,8 @@ class Batch:
 class Store:
     """One connection to a store directory. Not shared between threads."""
 
+    db: sqlite3.Connection  # or a store_pg.PgConnection (a PostgreSQL store), which has the same calls
+
     def __init__(self, directory: str | os.PathLike | None = None, *, read_only: bool = False):
         """read_only=True: for commands that only read (status, results). They then work on a store
         they cannot write (a read-only disk, another user's files) and never take a write lock.

@@ -105,7 +105,7 @@ class PgCursor:
         if self._cur.description is None:
             return None
         with self._conn.errors():
-            return self._cur.fetchone()
+            return self._cur.fetchone()  # type: ignore[no-any-return]
 
     def fetchall(self) -> list[tuple]:
         if self._cur.description is None:
@@ -139,9 +139,7 @@ class PgConnection:
         name = f"batchery pid {os.getpid()} on {socket.gethostname()}"[:63]
         try:
             self.pg = psycopg.connect(url, autocommit=True, application_name=name, connect_timeout=15)
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot open the job store {where}: {self.scrub(exc)}") from None
-        except Exception as exc:  # a malformed URL: psycopg's parser may raise other types
+        except (psycopg.Error, ValueError) as exc:  # refused, unreachable, or a malformed URL
             raise StoreError(f"cannot open the job store {where}: {self.scrub(exc)}") from None
         self.execute(f"PRAGMA busy_timeout = {int(busy_wait * 1000)}")
         self._ensure_schema_table()
