@@ -18,10 +18,20 @@ from conftest import results, start_job
 
 
 def simulated(emulator, **policy) -> LivePolicy:
-    """Client waits move the shared manual clock instead of sleeping."""
+    """Client waits move the shared manual clock instead of sleeping. The emulator answers at once,
+    so calls already sent reach it before the clock moves on, as they would in real time (a client
+    faster than the emulator's thread would otherwise run simulated time ahead of its own calls)."""
     clock = emulator.clock
 
+    def answered() -> int:
+        stats = emulator.stats()
+        return sum(stats["live_requests"].values()) + sum(stats["live_rate_limited"].values())
+
     async def sleep(seconds: float) -> None:
+        seen = -1
+        while (now := answered()) != seen:  # settled: nothing new reached the emulator for a millisecond
+            seen = now
+            await asyncio.sleep(0.001)
         clock.advance(max(seconds, 0.0))
         await asyncio.sleep(0)
 
@@ -77,7 +87,7 @@ def test_a_crash_mid_run_keeps_what_arrived_and_the_next_run_sends_only_the_rest
     adapter, job = live_job(store, emulator, 40)
     policy = simulated(emulator, concurrency=4)
     runner = LiveRunner(store, adapter, job, policy)
-    real_send = adapter.send
+    real_send = runner.send
     calls = 0
 
     async def dying_send(body, model):
@@ -87,7 +97,7 @@ def test_a_crash_mid_run_keeps_what_arrived_and_the_next_run_sends_only_the_rest
             raise KeyboardInterrupt  # the process is interrupted mid-job
         return await real_send(body, model)
 
-    adapter.send = dying_send
+    runner.send = dying_send
     with pytest.raises(KeyboardInterrupt):
         runner.run()
     saved = store.counts(job.id).get("succeeded", 0)

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from ..engine import Progress, reopen_recoverable, unfinished_reason
 from ..errors import ConfigError, JobError, StoreBusyError, TransientError
 from ..pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, total
-from ..providers.base import FAILED, BatchProvider, Outcome
+from ..providers.base import FAILED, BatchProvider, LiveResponse, Outcome
 from ..retry import DEFAULT_MAX_ATTEMPTS, Failure, classify, codes_for
 from ..store import Job, Store
 from ..structured import INVALID, checked, reask, reask_job
 from ..tokens import CHARS_PER_TOKEN, DEFAULT_OUTPUT_TOKENS
+from .http import HTTP_MODES, READ_TIMEOUT, FastHTTP
 from .limiter import RateLimiter
 from .signals import rate_limits, retry_after
 
@@ -61,9 +62,15 @@ class LivePolicy:
     store_wait: float = 300.0  # seconds answers wait for a busy store before the run stops with an error
     max_cost: float | None = None  # USD: no call starts once spent + in flight + its projection would pass it
     prices: PriceBook | None = None
+    http: str = "fast"  # "fast": one aiohttp session (live/http.py); "sdk": the provider's official async SDK
+    read_timeout: float = READ_TIMEOUT  # seconds a fast-path call waits for the next bytes of its answer
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        if self.http not in HTTP_MODES:
+            raise ConfigError(f"--http must be one of: {', '.join(HTTP_MODES)} (got '{self.http}')")
 
 
 @dataclass
@@ -93,6 +100,11 @@ class LiveRunner:
         self.cancelled = False  # `batchery cancel` asked (from any process): no new call starts
         self._spent = self._committed = 0.0
         self._structured = store.has_structured(job.id)  # answers to check against a schema (structured.py)
+        # How each call travels: the fast client (adapters without a route fall back to their SDK) or the SDK.
+        self._http = (FastHTTP(provider, connections=self.policy.concurrency, read_timeout=self.policy.read_timeout)
+                      if self.policy.http == "fast" else None)
+        self.send: Callable[[dict, str], Awaitable[LiveResponse]] = (
+            self._http.send if self._http is not None else provider.send)
 
     def run(self) -> Progress:
         with self.store.job_lock(self.job):
@@ -154,6 +166,8 @@ class LiveRunner:
                 task.cancel()
             if self._unsaved:  # interrupted between an answer and its commit: keep it all the same
                 self._write(self._unsaved)
+            if self._http is not None:
+                await self._http.aclose()
             await self.provider.aclose()
 
     async def _feed(self, queue: asyncio.Queue, workers: int) -> None:
@@ -322,7 +336,7 @@ class LiveRunner:
             sends += 1
             self.stats.sent += 1
             try:
-                response = await self.provider.send(body, model)
+                response = await self.send(body, model)
             except TransientError as exc:
                 failures += 1
                 if failures >= policy.max_attempts:

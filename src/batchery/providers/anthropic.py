@@ -27,11 +27,12 @@ joined on custom_id: our lines would come back ``missing``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -39,12 +40,16 @@ from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED, EXPIRED, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch, decode_stream,
-    poll_listed, post_stainless, split_lines, stainless_failure,
+    CANCELLED, EXPIRED, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome, RemoteBatch, bearer,
+    decode_stream, join_url, poll_listed, post_stainless, split_lines, stainless_failure,
 )
 
 if TYPE_CHECKING:
     from anthropic.types.messages import MessageBatch
+
+# The Messages API version the anthropic SDK batchery is tested with sends (ANTHROPIC_API_VERSION;
+# a test checks they agree): the fast live path sends the same, so answers have the same shape.
+API_VERSION = "2026-10-21"
 
 # The Messages API requires max_tokens; requests that give none get this (plus any thinking budget,
 # which counts toward max_tokens).
@@ -74,12 +79,19 @@ class AnthropicBatch(BatchProvider):
     batch_states: ClassVar[Mapping[str, str]] = {"in_progress": "running", "canceling": "cancelling", "ended": "done"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
+        self.api_key, self.base_url = api_key, base_url  # the SDK loads on first use (a fast live run never does)
+        self._fresh: set[str] = set()  # references issued by upload() whose create has not been tried
+
+    @functools.cached_property
+    def _sdk(self) -> Any:
         import anthropic  # lazy: only the provider in use pays for its SDK import
 
-        self._sdk = anthropic
+        return anthropic
+
+    @functools.cached_property
+    def client(self) -> Any:
         # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
-        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
-        self._fresh: set[str] = set()  # references issued by upload() whose create has not been tried
+        return self._sdk.Anthropic(api_key=self.api_key, base_url=self.base_url, max_retries=0)
 
     # -- requests out --------------------------------------------------------------------------
 
@@ -192,6 +204,11 @@ class AnthropicBatch(BatchProvider):
 
     async def send(self, body: dict, model: str) -> LiveResponse:
         return await post_stainless(self, "/v1/messages", body)
+
+    def live_route(self, model: str) -> LiveRoute | None:
+        """The SDK's URL and headers (its key as a Bearer token, its API version)."""
+        return LiveRoute(join_url(self.base_url or "https://api.anthropic.com", "/v1/messages"),
+                         {**bearer(self.api_key), "anthropic-version": API_VERSION})
 
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
         if not isinstance(body, dict):

@@ -106,6 +106,22 @@ class LiveResponse(NamedTuple):
     body: bytes
 
 
+class LiveRoute(NamedTuple):
+    """Where live/http.py POSTs one live call, and the headers naming the caller (its key among them)."""
+
+    url: str
+    headers: Mapping[str, str]
+
+
+def bearer(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def join_url(base_url: str, path: str) -> str:
+    """base + path as the SDKs join them: one slash between, whatever the base ends with."""
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
 @dataclass
 class CallFailure:
     """What an SDK's exception says, in the terms batchery decides on (retry.classify)."""
@@ -254,9 +270,19 @@ class BatchProvider(ABC):
         return orjson.loads(line)[self.line_body_field]
 
     async def send(self, body: dict, model: str) -> LiveResponse:
-        """Make one live call; a response of any status is returned, a network failure raises
-        TransientError."""
+        """Make one live call through the SDK; a response of any status is returned, a network
+        failure raises TransientError."""
         raise ConfigError(f"{self.name} has no live mode in batchery yet")
+
+    def live_route(self, model: str) -> LiveRoute | None:
+        """Where the fast path (live/http.py) POSTs a live call for `model`, with the SDK's URL and
+        auth headers; None: this adapter's live calls go through its SDK (`send`)."""
+        return None
+
+    def live_payload(self, body: dict, model: str) -> dict:
+        """The JSON a fast-path live call posts for a stored body (the model added where the
+        provider's batch lines leave it out)."""
+        return body
 
     def decode_live(self, custom_id: str, status: int, body: Any) -> Outcome | None:
         """A live response body (parsed JSON) -> Outcome, or None when it is not one the provider sends."""

@@ -15,6 +15,8 @@ answered), which the engine compares with the lines a download brought.
 
 from __future__ import annotations
 
+import functools
+import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,8 +27,8 @@ import orjson
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, find_tagged, poll_listed, retry_after_of,
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome, RemoteBatch,
+    decode_stream, find_tagged, join_url, poll_listed, retry_after_of,
 )
 
 # Batch files up to this size are sent inline. The API takes inline requests under 20 MB, but
@@ -71,15 +73,33 @@ class GeminiBatch(BatchProvider):
         "JOB_STATE_CANCELLED": "cancelled", "JOB_STATE_EXPIRED": "expired"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
-        from google import genai  # lazy: only the provider in use pays for its SDK import
-        from google.genai import errors, types
+        self.api_key, self.base_url = api_key, base_url  # the SDK loads on first use (a fast live run never does)
 
-        self._errors_module = errors
-        http_options = types.HttpOptions(base_url=base_url) if base_url else None
+    @functools.cached_property
+    def _errors_module(self) -> Any:
+        from google.genai import errors  # lazy: only the provider in use pays for its SDK import
+
+        return errors
+
+    @functools.cached_property
+    def client(self) -> Any:
+        from google import genai
+        from google.genai import types
+
+        http_options = types.HttpOptions(base_url=self.base_url) if self.base_url else None
         # vertexai=False: a GOOGLE_GENAI_USE_VERTEXAI in the environment must not reroute us.
         # The SDK retries nothing unless asked, so a create whose response is lost is not
         # duplicated: the engine looks the tag up instead.
-        self.client = genai.Client(api_key=api_key, vertexai=False, http_options=http_options)
+        return genai.Client(api_key=self.api_key, vertexai=False, http_options=http_options)
+
+    def live_route(self, model: str) -> LiveRoute | None:
+        """generateContent where the SDK posts it: its API version (v1, or GOOGLE_GENAI_API_VERSION)
+        and its key header."""
+        version = os.environ.get("GOOGLE_GENAI_API_VERSION") or "v1"
+        name = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+        url = join_url(self.base_url or "https://generativelanguage.googleapis.com",
+                       f"/{'v1beta' if version == 'beta' else version}/{name}:generateContent")
+        return LiveRoute(url, {"x-goog-api-key": self.api_key.strip()})
 
     # -- requests out --------------------------------------------------------------------------
 

@@ -14,9 +14,12 @@ is among them) and ``poll`` fetches any batch it does not show one by one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
+from typing import Any
 
 from ..limits import MB, BatchLimits
+from .base import LiveRoute, bearer, join_url
 from .openai import OpenAIBatch
 
 
@@ -28,13 +31,21 @@ class GroqBatch(OpenAIBatch):
     price_id = "groq"
     emulator_service = "groq"
 
-    def __init__(self, api_key: str, base_url: str | None = None):
-        import groq  # lazy: only the provider in use pays for its SDK import
+    @functools.cached_property
+    def _sdk(self) -> Any:
+        import groq  # lazy: only the provider in use, on first use, pays for its SDK import
 
-        self._sdk = groq
-        self.client = groq.Groq(api_key=api_key, base_url=base_url, max_retries=0)  # the engine retries
+        return groq
+
+    @functools.cached_property
+    def client(self) -> Any:
+        return self._sdk.Groq(api_key=self.api_key, base_url=self.base_url, max_retries=0)  # the engine retries
 
     live_path = "/openai/v1/chat/completions"
+    default_base_url = "https://api.groq.com"
+
+    def live_route(self, model: str) -> LiveRoute | None:
+        return LiveRoute(join_url(self.base_url or self.default_base_url, self.live_path), bearer(self.api_key))
 
     def open_live_client(self):
         return self._sdk.AsyncGroq(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)

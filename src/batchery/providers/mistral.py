@@ -30,6 +30,7 @@ What this module relies on (research §6, read against ``mistralai`` 3.7.0):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,8 +40,8 @@ import orjson
 from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, find_tagged, poll_listed, retry_after_of,
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome, RemoteBatch,
+    bearer, decode_stream, find_tagged, join_url, poll_listed, retry_after_of,
 )
 from .openai import OPENAI_CODES, chat_usage
 
@@ -68,18 +69,39 @@ class MistralBatch(BatchProvider):
         "SUCCESS": "done", "FAILED": "failed", "TIMEOUT_EXCEEDED": "expired", "CANCELLED": "cancelled"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
-        from mistralai.client import Mistral, errors, utils  # lazy: only the provider in use pays
+        self.api_key, self.base_url = api_key, base_url  # the SDK loads on first use (a fast live run never does)
+
+    @functools.cached_property
+    def _sdk_errors(self) -> Any:
+        from mistralai.client import errors  # lazy: only the provider in use pays
+
+        return errors
+
+    @functools.cached_property
+    def _no_retries(self) -> Any:
+        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
+        from mistralai.client import utils
+
+        return utils.RetryConfig("none", None, False)
+
+    @functools.cached_property
+    def client(self) -> Any:
+        from mistralai.client import Mistral
 
         # The SDK's client finalizer closes its async client with asyncio.run, whose httpcore
         # imports anyio's asyncio backend. A finalizer that runs during another import (a garbage
         # collection in the middle of `import anthropic`) and imports makes CPython 3.11's module
-        # lock raise KeyError: imported here, the backend is already loaded whenever that happens.
+        # lock raise KeyError: imported with the client, the backend is loaded whenever that happens.
         import anyio._backends._asyncio  # noqa: F401
 
-        self._sdk_errors = errors
-        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
-        self._no_retries = utils.RetryConfig("none", None, False)
-        self.client = Mistral(api_key=api_key, server_url=base_url, retry_config=self._no_retries)
+        return Mistral(api_key=self.api_key, server_url=self.base_url, retry_config=self._no_retries)
+
+    def live_route(self, model: str) -> LiveRoute | None:
+        return LiveRoute(join_url(self.base_url or "https://api.mistral.ai", "/v1/chat/completions"),
+                         bearer(self.api_key))
+
+    def live_payload(self, body: dict, model: str) -> dict:
+        return {**body, "model": model}  # batch lines leave the model to the job
 
     # -- live mode -----------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import orjson
 
@@ -12,8 +14,8 @@ from ..errors import ConfigError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, find_tagged, poll_listed, post_stainless, stainless_failure,
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome, RemoteBatch,
+    bearer, decode_stream, find_tagged, join_url, poll_listed, post_stainless, stainless_failure,
 )
 
 # The error codes of OpenAI's API, and of those that copy its error envelope (Groq, Together, Mistral).
@@ -44,13 +46,32 @@ class OpenAIBatch(BatchProvider):
         "cancelled": "cancelled"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
+        # The SDK is imported and its client made on first use: a live run on the fast path, which
+        # needs neither, starts without paying for them.
+        self.api_key, self.base_url = api_key, base_url
+
+    @functools.cached_property
+    def _sdk(self) -> Any:
         import openai  # lazy: only the provider in use pays for its SDK import
 
-        self._sdk = openai
+        return openai
+
+    @functools.cached_property
+    def client(self) -> Any:
         # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
-        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+        return self._sdk.OpenAI(api_key=self.api_key, base_url=self.base_url, max_retries=0)
 
     live_path = "/chat/completions"
+    default_base_url = "https://api.openai.com/v1"  # the SDK's, when no base URL is given
+
+    def live_route(self, model: str) -> LiveRoute | None:
+        """The SDK's URL and headers: the key, and the organisation and project it reads from
+        OPENAI_ORG_ID and OPENAI_PROJECT_ID."""
+        headers = bearer(self.api_key)
+        for header, variable in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
+            if value := os.environ.get(variable):
+                headers[header] = value
+        return LiveRoute(join_url(self.base_url or self.default_base_url, self.live_path), headers)
 
     def open_live_client(self):
         return self._sdk.AsyncOpenAI(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)

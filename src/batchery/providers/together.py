@@ -36,17 +36,18 @@ circumstantial evidence.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import orjson
 
 from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, Outcome, RemoteBatch,
-    decode_stream, post_stainless, stainless_failure,
+    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome,
+    RemoteBatch, bearer, decode_stream, join_url, post_stainless, stainless_failure,
 )
 from .openai import OPENAI_CODES, decode_line, decode_response
 from .openai import chat_body as openai_chat_body
@@ -77,12 +78,23 @@ class TogetherBatch(BatchProvider):
         "EXPIRED": "expired", "CANCELLED": "cancelled"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
+        self.api_key, self.base_url = api_key, base_url  # the SDK loads on first use (a fast live run never does)
+
+    @functools.cached_property
+    def _sdk(self) -> Any:
         import together  # lazy: only the provider in use pays for its SDK import
 
-        self._sdk = together
+        return together
+
+    @functools.cached_property
+    def client(self) -> Any:
         # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
         # The upload's PUT raises httpx's transport errors as they are: base._errors catches those.
-        self.client = together.Together(api_key=api_key, base_url=base_url, max_retries=0)
+        return self._sdk.Together(api_key=self.api_key, base_url=self.base_url, max_retries=0)
+
+    def live_route(self, model: str) -> LiveRoute | None:
+        return LiveRoute(join_url(self.base_url or "https://api.together.ai", "/v1/chat/completions"),
+                         bearer(self.api_key))
 
     def open_live_client(self):
         return self._sdk.AsyncTogether(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
