@@ -1,7 +1,8 @@
 """Live mode throughput: how close to a rate limit batchery runs, and how fast it goes without one.
 
 The emulator runs in a *separate* process (`batchery emulator --rpm ... --latency ...`); the
-client is the real LiveRunner with the official OpenAI SDK and the SQLite store.
+client is the real LiveRunner with the SQLite store, on its default fast path (one aiohttp
+session, live/http.py) and on the official OpenAI SDK (`--http sdk`), alternating in one session.
 
     .venv/bin/python benchmarks/live.py                  # both scenarios, 3 runs each
     .venv/bin/python benchmarks/live.py --runs 5 --limited-requests 3000
@@ -9,9 +10,10 @@ client is the real LiveRunner with the official OpenAI SDK and the SQLite store.
 1. Against a limit: the emulator admits 3,000 RPM and answers after 200 ms; the client is told
    --rpm 3000. Achieved RPM = requests / wall time; target >= 97% of the limit with < 0.5% of
    calls answered 429.
-2. Raw: no limit, no latency. Target >= 3,000 requests/s. The baseline, run in the same session
-   against the same emulator, is a bare httpx.AsyncClient posting the same bodies with the same
-   concurrency (no SDK, no store): the ceiling this machine gives any Python client.
+2. Raw: no limit, no latency. Target >= 5,000 requests/s on the fast path. Measured in the same
+   session against the same emulator: the SDK path, and a bare httpx.AsyncClient posting the same
+   bodies with the same concurrency (no SDK, no store). The machine is shared and noisy: compare
+   the ratios, which one run measures side by side.
 """
 
 from __future__ import annotations
@@ -43,15 +45,15 @@ def requests(n: int, tag: str) -> list[dict]:
     return [{"id": i, "prompt": f"{tag} question {i}: what is {i} + {i % 13}?", "max_tokens": 32} for i in range(n)]
 
 
-def run_live(url: str, n: int, tag: str, rpm: float | None, concurrency: int) -> dict:
+def run_live(url: str, n: int, tag: str, rpm: float | None, concurrency: int, http: str = "fast") -> dict:
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "store") as store:
         adapter = get_provider("openai", base_url=url + "/v1", api_key="bench")
         job, _ = prepare_job(store, tag, adapter, "gpt-4o-mini", iter_objects(requests(n, tag)), tag)
-        started = time.perf_counter()
-        progress = LiveRunner(store, adapter, job, LivePolicy(rpm=rpm, concurrency=concurrency)).run()
-        elapsed = time.perf_counter() - started
+        started, cpu = time.perf_counter(), time.process_time()
+        progress = LiveRunner(store, adapter, job, LivePolicy(rpm=rpm, concurrency=concurrency, http=http)).run()
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     assert progress.items.get("succeeded") == n, progress.items
-    return {"elapsed": elapsed, "rpm": n / elapsed * 60, "per_s": n / elapsed,
+    return {"elapsed": elapsed, "rpm": n / elapsed * 60, "per_s": n / elapsed, "cpu_us": cpu / n * 1e6,
             "429_share": progress.live["rate_limited"] / progress.live["sent"]}
 
 
@@ -100,17 +102,19 @@ def main() -> None:
 
     proc, url = start_emulator()
     try:
-        raw, bare = [], []
+        raw: dict[str, list[float]] = {"fast": [], "sdk": [], "bare httpx": []}
         for r in range(args.runs):
-            raw.append(run_live(url, args.raw_requests, f"raw{r}", None, args.concurrency)["per_s"])
-            bare.append(asyncio.run(_bare(url, args.raw_requests, args.concurrency)))
+            raw["fast"].append(run_live(url, args.raw_requests, f"raw{r}", None, args.concurrency)["per_s"])
+            raw["sdk"].append(run_live(url, args.raw_requests, f"sdk{r}", None, args.concurrency, "sdk")["per_s"])
+            raw["bare httpx"].append(asyncio.run(_bare(url, args.raw_requests, args.concurrency)))
     finally:
         proc.terminate()
         proc.wait()
+    fast, sdk, bare = (statistics.median(v) for v in raw.values())
     print(f"no limit, no latency, {args.raw_requests:,} requests, median of {args.runs}: "
-          f"{statistics.median(raw):,.0f} requests/s through batchery (SDK + store); bare httpx client "
-          f"{statistics.median(bare):,.0f} requests/s; ratio {statistics.median(raw) / statistics.median(bare):.2f} "
-          f"(runs: {', '.join(f'{x:,.0f}' for x in raw)} vs {', '.join(f'{x:,.0f}' for x in bare)})")
+          f"{fast:,.0f} requests/s through batchery (fast path + store), {sdk:,.0f} on the SDK path "
+          f"(fast/SDK {fast / sdk:.2f}); bare httpx client {bare:,.0f} (fast/bare {fast / bare:.2f}) (runs: "
+          + "; ".join(f"{name} {', '.join(f'{x:,.0f}' for x in runs)}" for name, runs in raw.items()) + ")")
 
 
 if __name__ == "__main__":

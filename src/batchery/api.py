@@ -269,15 +269,18 @@ def _stored_job(st: Store, name: str) -> Any:
     return row
 
 
-def live_policy(mode: str, rpm: float | None, tpm: float | None, concurrency: int) -> LivePolicy | None:
+def live_policy(mode: str, rpm: float | None, tpm: float | None, concurrency: int,
+                http: str = "fast") -> LivePolicy | None:
     """The live policy for mode "live", None for "batch"; anything else is a clear error."""
     if mode not in ("batch", "live"):
         raise ConfigError(f"mode must be 'batch' or 'live', not '{mode}'")
     if mode == "batch":
         if rpm is not None or tpm is not None:
             raise ConfigError("--rpm/--tpm pace live calls: add --mode live (batch jobs are not rate limited)")
+        if http != "fast":
+            raise ConfigError("--http chooses how live calls travel: add --mode live")
         return None
-    return LivePolicy(rpm=rpm, tpm=tpm, concurrency=concurrency)
+    return LivePolicy(rpm=rpm, tpm=tpm, concurrency=concurrency, http=http)
 
 
 async def arun(requests: Iterable[dict], **kwargs: Any) -> list[Result]:

@@ -23,6 +23,8 @@ def run(
     tpm: Optional[float] = typer.Option(None, min=1, help="Live mode: tokens per minute to stay under "
                                         "(estimated before each call, corrected from the usage returned)."),
     concurrency: int = typer.Option(32, min=1, help="Live mode: calls in flight at most."),
+    http: str = typer.Option("fast", "--http", help="Live mode: how calls travel. fast: one HTTP session "
+                             "(aiohttp), the SDK's URLs and headers; sdk: the provider's official SDK."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Send requests even if the store already holds "
                                   "their answer from another job (batch or live)."),
     model: Optional[str] = typer.Option(None, help="Model for requests that do not name one."),
@@ -56,7 +58,7 @@ def run(
     if emulate and no_wait:
         raise ConfigError("--emulate runs an emulator only while this command runs, so --no-wait would "
                           "leave nothing to collect from; start `batchery emulator` and pass --base-url instead")
-    live = live_policy(mode, rpm, tpm, concurrency)
+    live = live_policy(mode, rpm, tpm, concurrency, http)
     if live is not None and no_wait:
         raise ConfigError("--no-wait needs batch mode: live calls are answered while the command runs")
     if dry_run:

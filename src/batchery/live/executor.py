@@ -196,6 +196,10 @@ class LiveRunner:
         if not self._writing:
             self._writing = True
             try:
+                # One turn of the loop first: answers that arrived in the same turn join this one's
+                # transaction (a commit each costs more than a fast call), and their workers, like
+                # this one, take nothing new before it commits.
+                await asyncio.sleep(0)
                 await self._write_unsaved()
             finally:
                 self._writing = False

@@ -365,12 +365,13 @@ def scrub(outcome: Outcome) -> Outcome:
 
 @functools.cache
 def network_errors() -> tuple[type[BaseException], ...]:
-    """Network failures of whichever HTTP library an SDK runs on (httpx, or httpx2 in newer SDKs):
+    """Network failures of whichever HTTP library an SDK runs on (httpx, httpx2 in newer SDKs, aiohttp):
     a refused connection, a timeout, a download cut mid-way (RemoteProtocolError)..."""
     found: list[type[BaseException]] = []
-    for name in ("httpx", "httpx2"):
+    for name, error in (("httpx", "TransportError"), ("httpx2", "TransportError"),
+                        ("aiohttp", "ClientError")):  # google-genai's async client runs on aiohttp when installed
         try:
-            found.append(importlib.import_module(name).TransportError)
+            found.append(getattr(importlib.import_module(name), error))
         except (ImportError, AttributeError):
             continue
     return tuple(found)
