@@ -63,6 +63,9 @@ def resolve_store_dir(explicit: str | os.PathLike | None) -> Path:
 def load_env() -> None:
     """API keys from a .env file in the working directory (the CLI and the Python API alike);
     variables already set win."""
+    env = Path.cwd() / ".env"
+    if not env.is_file():  # the common case: python-dotenv is not even imported
+        return
     from dotenv import load_dotenv
 
-    load_dotenv(Path.cwd() / ".env")
+    load_dotenv(env)

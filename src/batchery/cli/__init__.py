@@ -24,14 +24,71 @@ EXIT_CODES = {
     143: "terminated (SIGTERM); the job is saved: run the same command again to resume",
 }
 
-# Pretty tracebacks print local variables, which can hold API keys: never show them.
+# Pretty tracebacks print local variables, which can hold API keys: never show them. Help is
+# click's plain text: Rich's help formatting alone costs more start-up time than the rest of --help.
 app = typer.Typer(
     help="Durable, exactly-once LLM batch jobs over the providers' Batch APIs.",
-    epilog="Exit codes:\n\n" + "\n".join(f"{code:>3}  {text}" for code, text in EXIT_CODES.items()),
+    epilog="Exit codes:\n\n\b\n" + "\n".join(f"{code:>3}  {text}" for code, text in EXIT_CODES.items()),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+
+def _plain_coercion() -> None:
+    """typer (0.29) checks every parameter of the command being run with a pydantic TypeAdapter it
+    builds on the spot, unset ones included: importing pydantic and building them is about half of
+    `batchery status`'s start-up. batchery's parameters are plain str, int, float, bool and Path (with
+    min/max at most), which need no pydantic: those are converted here, the same way, and anything
+    else is left to typer. Should typer's internals move, typer simply keeps doing it all."""
+    try:
+        from dataclasses import dataclass
+        from typing import Any
+
+        from typer import core
+        from typer._click.exceptions import BadParameter
+        from typer._coercion import RuntimeParam
+    except ImportError:
+        return
+    build = getattr(core, "build_runtime_param", None)
+    if build is None:
+        return
+    names = {str: "text", int: "integer", float: "number", Path: "path", bool: "boolean"}
+    words = {"1": True, "true": True, "t": True, "yes": True, "y": True, "on": True,
+             "0": False, "false": False, "f": False, "no": False, "n": False, "off": False}
+
+    @dataclass(frozen=True)
+    class Plain(RuntimeParam):
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            kind, info = self.annotation, self.parameter_info
+            try:
+                if type(value) is kind:
+                    converted = value
+                elif kind is bool:  # a flag's value from an environment variable, say
+                    converted = words[str(value).strip().lower()]
+                else:
+                    converted = kind(value)
+            except (TypeError, ValueError, KeyError):
+                raise BadParameter(f"{value!r} is not a valid {names[kind]}.", ctx=ctx, param=param) from None
+            low, high = info.min, info.max
+            if (low is not None and converted < low) or (high is not None and converted > high):
+                bounds = " and ".join(f"{sign}{bound}" for sign, bound in (("x>=", low), ("x<=", high))
+                                      if bound is not None)
+                raise BadParameter(f"{converted} is not in the range {bounds}.", ctx=ctx, param=param)
+            return converted
+
+    def plain_or_typer(descriptor: Any) -> Any:
+        info, kind = descriptor.parameter_info, descriptor.annotation
+        plain = (kind in names and descriptor.file_annotation is None and info.parser is None
+                 and not info.clamp and (kind is not Path or not (info.allow_dash or info.path_type
+                                                                   or info.resolve_path or info.exists)))
+        return Plain(parameter_info=info, annotation=kind) if plain else build(descriptor)
+
+    core.build_runtime_param = plain_or_typer
+
+
+_plain_coercion()
 jobs.register(app)
 collect.register(app)
 estimate.register(app)
