@@ -8,6 +8,8 @@ import socket
 
 import orjson
 import pytest
+from conftest import MODELS, results
+from test_live import simulated
 
 from batchery.emulator import Emulator, ManualClock
 from batchery.engine import prepare_job
@@ -15,9 +17,6 @@ from batchery.errors import ConfigError
 from batchery.inputs import iter_objects
 from batchery.live import LivePolicy, LiveRunner
 from batchery.providers import get_provider
-
-from conftest import MODELS, results
-from test_live import simulated
 
 SECRET = "sk-fastpath-secret-0123456789"
 

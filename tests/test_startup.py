@@ -22,7 +22,7 @@ _PROBE = ("import atexit, sys\n"
 
 def imported(tmp_path: Path, *args: str, env: dict | None = None) -> set[str]:
     out = tmp_path / "modules.txt"
-    done = subprocess.run([sys.executable, "-c", _PROBE, str(out), *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", _PROBE, str(out), *args], capture_output=True, text=True, check=False,
                           env={**os.environ, "BATCHERY_HOME": str(tmp_path / "store"), **(env or {})})
     assert done.returncode == 0, done.stderr
     return set(out.read_text().split())
