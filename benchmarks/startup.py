@@ -6,7 +6,8 @@
 Commands, each a fresh `python -m batchery` process (as the installed `batchery` script runs it),
 in turn so that a noisy machine slows them alike:
 
-* `python -c pass`: the interpreter alone, the floor every command pays;
+* `python -c pass`: the interpreter alone, the floor every command pays; `import aiohttp`, what
+  the fast live path's HTTP client costs to load (its connector builds two TLS contexts at import);
 * `batchery --help` and `batchery status` (a store holding one finished job): targets <= 0.2 s;
 * `batchery run` of one request in live mode against an emulator in its own process, on the fast
   path (the default) and on the SDK path (`--http sdk`): the fixed cost of a run, target <= 0.3 s;
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,13 +35,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from overhead import start_emulator
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one command; CPU time suffers less from a busy machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-500:]}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -69,26 +74,32 @@ def main() -> None:
             timed(run("live")(-1), env)  # a finished job for status to show
             commands = {
                 "python -c pass": lambda r: [sys.executable, "-c", "pass"],
+                "python -c 'import aiohttp'": lambda r: [sys.executable, "-c", "import aiohttp"],
                 "batchery --help": lambda r: [*cli, "--help"],
                 "batchery status": lambda r: [*cli, "status"],
                 "run, live (fast path)": run("live"),
                 "run, live (--http sdk)": run("live", "--http", "sdk"),
                 "run, batch": run("batch"),
             }
-            times: dict[str, list[float]] = {name: [] for name in commands}
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
             for r in range(args.runs):
                 for name, argv in commands.items():
                     times[name].append(timed(argv(r), env))
     finally:
         proc.terminate()
         proc.wait()
-    floor = statistics.median(times["python -c pass"])
-    print(f"start-up, median of {args.runs} runs (s), and over the bare interpreter's {floor:.3f} s:")
+    def median(name: str, which: int) -> float:
+        return statistics.median(t[which] for t in times[name])
+
+    print(f"start-up, median of {args.runs} runs: wall seconds (runs), CPU seconds")
     for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:<24} {median:6.3f}  (+{median - floor:.3f})   runs: {', '.join(f'{v:.3f}' for v in values)}")
-    fast, sdk = statistics.median(times["run, live (fast path)"]), statistics.median(times["run, live (--http sdk)"])
-    print(f"live run, fast path / SDK path: {fast / sdk:.2f}")
+        print(f"  {name:<27} {median(name, 0):6.3f} ({', '.join(f'{w:.3f}' for w, _ in values)})"
+              f"   CPU {median(name, 1):.3f}")
+    for which, label in ((0, "wall"), (1, "CPU")):
+        ratios = [median(name, which) / median("run, live (--http sdk)", which)
+                  for name in ("run, live (fast path)", "batchery status", "batchery --help")]
+        print(f"{label}, over a live run on the SDK path: fast-path run {ratios[0]:.2f}, status {ratios[1]:.2f}, "
+              f"--help {ratios[2]:.2f}")
 
 
 if __name__ == "__main__":
