@@ -129,9 +129,11 @@ def test_ctrl_c_while_a_batch_runs_saves_the_job_says_so_and_the_same_command_fi
 def test_sigterm_in_live_mode_keeps_the_answers_that_arrived_and_the_same_command_sends_only_the_rest(
         tmp_path, emulator_process):
     emu = emulator_process()
-    n, concurrency = 12, 2
+    # 10 calls a second: the signal lands mid-run even on a busy machine (the fast path starts in a
+    # fraction of a second, and at 20 a second all 12 were once answered before it arrived)
+    n, concurrency = 16, 2
     store = tmp_path / "store"
-    args = ["run", str(_requests(tmp_path, n)), "--mode", "live", "--rpm", "1200", "--concurrency",
+    args = ["run", str(_requests(tmp_path, n)), "--mode", "live", "--rpm", "600", "--concurrency",
             str(concurrency), "--model", "gpt-test", "--base-url", f"{emu.url}/v1", "--store", str(store),
             "--out", str(tmp_path / "out.jsonl")]
     run = _start(tmp_path, args)
