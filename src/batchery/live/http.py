@@ -11,7 +11,7 @@ OPENAI_ORG_ID / OPENAI_PROJECT_ID), a User-Agent naming batchery, the SDKs' time
 connect, 600 s per read), TLS verified against the same certificates as httpx (certifi, or
 SSL_CERT_FILE / SSL_CERT_DIR), the proxy from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY
 (resolved once per session: all calls go to one host), and network failures as batchery's
-TransientError through the one error boundary (providers.base.call_error).
+TransientError through the one error boundary (BatchProvider.http_error, retry.classify).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..errors import BatcheryError
-from ..providers.base import CallFailure, LiveResponse, LiveRoute, call_error
+from ..providers.base import LiveResponse, LiveRoute
 
 if TYPE_CHECKING:
     from ..providers.base import BatchProvider
@@ -45,11 +45,11 @@ def user_agent() -> str:
     return f"batchery/{ours} (Python {platform.python_version()}; aiohttp)"
 
 
-def transport_error(provider: str, exc: BaseException) -> BatcheryError:
+def transport_error(provider: BatchProvider, exc: BaseException) -> BatcheryError:
     """A live call that got no (complete) answer, as batchery's error. The one place the fast path
-    classifies a failure: the same boundary (call_error, retry.call_failure_kind) as the SDK path.
+    classifies a failure: the adapter's error boundary (http_error, retry.classify), as for its SDK.
     Only the exception's type and text are kept: they name the host, never the headers (the key)."""
-    return call_error(provider, "live call", CallFailure(None, f"{type(exc).__name__}: {exc}".rstrip(": ")))
+    return provider.http_error("live call", None, message=f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
 def ssl_context() -> Any:
@@ -121,7 +121,7 @@ class FastHTTP:
             async with session.post(route.url, data=data, headers=route.headers, proxy=self._proxy) as response:
                 return LiveResponse(response.status, response.headers, await response.read())
         except self._errors as exc:  # refused, reset, timed out, a body cut short
-            raise transport_error(self.provider.name, exc) from None
+            raise transport_error(self.provider, exc) from None
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
