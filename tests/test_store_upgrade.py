@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from dataclasses import asdict
 from pathlib import Path
 
-from conftest import results, start_job
+import orjson
+import pytest
+from conftest import cli, results, start_job
 
-from batchery.store import DB_NAME, Store
+from batchery.store import _MIGRATIONS, DB_NAME, Store
 
 
 def _as_version_2(path: Path) -> None:
@@ -56,3 +60,59 @@ def test_a_store_of_the_previous_version_upgrades_keeping_answers_and_resumes_it
         assert store.db.execute("SELECT status FROM outcomes WHERE item = ?", (first[0],)).fetchall() == [(first[1],)]
     with Store(path, read_only=True) as store:  # a reader of the upgraded store needs no upgrade
         assert results(store, "done") == before
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "stores"
+DONE_INPUT = [{"id": "a", "prompt": "Name a colour.", "max_tokens": 20},
+              {"id": "b", "prompt": "Name a fruit.", "max_tokens": 20},
+              {"id": "c", "prompt": "Name a colour.", "max_tokens": 20},
+              {"id": "d", "prompt": "Name a planet.", "max_tokens": 20, "metadata": {"topic": "space"}}]
+
+
+def _old_store(path: Path, version: int) -> Path:
+    """The store that batchery of schema `version` wrote (tests/fixtures/stores/make.sh ran it)."""
+    path.mkdir()
+    db = sqlite3.connect(path / DB_NAME, isolation_level=None)
+    db.executescript((FIXTURES / f"v{version}.sql").read_text())
+    assert db.execute("PRAGMA user_version").fetchone()[0] == version
+    db.close()
+    return path
+
+
+@pytest.mark.parametrize("version", range(1, len(_MIGRATIONS)))
+def test_a_store_of_every_earlier_schema_version_upgrades_with_its_jobs_and_results_intact(tmp_path, version):
+    path = _old_store(tmp_path / "store", version)
+    expected = [orjson.loads(line) for line in (FIXTURES / f"v{version}.results.jsonl").read_bytes().splitlines()]
+
+    with Store(path) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
+        assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        got = []
+        for name in ("done", "second"):
+            job = store.get_job(name)
+            assert job is not None and job.state == "done"
+            for r in results(store, name):
+                assert r.response is not None and r.text in orjson.dumps(r.response).decode()
+                row = {"job": name, **{k: v for k, v in asdict(r).items() if k != "response"}}
+                if row["metadata"] is None:
+                    del row["metadata"]
+                got.append(row)
+        assert got == expected  # every line, its answer, usage, attempts, batch and metadata as that version exported
+        # each answer's source (migration 2): the second job reused one answer of the first (cache)
+        # and sent the other in a batch (v1) or live (v2 stored live answers as such)
+        sources = store.db.execute(
+            "SELECT o.source FROM outcomes o JOIN items i ON i.id = o.item JOIN jobs j ON j.id = i.job_id"
+            " WHERE j.name = 'second' ORDER BY i.id").fetchall()
+        assert sources == [("cache",), ("batch" if version == 1 else "live",)]
+
+    # the finished job is found as finished by today's CLI: nothing is sent again (the same bytes
+    # make.sh wrote, as the input's fingerprint is over its bytes)
+    (tmp_path / "done.jsonl").write_text("".join(json.dumps(r) + "\n" for r in DONE_INPUT))
+    code, _, err = cli("run", str(tmp_path / "done.jsonl"), "--emulate", "--job", "done", "--model", "gpt-4o-mini",
+                         "--store", str(path), "--out", str(tmp_path / "again.jsonl"))
+    assert code == 0, err
+    assert [orjson.loads(line)["text"] for line in (tmp_path / "again.jsonl").read_bytes().splitlines()] == \
+        [r["text"] for r in expected if r["job"] == "done"]
+    with Store(path, read_only=True) as store:
+        assert store.db.execute("SELECT count(*) FROM batches WHERE job_id = ?", (store.get_job("done").id,)).fetchone() \
+            == (2,)  # the two batches that version sent, and no new one
