@@ -45,6 +45,7 @@ from scipy import stats as _sps
 from statsmodels.stats import inter_rater as _ir
 from statsmodels.stats.proportion import proportion_confint
 
+from .numbers import clip01
 from .verdicts import TIE
 
 __all__ = [
@@ -95,9 +96,6 @@ def _float(x: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _clip01(x: float) -> float:
-    """Clamp to [0, 1], snapping float dust (0.9999999999999999) to the bound."""
-    return min(1.0, max(0.0, round(float(x), 12)))
 
 
 def _check_level(level: float) -> None:
@@ -127,7 +125,7 @@ def wilson(successes: int, n: int, level: float = 0.95) -> Interval:
     if n == 0:
         return Interval(None, None, None, 0, "wilson")
     lo, hi = proportion_confint(successes, n, alpha=1.0 - level, method="wilson")
-    return Interval(successes / n, _clip01(lo), _clip01(hi), n, "wilson")
+    return Interval(successes / n, clip01(lo), clip01(hi), n, "wilson")
 
 
 def _beta_bounds(x: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +149,7 @@ def clopper_pearson(successes: int, n: int, level: float = 0.95) -> Interval:
     if n == 0:
         return Interval(None, None, None, 0, "clopper-pearson")
     lo, hi = _beta_bounds(np.array(float(successes)), np.array(float(n)), level)
-    return Interval(successes / n, _clip01(float(lo)), _clip01(float(hi)), n, "clopper-pearson")
+    return Interval(successes / n, clip01(float(lo)), clip01(float(hi)), n, "clopper-pearson")
 
 
 def _cluster_arrays(values: Sequence[float], sizes: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +220,7 @@ def cluster_rate(
     if s.size < 2:
         return clopper_pearson(total_s, total_n, level)
     rate, lo, hi = _korn_graubard(s[None, :], n[None, :], level)
-    return Interval(float(rate[0]), _clip01(lo[0]), _clip01(hi[0]), total_n, "korn-graubard")
+    return Interval(float(rate[0]), clip01(lo[0]), clip01(hi[0]), total_n, "korn-graubard")
 
 
 def _cluster_t(s: np.ndarray, n: np.ndarray, level: float,

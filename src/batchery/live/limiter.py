@@ -56,7 +56,6 @@ class RateLimiter:
         self.tokens = _Bucket(tpm, max(1.0, tpm / 60 * BURST_SECONDS), now) if tpm else None
         self._configured = (rpm is not None, tpm is not None)
         self.cooldown_until = 0.0
-        self.cooldowns = 0  # how many 429s started a cooldown (for progress and tests)
         self._lock = asyncio.Lock()
 
     async def acquire(self, tokens: int) -> None:
@@ -86,10 +85,7 @@ class RateLimiter:
     def cool_down(self, seconds: float) -> None:
         """Nobody sends for `seconds` (a 429 said so, or backoff decided). Overlapping cooldowns
         merge: the later end wins, so a burst of 429s costs one pause, not one each."""
-        until = self.clock() + seconds
-        if until > self.cooldown_until:
-            self.cooldown_until = until
-            self.cooldowns += 1
+        self.cooldown_until = max(self.cooldown_until, self.clock() + seconds)
 
     def observe(self, limit_requests: float | None, remaining_requests: float | None,
                 limit_tokens: float | None, remaining_tokens: float | None) -> None:
