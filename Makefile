@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-pg bench bench-store clean
+.PHONY: demo lint test test-pg bench bench-store clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ demo: $(STAMP)
 	$(BIN)/batchery eval run examples/eval/demo.yaml
 	@echo "Stage jobs: $(BIN)/batchery eval status examples/eval/demo.yaml    All jobs: $(BIN)/batchery status --store demo-out/store"
 
+# The rules ruff checks and mypy's settings are in pyproject.toml; .ci/run runs `make test`, so CI runs both.
+lint: $(STAMP)
+	$(BIN)/python -m ruff check src tests benchmarks scripts
+	$(BIN)/python -m mypy
+
 # Two workers: the suite is mostly subprocesses and emulators waiting on each other, and CI has 2 cores.
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -n 2
 
 # The suite with a throwaway PostgreSQL server (apt install postgresql), as CI runs it: the

@@ -29,13 +29,13 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from overhead import start_emulator  # noqa: E402
+from overhead import start_emulator
 
-from batchery.engine import prepare_job  # noqa: E402
-from batchery.inputs import iter_objects  # noqa: E402
-from batchery.live import LivePolicy, LiveRunner  # noqa: E402
-from batchery.providers import get_provider  # noqa: E402
-from batchery.store import Store  # noqa: E402
+from batchery.engine import prepare_job
+from batchery.inputs import iter_objects
+from batchery.live import LivePolicy, LiveRunner
+from batchery.providers import get_provider
+from batchery.store import Store
 
 LIMIT_RPM = 3_000
 LATENCY = 0.2

@@ -8,8 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from chaos import run_chaos  # noqa: E402
-from conftest import both_backends  # noqa: E402
+from chaos import run_chaos
+from conftest import both_backends
 
 
 @both_backends

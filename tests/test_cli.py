@@ -6,13 +6,12 @@ import csv
 import io
 import os
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import cli
 
 

@@ -9,12 +9,12 @@ import sys
 import time
 
 import orjson
+from conftest import MODELS
+from test_cli import batchery as cli
+from test_cli import write_jsonl
 
 import batchery
 from batchery.store import Store
-
-from conftest import MODELS
-from test_cli import batchery as cli, write_jsonl
 
 KEYS = {"OPENAI_API_KEY": "test-key", "MISTRAL_API_KEY": "test-key", "GROQ_API_KEY": "test-key"}
 GRID_PROVIDERS = ("openai", "mistral", "groq")  # the SDKs quickest to import: each run is a process

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import start_job
+from test_cli import batchery as cli
+from test_cli import write_jsonl
 
 import batchery
 from batchery.cli import EXIT_CODES
 from batchery.control import job_status
 from batchery.pricing import PriceBook
 from batchery.store import Store
-from conftest import start_job
-from test_cli import batchery as cli
-from test_cli import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = {"OPENAI_API_KEY": "test-key"}

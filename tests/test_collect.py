@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from conftest import MODELS, clock_poll, results, start_job
 
 import batchery
 from batchery.control import cancel_job, collect_jobs, job_status, refresh_jobs, reopen_job, retry_lines
@@ -13,8 +14,6 @@ from batchery.errors import ConfigError
 from batchery.inputs import iter_objects
 from batchery.providers import get_provider
 from batchery.store import Store
-
-from conftest import MODELS, clock_poll, results, start_job
 
 
 def prompts(n: int, tag: str = "q") -> list[dict]:

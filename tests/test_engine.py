@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from conftest import both_backends, clock_poll, results, start_job
 
 from batchery.engine import Engine, prepare_job
 from batchery.errors import InputError, JobError
@@ -11,8 +12,6 @@ from batchery.inputs import iter_objects
 from batchery.providers import get_provider
 from batchery.providers.openai import OpenAIBatch
 from batchery.store import Store
-
-from conftest import both_backends, clock_poll, results, start_job
 
 SCHEMA = {
     "type": "object",

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from test_cli import batchery, write_jsonl
 
 

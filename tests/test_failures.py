@@ -5,16 +5,15 @@ provider; downloads cut or cut short are fetched again. The real engine, store, 
 from __future__ import annotations
 
 import pytest
+from conftest import MODELS, results, start_job
+from test_cli import batchery, write_jsonl
+from test_live import live_job, simulated
 
 from batchery.engine import PollPolicy
 from batchery.live import LiveRunner
 from batchery.providers import gemini as gemini_module
 from batchery.providers import get_provider
 from batchery.retry import classify, codes_for
-
-from conftest import MODELS, results, start_job
-from test_cli import batchery, write_jsonl
-from test_live import live_job, simulated
 
 GOOD_KEY, BAD_KEY = "right-key-0123456789", "wrong-key-0123456789"
 

@@ -13,12 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+from conftest import cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchery.emulator import Emulator
-
-from conftest import cli
 
 ROOT = Path(__file__).parents[1]
 DEMO = ROOT / "examples" / "eval"

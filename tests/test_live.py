@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import results, start_job
 
 from batchery.engine import prepare_job
 from batchery.inputs import iter_objects
 from batchery.live import LivePolicy, LiveRunner, RateLimiter
 from batchery.live.signals import duration, rate_limits, retry_after
 from batchery.providers import get_provider
-
-from conftest import results, start_job
 
 
 def simulated(emulator, **policy) -> LivePolicy:

@@ -15,13 +15,12 @@ from collections.abc import Callable
 
 import orjson
 import pytest
+from test_live import live_job, simulated
 
 from batchery.emulator import Emulator
 from batchery.errors import StoreBusyError
 from batchery.live import LiveRunner
 from batchery.store import DB_NAME, Store
-
-from test_live import live_job, simulated
 
 
 class LockHolder:
@@ -72,7 +71,7 @@ def test_a_store_locked_past_the_bound_stops_the_run_with_a_clear_error_and_the_
     gave_up = threading.Event()
     holder = LockHolder(store, emulator, after=1, release=gave_up.is_set).start()
 
-    with pytest.raises(StoreBusyError, match="could not be written for 0.3 s .another batchery process is writing"):
+    with pytest.raises(StoreBusyError, match=r"could not be written for 0\.3 s .another batchery process is writing"):
         LiveRunner(store, adapter, job, simulated(emulator, concurrency=4, store_wait=0.3)).run()
     gave_up.set()  # the lock was held until the run had given up waiting for it
     holder.thread.join()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from conftest import results, start_job
 from genai_prices import Usage, calc_price
 
 from batchery import tokens
@@ -14,9 +15,6 @@ from batchery.inputs import iter_objects
 from batchery.limits import LIMITS
 from batchery.pricing import UNKNOWN, PriceBook, estimate, format_usd
 from batchery.providers import get_provider
-
-from conftest import results, start_job
-
 
 
 def test_known_model_is_priced_as_genai_prices_prices_it():

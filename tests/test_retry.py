@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from conftest import MODELS
 
 from batchery.engine import prepare_job
 from batchery.errors import AccountError, ProviderError, RateLimitedError, TransientError
@@ -18,8 +19,6 @@ from batchery.inputs import iter_objects
 from batchery.live import LivePolicy, LiveRunner
 from batchery.providers import PROVIDERS, get_provider
 from batchery.retry import Failure, classify, classify_http, codes_for, recoverable_codes, transient_codes
-
-from conftest import MODELS
 
 
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))

@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from test_cli import batchery, write_jsonl
 
 SECRET = "test-secret-key-7f3a9c51e2"  # recognisable, and not shaped like a real provider key

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import both_backends
 
 import batchery
 from batchery.engine import prepare_job
 from batchery.errors import InputError, JobError
 from batchery.providers import get_provider
 from batchery.store import Store
-
-from conftest import both_backends
 
 N = 30_000  # three ingest chunks
 

@@ -6,8 +6,23 @@
 
 from .errors import BatcheryError, ConfigError, InputError, JobError, ProviderError, StoreError
 
-__all__ = ["run", "arun", "submit", "collect", "status", "results", "Result", "JobStatus", "BatcheryError",
-           "ConfigError", "InputError", "JobError", "ProviderError", "StoreError", "__version__"]
+__all__ = [
+    "BatcheryError",
+    "ConfigError",
+    "InputError",
+    "JobError",
+    "JobStatus",
+    "ProviderError",
+    "Result",
+    "StoreError",
+    "__version__",
+    "arun",
+    "collect",
+    "results",
+    "run",
+    "status",
+    "submit",
+]
 
 
 def __dir__() -> list[str]:

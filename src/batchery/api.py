@@ -15,12 +15,12 @@ import orjson
 
 from .engine import Engine, PollPolicy, Progress, file_fingerprint, prepare_job
 from .errors import ConfigError, InputError, JobError
+from .export import Result, export, iter_results
 from .inputs import check_file, iter_objects, read_requests
 from .live import LivePolicy, LiveRunner
 from .paths import load_env
 from .pricing import PriceBook
 from .providers import EMULATOR_ORIGIN, get_provider, provider_class
-from .export import Result, export, iter_results
 from .retry import DEFAULT_MAX_ATTEMPTS
 from .store import Store
 

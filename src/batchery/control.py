@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -107,7 +107,7 @@ def job_status(store: Store, job: Job, book: PriceBook | None = None, note: str 
             "batches": [{"id": b.id, "remote_id": b.remote_id, "state": b.state,
                          "status": word(b.state, b.remote_status), "remote_status": b.remote_status,
                          "requests": b.n_requests, "bytes": b.n_bytes, "error": b.error} for b in stored],
-            "events": [{"at": datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds"), "kind": kind,
+            "events": [{"at": datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds"), "kind": kind,
                         "detail": detail} for at, kind, detail in store.events(job.id)],
         }
     return status

@@ -28,6 +28,7 @@ from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_co
 from .providers.base import FAILED, MISSING, SUCCEEDED, BatchProvider, RemoteBatch, redact, scrub
 from .requests import canonical_bytes, parse_for
 from .retry import DEFAULT_MAX_ATTEMPTS, recoverable_codes, retryable_statuses, transient_codes
+from .states import JobState
 from .store import Job, Store
 from .structured import INVALID, batch_schemas, checked, reask_batch, reask_job, schema_text
 
@@ -246,7 +247,7 @@ def reopen_recoverable(store: Store, job: Job) -> int:
             store.log(job.id, "reopened", requests=n)
             if job.state == "done":
                 store.set_job_state(job.id, "running")
-                job.state = "running"
+                job.state = JobState.RUNNING
     return n
 
 
@@ -427,7 +428,7 @@ class Engine:
         with self.store.transaction():
             self.store.set_job_state(self.job.id, final)
             self.store.log(self.job.id, final)
-        self.job.state = final
+        self.job.state = JobState(final)
 
     def cancel(self, wait: bool = True) -> Progress:
         """Stop the job: unsent work is cancelled locally, remote batches are asked to cancel and
@@ -452,7 +453,7 @@ class Engine:
         self._reconcile()  # a create in doubt is settled first, so it is either cancelled below or never sent
         with self.store.transaction():
             self.store.set_job_state(self.job.id, "cancelling")
-            self.job.state = "cancelling"
+            self.job.state = JobState.CANCELLING
             n = self.store.close_pending_items(self.job.id, "cancelled", "cancelled_by_user",
                                                "the job was cancelled before this request was sent")
             for batch in self.store.batches(self.job.id, ["planned"]):
@@ -461,7 +462,9 @@ class Engine:
                 self.store.update_batch(batch.id, state="collected", remote_status="not_sent")
             self.store.log(self.job.id, "cancel_requested", unsent=n)
         for batch in self.store.batches(self.job.id, ["submitted"]):
-            self.call("cancel", lambda: self.provider.cancel(batch.remote_id))  # noqa: B023 - called at once
+            remote_id = batch.remote_id
+            if remote_id is not None:  # a submitted batch has one
+                self.call("cancel", lambda: self.provider.cancel(remote_id))  # noqa: B023 - called at once
         self._cancel_sent = True
 
     def progress(self, done: bool = False) -> Progress:
@@ -524,21 +527,23 @@ class Engine:
         If so, stop submitting (the batch stays planned, the job resumable) and say why."""
         if self.max_cost is None:
             return False
+        assert self.prices is not None  # loaded whenever max_cost is set
         projected = batch_line_cost(self.prices, self.provider, batch.model, self.store.batch_lines(batch.id))
-        if not projected.known:
+        next_cost = projected.batch  # None: the price is not known
+        if next_cost is None:
             raise ConfigError(f"--max-cost cannot be enforced: {UNKNOWN} for {self.provider.name} model "
                               f"'{batch.model}'; add it to {PRICES_FILE} (or --prices FILE), or drop --max-cost")
         spent = total(actual_cost(self.prices, self.provider.name, self.store.usage_by_model(self.job.id)), batch=None)
         so_far = (spent or 0.0) + self.committed()
-        if so_far + projected.batch <= self.max_cost:
+        if so_far + next_cost <= self.max_cost:
             return False
         self.stopped = (f"--max-cost ${self.max_cost:,.2f} reached: spent and committed ${so_far:,.4f}; the next "
-                        f"batch ({batch.n_requests:,} requests, projected ${projected.batch:,.4f}) would pass the cap, "
+                        f"batch ({batch.n_requests:,} requests, projected ${next_cost:,.4f}) would pass the cap, "
                         "so nothing more was submitted. The job is saved: run again with a higher --max-cost "
                         "(or none) to continue")
         with self.store.transaction():
             self.store.log(self.job.id, "max_cost_reached", max_cost=self.max_cost, spent=round(so_far, 6),
-                           next_batch=batch.id, projected=round(projected.batch, 6))
+                           next_batch=batch.id, projected=round(next_cost, 6))
         return True
 
     def committed(self) -> float:

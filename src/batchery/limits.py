@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,12 @@ def __getattr__(name: str) -> dict[str, BatchLimits]:
 
     return {p: provider_class(p).limits for p in PROVIDERS if provider_class(p).has_batch_api}
 
+K = TypeVar("K")  # what split groups: keys, or indexes of lines
 
-def split(lines: Iterable[tuple[str, int]], max_requests: int, max_bytes: int) -> Iterator[list[str]]:
+
+def split(lines: Iterable[tuple[K, int]], max_requests: int, max_bytes: int) -> Iterator[list[K]]:
     """Group (key, encoded size) pairs into batches under both caps, keeping their order."""
-    batch: list[str] = []
+    batch: list[K] = []
     size = 0
     for key, nbytes in lines:
         if batch and (len(batch) >= max_requests or size + nbytes > max_bytes):

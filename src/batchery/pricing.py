@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -205,7 +205,7 @@ def _genai_price(provider: str, model: str) -> Price | None:
 
     provider_id = (provider_class(provider).price_id if provider in PROVIDERS else "") or provider
     usage = Usage(input_tokens=_PROBE, output_tokens=_PROBE)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         live = calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=now)
         batch = calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=now,
@@ -273,8 +273,8 @@ def estimate(source, provider, model: str | None, book: PriceBook, raw: bool = F
     """Estimate a request source ((where, object) pairs, as inputs.read_requests yields) for a
     provider adapter: validated exactly as `run` validates it, so a bad line fails here too."""
     from .requests import parse_for
-    from .tokens import estimate_request
     from .tokens import counter as token_counter
+    from .tokens import estimate_request
 
     seen: set[str] = set()
     per_model: dict[str, list[int]] = {}

@@ -116,7 +116,7 @@ def _messages(value: Any, where: str) -> list[dict]:
     return out
 
 
-def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str | None, Any, dict]:
+def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str | int | None, Any, dict]:
     """Validate one input object and return (row id, user metadata, canonical request).
 
     The canonical request has the prompt folded into messages, the model resolved and only the
@@ -161,7 +161,7 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
 
 
 def parse_raw_request(obj: Any, id_field: str, body_field: str, model_in_body: bool,
-                      default_model: str | None, where: str) -> tuple[str | None, Any, dict]:
+                      default_model: str | None, where: str) -> tuple[str | int | None, Any, dict]:
     """A line already in the provider's batch format (`--raw`): its request body is sent as it
     is, under our content key; the line's own id is kept as the row id."""
     if not isinstance(obj, dict) or not isinstance(obj.get(body_field), dict):
@@ -202,7 +202,8 @@ def request_key(provider: str, body: bytes) -> str:
     return KEY_PREFIX + digest.hexdigest()
 
 
-def parse_for(provider: Any, obj: Any, model: str | None, raw: bool, where: str) -> tuple[str | None, Any, dict, str]:
+def parse_for(provider: Any, obj: Any, model: str | None, raw: bool,
+              where: str) -> tuple[str | int | None, Any, dict, str]:
     """One input line as `provider` will be sent it: (row id, metadata, canonical request, key).
     A neutral line is checked against what the provider can honour; a `--raw` line is the
     provider's own format. The job's ingest and the cost estimate read lines alike through this."""

@@ -124,7 +124,7 @@ def error_code_of(body: bytes) -> str | None:
         return None
     if not isinstance(obj, dict):
         return None
-    error = obj.get("error") if isinstance(obj.get("error"), dict) else obj
+    error = got if isinstance(got := obj.get("error"), dict) else obj
     for detail in error.get("details") or ():
         if isinstance(detail, dict) and isinstance(detail.get("reason"), str):
             return detail["reason"]

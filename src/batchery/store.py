@@ -478,6 +478,7 @@ class Store:
         )
         if cur.rowcount != n_requests:
             raise StoreError(f"batch {batch_id}: expected {n_requests} members, found {cur.rowcount}")
+        assert batch_id is not None  # an INSERT sets lastrowid
         return batch_id
 
     def batch_members(self, batch_id: int) -> dict[str, int]:
@@ -799,6 +800,6 @@ def _chunks(cursor: sqlite3.Cursor) -> Iterator[tuple]:
 
 
 def _job(row: tuple) -> Job:
-    job = Job(*row)
-    job.options = orjson.loads(job.options)
-    return job
+    id_, name, provider, model, endpoint, fingerprint, state, n_rows, options, created_at, updated_at = row
+    return Job(id_, name, provider, model, endpoint, fingerprint, state, n_rows, orjson.loads(options),  # JSON text
+               created_at, updated_at)

@@ -124,7 +124,7 @@ def test_bad_answers_stop_the_evaluation_before_anything_is_sent(tmp_path):
     write_lines(tmp_path / "answers.jsonl", [{"statement_id": "nope", "input": "X?", "answer": "a"}])
     path = config_file(tmp_path, candidates=[{"name": "strong", "provider": "openai", "model": "gpt-4o"},
                                              {"name": "mine", "answers": "answers.jsonl"}])
-    with pytest.raises(ConfigError, match="answers.jsonl:1: no statement 'nope'"):
+    with pytest.raises(ConfigError, match=r"answers\.jsonl:1: no statement 'nope'"):
         evaluate(path)
     with Store(tmp_path / "store") as store:
         assert store.list_jobs() == []

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+
 @dataclass(frozen=True)
 class ProviderCase:
     provider: str

@@ -12,12 +12,11 @@ from datetime import timedelta
 import anthropic
 import orjson
 import pytest
+from conftest import results, start_job
 
 from batchery.errors import InputError, TransientError
 from batchery.providers.anthropic import AnthropicBatch, decode_line, message_params
 from batchery.store import Store
-
-from conftest import results, start_job
 
 MODEL = "claude-haiku-4-5"
 SCHEMA = {
@@ -297,9 +296,8 @@ def test_a_batch_created_just_before_the_process_died_is_adopted_not_created_aga
             super().create(input_file, model, tag)
             raise KeyboardInterrupt("process killed after Anthropic created the batch")
 
-    with Store(tmp_path / "s") as store:
-        with pytest.raises(KeyboardInterrupt):
-            job(store, emulator, prompts(100), batch_size=40, provider=adapter(emulator, DiesAfterCreate)).run()
+    with Store(tmp_path / "s") as store, pytest.raises(KeyboardInterrupt):
+        job(store, emulator, prompts(100), batch_size=40, provider=adapter(emulator, DiesAfterCreate)).run()
     assert created(emulator) == 1
 
     with Store(tmp_path / "s") as store:  # the next run: a fresh process, same store
@@ -335,9 +333,8 @@ def test_a_create_that_never_reached_anthropic_is_sent_and_older_batches_of_the_
                 raise KeyboardInterrupt("process killed before the second create was sent")
             return super().create(input_file, model, tag)
 
-    with Store(tmp_path / "s") as store:
-        with pytest.raises(KeyboardInterrupt):
-            job(store, emulator, prompts(80), batch_size=40, provider=adapter(emulator, DiesBeforeSecondCreate)).run()
+    with Store(tmp_path / "s") as store, pytest.raises(KeyboardInterrupt):
+        job(store, emulator, prompts(80), batch_size=40, provider=adapter(emulator, DiesBeforeSecondCreate)).run()
     assert created(emulator) == 1  # the first batch (40 requests) exists; the second was never sent
 
     with Store(tmp_path / "s") as store:

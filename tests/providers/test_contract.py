@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from conftest import MODELS, results, start_job
 
 from batchery.errors import InputError
 from batchery.providers import PROVIDERS, get_provider, provider_class
 from batchery.store import Store
-
-from conftest import MODELS, results, start_job
-
 
 SCHEMA = {
     "type": "object",
@@ -98,10 +96,10 @@ def native_line(provider: str, user_id: str, prompt: str) -> dict:
 
 
 def test_raw_lines_in_the_providers_own_format_are_sent_as_they_are(provider_name, store, emulator):
+    from conftest import clock_poll
+
     from batchery.engine import Engine, prepare_job
     from batchery.inputs import iter_objects
-
-    from conftest import clock_poll
 
     adapter = get_provider(provider_name, base_url=emulator.base_url(provider_name), api_key="test-key")
     lines = [native_line(provider_name, f"user-{i}", f"Raw question {i}") for i in range(5)]
@@ -121,10 +119,9 @@ def live_provider(request) -> str:
 def test_the_same_job_live_gives_the_batch_results_on_every_provider(live_provider, store, emulator):
     """Live mode: every provider's official async SDK against the emulator's live endpoints; the
     results are the batch path's, line for line (openai-compatible is checked against OpenAI)."""
-    from batchery.live import LivePolicy, LiveRunner
-
     from batchery.engine import prepare_job
     from batchery.inputs import iter_objects
+    from batchery.live import LivePolicy, LiveRunner
 
     service = live_provider if live_provider in emulator.SERVICES else "openai"
     model = MODELS[service]

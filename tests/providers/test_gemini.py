@@ -11,6 +11,7 @@ import itertools
 import httpx
 import orjson
 import pytest
+from conftest import results, start_job
 from google import genai
 from google.genai import errors, types
 
@@ -20,8 +21,6 @@ from batchery.errors import InputError
 from batchery.inputs import iter_objects
 from batchery.providers import gemini
 from batchery.providers.gemini import GeminiBatch, decode_line, generate_request
-
-from conftest import results, start_job
 
 MODEL = "gemini-2.5-flash"
 SCHEMA = {"type": "object", "properties": {"verdict": {"type": "string", "enum": ["pass", "fail"]}},

@@ -6,13 +6,12 @@ from __future__ import annotations
 import groq
 import orjson
 import pytest
+from conftest import start_job
 
 from batchery.errors import ProviderError
 from batchery.providers import get_provider
 from batchery.providers.groq import GroqBatch
 from batchery.providers.openai import TAG_KEY
-
-from conftest import start_job
 
 MODEL = "llama-3.1-8b-instant"
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}

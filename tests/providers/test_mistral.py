@@ -8,13 +8,12 @@ import io
 import httpx2
 import orjson
 import pytest
+from conftest import results, start_job
 from mistralai.client import Mistral
 from mistralai.client.errors import SDKError
 
 from batchery.errors import AccountError, ProviderError, TransientError
 from batchery.providers.mistral import TAG_KEY, MistralBatch, chat_body
-
-from conftest import results, start_job
 
 MODEL = "mistral-small-latest"
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}

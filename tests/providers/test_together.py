@@ -9,12 +9,11 @@ import httpx
 import orjson
 import pytest
 import together
+from conftest import results, start_job
 from together.lib.utils.files import check_file
 
 from batchery.errors import AccountError, ProviderError, TransientError
 from batchery.providers.together import TogetherBatch, chat_body, decode_result, input_file_name
-
-from conftest import results, start_job
 
 MODEL = "meta-llama/Llama-3.3-70B-Instruct-Turbo"
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}

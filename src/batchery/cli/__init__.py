@@ -118,8 +118,8 @@ def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable ou
     import platform
 
     from .. import __version__
-    from ..providers import PROVIDERS, provider_class
     from ..paths import load_env, store_url
+    from ..providers import PROVIDERS, provider_class
     from ..store import resolve_store_dir, store_exists
     from ..store_pg import redact
 

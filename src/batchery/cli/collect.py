@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -37,11 +37,11 @@ def refresh_store(st: Any, jobs: list) -> list:
 
 
 def collect(
-    jobs: Optional[list[str]] = typer.Argument(None, help="Jobs to collect."),
+    jobs: list[str] | None = typer.Argument(None, help="Jobs to collect."),
     all_jobs: bool = typer.Option(False, "--all", help="Every open job in the store."),
     wait: bool = typer.Option(False, "--wait", help="Keep polling until every job has ended (one progress view)."),
     as_json: bool = typer.Option(False, "--json", help="Print each job's status as JSON."),
-    store: Optional[Path] = StoreOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Finish jobs left running (--no-wait): poll, download, mark done, write their results files.
 
@@ -96,14 +96,14 @@ def collect(
 
 def retry(
     job: str = typer.Argument(..., help="Job name."),
-    max_attempts: Optional[int] = typer.Option(None, "--max-attempts", min=1, help="Sends per line in all, as in "
+    max_attempts: int | None = typer.Option(None, "--max-attempts", min=1, help="Sends per line in all, as in "
                                                "run (default: the job's own setting); each line retried is sent "
                                                "at least once more."),
     include_cancelled: bool = typer.Option(False, "--include-cancelled", help="In a job you cancelled, send its "
                                            "cancelled lines too (lines the provider cancelled are always sent)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Submit and return; `batchery collect` finishes it."),
-    out: Optional[Path] = typer.Option(None, help="Results file (default: the job's own)."),
-    store: Optional[Path] = StoreOpt,
+    out: Path | None = typer.Option(None, help="Results file (default: the job's own)."),
+    store: Path | None = StoreOpt,
 ) -> None:
     """Send a finished job's failed, expired and missing lines again; succeeded lines are kept.
 

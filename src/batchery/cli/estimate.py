@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -13,8 +13,8 @@ PricesOpt = typer.Option(None, "--prices", help="Price override file (TOML; defa
                          "directory). For models genai-prices lacks; see `batchery.pricing`.")
 
 
-def estimate_file(input: Path, provider: str, model: Optional[str], raw: bool, prices: Optional[Path],
-                  store: Optional[Path], check: Callable[[Any], None] | None = None, base_url: str | None = None):
+def estimate_file(input: Path, provider: str, model: str | None, raw: bool, prices: Path | None,
+                  store: Path | None, check: Callable[[Any], None] | None = None, base_url: str | None = None):
     """The estimate `estimate` and `run --dry-run` print. Makes no provider call and writes nothing.
     `check` (a dry run's) is given the adapter, to refuse what the run would refuse."""
     from ..inputs import read_requests
@@ -44,11 +44,11 @@ def print_estimate(est, as_json: bool) -> None:
 def estimate_command(
     input: Path = typer.Argument(..., help="Requests: JSONL or CSV, as for `run`."),
     provider: str = typer.Option("openai", help="Provider the job would run on."),
-    model: Optional[str] = typer.Option(None, help="Model for requests that do not name one."),
+    model: str | None = typer.Option(None, help="Model for requests that do not name one."),
     raw: bool = typer.Option(False, "--raw", help="Lines are in the provider's own batch format."),
-    prices: Optional[Path] = PricesOpt,
+    prices: Path | None = PricesOpt,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    store: Optional[Path] = typer.Option(None, "--store", help="Store directory, where prices.toml is looked for "
+    store: Path | None = typer.Option(None, "--store", help="Store directory, where prices.toml is looked for "
                                          "(default: $BATCHERY_HOME, else the per-user data folder)."),
 ) -> None:
     """Estimate requests, tokens and cost (batch and live) of a request file. Sends nothing."""

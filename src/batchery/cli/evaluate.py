@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -125,8 +124,8 @@ def status(config_path: Path = ConfigArg,
            ) -> None:
     """Every stage of the evaluation: its job's state, requests by outcome, batches, cost so far;
     a stage whose inputs are not in yet is shown waiting for them."""
-    from ..eval.pipeline import EvalRunner
     from ..control import job_status
+    from ..eval.pipeline import EvalRunner
     from ..pricing import PriceBook
 
     config, store = _open(config_path)
@@ -157,7 +156,7 @@ def status(config_path: Path = ConfigArg,
 
 @eval_app.command("report")
 def report(config_path: Path = ConfigArg,
-           out: Optional[Path] = typer.Option(None, help="Report folder (default: the config's 'out').")) -> None:
+           out: Path | None = typer.Option(None, help="Report folder (default: the config's 'out').")) -> None:
     """Rebuild the report from the store, sending nothing (every stage must have finished)."""
     from ..eval.config import check_folder
     from ..eval.pipeline import run_evaluation

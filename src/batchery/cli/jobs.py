@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,37 +17,37 @@ def run(
                                  "or openai-compatible (any OpenAI-style server at --base-url; live only)."),
     mode: str = typer.Option("batch", help="batch: the provider's Batch API (cheaper, hours); live: one call per "
                              "request, paced under --rpm/--tpm (answers in minutes)."),
-    rpm: Optional[float] = typer.Option(None, min=1, help="Live mode: requests per minute to stay under "
+    rpm: float | None = typer.Option(None, min=1, help="Live mode: requests per minute to stay under "
                                         "(default: learnt from the provider's rate-limit headers)."),
-    tpm: Optional[float] = typer.Option(None, min=1, help="Live mode: tokens per minute to stay under "
+    tpm: float | None = typer.Option(None, min=1, help="Live mode: tokens per minute to stay under "
                                         "(estimated before each call, corrected from the usage returned)."),
     concurrency: int = typer.Option(32, min=1, help="Live mode: calls in flight at most."),
     http: str = typer.Option("fast", "--http", help="Live mode: how calls travel. fast: one HTTP session "
                              "(aiohttp), the SDK's URLs and headers; sdk: the provider's official SDK."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Send requests even if the store already holds "
                                   "their answer from another job (batch or live)."),
-    model: Optional[str] = typer.Option(None, help="Model for requests that do not name one."),
-    job: Optional[str] = typer.Option(None, help="Job name (default: the input file's name). Same name = resume."),
-    out: Optional[Path] = typer.Option(None, help="Results file (default: <job>.results.jsonl; - for standard "
+    model: str | None = typer.Option(None, help="Model for requests that do not name one."),
+    job: str | None = typer.Option(None, help="Job name (default: the input file's name). Same name = resume."),
+    out: Path | None = typer.Option(None, help="Results file (default: <job>.results.jsonl; - for standard "
                                        "output). A FIFO or device is written into; a regular file is replaced "
                                        "atomically."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Submit and return; collect later with the same command."),
-    base_url: Optional[str] = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged."),
+    base_url: str | None = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged."),
     emulate: bool = typer.Option(False, help="Run against an in-process emulator: no key, no cost."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="At most this many requests per batch."),
+    batch_size: int | None = typer.Option(None, min=1, help="At most this many requests per batch."),
     max_attempts: int = typer.Option(3, min=1, help="Sends per request: lines that expire, go missing or hit a "
                                      "transient provider error are retried in new batches up to this many, and "
                                      "answers that do not fit a response_format schema are asked again with the "
                                      "error (failures a later run can fix, like a refused key, are sent again by it)."),
     raw: bool = typer.Option(False, "--raw", help="Lines are already in the provider's own batch format; send their bodies as they are."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the estimate (requests, tokens, cost) and send nothing."),
-    max_cost: Optional[float] = typer.Option(None, "--max-cost", min=0, help="USD: stop submitting new batches "
+    max_cost: float | None = typer.Option(None, "--max-cost", min=0, help="USD: stop submitting new batches "
                                              "before the projected batch spend would pass this (the job stays resumable)."),
-    prices: Optional[Path] = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
+    prices: Path | None = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
                                           "in the store directory)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON on standard output "
                                  "(job, state, requests by outcome, results file, failure reasons, exit code)."),
-    store: Optional[Path] = StoreOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Run a job of requests through a Batch API, or resume it. Results come back in input order."""
     from ..api import Connection, live_policy, run_file
@@ -152,7 +151,7 @@ def _print_failures(summary: dict) -> None:
 
 
 def status(
-    job: Optional[str] = typer.Argument(None, help="A job name; all jobs when omitted."),
+    job: str | None = typer.Argument(None, help="A job name; all jobs when omitted."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     watch: bool = typer.Option(False, "--watch", help="A live view of every job (or the one named), refreshed "
                                "until Ctrl-C: batches by state, lines done/failed, tokens, cost, oldest batch."),
@@ -160,9 +159,9 @@ def status(
     refresh: bool = typer.Option(False, "--refresh", help="Ask the providers where open batches stand (one call "
                                  "per provider) and record it before showing; nothing is downloaded (`batchery "
                                  "collect` does that). With --watch, asked every 10 s at most."),
-    prices: Optional[Path] = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
+    prices: Path | None = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
                                           "in the store directory)."),
-    store: Optional[Path] = StoreOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Where a job stands: requests by outcome, cost so far, batches by provider status, recent events."""
     import orjson
@@ -229,10 +228,10 @@ def _detail_text(detail: dict | None) -> str:
 
 def results(
     job: str = typer.Argument(..., help="Job name."),
-    out: Optional[Path] = typer.Option(None, help="Output file (default, or -: standard output). A FIFO or device "
+    out: Path | None = typer.Option(None, help="Output file (default, or -: standard output). A FIFO or device "
                                        "is written into, a regular file replaced atomically."),
     format: str = typer.Option("jsonl", help="jsonl or csv."),
-    store: Optional[Path] = StoreOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Write a job's results: one line per input line, in input order."""
     from ..control import find_job
@@ -251,10 +250,10 @@ def results(
 
 def cancel(
     job: str = typer.Argument(..., help="Job name."),
-    base_url: Optional[str] = typer.Option(None, help="Provider API base URL (default: the one the job ran with)."),
+    base_url: str | None = typer.Option(None, help="Provider API base URL (default: the one the job ran with)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Ask for cancellation and return."),
     as_json: bool = typer.Option(False, "--json", help="Print the job's state and requests by outcome as JSON."),
-    store: Optional[Path] = StoreOpt,
+    store: Path | None = StoreOpt,
 ) -> None:
     """Cancel a job: nothing new is sent, running batches are cancelled, finished lines are kept.
 
@@ -338,7 +337,7 @@ def register(app: typer.Typer) -> None:
     app.command()(delete)
 
 
-def _reader(store: Optional[Path], job: Optional[str]):
+def _reader(store: Path | None, job: str | None):
     """The store opened read-only: commands that only read work on a store they cannot write (a
     read-only disk, another user's files). A job asked of a store that does not exist is unknown."""
     from ..errors import JobError

@@ -78,7 +78,8 @@ class RichProgress(_Labels):
     """A live bar per job (per stage, in an evaluation)."""
 
     def __init__(self, console: Any = None) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
 
         super().__init__()
         if console is None:  # standard output is for results (--json, --out -): progress goes to stderr

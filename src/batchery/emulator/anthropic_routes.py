@@ -338,7 +338,7 @@ def _execute(params: dict, suffix: str, *, behaviour: Behaviour | None = None) -
     text, input_tokens, output_tokens, truncated = reply(
         prompt, fmt["schema"] if fmt else None, params["max_tokens"] - thought, input_chars,
         model=params["model"], behaviour=behaviour, history=users[:-1])
-    content = [{"type": "thinking", "thinking": "Emulated reasoning.", "signature": "sig_" + suffix}] if thinking else []
+    content: list[dict[str, Any]] = [{"type": "thinking", "thinking": "Emulated reasoning.", "signature": "sig_" + suffix}] if thinking else []
     content.append({"type": "text", "text": text, "citations": None})  # required, null without documents
     return {"type": "succeeded", "message": {
         "id": "msg_" + suffix,

@@ -80,7 +80,7 @@ def _table(name: str, value: Any) -> dict[str, float]:
         value = {WILDCARD: value}
     if not isinstance(value, Mapping):  # ValueError throughout: one error type for a bad config
         kind = type(value).__name__
-        raise ValueError(f"behaviour.{name} must be a probability or a table of model name -> probability, got {kind}")  # noqa: TRY004
+        raise ValueError(f"behaviour.{name} must be a probability or a table of model name -> probability, got {kind}")
     out = {}
     for model, p in value.items():
         if not isinstance(model, str) or not model:
@@ -116,7 +116,7 @@ class Behaviour:
         if data is None:
             return cls()
         if not isinstance(data, Mapping):
-            raise ValueError(f"behaviour must be a mapping of knob -> table, got {type(data).__name__}")  # noqa: TRY004
+            raise ValueError(f"behaviour must be a mapping of knob -> table, got {type(data).__name__}")
         unknown = sorted(set(data) - set(_DEFAULTS))
         if unknown:
             raise ValueError(f"unknown behaviour knob(s) {unknown}; known: {sorted(_DEFAULTS)}")
@@ -208,7 +208,7 @@ def reply(prompt: str, schema: dict | None = None, max_tokens: int | None = None
         text = plain_answer(prompt, model, behaviour)
     output_tokens = _tokens(len(text))
     truncated = isinstance(max_tokens, int) and output_tokens > max_tokens
-    if truncated:
+    if truncated and max_tokens is not None:
         text, output_tokens = text[: max_tokens * CHARS_PER_TOKEN], max_tokens
     return text, _tokens(input_chars or len(prompt)), output_tokens, truncated
 
@@ -333,8 +333,8 @@ def _user_texts(body: dict) -> list[str]:
 
 
 def _answer(body: dict, seed: int, behaviour: Behaviour | None = None) -> str:
-    fmt = body.get("response_format")
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    fmt = got if isinstance(got := body.get("response_format"), dict) else {}
+    kind = fmt.get("type")
     users = _user_texts(body)
     prompt = users[-1] if users else ""
     model = body.get("model") if isinstance(body.get("model"), str) else None
@@ -372,8 +372,8 @@ def complete_chat(body: dict, created: int = 0, seed: int | None = None, *,
         completion_tokens, finish = limit, "length"
     prompt_chars = sum(len(_text_of(m.get("content"))) for m in body.get("messages") or () if isinstance(m, dict))
     prompt_tokens = _tokens(prompt_chars)
-    n = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 1) > 1 else 1
-    choice = {
+    n = got if isinstance(got := body.get("n"), int) and got > 1 else 1
+    choice: dict[str, Any] = {
         "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
         "logprobs": None,
         "finish_reason": finish,

@@ -122,7 +122,7 @@ class Limiter:
             if amount > bucket.limit:
                 return Refusal(kind, bucket, amount, None)
             wait = bucket.wait(amount)
-            if wait and (worst is None or wait > worst.wait):
+            if wait and (worst is None or worst.wait is None or wait > worst.wait):
                 worst = Refusal(kind, bucket, amount, wait)
         if worst is not None:
             return worst

@@ -118,7 +118,7 @@ def _array(node: dict, root: Any, rng: Rng, depth: int) -> list:
     hi = int(node.get("maxItems", lo + 3))
     count = lo if depth >= _MAX_DEPTH else min(max(1 + rng.below(3), lo), hi)
     prefix = node.get("prefixItems") or (node["items"] if isinstance(node.get("items"), list) else [])
-    items = node.get("items") if isinstance(node.get("items"), dict) else {}
+    items = got if isinstance(got := node.get("items"), dict) else {}
     out = []
     for i in range(count):
         sub = prefix[i] if i < len(prefix) else items

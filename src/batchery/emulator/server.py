@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 from urllib.parse import parse_qs
 
 import uvicorn
@@ -147,7 +148,7 @@ class Emulator:
 
     # provider -> (module, class, SDK base path). Each provider's routes live under their own path
     # (several providers use /v1/files); the SDK's base_url is the server URL plus that path.
-    SERVICES: dict[str, tuple[str, str, str]] = {
+    SERVICES: ClassVar[dict[str, tuple[str, str, str]]] = {
         "openai": ("batchery.emulator.openai_routes", "OpenAICompatible", "/v1"),
         "anthropic": ("batchery.emulator.anthropic_routes", "AnthropicMessageBatches", "/anthropic"),
         "mistral": ("batchery.emulator.mistral_routes", "MistralService", "/mistral"),

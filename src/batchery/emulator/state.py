@@ -91,8 +91,8 @@ class Stats:
         for counts in faults.values():
             for name, n in counts.items():
                 totals[name] += n
-        for p, counts in per.items():
-            counts["faults"] = faults.get(p, {})
+        for p, entry in per.items():
+            entry["faults"] = faults.get(p, {})
         return {
             "batches_created": {p: c["batches_created"] for p, c in per.items()},
             "files_uploaded": sum(c["files_uploaded"] for c in per.values()),

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -69,6 +69,9 @@ from .verdicts import (
     TIE,
     ComplianceVerdict,
 )
+
+if TYPE_CHECKING:
+    from ..emulator import Emulator
 
 
 class EvalStopped(BatcheryError):
@@ -138,7 +141,7 @@ class EvalRunner:
         self.on_progress = on_progress
         self.poll = poll
         self.prices = PriceBook(store_dir=store.dir)
-        self._emulator = None
+        self._emulator: Emulator | None = None
         self._poll: PollPolicy | None = None
         self._default_poll = PollPolicy()
         self._adapters: dict[tuple[str, str | None], Any] = {}
@@ -308,7 +311,7 @@ class EvalRunner:
         return rows
 
     def judged_stage(self, stage: str, judge: ModelSpec, build: Callable[[], dict[str, dict]],
-                     parse: Callable[[str], Any], done: Callable[[dict[str, Any]], None],
+                     parse: Callable[[Any], Any], done: Callable[[dict[str, Any]], None],
                      needs: tuple[Stage, ...] = ()) -> Stage:
         """A stage of judge requests whose verdicts are parsed; what cannot be read is asked once
         more (the `<stage>-reask` stage, started as soon as these verdicts are in), and what still
@@ -346,7 +349,7 @@ class EvalRunner:
         return Stage(stage, judge, build_all, needs=needs, then=then)
 
     def judged(self, stage: str, judge: ModelSpec, requests: dict[str, dict],
-               parse: Callable[[str], Any]) -> dict[str, Any]:
+               parse: Callable[[Any], Any]) -> dict[str, Any]:
         """One judge's requests sent (with their re-ask) on their own; the verdicts by request id."""
         verdicts: dict[str, Any] = {}
         self.run_stages([self.judged_stage(stage, judge, lambda: requests, parse, verdicts.update)])
@@ -501,7 +504,7 @@ class EvalRunner:
     def _results(self, job_name: str) -> dict[str, Result]:
         job = self.store.get_job(job_name)
         assert job is not None
-        return {r.id: r for r in iter_results(self.store, job.id, job.provider)}
+        return {r.id: r for r in iter_results(self.store, job.id, job.provider) if r.id is not None}  # each has its id
 
     def windows(self) -> tuple[int, list[list[str]]]:
         """Batch windows the last run took: the longest chain of stages that sent batches, and the
@@ -768,7 +771,7 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict], ite
                      "behaviour knobs), useful to check the pipeline, not to rank real models.")
     return {
         "title": f"Evaluation {config.name}",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": config.spec.stem, "mode": config.mode, "scale": config.scale,
         "candidates": [{"name": c.name, "provider": c.provider, "model": c.model} if c.answers is None else
                        {"name": c.name, "provider": "answers", "model": c.answers.name, "missing": missing[c.name]}

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import io
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 from .numbers import clip01
 from .numbers import finite_number as _num
@@ -50,7 +54,7 @@ class Plots:
 
         self.plt = plt
         self.matplotlib = matplotlib
-        self.rc = {
+        self.rc: dict[RcKeyType, Any] = {
             "svg.fonttype": "none",  # text stays text: searchable, small, drawn in system fonts
             "svg.hashsalt": "batchery-report",  # stable ids
             "text.parse_math": False,  # names with "$" are names, not formulas
@@ -153,14 +157,14 @@ class Plots:
     # -- Bradley–Terry ----------------------------------------------------------------------
 
     def strengths(self, items: list[dict]) -> str | None:
-        points = [(str(r.get("item", "")), _num(r.get("strength")), _num(r.get("lo")), _num(r.get("hi")))
-                  for r in items]
-        points = [p for p in points if p[1] is not None]
+        read = [(str(r.get("item", "")), _num(r.get("strength")), _num(r.get("lo")), _num(r.get("hi")))
+                for r in items]
+        points = [(name, s, lo, hi) for name, s, lo, hi in read if s is not None]
         if not points:
             return None
         with self.matplotlib.rc_context(self.rc):
             fig, ax = self.plt.subplots(figsize=(6.4, 0.34 * len(points) + 1.0))
-            for i, (name, s, lo, hi) in enumerate(points):
+            for i, (_, s, lo, hi) in enumerate(points):
                 if lo is not None and hi is not None:
                     ax.plot([lo, hi], [i, i], color="#4b6cb7", linewidth=1.6, solid_capstyle="butt")
                 ax.plot([s], [i], "o", color="#1f2d5c", markersize=5)

@@ -396,7 +396,7 @@ def declared_output(fields: Mapping[str, Any], verdict: str, values: Mapping[str
         elif isinstance(spec, Mapping):
             properties[name] = copy.deepcopy(dict(spec))
         else:
-            raise ValueError(f"fields.{name}: give a JSON type name or a JSON schema object")  # noqa: TRY004 - read as a config problem
+            raise ValueError(f"fields.{name}: give a JSON type name or a JSON schema object")
     if verdict not in properties:
         raise ValueError(f"verdict: '{verdict}' is not one of the fields ({', '.join(properties)})")
     mapped: dict[str, Any] | None = None
@@ -506,7 +506,7 @@ def compile_template(name: str, role: str, output: Output, source: str, origin: 
         where = origin if part == "template" else f"{origin} (system)"
         try:
             ast = env.parse(text)
-        except Exception as exc:  # noqa: BLE001 - TemplateSyntaxError has a line; anything else the parser meets, plainly
+        except Exception as exc:
             line = getattr(exc, "lineno", None)
             message = getattr(exc, "message", None) or str(exc)
             raise ConfigError(f"{at(line) if part == 'template' else where}: template syntax error: {message}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -109,7 +109,7 @@ def run_ranking(config: RankingConfig, store: Store, *, send: bool = True,
                                 "template": template.name, "winner": side[verdict.winner] if verdict else None})
     data = {
         "title": f"Ranking {config.name}",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": f"trait: {config.trait}", "mode": config.mode, "scale": None,
         "candidates": [], "judges": [{"name": j.name, "provider": j.provider, "model": j.model} for j in config.judges],
         "jury_rule": "pooled", "leaderboard": [], "statements": [], "sections": [], "agreement": None,

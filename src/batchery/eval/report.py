@@ -167,6 +167,12 @@ def _whisker(rate: Any, lo: Any, hi: Any) -> dict | None:
 # --------------------------------------------------------------------------- view model
 
 
+def _strongest_first(row: dict) -> float:
+    """Sort key: Bradley–Terry strength, highest first, rows without one last."""
+    strength = _num(row.get("strength"))
+    return -(strength if strength is not None else -math.inf)
+
+
 def _who(row: dict) -> dict:
     return {k: str(row.get(k) or "") for k in ("name", "provider", "model")}
 
@@ -174,7 +180,7 @@ def _who(row: dict) -> dict:
 def _judge_rows(pairwise: dict) -> list[dict]:
     """Per-judge position bias, reverse consistency and the model's first-position effect."""
     order = {str(o.get("judge")): o for o in _rows(pairwise.get("order_effect"))}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in _rows(pairwise.get("judges")):
         o = order.get(str(r.get("judge")), {})
         rows.append({
@@ -221,7 +227,7 @@ def _view(data: dict, plots: Plots) -> dict:
 
     # Heatmap columns: leaderboard order, then anyone else who appears in the statements.
     cand_order: list[str] = []
-    for name in [r["candidate"] for r in leaderboard] + [str(r.get("candidate", "")) for r in statements]:
+    for name in [str(r["candidate"]) for r in leaderboard] + [str(r.get("candidate", "")) for r in statements]:
         if name not in cand_order:
             cand_order.append(name)
     rank = {name: i for i, name in enumerate(cand_order)}
@@ -257,9 +263,9 @@ def _view(data: dict, plots: Plots) -> dict:
     raw_pairwise = data.get("pairwise")
     if isinstance(raw_pairwise, dict):
         bt = _rows(raw_pairwise.get("bradley_terry"))
-        bt_sorted = sorted(bt, key=lambda r: -(_num(r.get("strength")) if _num(r.get("strength")) is not None else -math.inf))
+        bt_sorted = sorted(bt, key=_strongest_first)
         has_elo = any(_num(r.get("elo")) is not None for r in bt)
-        bias = raw_pairwise.get("position_bias") if isinstance(raw_pairwise.get("position_bias"), dict) else None
+        bias = got if isinstance(got := raw_pairwise.get("position_bias"), dict) else None
         reverse = (raw_pairwise.get("reverse_consistency")
                    if isinstance(raw_pairwise.get("reverse_consistency"), dict) else None)
         p = _num(bias.get("p_value")) if bias else None
@@ -394,7 +400,7 @@ def _items_view(items: list[dict] | None) -> dict | None:
     shown = items if total <= MAX_REPORT_ITEMS else [items[i * total // MAX_REPORT_ITEMS]
                                                      for i in range(MAX_REPORT_ITEMS)]
     labelled = any(item.get("human_label") is not None for item in items)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for item in shown:
         jury = item.get("jury") or {}
         judges = item.get("judges") or {}
@@ -475,7 +481,7 @@ def _template():
 
 
 def _calibrated_columns(row: dict) -> dict:
-    c = row.get("calibrated") if isinstance(row.get("calibrated"), dict) else {}
+    c = got if isinstance(got := row.get("calibrated"), dict) else {}
     return {"calibrated_estimate": c.get("estimate"), "calibrated_lo": c.get("low"), "calibrated_hi": c.get("high"),
             "calibrated_labels": c.get("labels")}
 
@@ -514,7 +520,7 @@ def write_report(data: dict, out_dir: Path, items: list[dict] | None = None) -> 
     _write_csv(out_dir / "statements.csv", STATEMENT_COLUMNS, _rows(data.get("statements")))
     _write_csv(out_dir / "sections.csv", SECTION_COLUMNS, _rows(data.get("sections")))
 
-    agreement = data.get("agreement") if isinstance(data.get("agreement"), dict) else None
+    agreement = got if isinstance(got := data.get("agreement"), dict) else None
     agreement_rows: list[dict] = []
     if agreement is not None:
         agreement_rows.append({"measure": "fleiss_kappa", "kappa": agreement.get("fleiss_kappa"),
@@ -527,7 +533,7 @@ def write_report(data: dict, out_dir: Path, items: list[dict] | None = None) -> 
     pairwise_path, judges_path = out_dir / "pairwise.csv", out_dir / "judge_bias.csv"
     if isinstance(data.get("pairwise"), dict):
         bt = _rows(data["pairwise"].get("bradley_terry"))
-        bt = sorted(bt, key=lambda r: -(_num(r.get("strength")) if _num(r.get("strength")) is not None else -math.inf))
+        bt = sorted(bt, key=_strongest_first)
         _write_csv(pairwise_path, PAIRWISE_COLUMNS, ({"rank": i, **r} for i, r in enumerate(bt, 1)))
         order = {str(o.get("judge")): o for o in _rows(data["pairwise"].get("order_effect"))}
         _write_csv(judges_path, JUDGE_BIAS_COLUMNS, ({

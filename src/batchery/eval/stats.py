@@ -508,7 +508,7 @@ def fleiss_interval(
 
 
 def agreement(
-    verdicts_by_judge: Mapping[Hashable, Mapping[Hashable, Hashable | None]],
+    verdicts_by_judge: Mapping[Any, Mapping[Any, Hashable | None]],  # Any: Mapping's key type is invariant
     level: float = 0.95,
 ) -> dict[str, Any]:
     """Agreement between judges: pairwise Cohen's kappa and overall Fleiss' kappa, with intervals.
@@ -846,9 +846,9 @@ def _pairwise_entries(comparisons: Iterable[Mapping[str, Any]]) -> _Entries:
             tally[first]["ties"] += 1
             tally[second]["ties"] += 1
         else:
-            w, l = (first, second) if winner == "first" else (second, first)
-            tally[w]["wins"] += 1
-            tally[l]["losses"] += 1
+            won, lost = (first, second) if winner == "first" else (second, first)
+            tally[won]["wins"] += 1
+            tally[lost]["losses"] += 1
     cols = list(zip(*rows)) if rows else [(), (), (), (), ()]
     return _Entries(
         list(names), np.array(cols[0], dtype=int), np.array(cols[1], dtype=int),

@@ -79,16 +79,17 @@ def parse_compliance(text: Any, scale: str = "binary") -> ComplianceVerdict | No
             if obj is None:
                 return None
             score = None
-            compliant = _bool(obj["compliant"])
-            if compliant is None:
+            flag = _bool(obj["compliant"])
+            if flag is None:
                 return None
+            compliant = flag
         else:
             return None
         confidence, explanation = _confidence(obj), _explanation(obj)
         if confidence is _INVALID or explanation is None:
             return None
-        return ComplianceVerdict(compliant, score, confidence, explanation)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - a parser of untrusted text must never raise
+        return ComplianceVerdict(compliant, score, confidence, explanation)
+    except Exception:
         return None
 
 
@@ -102,8 +103,8 @@ def parse_pairwise(text: Any) -> PairwiseVerdict | None:
         confidence, explanation = _confidence(obj), _explanation(obj)
         if winner is None or confidence is _INVALID or explanation is None:
             return None
-        return PairwiseVerdict(winner, confidence, explanation)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - a parser of untrusted text must never raise
+        return PairwiseVerdict(winner, confidence, explanation)
+    except Exception:
         return None
 
 
@@ -138,7 +139,7 @@ def parse_declared(text: Any, kind: str, field: str, values: Mapping[str, Any] |
             compliant = _bool(value)
             return None if compliant is None else ComplianceVerdict(compliant, None, confidence, explanation)
         return None
-    except Exception:  # noqa: BLE001 - a parser of untrusted text must never raise
+    except Exception:
         return None
 
 

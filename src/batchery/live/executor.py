@@ -33,6 +33,7 @@ from ..errors import ConfigError, JobError, StoreBusyError, TransientError
 from ..pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, total
 from ..providers.base import FAILED, BatchProvider, LiveResponse, Outcome
 from ..retry import DEFAULT_MAX_ATTEMPTS, Failure, classify, codes_for
+from ..states import JobState
 from ..store import Job, Store
 from ..structured import INVALID, checked, reask, reask_job
 from ..tokens import CHARS_PER_TOKEN, DEFAULT_OUTPUT_TOKENS
@@ -120,14 +121,14 @@ class LiveRunner:
                                                    "the job was cancelled before this request was sent")
                     self.store.set_job_state(self.job.id, "cancelled")
                     self.store.log(self.job.id, "cancelled", **self.stats.__dict__)
-                self.job.state = "cancelled"
+                self.job.state = JobState.CANCELLED
             if not self.store.has_pending(self.job.id) and self.job.state == "running":
                 reason = unfinished_reason(self.store, self.job)  # lines a later run can fix: not done
                 if reason is None:
                     with self.store.transaction():
                         self.store.set_job_state(self.job.id, "done")
                         self.store.log(self.job.id, "done", **self.stats.__dict__)
-                    self.job.state = "done"
+                    self.job.state = JobState.DONE
                 elif self.stopped is None:
                     self.stopped = reason
             progress = self.progress(done=self.job.state == "done")
@@ -229,7 +230,7 @@ class LiveRunner:
                           f"{self.store.where} can be written", file=sys.stderr, flush=True)
                 await self.policy.sleep(_WRITE_RETRY)  # calls in flight go on meanwhile
                 continue
-            except Exception as exc:  # noqa: BLE001 - handed to the waiting workers, who raise it
+            except Exception as exc:
                 self._fail_waiting(exc)
                 return
             del self._unsaved[:len(group)]
@@ -397,7 +398,7 @@ class LiveRunner:
 def _estimate_tokens(line: bytes, body: dict) -> tuple[int, int]:
     """What the provider will count against TPM before answering: (prompt, output cap). The line's
     size overestimates the prompt a little, which is the safe side, and costs nothing to compute."""
-    config = body.get("generationConfig") if isinstance(body.get("generationConfig"), dict) else body
+    config = got if isinstance(got := body.get("generationConfig"), dict) else body
     output = next((config[f] for f in _OUTPUT_FIELDS if isinstance(config.get(f), int)), DEFAULT_OUTPUT_TOKENS)
     return len(line) // CHARS_PER_TOKEN, output
 

@@ -40,8 +40,21 @@ from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED, EXPIRED, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome, RemoteBatch, bearer,
-    decode_stream, join_url, poll_listed, post_stainless, split_lines, stainless_failure,
+    CANCELLED,
+    EXPIRED,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    LiveRoute,
+    Outcome,
+    RemoteBatch,
+    bearer,
+    decode_stream,
+    join_url,
+    poll_listed,
+    post_stainless,
+    split_lines,
+    stainless_failure,
 )
 
 if TYPE_CHECKING:
@@ -215,7 +228,7 @@ class AnthropicBatch(BatchProvider):
             return None
         if status == 200 and body.get("type") == "message":
             return _succeeded(custom_id, body)
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        error = got if isinstance(got := body.get("error"), dict) else {}
         return Outcome.failed(custom_id, str(error.get("type") or f"http_{status}"),
                               str(error.get("message") or "the request failed"), orjson.dumps(body))
 
@@ -293,8 +306,8 @@ def decode_line(line: bytes) -> Outcome | None:
     if kind == "succeeded" and isinstance(result.get("message"), dict):
         return _succeeded(custom_id, result["message"])
     if kind == "errored":
-        envelope = result.get("error") if isinstance(result.get("error"), dict) else {}
-        error = envelope.get("error") if isinstance(envelope.get("error"), dict) else {}
+        envelope = got if isinstance(got := result.get("error"), dict) else {}
+        error = got if isinstance(got := envelope.get("error"), dict) else {}
         return Outcome.failed(custom_id, str(error.get("type") or "errored"),
                               str(error.get("message") or "the request failed"), orjson.dumps(envelope))
     if kind in _UNRUN:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import orjson
 
@@ -151,6 +151,9 @@ class BatchProvider(ABC):
     # Where this adapter's calls go ("emulator", "default" or a normalised base URL; set by
     # get_provider): stored answers are reused only between jobs of the same origin. None: unknown.
     origin: str | None = None
+
+    if TYPE_CHECKING:  # the constructor every adapter has: get_provider builds each one with it
+        def __init__(self, api_key: str, base_url: str | None = None) -> None: ...
 
     @classmethod
     def state_word(cls, local_state: str, remote_status: str | None) -> str:

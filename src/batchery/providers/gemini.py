@@ -24,11 +24,25 @@ from typing import Any, ClassVar
 
 import orjson
 
+from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome, RemoteBatch,
-    decode_stream, find_tagged, join_url, poll_listed, retry_after_of,
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    MISSING,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    LiveRoute,
+    Outcome,
+    RemoteBatch,
+    decode_stream,
+    find_tagged,
+    join_url,
+    poll_listed,
+    retry_after_of,
 )
 
 # Batch files up to this size are sent inline. The API takes inline requests under 20 MB, but
@@ -129,7 +143,10 @@ class GeminiBatch(BatchProvider):
         if path.stat().st_size <= INLINE_MAX_BYTES:
             return str(path.resolve())  # create sends it inline
         with self._errors("upload"):
-            return self.client.files.upload(file=path, config={"mime_type": "jsonl", "display_name": path.name}).name
+            name = self.client.files.upload(file=path, config={"mime_type": "jsonl", "display_name": path.name}).name
+        if not name:
+            raise ProviderError("gemini: the Files API accepted the upload but named no file")
+        return name
 
     def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:
         src: Any = input_file if input_file.startswith("files/") else list(_inline_requests(Path(input_file)))

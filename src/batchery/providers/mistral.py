@@ -40,8 +40,22 @@ import orjson
 from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome, RemoteBatch,
-    bearer, decode_stream, find_tagged, join_url, poll_listed, retry_after_of,
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    MISSING,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    LiveRoute,
+    Outcome,
+    RemoteBatch,
+    bearer,
+    decode_stream,
+    find_tagged,
+    join_url,
+    poll_listed,
+    retry_after_of,
 )
 from .openai import OPENAI_CODES, chat_usage
 
@@ -82,17 +96,16 @@ class MistralBatch(BatchProvider):
         # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
         from mistralai.client import utils
 
-        return utils.RetryConfig("none", None, False)
+        return utils.RetryConfig("none", None, False)  # type: ignore[arg-type]  # "none" reads no backoff
 
     @functools.cached_property
     def client(self) -> Any:
-        from mistralai.client import Mistral
-
         # The SDK's client finalizer closes its async client with asyncio.run, whose httpcore
         # imports anyio's asyncio backend. A finalizer that runs during another import (a garbage
         # collection in the middle of `import anthropic`) and imports makes CPython 3.11's module
         # lock raise KeyError: imported with the client, the backend is loaded whenever that happens.
         import anyio._backends._asyncio  # noqa: F401
+        from mistralai.client import Mistral  # lazy: only the provider in use pays
 
         return Mistral(api_key=self.api_key, server_url=self.base_url, retry_config=self._no_retries)
 
@@ -145,7 +158,8 @@ class MistralBatch(BatchProvider):
     def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:
         with self._errors("create"):
             job = self.client.batch.jobs.create(
-                endpoint=self.endpoint, input_files=[input_file], model=model,
+                endpoint=self.endpoint,
+                input_files=[input_file], model=model,
                 metadata={TAG_KEY: tag}, timeout_hours=TIMEOUT_HOURS, retries=None,
             )
         return _remote(job)
@@ -252,11 +266,11 @@ def decode_line(line: bytes) -> Outcome | None:
         return None
     if not isinstance(custom_id, str):
         return None
-    response = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+    response = got if isinstance(got := obj.get("response"), dict) else {}
     status, body, error = response.get("status_code"), response.get("body"), obj.get("error")
     raw = orjson.dumps(body) if body is not None else None
     ok = error is None and (status is None or status < 400) and isinstance(body, dict)
-    if ok and body.get("choices"):
+    if ok and isinstance(body, dict) and body.get("choices"):  # (ok implies a dict; said again for mypy)
         return Outcome.succeeded(custom_id, _text(body), raw, **chat_usage(body))
     code, message = _failure(status, body, error)
     return Outcome.failed(custom_id, code, message, raw)

@@ -14,8 +14,23 @@ from ..errors import ConfigError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome, RemoteBatch,
-    bearer, decode_stream, find_tagged, join_url, poll_listed, post_stainless, stainless_failure,
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    MISSING,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    LiveRoute,
+    Outcome,
+    RemoteBatch,
+    bearer,
+    decode_stream,
+    find_tagged,
+    join_url,
+    poll_listed,
+    post_stainless,
+    stainless_failure,
 )
 
 # The error codes of OpenAI's API, and of those that copy its error envelope (Groq, Together, Mistral).
@@ -220,7 +235,7 @@ def decode_response(custom_id: str, status, body) -> Outcome | None:
             except (KeyError, IndexError, TypeError):
                 text = None
             return Outcome.succeeded(custom_id, text, orjson.dumps(body), **chat_usage(body))
-        err = body.get("error") if isinstance(body.get("error"), dict) else {}
+        err = got if isinstance(got := body.get("error"), dict) else {}
         code = err.get("code") or err.get("type") or f"http_{status}"
         return Outcome.failed(custom_id, str(code), str(err.get("message") or "request failed"), orjson.dumps(body))
     return None

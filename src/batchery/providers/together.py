@@ -46,8 +46,21 @@ import orjson
 from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED, EXPIRED, FAILED, MISSING, BatchProvider, CallFailure, LiveResponse, LiveRoute, Outcome,
-    RemoteBatch, bearer, decode_stream, join_url, post_stainless, stainless_failure,
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    MISSING,
+    BatchProvider,
+    CallFailure,
+    LiveResponse,
+    LiveRoute,
+    Outcome,
+    RemoteBatch,
+    bearer,
+    decode_stream,
+    join_url,
+    post_stainless,
+    stainless_failure,
 )
 from .openai import OPENAI_CODES, decode_line, decode_response
 from .openai import chat_body as openai_chat_body
@@ -125,7 +138,8 @@ class TogetherBatch(BatchProvider):
         # retried create whose first response was lost makes a second batch; the engine finds it.
         with self._errors("create"):
             created = self.client.batches.create(
-                endpoint=self.endpoint, input_file_id=input_file, completion_window=COMPLETION_WINDOW,
+                endpoint=self.endpoint,
+                input_file_id=input_file, completion_window=COMPLETION_WINDOW,
                 model_id=model,
             )
         if created.job is None:
@@ -142,7 +156,7 @@ class TogetherBatch(BatchProvider):
             if not file_tags:  # none of their input files exists, so none of the batches can
                 return found
             for job in self.client.batches.list():
-                tag = file_tags.get(job.input_file_id)
+                tag = file_tags.get(job.input_file_id or "")
                 if tag is not None and tag not in found:
                     found[tag] = _remote(job, tag)
         return found
