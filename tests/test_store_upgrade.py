@@ -82,7 +82,7 @@ def _old_store(path: Path, version: int) -> Path:
 @pytest.mark.parametrize("version", range(1, len(_MIGRATIONS)))
 def test_a_store_of_every_earlier_schema_version_upgrades_with_its_jobs_and_results_intact(tmp_path, version):
     path = _old_store(tmp_path / "store", version)
-    expected = [orjson.loads(line) for line in (FIXTURES / f"v{version}.results.jsonl").read_bytes().splitlines()]
+    expected = [orjson.loads(line) for line in (FIXTURES / f"v{version}.expected.jsonl").read_bytes().splitlines()]
 
     with Store(path) as store:
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
