@@ -15,6 +15,7 @@ class OutcomeStatus(StrEnum):
     EXPIRED = "expired"  # the batch's window closed before the line ran
     CANCELLED = "cancelled"  # by the user (final) or by the provider (retried)
     MISSING = "missing"  # the provider returned no line for it
+    INVALID = "invalid"  # an answer that never fit the request's JSON schema (structured.py)
 
 
 class JobState(StrEnum):

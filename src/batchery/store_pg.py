@@ -101,11 +101,11 @@ class PgCursor:
             self._conn.total_changes += self.rowcount
         return self
 
-    def fetchone(self) -> tuple | None:
+    def fetchone(self) -> Any:  # as sqlite3's: a row or None, which callers that know there is a row index
         if self._cur.description is None:
             return None
         with self._conn.errors():
-            return self._cur.fetchone()  # type: ignore[no-any-return]
+            return self._cur.fetchone()
 
     def fetchall(self) -> list[tuple]:
         if self._cur.description is None:

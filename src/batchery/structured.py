@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .requests import canonical_bytes, request_key
+from .states import JobState, OutcomeStatus
 
 if TYPE_CHECKING:
     from .providers.base import BatchProvider, Outcome
     from .store import Job, Store
 
-INVALID = "invalid"  # the outcome of a line whose answer never fit its schema
+INVALID = OutcomeStatus.INVALID  # the outcome of a line whose answer never fit its schema
 NOT_JSON = "invalid_json"  # error code: the answer does not parse as JSON
 SCHEMA_MISMATCH = "schema_mismatch"  # error code: it parses but does not validate against the schema
 # The re-ask's user turn starts with this; the emulator's fake model counts these turns to tell a
@@ -159,7 +160,7 @@ def reask_job(store: Store, provider: BatchProvider, job: Job, max_attempts: int
                                                                 else max_attempts)))
         if n and job.state == "done":
             store.set_job_state(job.id, "running")
-            job.state = "running"
+            job.state = JobState.RUNNING
     return n
 
 

@@ -177,7 +177,8 @@ def status(
         return
 
     if job is None and not refresh and not store_exists(store):
-        reports, where = [], resolve_store_dir(store)  # no store yet, so no jobs: nothing to create
+        where: Path | str = resolve_store_dir(store)  # no store yet, so no jobs: nothing to create
+        reports: list = []
     else:  # --refresh records what the providers say, so it needs to write; reading alone does not
         with Store(store) if refresh else _reader(store, job) as st:
             book = PriceBook(prices, store_dir=st.dir)
