@@ -18,6 +18,15 @@
     emulate: true                    # optional: run on the in-process emulator (no keys, no cost)
     behaviour: {quality: {...}}      # optional: the emulator's synthetic knobs (see emulator.fake_model)
 
+``inputs`` may instead be written by a model, per statement, in rounds (SpecEval's autobencher)::
+
+    inputs: {generate: {provider: openai, model: gpt-4o, per_statement: 5, rounds: 2}}
+
+Each round asks the model for ``per_statement`` inputs per statement (from its text and examples);
+from the second round on it is shown the previous round's inputs that exposed non-compliance or
+judge disagreement and asked for more like them. The inputs are written to
+``generated_inputs.jsonl`` in the report folder, which can be edited and given as ``inputs:``.
+
 A candidate may be answers made elsewhere instead of a model: ``{name: mine, answers: answers.jsonl}``
 with lines ``{"statement_id", "input", "answer"}`` or ``{"id", "answer"}`` (the id of an input line);
 they are judged, compared and reported like generated ones, and nothing is generated for them.
@@ -36,13 +45,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -92,6 +103,33 @@ class CandidateSpec(ModelSpec):
         elif not self.name:
             self.name = f"{self.provider}/{self.model}"
         return self
+
+
+class GenerateSpec(ModelSpec):
+    """The model that writes test inputs: ``per_statement`` per statement in each of ``rounds``."""
+
+    per_statement: int = Field(ge=1, le=100)
+    rounds: int = Field(1, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _no_system(self) -> GenerateSpec:
+        if self.system is not None:
+            raise ValueError("the input writer's prompt is batchery's own: drop 'system'")
+        return self
+
+
+class GeneratedInputs(BaseModel):
+    """``inputs: {generate: {...}}``: the inputs are written by a model (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+    generate: GenerateSpec
+
+
+# A file (or folder) of inputs, or a mapping asking for generated ones; the tags name the two in
+# pydantic's error locations, which _pydantic_problem drops (the config has no such keys).
+_INPUT_TAGS = ("file", "generated")
+Inputs = Annotated[Annotated[Path, Tag("file")] | Annotated[GeneratedInputs, Tag("generated")],
+                   Discriminator(lambda v: "generated" if isinstance(v, (dict, GeneratedInputs)) else "file")]
 
 
 class OutputSpec(BaseModel):
@@ -209,7 +247,7 @@ class RunSettings(BaseModel):
 
 class EvalConfig(RunSettings):
     spec: Path
-    inputs: Path
+    inputs: Inputs
     candidates: list[CandidateSpec] = Field(min_length=1)
     judge_prompt: list[PromptSpec] | None = None  # compliance prompts for every judge without its own
     jury: Literal["mean", "majority", "unanimous"] = "majority"
@@ -219,10 +257,22 @@ class EvalConfig(RunSettings):
 
     _judge_prompts = field_validator("judge_prompt", mode="before")(_prompt_list)
 
+    @property
+    def input_writer(self) -> GenerateSpec | None:
+        """The model that writes the inputs, when they are generated (else they are a file)."""
+        return self.inputs.generate if isinstance(self.inputs, GeneratedInputs) else None
+
     @model_validator(mode="after")
     def _unique_names(self) -> EvalConfig:
         _distinct(self.judges, "judge")
         _distinct(self.candidates, "candidate")
+        if isinstance(self.inputs, GeneratedInputs):
+            if any(c.answers is not None for c in self.candidates):
+                raise ValueError("inputs.generate: an 'answers' candidate answers given inputs, not generated ones; "
+                                 "generate once, then give generated_inputs.jsonl as inputs")
+            if self.human_labels is not None:
+                raise ValueError("inputs.generate: human_labels name items of given inputs; generate once, then "
+                                 "give generated_inputs.jsonl as inputs")
         if self.pairwise and self.pairwise.judges:
             unknown = set(self.pairwise.judges) - {j.name for j in self.judges}
             if unknown:
@@ -328,7 +378,7 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
     base = path.parent
     for field in ("spec", "inputs", "items", "human_labels", "out", "store"):
         value = getattr(config, field, None)
-        if value is not None and not value.is_absolute() and not (field == "store" and store_url(value)):
+        if isinstance(value, Path) and not value.is_absolute() and not (field == "store" and store_url(value)):
             setattr(config, field, base / value)
     for candidate in getattr(config, "candidates", []):
         if candidate.answers is not None and not candidate.answers.is_absolute():
@@ -374,11 +424,14 @@ def _suggest(word: str, choices) -> str:
 
 def _pydantic_problem(error: Any, kind: type[RunSettings]) -> str:
     loc = tuple(error["loc"])
+    if loc[:1] == ("inputs",) and len(loc) > 1 and loc[1] in _INPUT_TAGS:  # which kind of inputs, not a key
+        loc = loc[:1] + loc[2:]
     if error["type"] == "extra_forbidden":  # a key the config does not have: most often a typo
         owner = next((part for part in reversed(loc[:-1]) if isinstance(part, str)), None)
         parents: dict[Any, type[BaseModel]] = {"candidates": CandidateSpec, "judges": JudgeSpec,
                                                "pairwise": PairwiseConfig, "judge_prompt": PromptSpec,
-                                               "compare_prompt": PromptSpec}
+                                               "compare_prompt": PromptSpec, "inputs": GeneratedInputs,
+                                               "generate": GenerateSpec}
         parent = parents.get(owner, kind)
         return f"{_where(loc)}: unknown key{_suggest(str(loc[-1]), parent.model_fields)}"
     message = error["msg"].removeprefix("Value error, ")
@@ -394,42 +447,49 @@ def _model_problems(raw: dict) -> list[str]:
 
     owned = {"id", "messages", "prompt", "model", "system", "response_format", "metadata"}  # the prompts' own
     problems = []
-    for role in ("candidates", "judges"):
-        models = raw.get(role)
-        for i, model in enumerate(models if isinstance(models, list) else []):
-            if not isinstance(model, dict):
-                continue
-            where, provider, params = f"{role}[{i}]", model.get("provider"), model.get("params") or {}
-            if isinstance(provider, str) and provider not in PROVIDERS:
-                problems.append(f"{where}.provider: unknown provider '{provider}'{_suggest(provider, PROVIDERS)}; "
-                                f"choose one of: {', '.join(PROVIDERS)}")
-                provider = None
-            if not isinstance(params, dict):
-                continue  # pydantic names it
-            bad = False
-            for key in params:
-                if key in owned:
-                    hint = " (use the model's own 'system' field)" if key == "system" and role == "candidates" else ""
-                    problems.append(f"{where}.params.{key}: set by batchery's prompts, not a parameter{hint}")
-                    bad = True
-                elif key not in _PARAMS:
-                    problems.append(f"{where}.params.{key}: unknown parameter{_suggest(str(key), _PARAMS)}; "
-                                    f"parameters: {', '.join(sorted(_PARAMS.keys() - owned))}")
-                    bad = True
-            if bad or not isinstance(model.get("model"), str) or not model["model"]:
-                continue
-            sample = {"prompt": "a sample input", "model": model["model"], **params}
-            if role == "candidates" and isinstance(model.get("system"), str):
-                sample["system"] = model["system"]
-            try:
-                _, _, canonical = parse_request(sample, None, "")
-            except InputError as exc:  # "field 'temperature' must be between 0 and 2, got 5"
-                problems.append(f"{where}.params: {str(exc).removeprefix(': ')}")
-                continue
-            problem = check_request(provider, canonical) if isinstance(provider, str) else None
-            if problem:
-                problems.append(f"{where}.params: {problem}")
+    entries = [(f"{role}[{i}]", role, model) for role in ("candidates", "judges")
+               for i, model in enumerate(_as_list(raw.get(role)))]
+    inputs = raw.get("inputs")
+    if isinstance(inputs, dict):  # the input writer is checked like the other models
+        entries.append(("inputs.generate", "generate", inputs.get("generate")))
+    for where, role, model in entries:
+        if not isinstance(model, dict):
+            continue
+        provider, params = model.get("provider"), model.get("params") or {}
+        if isinstance(provider, str) and provider not in PROVIDERS:
+            problems.append(f"{where}.provider: unknown provider '{provider}'{_suggest(provider, PROVIDERS)}; "
+                            f"choose one of: {', '.join(PROVIDERS)}")
+            provider = None
+        if not isinstance(params, dict):
+            continue  # pydantic names it
+        bad = False
+        for key in params:
+            if key in owned:
+                hint = " (use the model's own 'system' field)" if key == "system" and role == "candidates" else ""
+                problems.append(f"{where}.params.{key}: set by batchery's prompts, not a parameter{hint}")
+                bad = True
+            elif key not in _PARAMS:
+                problems.append(f"{where}.params.{key}: unknown parameter{_suggest(str(key), _PARAMS)}; "
+                                f"parameters: {', '.join(sorted(_PARAMS.keys() - owned))}")
+                bad = True
+        if bad or not isinstance(model.get("model"), str) or not model["model"]:
+            continue
+        sample = {"prompt": "a sample input", "model": model["model"], **params}
+        if role == "candidates" and isinstance(model.get("system"), str):
+            sample["system"] = model["system"]
+        try:
+            _, _, canonical = parse_request(sample, None, "")
+        except InputError as exc:  # "field 'temperature' must be between 0 and 2, got 5"
+            problems.append(f"{where}.params: {str(exc).removeprefix(': ')}")
+            continue
+        problem = check_request(provider, canonical) if isinstance(provider, str) else None
+        if problem:
+            problems.append(f"{where}.params: {problem}")
     return problems
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _file_problems(raw: dict, kind: type[RunSettings], base: Path) -> list[str]:

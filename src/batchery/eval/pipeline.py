@@ -44,7 +44,8 @@ from ..live import LivePolicy
 from ..pricing import PriceBook, actual_cost, total
 from ..providers import EMULATOR_ORIGIN, get_provider, provider_class, provider_origin
 from ..store import Store
-from .config import EvalConfig, JudgeSpec, ModelSpec, RunSettings
+from .config import EvalConfig, GenerateSpec, JudgeSpec, ModelSpec, RunSettings
+from .generated import GENERATED_INPUTS, exposing_inputs, write_generated
 from .items import (
     build_items,
     build_pairs,
@@ -58,6 +59,7 @@ from .prompts import (
     compare_variables,
     compliance_request,
     generation_request,
+    inputs_request,
     judge_variables,
     pairwise_request,
     reask_request,
@@ -68,6 +70,7 @@ from .verdicts import (
     LIKERT_COMPLIANT_FROM,
     TIE,
     ComplianceVerdict,
+    parse_inputs,
 )
 
 if TYPE_CHECKING:
@@ -94,6 +97,7 @@ class Evaluation:
     comparisons: list[dict] = field(default_factory=list)
     labels: dict[str, bool | int] | None = None  # human labels by item id, when the config gives them
     raters: dict[str, str] = field(default_factory=dict)  # verdict column (judge or judge/template) -> template
+    round_of: dict[str, int] = field(default_factory=dict)  # generated inputs: item id -> the round that wrote it
 
 
 def item_id(statement: str, index: int) -> str:
@@ -175,7 +179,7 @@ class EvalRunner:
         config = self.config
         assert isinstance(config, EvalConfig)
         statements = load_spec(config.spec)
-        inputs = load_inputs(config.inputs, statements)
+        inputs = {} if config.input_writer is not None else load_inputs(config.inputs, statements)  # type: ignore[arg-type]
         evaluation = Evaluation(statements, inputs)
         known = known_ids(config, inputs)
         if config.human_labels is not None:  # checked before anything is sent
@@ -184,33 +188,57 @@ class EvalRunner:
             evaluation.labels = load_labels(config.human_labels, config.scale, known)
         for candidate in config.candidates:  # existing answers: read (and checked) before anything is sent
             evaluation.answers[candidate.name] = ({} if candidate.answers is None else
-                                                  load_answers(candidate.answers, statements, inputs, config.inputs))
+                                                  load_answers(candidate.answers, statements, inputs,
+                                                               config.inputs))  # type: ignore[arg-type]
         return evaluation
 
     def stages(self, evaluation: Evaluation) -> tuple[list[Stage], Callable[[], None]]:
         """The evaluation's graph, and what to do once it has run (put the comparisons in a fixed
         order: judge by judge and template by template, whatever order their stages ended in).
-        A candidate given as existing answers has no generation stage: its answers are in already."""
+        A candidate given as existing answers has no generation stage: its answers are in already.
+        With generated inputs the graph starts with the first round's input writer, and each round
+        adds the next (see :meth:`_inputs_stage`)."""
         config = self.config
         assert isinstance(config, EvalConfig)
-        generated = tuple(self._generation(evaluation, candidate)
+        compared: dict[str, list[dict]] = {}
+        writer = config.input_writer
+        stages = (self._round(evaluation, compared) if writer is None else
+                  [self._inputs_stage(evaluation, compared, writer, 1)])
+
+        def finish() -> None:
+            evaluation.comparisons = [c for rows in compared.values() for c in rows]
+
+        return stages, finish
+
+    def _round(self, evaluation: Evaluation, compared: dict[str, list[dict]], round: int | None = None,
+               after: Callable[[], list[Stage]] | None = None) -> list[Stage]:
+        """Generation and judging of the inputs (of one round of generated inputs: their stages are
+        named `<stage>-r<round>`), then `after` (the next round) once every judge's verdicts are in.
+        The comparisons come with the last round, over every input: the same requests as for the
+        inputs given as a file, so reusing generated_inputs.jsonl sends nothing again."""
+        config = self.config
+        assert isinstance(config, EvalConfig)
+        suffix = "" if round is None else f"-r{round}"
+        generated = tuple(self._generation(evaluation, candidate, round)
                           for candidate in config.candidates if candidate.answers is None)
         stages: list[Stage] = list(generated)
-        for judge in config.judges:
-            for template in config.templates(judge, "judge"):  # each prompt its own stage and column
-                rater = template.rater(judge.name)
-                evaluation.raters[rater] = template.name
-                evaluation.verdicts[rater] = {}  # the report lists the columns in the config's order
+        judging = [(judge, template) for judge in config.judges for template in config.templates(judge, "judge")]
+        left = [len(judging)]  # judge stages of this round whose verdicts are not in yet
+        for judge, template in judging:  # each prompt its own stage and column
+            rater = template.rater(judge.name)
+            evaluation.raters[rater] = template.name
+            evaluation.verdicts.setdefault(rater, {})  # the report lists the columns in the config's order
 
-                def judged(verdicts: dict[str, Any], rater: str = rater) -> None:
-                    evaluation.verdicts[rater] = {
-                        tuple(rid.split("|", 1)): verdict for rid, verdict in verdicts.items()}  # type: ignore[misc]
+            def judged(verdicts: dict[str, Any], rater: str = rater) -> list[Stage] | None:
+                evaluation.verdicts[rater].update({
+                    tuple(rid.split("|", 1)): verdict for rid, verdict in verdicts.items()})  # type: ignore[misc]
+                left[0] -= 1
+                return after() if after is not None and not left[0] else None
 
-                stages.append(self.judged_stage(template.stage("judge"), judge,
-                                                partial(self._judge_requests, evaluation, judge, template),
-                                                template.output.parse, judged, needs=generated))
-        compared: dict[str, list[dict]] = {}
-        if config.pairwise is not None and len(config.candidates) > 1:
+            stages.append(self.judged_stage(template.stage("judge") + suffix, judge,
+                                            partial(self._judge_requests, evaluation, judge, template, round),
+                                            template.output.parse, judged, needs=generated))
+        if after is None and config.pairwise is not None and len(config.candidates) > 1:
             names = config.pairwise.judges or [j.name for j in config.judges]
             for judge in (j for j in config.judges if j.name in names):
                 for template in config.templates(judge, "compare"):
@@ -224,17 +252,52 @@ class EvalRunner:
                     stages.append(self.judged_stage(
                         template.stage("compare"), judge, partial(self._compare_requests, evaluation, judge, template),
                         template.output.parse, record, needs=generated))
+        return stages
 
-        def finish() -> None:
-            evaluation.comparisons = [c for rows in compared.values() for c in rows]
+    def _inputs_stage(self, evaluation: Evaluation, compared: dict[str, list[dict]], writer: GenerateSpec,
+                      round: int) -> Stage:
+        """Round `round` of generated inputs: the writer is asked for `per_statement` inputs per
+        statement, shown (from the second round) the previous round's inputs that exposed
+        non-compliance or judge disagreement. A reply that cannot be read is asked again once, then
+        counts as no inputs. Once the inputs are in they are written to generated_inputs.jsonl and
+        the round's candidates and judges start; the next round starts when their verdicts are in."""
+        def build() -> dict[str, dict]:
+            exposing, tried = exposing_inputs(evaluation, round - 1)
+            requests = {}
+            for statement in evaluation.statements:
+                request = inputs_request(statement, writer.per_statement, model=writer.model, params=writer.params,
+                                         failing=exposing.get(statement.id, ()), tried=tried.get(statement.id, ()))
+                request["id"] = statement.id
+                requests[statement.id] = request
+            return requests
 
-        return stages, finish
+        def written(replies: dict[str, Any]) -> list[Stage]:
+            for statement in evaluation.statements:
+                texts = evaluation.inputs.get(statement.id, [])
+                for text in replies.get(statement.id) or ():  # unreadable or failed: no inputs this round
+                    if text not in texts:
+                        evaluation.round_of[item_id(statement.id, len(texts))] = round
+                        texts.append(text)
+                if texts:
+                    evaluation.inputs[statement.id] = texts
+            if self.send:
+                assert self.config.out is not None
+                write_generated(self.config.out / GENERATED_INPUTS, evaluation)
+            following = (partial(self._inputs_stage, evaluation, compared, writer, round + 1)
+                         if round < writer.rounds else None)
+            return self._round(evaluation, compared, round,
+                               after=None if following is None else lambda: [following()])
 
-    def _generation(self, evaluation: Evaluation, candidate: ModelSpec) -> Stage:
+        return self.judged_stage(f"inputs-r{round}", writer, build,
+                                 partial(parse_inputs, limit=writer.per_statement), written)
+
+    def _generation(self, evaluation: Evaluation, candidate: ModelSpec, round: int | None = None) -> Stage:
         def build() -> list[dict]:
             requests = []
             for statement in evaluation.statements:
                 for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
+                    if round is not None and evaluation.round_of.get(item_id(statement.id, index)) != round:
+                        continue
                     request = generation_request(text, model=candidate.model, params=candidate.params,
                                                  system=candidate.system)
                     request["id"] = item_id(statement.id, index)
@@ -242,18 +305,21 @@ class EvalRunner:
             return requests
 
         def then(results: dict[str, Result]) -> list[Stage]:
-            evaluation.answers[candidate.name] = results
+            evaluation.answers[candidate.name].update(results)
             return []
 
-        return Stage("generate", candidate, build, then=then)
+        return Stage("generate" + ("" if round is None else f"-r{round}"), candidate, build, then=then)
 
-    def _judge_requests(self, evaluation: Evaluation, judge: JudgeSpec, template: PromptTemplate) -> dict[str, dict]:
-        """Every successful answer of every candidate, judged against its statement with one of the
-        judge's prompts. A failed generation is never judged: it is counted as failed, not as
-        non-compliant."""
+    def _judge_requests(self, evaluation: Evaluation, judge: JudgeSpec, template: PromptTemplate,
+                        round: int | None = None) -> dict[str, dict]:
+        """Every successful answer of every candidate (to the inputs of `round`, when given), judged
+        against its statement with one of the judge's prompts. A failed generation is never judged:
+        it is counted as failed, not as non-compliant."""
         requests: dict[str, dict] = {}
         for statement in evaluation.statements:
             for index, text in enumerate(evaluation.inputs.get(statement.id, ())):
+                if round is not None and evaluation.round_of.get(item_id(statement.id, index)) != round:
+                    continue
                 for candidate in self.config.candidates:  # type: ignore[attr-defined]
                     answer = evaluation.answers[candidate.name].get(item_id(statement.id, index))
                     if answer is None or not answer.ok or answer.text is None:
@@ -311,13 +377,13 @@ class EvalRunner:
         return rows
 
     def judged_stage(self, stage: str, judge: ModelSpec, build: Callable[[], dict[str, dict]],
-                     parse: Callable[[Any], Any], done: Callable[[dict[str, Any]], None],
+                     parse: Callable[[Any], Any], done: Callable[[dict[str, Any]], list[Stage] | None],
                      needs: tuple[Stage, ...] = ()) -> Stage:
         """A stage of judge requests whose verdicts are parsed; what cannot be read is asked once
         more (the `<stage>-reask` stage, started as soon as these verdicts are in), and what still
         cannot be read stays None ("unparsed": never counted as a verdict). A judge call that
         failed is JUDGE_FAILED: no reply came, so it is "failed", not "unparsed". `done` gets the
-        verdicts by request id once they are final."""
+        verdicts by request id once they are final, and may return the stages that follow from them."""
         requests: dict[str, dict] = {}
 
         def build_all() -> list[dict]:
@@ -335,14 +401,12 @@ class EvalRunner:
                     again["id"] = rid
                     retry.append(again)
             if not retry:
-                done(verdicts)
-                return []
+                return done(verdicts) or []
 
             def reasked(results: dict[str, Result]) -> list[Stage]:
                 for rid, result in results.items():
                     verdicts[rid] = parse(result.text) if result.ok else JUDGE_FAILED
-                done(verdicts)
-                return []
+                return done(verdicts) or []
 
             return [Stage(f"{stage}-reask", judge, lambda: retry, then=reasked)]
 
@@ -752,6 +816,12 @@ def summarise(config: EvalConfig, evaluation: Evaluation, costs: list[dict], ite
               "answers; Bradley–Terry strengths use a cluster-robust covariance over inputs (every judge and order "
               "of one input together), with each judge's first-position effect in the model; Elo is bootstrapped "
               "over inputs.")]
+    writer = config.input_writer
+    if writer is not None:
+        notes.append(f"Inputs written by {writer.name}: up to {writer.per_statement} per statement in each of "
+                     f"{writer.rounds} round(s), each round after the first shown the inputs of the round before "
+                     f"that exposed a failure; they are in {GENERATED_INPUTS}, which can be edited and given as "
+                     "inputs.")
     if no_inputs:
         notes.append(f"{len(no_inputs)} statement(s) have no inputs and were not evaluated: {', '.join(no_inputs[:10])}"
                      + ("…" if len(no_inputs) > 10 else ""))

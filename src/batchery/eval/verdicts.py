@@ -143,6 +143,49 @@ def parse_declared(text: Any, kind: str, field: str, values: Mapping[str, Any] |
         return None
 
 
+def parse_inputs(text: Any, limit: int) -> list[str] | None:
+    """The test inputs in an input writer's reply: the ``inputs`` list of the last object that has
+    one, else the last JSON list in the reply (a writer that forgot the object). Items are strings
+    (or ``{"input": "..."}``), stripped; empty ones and repeats are dropped, and at most ``limit``
+    are kept. None when no list with at least one input is found, so the caller can re-ask.
+    Never raises."""
+    try:
+        if not isinstance(text, str):
+            return None
+        obj = _last_object_with(text, "inputs")
+        values = obj["inputs"] if obj is not None else _last_list(text)
+        if not isinstance(values, list):
+            return None
+        inputs: list[str] = []
+        for value in values:
+            if isinstance(value, dict):
+                value = value.get("input")
+            if isinstance(value, str) and value.strip() and value.strip() not in inputs:
+                inputs.append(value.strip())
+        return inputs[:limit] or None
+    except Exception:  # noqa: BLE001 - a parser of untrusted text must never raise
+        return None
+
+
+def _last_list(text: str) -> list | None:
+    """The last top-level JSON list in ``text`` (bounded like :func:`_objects`)."""
+    if len(text) > MAX_REPLY_CHARS:
+        half = MAX_REPLY_CHARS // 2
+        text = text[:half] + "\n" + text[-half:]
+    found, pos, attempts = None, text.find("["), 0
+    while pos != -1 and attempts < _MAX_OBJECT_ATTEMPTS:
+        attempts += 1
+        try:
+            value, end = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError):
+            pos = text.find("[", pos + 1)
+            continue
+        if isinstance(value, list):
+            found = value
+        pos = text.find("[", end)
+    return found
+
+
 def _value_key(value: Any) -> str | None:
     """A verdict value as the keys of a ``values`` map are written: lower-cased text."""
     if isinstance(value, bool):
