@@ -210,9 +210,10 @@ def test_a_rerun_after_a_round_was_interrupted_resumes_it_and_sends_nothing_twic
 
 def test_an_unreadable_writer_reply_is_asked_again_and_one_still_unreadable_counts_as_no_inputs(
         tmp_path, make_emulator, keys):
-    """A writer that replies in prose is asked again (the `inputs-r1-reask` stage, one more
-    window), and its second reply is read. A reply that still cannot be read (here cut short by
-    max_tokens) gives that statement no inputs: nothing is answered or judged for it."""
+    """A writer that replies in prose is asked again inside its job (the structured-output check
+    of every run: the reply does not fit the inputs schema), and its second reply is read. A reply
+    that never fits (here cut short by max_tokens, up to max_attempts) gives that statement no
+    inputs: nothing is answered or judged for it, and the next round asks as if afresh."""
     from batchery.emulator.fake_model import Behaviour
 
     emulator = make_emulator(processing_seconds=WINDOW,
@@ -222,7 +223,8 @@ def test_an_unreadable_writer_reply_is_asked_again_and_one_still_unreadable_coun
         runner = EvalRunner(config, store, poll=clock_poll(emulator))
         evaluation = runner.run()
     assert evaluation is not None
-    assert runner.windows()[1] == [["inputs-r1"], ["inputs-r1-reask"], ["generate-r1"], ["judge-r1"]]
+    assert runner.windows()[1] == [["inputs-r1"], ["generate-r1"], ["judge-r1"]]
+    assert emulator.stats()["by_provider"]["openai"]["requests_processed"] == 2 * 2  # each statement asked twice
     assert [len(evaluation.inputs[sid]) for sid in ("no_invented_facts", "disclose_ai_identity")] == [2, 2]
 
     path = config_file(tmp_path / "cut", emulator, rounds=2, candidates=CANDIDATES[:1])
@@ -235,10 +237,11 @@ def test_an_unreadable_writer_reply_is_asked_again_and_one_still_unreadable_coun
         evaluation = runner.run()
     assert evaluation is not None and evaluation.inputs == {} and evaluation.answers == {"good": {}}
     # (a stage with nothing to send ends in the window it became ready in; round 2 asks exactly what
-    # round 1 asked, having nothing to show: its answers are taken from the store)
-    assert runner.windows()[1] == [["inputs-r1"], ["inputs-r1-reask", "generate-r1", "judge-r1"], ["inputs-r2"],
-                                   ["inputs-r2-reask", "generate-r2", "judge-r2"]]
+    # round 1 asked, having nothing to show: a reply that never fitted is not an answer to reuse, so
+    # it is sent again, and max_attempts times per statement in each round)
+    assert runner.windows()[1] == [["inputs-r1", "generate-r1", "judge-r1"], ["inputs-r2", "generate-r2", "judge-r2"]]
     assert (config.out / GENERATED_INPUTS).read_bytes() == b""
+    assert emulator.stats()["by_provider"]["openai"]["requests_processed"] == 2 * 2 + 2 * 2 * config.max_attempts
 
 
 W = {"provider": "openai", "model": "m"}
