@@ -163,7 +163,7 @@ def parse_inputs(text: Any, limit: int) -> list[str] | None:
             if isinstance(value, str) and value.strip() and value.strip() not in inputs:
                 inputs.append(value.strip())
         return inputs[:limit] or None
-    except Exception:  # noqa: BLE001 - a parser of untrusted text must never raise
+    except Exception:  # a parser of untrusted text must never raise
         return None
 
 
