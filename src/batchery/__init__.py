@@ -22,6 +22,7 @@ __all__ = [
     "run",
     "status",
     "submit",
+    "to_pandas",
 ]
 
 
@@ -39,7 +40,7 @@ def __getattr__(name: str):
         except PackageNotFoundError:  # running from a source tree that was never installed
             return "0+unknown"
     # The API pulls in the engine and store; importing `batchery` alone (the CLI's --help) stays fast.
-    if name in ("run", "arun", "submit", "collect", "status", "results"):
+    if name in ("run", "arun", "submit", "collect", "status", "results", "to_pandas"):
         from . import api
 
         return getattr(api, name)

@@ -296,3 +296,25 @@ def results(job: str, *, store: str | Path | None = None) -> list[Result]:
         if job_row is None:
             raise JobError(f"no job named '{job}' in {st.where}")
         return list(iter_results(st, job_row.id, job_row.provider))
+
+
+def to_pandas(job: str, *, store: str | Path | None = None) -> Any:
+    """A stored job's results as a pandas DataFrame: one row per input line, in input order.
+
+    The columns are those of `batchery results JOB --format parquet`: id, custom_id, status, text,
+    the usage counts (input_tokens, output_tokens, cached_tokens, reasoning_tokens; nullable Int64),
+    error_code, error_message, attempts, provider, model, batch_id, and `metadata` and `response`
+    as JSON text (`pandas.json_normalize(df.metadata.map(json.loads))` spreads metadata into columns).
+    Strings are pandas' nullable "string" dtype, so a missing value is <NA> in every column."""
+    from .columnar import pandas
+    from .export import INT_COLUMNS, TABLE_COLUMNS, flat_rows
+
+    pd = pandas()
+    columns: list[list] = [[] for _ in TABLE_COLUMNS]
+    with Store(store) as st:
+        job_row = _stored_job(st, job)
+        for row in flat_rows(st, job_row.id, job_row.provider):
+            for column, value in zip(columns, row):
+                column.append(value)
+    return pd.DataFrame({name: pd.array(values, dtype="Int64" if name in INT_COLUMNS else "string")
+                         for name, values in zip(TABLE_COLUMNS, columns)})

@@ -1,4 +1,9 @@
-"""Results out: one row per input line, in input order, as Result objects, JSONL or CSV."""
+"""Results out: one row per input line, in input order, as Result objects, JSONL, CSV or Parquet.
+
+CSV and Parquet (and `to_pandas`) are flat: usage is four columns, the error two, and `metadata`
+one column of JSON text as it was given (any JSON value, so the columns stay the same whatever
+the lines hold, and a file can be written while the rows stream). Parquet also keeps `response`,
+the provider's body, as JSON text."""
 
 from __future__ import annotations
 
@@ -18,7 +23,11 @@ from .store import Store
 PENDING = "pending"  # a line whose request has not come back yet (only seen before a job ends)
 CSV_COLUMNS = ("id", "custom_id", "status", "text", "input_tokens", "output_tokens", "cached_tokens",
                "reasoning_tokens", "error_code",
-               "error_message", "attempts", "provider", "model", "batch_id")
+               "error_message", "attempts", "provider", "model", "batch_id", "metadata")
+TABLE_COLUMNS = (*CSV_COLUMNS, "response")  # Parquet and to_pandas
+INT_COLUMNS = frozenset({"input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "attempts"})
+ROW_GROUP_ROWS = 50_000  # a Parquet row group ends at this many rows or ROW_GROUP_BYTES of text,
+ROW_GROUP_BYTES = 64 << 20  # whichever comes first: memory stays flat however long the job
 
 
 @dataclass(slots=True)
@@ -67,6 +76,19 @@ def _fields(row: tuple, provider: str, raw: bool) -> dict[str, Any]:
     return out
 
 
+def _json_text(blob: Any) -> str | None:
+    return None if blob is None else blob if isinstance(blob, str) else bytes(blob).decode()
+
+
+def flat_rows(store: Store, job_id: int, provider: str) -> Iterator[tuple]:
+    """The job's results as tuples of TABLE_COLUMNS, in input order; JSON stays text, unparsed."""
+    for (row_id, metadata, key, model, state, status, text, response, in_tok, out_tok, cached, reasoning,
+         code, message, attempts, remote_batch) in store.export_rows(job_id):
+        yield (row_id, key, status if state == "done" else PENDING, text, in_tok, out_tok, cached, reasoning,
+               code or None, message if code else None, attempts, provider, model, remote_batch,
+               _json_text(metadata), _json_text(response))
+
+
 def iter_results(store: Store, job_id: int, provider: str) -> Iterator[Result]:
     for row in store.export_rows(job_id):
         yield Result(**_fields(row, provider, raw=False))
@@ -92,15 +114,40 @@ def write_csv(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
     writer = csv.writer(text)
     writer.writerow(CSV_COLUMNS)
     n = 0
-    for row in store.export_rows(job_id):
-        f = _fields(row, provider, raw=True)
-        err = f["error"] or {}
-        usage = f["usage"]
-        writer.writerow([f["id"], f["custom_id"], f["status"], f["text"], usage["input_tokens"],
-                         usage["output_tokens"], usage["cached_tokens"], usage["reasoning_tokens"], err.get("code"), err.get("message"), f["attempts"],
-                         provider, f["model"], f["batch_id"]])
+    width = len(CSV_COLUMNS)
+    for row in flat_rows(store, job_id, provider):
+        writer.writerow(row[:width])
         n += 1
     text.detach()
+    return n
+
+
+def _row_groups(rows: Iterator[tuple]) -> Iterator[list[tuple]]:
+    group: list[tuple] = []
+    size = 0
+    text, response = TABLE_COLUMNS.index("text"), TABLE_COLUMNS.index("response")
+    for row in rows:
+        group.append(row)
+        size += len(row[text] or "") + len(row[response] or "")
+        if len(group) >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def write_parquet(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
+    """Stream the job's results as Parquet, one row group per chunk of rows (needs pyarrow)."""
+    from .columnar import pyarrow
+
+    pa = pyarrow()
+    schema = pa.schema([(c, pa.int64() if c in INT_COLUMNS else pa.string()) for c in TABLE_COLUMNS])
+    n = 0
+    with pa.parquet.ParquetWriter(out, schema, compression="zstd") as writer:
+        for group in _row_groups(flat_rows(store, job_id, provider)):
+            columns = [pa.array(values, type=field.type) for values, field in zip(zip(*group), schema)]
+            writer.write_batch(pa.record_batch(columns, schema=schema))
+            n += len(group)
     return n
 
 
@@ -123,7 +170,11 @@ def export(store: Store, job_id: int, provider: str, path: str | Path | None, fm
     signal or a full disk never leaves half a file. Anything else that exists there - a FIFO, a
     device, /dev/stdout, a symlink - is written into, as a shell redirection would: renaming over it
     would replace it (as root, `--out /dev/null` would replace the system's /dev/null)."""
-    writer = write_csv if fmt == "csv" else write_jsonl
+    writer = {"csv": write_csv, "parquet": write_parquet}.get(fmt, write_jsonl)
+    if fmt == "parquet":  # pyarrow missing: say so before a file is touched
+        from .columnar import pyarrow
+
+        pyarrow()
     if path is None or str(path) == "-":
         n = writer(store, job_id, provider, sys.stdout.buffer)
         sys.stdout.buffer.flush()

@@ -231,16 +231,21 @@ def results(
     job: str = typer.Argument(..., help="Job name."),
     out: Path | None = typer.Option(None, help="Output file (default, or -: standard output). A FIFO or device "
                                        "is written into, a regular file replaced atomically."),
-    format: str = typer.Option("jsonl", help="jsonl or csv."),
+    format: str | None = typer.Option(None, help="jsonl, csv or parquet (needs the extra batchery[parquet]). "
+                                      "Default: from --out's suffix (.csv, .parquet), else jsonl."),
     store: Path | None = StoreOpt,
 ) -> None:
-    """Write a job's results: one line per input line, in input order."""
+    """Write a job's results: one line (or row) per input line, in input order."""
     from ..control import find_job
     from ..errors import ConfigError
     from ..export import check_target, export
 
-    if format not in ("jsonl", "csv"):
-        raise ConfigError(f"unknown format '{format}'; use jsonl or csv")
+    if format is None:  # `--out r.parquet` alone should not write JSONL into a file named .parquet
+        format = {".csv": "csv", ".parquet": "parquet"}.get(out.suffix.lower(), "jsonl") if out else "jsonl"
+    if format not in ("jsonl", "csv", "parquet"):
+        raise ConfigError(f"unknown format '{format}'; use jsonl, csv or parquet")
+    if format == "parquet" and (out is None or str(out) == "-") and sys.stdout.isatty():
+        raise ConfigError("Parquet is binary: give --out FILE, or send standard output into a pipe or file")
     check_target(out)
     with _reader(store, job) as st:
         row = find_job(st, job)

@@ -16,6 +16,7 @@
     compare_prompt: [builtin, compare.j2]  # optional: your own pairwise prompt(s), here or per judge
     human_labels: labels.jsonl       # optional: {"id": <item id from items.jsonl>, "label": true|false or 1-5}
     emulate: true                    # optional: run on the in-process emulator (no keys, no cost)
+    parquet: true                    # optional: items, pairs and tables also as Parquet (batchery[parquet])
     behaviour: {quality: {...}}      # optional: the emulator's synthetic knobs (see emulator.fake_model)
 
 ``inputs`` may instead be written by a model, per statement, in rounds (SpecEval's autobencher)::
@@ -220,6 +221,7 @@ class RunSettings(BaseModel):
     behaviour: dict[str, Any] | None = None
     out: Path | None = None  # report folder; default eval-out/<name> beside the config
     store: Path | None = None  # default: the store `batchery run` uses ($BATCHERY_HOME, else per-user)
+    parquet: bool = False  # also write items, pairs and every table as Parquet (needs batchery[parquet])
     _folder: Path = PrivateAttr(default_factory=Path)  # where relative template paths are read from
     _templates: dict = PrivateAttr(default_factory=dict)
 
@@ -386,6 +388,13 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
     if config.out is None:  # beside the config, like every path in it: the same from any working directory
         config.out = base / "eval-out" / config.name
     check_folder(config.out, f"{path}: out")
+    if config.parquet:  # pyarrow missing: say so now, not after every stage has been paid for
+        from ..columnar import pyarrow
+
+        try:
+            pyarrow()
+        except ConfigError as exc:
+            problems.append(f"parquet: {exc}")
     config._folder = base
     for judge in config.judges:  # every template checked now, before anything is sent
         for role in ("judge", "compare") if isinstance(config, EvalConfig) else ("rank",):

@@ -15,6 +15,9 @@ every judge call failed; ``compliant``; the ``yes``/``votes`` count; the mean ``
 ``pairs.jsonl``: one line per pairwise judgement: ``id`` (``<first>:<second>:<statement>:<index>:
 <judge>``), the two answers' item ids, the judge, ``winner`` (first, second, tie, or None when
 unparsed), ``winner_name``, ``confidence`` and ``explanation``.
+
+With ``parquet: true`` in the config, ``items.parquet`` (the columns of items.csv, with booleans,
+numbers and nulls typed) and ``pairs.parquet`` (the fields of pairs.jsonl) are written too.
 """
 
 from __future__ import annotations
@@ -138,8 +141,25 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def write_items(out_dir: Path, items: list[dict], pairs: list[dict], judges: list[str]) -> None:
-    """items.jsonl, items.csv and (when there were pairwise judgements) pairs.jsonl."""
+PAIR_COLUMNS = ["id", "statement_id", "input_index", "input", "first", "second", "first_item", "second_item",
+                "judge", "winner", "winner_name", "confidence", "explanation"]
+
+
+def _flat_item(item: dict, columns: list[str]) -> dict[str, Any]:
+    """One item as a row of the items table (csv_columns): the jury and each judge spread out."""
+    jury = item["jury"]
+    row: dict[str, Any] = {k: item.get(k) for k in columns[:9]}
+    row.update(jury_result=jury["result"], jury_yes=jury["yes"], jury_votes=jury["votes"],
+               jury_score=jury["score"], human_label=item.get("human_label"))
+    for judge, verdict in item["judges"].items():
+        for field in ("status", "verdict", "score", "confidence", "explanation"):
+            row[f"{judge}.{field}"] = verdict[field]
+    return row
+
+
+def write_items(out_dir: Path, items: list[dict], pairs: list[dict], judges: list[str], parquet: bool = False) -> None:
+    """items.jsonl, items.csv and (when there were pairwise judgements) pairs.jsonl; with `parquet`
+    also items.parquet (the CSV's columns, typed) and pairs.parquet."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "items.jsonl").open("wb") as f:
         for item in items:
@@ -149,14 +169,7 @@ def write_items(out_dir: Path, items: list[dict], pairs: list[dict], judges: lis
         writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for item in items:
-            jury = item["jury"]
-            row: dict[str, Any] = {k: item.get(k) for k in columns[:9]}
-            row.update(jury_result=jury["result"], jury_yes=jury["yes"], jury_votes=jury["votes"],
-                       jury_score=jury["score"], human_label=item.get("human_label"))
-            for judge, verdict in item["judges"].items():
-                for field in ("status", "verdict", "score", "confidence", "explanation"):
-                    row[f"{judge}.{field}"] = verdict[field]
-            writer.writerow({k: _cell(v) for k, v in row.items()})
+            writer.writerow({k: _cell(v) for k, v in _flat_item(item, columns).items()})
     pairs_path = out_dir / "pairs.jsonl"
     if pairs:
         with pairs_path.open("wb") as f:
@@ -164,6 +177,15 @@ def write_items(out_dir: Path, items: list[dict], pairs: list[dict], judges: lis
                 f.write(orjson.dumps(pair) + b"\n")
     elif pairs_path.exists():
         pairs_path.unlink()  # a stale file from an earlier run into the same folder would mislead
+    if parquet:
+        from ..columnar import write_table
+
+        write_table(out_dir / "items.parquet", columns, (_flat_item(item, columns) for item in items))
+        if pairs:
+            write_table(out_dir / "pairs.parquet", PAIR_COLUMNS, pairs)
+    for name, wanted in (("items.parquet", parquet), ("pairs.parquet", parquet and bool(pairs))):
+        if not wanted:
+            (out_dir / name).unlink(missing_ok=True)  # stale from an earlier run: it would mislead
 
 
 def load_answers(path: Path, statements: list[Any], inputs: Mapping[str, list[str]], inputs_path: Path

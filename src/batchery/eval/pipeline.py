@@ -882,5 +882,5 @@ def run_evaluation(config: EvalConfig, store: Store, *, send: bool = True,
     data["batch_windows"], data["window_stages"] = runner.windows()
     assert config.out is not None
     raters = [t.rater(j.name) for j in config.judges for t in config.templates(j, "judge")]
-    write_items(config.out, items, build_pairs(evaluation, evaluation.inputs), raters)
-    return data, write_report(data, config.out, items=items)
+    write_items(config.out, items, build_pairs(evaluation, evaluation.inputs), raters, parquet=config.parquet)
+    return data, write_report(data, config.out, items=items, parquet=config.parquet)

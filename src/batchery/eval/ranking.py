@@ -121,4 +121,4 @@ def run_ranking(config: RankingConfig, store: Store, *, send: bool = True,
                   f"trait: {config.trait}"],
     }
     assert config.out is not None
-    return data, write_report(data, config.out)
+    return data, write_report(data, config.out, parquet=config.parquet)

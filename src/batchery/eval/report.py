@@ -13,7 +13,9 @@ JSON-serialisable data; see ``write_report``) and writes
 - ``summary.json``: the data as given;
 - ``leaderboard.csv``, ``statements.csv``, ``sections.csv``, ``agreement.csv``, ``costs.csv``
   and, when a pairwise stage ran, ``pairwise.csv`` and ``judge_bias.csv`` (one row per judge);
-  with your own prompt templates, ``template_bias.csv`` (agreement and position bias per template).
+  with your own prompt templates, ``template_bias.csv`` (agreement and position bias per template);
+  with ``parquet: true`` in the config, each table also as Parquet beside its CSV (same name and
+  columns, values typed: numbers, booleans and nulls instead of text).
 
 Any optional part may be missing, ``None`` or empty: the report then says "not measured"
 instead of failing. A price that is not known is shown as "unknown price", never as $0.
@@ -447,12 +449,26 @@ def _csv_value(x: Any) -> Any:
     return x
 
 
-def _write_csv(path: Path, columns: list[str], rows: Iterable[dict]) -> None:
+def _write_csv(path: Path, columns: list[str], rows: Iterable[dict], parquet: bool = False) -> None:
+    """A table as CSV and, with `parquet`, as Parquet beside it (same name, same columns, typed)."""
+    rows = list(rows)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({c: _csv_value(row.get(c)) for c in columns})
+    if parquet:
+        from ..columnar import write_table
+
+        write_table(path.with_suffix(".parquet"), columns, rows)
+    else:
+        path.with_suffix(".parquet").unlink(missing_ok=True)  # stale from an earlier report: it would mislead
+
+
+def _drop_table(path: Path) -> None:
+    """Remove a table an earlier report into the same folder left, in both formats."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(".parquet").unlink(missing_ok=True)
 
 
 def _json_safe(x: Any) -> Any:
@@ -486,13 +502,14 @@ def _calibrated_columns(row: dict) -> dict:
             "calibrated_labels": c.get("labels")}
 
 
-def write_report(data: dict, out_dir: Path, items: list[dict] | None = None) -> Path:
+def write_report(data: dict, out_dir: Path, items: list[dict] | None = None, parquet: bool = False) -> Path:
     """Write the evaluation report for ``data`` into ``out_dir``; return the path of report.html.
 
     ``data`` is the evaluation summary (title, created, spec, mode, scale, candidates, judges,
     jury_rule, leaderboard, statements, sections, agreement, pairwise, costs, notes). Optional
     parts may be missing, None or empty; they are reported as "not measured". ``items`` (the
-    records of items.jsonl) fill the table of answers.
+    records of items.jsonl) fill the table of answers. With ``parquet`` every table is also
+    written as Parquet beside its CSV (leaderboard.parquet, ...; needs pyarrow).
     """
     import markupsafe
 
@@ -516,9 +533,10 @@ def write_report(data: dict, out_dir: Path, items: list[dict] | None = None) -> 
         json.dumps(_json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
 
     _write_csv(out_dir / "leaderboard.csv", LEADERBOARD_COLUMNS,
-               ({"rank": i, **r, **_calibrated_columns(r)} for i, r in enumerate(_rows(data.get("leaderboard")), 1)))
-    _write_csv(out_dir / "statements.csv", STATEMENT_COLUMNS, _rows(data.get("statements")))
-    _write_csv(out_dir / "sections.csv", SECTION_COLUMNS, _rows(data.get("sections")))
+               ({"rank": i, **r, **_calibrated_columns(r)} for i, r in enumerate(_rows(data.get("leaderboard")), 1)),
+               parquet)
+    _write_csv(out_dir / "statements.csv", STATEMENT_COLUMNS, _rows(data.get("statements")), parquet)
+    _write_csv(out_dir / "sections.csv", SECTION_COLUMNS, _rows(data.get("sections")), parquet)
 
     agreement = got if isinstance(got := data.get("agreement"), dict) else None
     agreement_rows: list[dict] = []
@@ -528,28 +546,28 @@ def write_report(data: dict, out_dir: Path, items: list[dict] | None = None) -> 
         agreement_rows += [{"measure": "cohen_kappa", "judge_a": p.get("a"), "judge_b": p.get("b"),
                             "kappa": p.get("kappa"), "lo": p.get("lo"), "hi": p.get("hi"), "n": p.get("n")}
                            for p in _rows(agreement.get("pairs"))]
-    _write_csv(out_dir / "agreement.csv", AGREEMENT_COLUMNS, agreement_rows)
+    _write_csv(out_dir / "agreement.csv", AGREEMENT_COLUMNS, agreement_rows, parquet)
 
     pairwise_path, judges_path = out_dir / "pairwise.csv", out_dir / "judge_bias.csv"
     if isinstance(data.get("pairwise"), dict):
         bt = _rows(data["pairwise"].get("bradley_terry"))
         bt = sorted(bt, key=_strongest_first)
-        _write_csv(pairwise_path, PAIRWISE_COLUMNS, ({"rank": i, **r} for i, r in enumerate(bt, 1)))
+        _write_csv(pairwise_path, PAIRWISE_COLUMNS, ({"rank": i, **r} for i, r in enumerate(bt, 1)), parquet)
         order = {str(o.get("judge")): o for o in _rows(data["pairwise"].get("order_effect"))}
         _write_csv(judges_path, JUDGE_BIAS_COLUMNS, ({
             **r, "order_log_odds": order.get(str(r.get("judge")), {}).get("log_odds"),
             "order_lo": order.get(str(r.get("judge")), {}).get("lo"),
-            "order_hi": order.get(str(r.get("judge")), {}).get("hi")} for r in _rows(data["pairwise"].get("judges"))))
+            "order_hi": order.get(str(r.get("judge")), {}).get("hi")} for r in _rows(data["pairwise"].get("judges"))),
+            parquet)
     else:
         for stale in (pairwise_path, judges_path):  # a stale file from an earlier report would mislead
-            if stale.exists():
-                stale.unlink()
+            _drop_table(stale)
 
     templates_path = out_dir / "template_bias.csv"
     if _rows(data.get("templates")):
         _write_csv(templates_path, TEMPLATE_COLUMNS, ({**t, "raters": ";".join(str(r) for r in t.get("raters") or [])}
-                                                     for t in _rows(data.get("templates"))))
-    elif templates_path.exists():
-        templates_path.unlink()  # stale from an earlier report into the same folder
-    _write_csv(out_dir / "costs.csv", COST_COLUMNS, _rows(data.get("costs")))
+                                                     for t in _rows(data.get("templates"))), parquet)
+    else:
+        _drop_table(templates_path)  # stale from an earlier report into the same folder
+    _write_csv(out_dir / "costs.csv", COST_COLUMNS, _rows(data.get("costs")), parquet)
     return html_path
