@@ -304,8 +304,10 @@ def to_pandas(job: str, *, store: str | Path | None = None) -> Any:
     The columns are those of `batchery results JOB --format parquet`: id, custom_id, status, text,
     the usage counts (input_tokens, output_tokens, cached_tokens, reasoning_tokens; nullable Int64),
     error_code, error_message, attempts, provider, model, batch_id, and `metadata` and `response`
-    as JSON text (`pandas.json_normalize(df.metadata.map(json.loads))` spreads metadata into columns).
-    Strings are pandas' nullable "string" dtype, so a missing value is <NA> in every column."""
+    as JSON text (`pd.json_normalize(df.metadata.map(json.loads, na_action="ignore").tolist())` spreads
+    dict metadata into columns). Strings are pandas' nullable "string" dtype, so a missing value is
+    <NA> in every column: the frame `pd.read_parquet(path, dtype_backend="numpy_nullable")` reads
+    from the Parquet file."""
     from .columnar import pandas
     from .export import INT_COLUMNS, TABLE_COLUMNS, flat_rows
 
