@@ -3,10 +3,11 @@
 
     .venv/bin/python benchmarks/export_formats.py               # 1,000,000 lines
     .venv/bin/python benchmarks/export_formats.py -n 100000
+    .venv/bin/python benchmarks/export_formats.py --store /tmp/bench-store --formats parquet   # reuse a job
 
 The job is ingested by the real engine (prepare_job) and answered through the store's own API with
 an OpenAI-shaped body per line (no network: this measures the export, not the run). Each export
-runs in a fresh process so its peak RSS (ru_maxrss) is its own; Parquet streams row groups, so
+runs in a fresh process so its peak RSS (VmHWM, Linux) is its own; Parquet streams row groups, so
 its peak should stay near that of JSONL and CSV whatever N is. to_pandas holds the frame, so its
 memory grows with N by nature.
 """
@@ -28,7 +29,7 @@ from batchery.providers import get_provider
 from batchery.store import Store
 
 _MEASURE = """
-import resource, sys, time
+import sys, time
 from pathlib import Path
 started = time.perf_counter()
 fmt, store, out = sys.argv[1:4]
@@ -42,7 +43,9 @@ else:
         job = st.get_job("bench")
         n = export(st, job.id, job.provider, Path(out), fmt)
 elapsed = time.perf_counter() - started
-print(n, elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM: this program's own peak (ru_maxrss would count the parent's RSS at the fork)
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(n, elapsed, peak / 1024)
 """
 
 
@@ -73,14 +76,17 @@ def build(store_path: Path, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", type=int, default=1_000_000, help="lines in the job")
+    parser.add_argument("--store", type=Path, help="keep the job in this store and reuse it on the next run")
+    parser.add_argument("--formats", default="jsonl,csv,parquet,pandas", help="comma-separated")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "store"
-        started = time.perf_counter()
-        build(store, args.n)
-        print(f"{args.n:,} lines stored in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        store = args.store or Path(tmp) / "store"
+        if not (store / "batchery.db").exists():
+            started = time.perf_counter()
+            build(store, args.n)
+            print(f"{args.n:,} lines stored in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         print(f"{'format':<8} {'lines':>10} {'seconds':>8} {'peak RSS MB':>12} {'file MB':>8}")
-        for fmt in ("jsonl", "csv", "parquet", "pandas"):
+        for fmt in args.formats.split(","):
             out = Path(tmp) / f"results.{fmt}"
             done = subprocess.run([sys.executable, "-c", _MEASURE, fmt, str(store), str(out)],
                                   capture_output=True, text=True, check=True)

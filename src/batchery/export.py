@@ -26,8 +26,8 @@ CSV_COLUMNS = ("id", "custom_id", "status", "text", "input_tokens", "output_toke
                "error_message", "attempts", "provider", "model", "batch_id", "metadata")
 TABLE_COLUMNS = (*CSV_COLUMNS, "response")  # Parquet and to_pandas
 INT_COLUMNS = frozenset({"input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "attempts"})
-ROW_GROUP_ROWS = 50_000  # a Parquet row group ends at this many rows or ROW_GROUP_BYTES of text,
-ROW_GROUP_BYTES = 64 << 20  # whichever comes first: memory stays flat however long the job
+ROW_GROUP_ROWS = 50_000  # a Parquet row group ends at this many rows or ROW_GROUP_BYTES of Arrow
+ROW_GROUP_BYTES = 64 << 20  # data, whichever comes first: memory stays flat however long the job
 
 
 @dataclass(slots=True)
@@ -122,32 +122,41 @@ def write_csv(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
     return n
 
 
-def _row_groups(rows: Iterator[tuple]) -> Iterator[list[tuple]]:
-    group: list[tuple] = []
-    size = 0
-    text, response = TABLE_COLUMNS.index("text"), TABLE_COLUMNS.index("response")
+def _chunks(rows: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
+    chunk: list[tuple] = []
     for row in rows:
-        group.append(row)
-        size += len(row[text] or "") + len(row[response] or "")
-        if len(group) >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def write_parquet(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
-    """Stream the job's results as Parquet, one row group per chunk of rows (needs pyarrow)."""
+    """Stream the job's results as Parquet (needs pyarrow). Rows become Arrow batches 10,000 at a
+    time (Python objects are the larger form, so few are held), and batches are written out as one
+    row group each ROW_GROUP_ROWS rows or ROW_GROUP_BYTES: memory stays flat whatever the job's size."""
     from .columnar import pyarrow
 
     pa = pyarrow()
     schema = pa.schema([(c, pa.int64() if c in INT_COLUMNS else pa.string()) for c in TABLE_COLUMNS])
     n = 0
     with pa.parquet.ParquetWriter(out, schema, compression="zstd") as writer:
-        for group in _row_groups(flat_rows(store, job_id, provider)):
-            columns = [pa.array(values, type=field.type) for values, field in zip(zip(*group), schema)]
-            writer.write_batch(pa.record_batch(columns, schema=schema))
-            n += len(group)
+        group: list = []
+
+        def flush() -> None:
+            writer.write_table(pa.Table.from_batches(group, schema=schema), row_group_size=ROW_GROUP_ROWS)
+            group.clear()
+
+        for chunk in _chunks(flat_rows(store, job_id, provider), min(10_000, ROW_GROUP_ROWS)):
+            columns = [pa.array(values, type=field.type) for values, field in zip(zip(*chunk), schema)]
+            group.append(pa.record_batch(columns, schema=schema))
+            n += len(chunk)
+            if sum(b.num_rows for b in group) >= ROW_GROUP_ROWS or sum(b.nbytes for b in group) >= ROW_GROUP_BYTES:
+                flush()
+        if group:
+            flush()
     return n
 
 
