@@ -169,3 +169,14 @@ def test_to_pandas_without_pandas_is_a_clear_error_naming_the_extra(job_store, m
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ConfigError, match=r"pip install 'batchery\[pandas\]'"):
         batchery.to_pandas("job", store=job_store)
+
+
+def test_parquet_and_to_pandas_read_a_postgresql_store_as_they_read_sqlite(job_store, pg_url, emulator, tmp_path):
+    with Store(pg_url) as st:
+        start_job(st, emulator, LINES).run()
+    on_pg = batchery.to_pandas("job", store=pg_url)
+    same = [c for c in export_module.TABLE_COLUMNS if c not in ("batch_id", "response")]  # ids the emulator makes
+    pd.testing.assert_frame_equal(on_pg[same], batchery.to_pandas("job", store=job_store)[same])
+    code, _, err = cli("results", "job", "--store", pg_url, "--out", str(tmp_path / "pg.parquet"))
+    assert code == 0, err
+    pd.testing.assert_frame_equal(on_pg, pd.read_parquet(tmp_path / "pg.parquet", dtype_backend="numpy_nullable"))

@@ -19,7 +19,7 @@ def pyarrow() -> Any:
     """The pyarrow module (with pyarrow.parquet loaded), or a ConfigError saying how to get it."""
     try:
         import pyarrow as pa
-        import pyarrow.parquet  # noqa: F401  (loads pa.parquet)
+        import pyarrow.parquet  # loads pa.parquet
     except ImportError:
         raise ConfigError("Parquet output needs pyarrow, an optional extra: pip install 'batchery[parquet]'") from None
     return pa
