@@ -17,42 +17,113 @@ tokens; the batch prices are optional (default: live less the provider's batch d
     batch_output = 0.60
 
 A model found in neither is "unknown price": its cost is None, never 0.
+
+Costs use the whole usage, as genai-prices prices it: input tokens served from the provider's
+prompt cache at the cache-read price, tokens written to it at the cache-write price, and prices
+that rise with a request's prompt length (Gemini 2.5 Pro above 200k tokens: every token of that
+request at the higher price). Tiers are per request, so usage is summed per prompt length above
+TIER_FLOOR (see Store.usage_by_model) and each sum priced at its own tier.
+
+genai-prices takes about 0.3 s to import and look a model up, so the rates found are kept in
+`prices-cache.json` in the store directory, keyed by the genai-prices data installed and the day:
+`batchery status` then prices jobs without importing it.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
 PRICES_FILE = "prices.toml"
+CACHE_FILE = "prices-cache.json"
 UNKNOWN = "unknown price"
+# No price tier of the providers batchery speaks starts at or below this many prompt tokens
+# (tests/test_pricing.py checks genai-prices' data): requests up to it are summed together.
+TIER_FLOOR = 32_000
 
-# Prices are read at a small request size: some models have tiered prices above 128k/200k prompt tokens.
-_PROBE = 1_000
+# genai-prices price keys batchery's usage has counts for (USD per million tokens, or per thousand requests)
+_PARTS = {"input_mtok": "input", "output_mtok": "output", "cache_read_mtok": "cache_read",
+          "cache_write_mtok": "cache_write", "requests_kcount": "requests"}
+_CACHE_FORMAT = 1
+
+# A rate: (base USD per unit, ((prompt tokens above which, USD per unit), ...)). As in genai-prices,
+# a tier is a cliff: a request whose prompt passes its start pays that rate for every token.
+Rate = tuple[float, tuple[tuple[int, float], ...]]
+
+
+class Tokens(NamedTuple):
+    """Usage summed over `requests` requests whose prompts all pick the same price tier: `prompt` is
+    their prompt length in tokens (0 when at or below TIER_FLOOR, below every tier)."""
+
+    prompt: int
+    requests: int
+    input: int  # all input tokens, cached ones included
+    output: int
+    cache_read: int = 0  # part of input served from the prompt cache
+    cache_write: int = 0  # part of input written to the prompt cache
 
 
 @dataclass(frozen=True)
 class Price:
-    """USD per million tokens, live and batch, and where each came from."""
+    """Live and batch rates of a model (input, output, and where known cache read, cache write,
+    per request), and where each came from."""
 
     provider: str
     model: str
-    input: float
-    output: float
-    batch_input: float
-    batch_output: float
-    source: str  # "genai-prices" or the override file
+    live: dict[str, Rate]
+    batch_rates: dict[str, Rate]
+    source: str  # "genai-prices (...)" or the override file
     batch_source: str  # how the batch price was found
 
-    def cost(self, input_tokens: int, output_tokens: int, batch: bool = True) -> float:
-        if batch:
-            return (input_tokens * self.batch_input + output_tokens * self.batch_output) / 1e6
-        return (input_tokens * self.input + output_tokens * self.output) / 1e6
+    @property
+    def input(self) -> float:
+        return self.live["input"][0]
+
+    @property
+    def output(self) -> float:
+        return self.live["output"][0]
+
+    @property
+    def batch_input(self) -> float:
+        return self.batch_rates["input"][0]
+
+    @property
+    def batch_output(self) -> float:
+        return self.batch_rates["output"][0]
+
+    @property
+    def tiered(self) -> bool:
+        return any(rate[1] for rate in self.live.values())
+
+    def cost(self, input_tokens: int, output_tokens: int, batch: bool = True, cache_read: int = 0,
+             cache_write: int = 0, prompt: int | None = None, requests: int = 1) -> float:
+        """USD for these tokens; `prompt` (default: input_tokens, one request) picks the tier."""
+        rates = self.batch_rates if batch else self.live
+        at = input_tokens if prompt is None else prompt
+
+        def rate(part: str) -> float:
+            base, tiers = rates.get(part) or rates["input"]
+            for start, price in reversed(tiers):
+                if at > start:
+                    return price
+            return base
+
+        plain = max(input_tokens - cache_read - cache_write, 0)
+        usd = (plain * rate("input") + cache_read * rate("cache_read") + cache_write * rate("cache_write")
+               + output_tokens * rate("output")) / 1e6
+        if "requests" in rates:
+            usd += requests * rates["requests"][0] / 1e3
+        return usd
+
+    def of(self, tokens: Tokens, batch: bool = True) -> float:
+        return self.cost(tokens.input, tokens.output, batch, tokens.cache_read, tokens.cache_write,
+                         tokens.prompt, tokens.requests)
 
 
 @dataclass(frozen=True)
@@ -61,10 +132,25 @@ class Cost:
 
     provider: str
     model: str
-    input_tokens: int
-    output_tokens: int
+    usage: tuple[Tokens, ...]
     price: Price | None
     mode: str = "batch"  # the price these tokens were bought at: batch or live
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(t.input for t in self.usage)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(t.output for t in self.usage)
+
+    @property
+    def cached_tokens(self) -> int:
+        return sum(t.cache_read for t in self.usage)
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return sum(t.cache_write for t in self.usage)
 
     @property
     def known(self) -> bool:
@@ -72,11 +158,11 @@ class Cost:
 
     @property
     def batch(self) -> float | None:
-        return None if self.price is None else self.price.cost(self.input_tokens, self.output_tokens, True)
+        return None if self.price is None else sum(self.price.of(t, True) for t in self.usage)
 
     @property
     def live(self) -> float | None:
-        return None if self.price is None else self.price.cost(self.input_tokens, self.output_tokens, False)
+        return None if self.price is None else sum(self.price.of(t, False) for t in self.usage)
 
     @property
     def usd(self) -> float | None:
@@ -86,10 +172,15 @@ class Cost:
     def as_dict(self) -> dict:
         p = self.price
         return {"model": self.model, "mode": self.mode, "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens, "usd": self.usd, "batch_usd": self.batch, "live_usd": self.live,
+                "output_tokens": self.output_tokens, "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens, "usd": self.usd, "batch_usd": self.batch,
+                "live_usd": self.live,
                 "price": UNKNOWN if p is None else {
                     "input_per_mtok": p.input, "output_per_mtok": p.output, "batch_input_per_mtok": p.batch_input,
-                    "batch_output_per_mtok": p.batch_output, "source": p.source, "batch_source": p.batch_source}}
+                    "batch_output_per_mtok": p.batch_output,
+                    "cache_read_per_mtok": (p.live.get("cache_read") or p.live["input"])[0],
+                    "batch_cache_read_per_mtok": (p.batch_rates.get("cache_read") or p.batch_rates["input"])[0],
+                    "tiered_by_prompt_length": p.tiered, "source": p.source, "batch_source": p.batch_source}}
 
 
 def format_usd(amount: float | None) -> str:
@@ -101,15 +192,18 @@ def format_usd(amount: float | None) -> str:
 
 
 class PriceBook:
-    """Looks up prices: the override file first, then genai-prices. One per command."""
+    """Looks up prices: the override file first, then genai-prices (through the store's price
+    cache, when there is a store). One per command."""
 
     def __init__(self, overrides: Path | None = None, store_dir: Path | None = None):
         path = overrides
         if path is None and store_dir is not None and (store_dir / PRICES_FILE).exists():
             path = store_dir / PRICES_FILE
         self.overrides_path = path
+        self.store_dir = store_dir
         self._overrides = _load_overrides(path) if path is not None else {}
         self._cache: dict[tuple[str, str], Price | None] = {}
+        self._disk: dict[str, Any] | None = None
         for provider, models in self._overrides.items():  # a bad entry is an error whichever model runs
             for model in models:
                 self._override(provider, model)
@@ -117,11 +211,29 @@ class PriceBook:
     def price(self, provider: str, model: str) -> Price | None:
         key = (provider, model)
         if key not in self._cache:
-            self._cache[key] = self._override(provider, model) or _genai_price(provider, model)
+            self._cache[key] = self._override(provider, model) or self._genai(provider, model)
         return self._cache[key]
 
-    def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> Cost:
-        return Cost(provider, model, input_tokens, output_tokens, self.price(provider, model))
+    def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int, cache_read: int = 0,
+             cache_write: int = 0) -> Cost:
+        """The cost of one request's tokens (its prompt length picks the tier)."""
+        tokens = Tokens(input_tokens, 1, input_tokens, output_tokens, cache_read, cache_write)
+        return Cost(provider, model, (tokens,), self.price(provider, model))
+
+    def _genai(self, provider: str, model: str) -> Price | None:
+        """genai-prices' rates for a model, read from the store's price cache when they are there
+        (same genai-prices data, same day), else looked up and added to it."""
+        if self.store_dir is None:
+            return _genai_price(provider, model)
+        if self._disk is None:
+            self._disk = _read_cache(self.store_dir / CACHE_FILE)
+        name = f"{provider}/{model}"
+        if name in self._disk["prices"]:
+            return _price_from_json(self._disk["prices"][name])
+        price = _genai_price(provider, model)
+        self._disk["prices"][name] = None if price is None else _price_to_json(price)
+        _write_cache(self.store_dir / CACHE_FILE, self._disk)
+        return price
 
     def _override(self, provider: str, model: str) -> Price | None:
         entry = self._overrides.get(provider, {}).get(model)
@@ -139,15 +251,21 @@ class PriceBook:
         else:
             b_in, b_out = live_in * keep, live_out * keep
             batch_source = _discount_note(provider)
-        return Price(provider, model, live_in, live_out, b_in, b_out, f"override file {self.overrides_path}",
+        return Price(provider, model, {"input": (live_in, ()), "output": (live_out, ())},
+                     {"input": (b_in, ()), "output": (b_out, ())}, f"override file {self.overrides_path}",
                      batch_source)
 
 
-def actual_cost(book: PriceBook, provider: str, usage: list[tuple[str, str, int, int]]) -> list[Cost]:
-    """Cost of returned usage, given as (model, mode, input tokens, output tokens): batch answers at
-    batch prices, live answers at live prices."""
-    return [Cost(provider, model, inp or 0, out or 0, book.price(provider, model), mode)
-            for model, mode, inp, out in usage]
+def actual_cost(book: PriceBook, provider: str, usage: list[tuple]) -> list[Cost]:
+    """Cost of returned usage, given as Store.usage_by_model rows (model, mode, prompt, requests,
+    input, output, cache-read and cache-write tokens): batch answers at batch prices, live answers
+    at live prices, one Cost per model and mode."""
+    groups: dict[tuple[str, str], list[Tokens]] = {}
+    for model, mode, prompt, requests, inp, out, cache_read, cache_write in usage:
+        groups.setdefault((model, mode), []).append(
+            Tokens(prompt, requests, inp or 0, out or 0, cache_read or 0, cache_write or 0))
+    return [Cost(provider, model, tuple(tokens), book.price(provider, model), mode)
+            for (model, mode), tokens in groups.items()]
 
 
 def total(costs: list[Cost], batch: bool | None = True) -> float | None:
@@ -164,6 +282,13 @@ def _amount(entry: dict, name: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
         raise ConfigError(f"{where}: needs numeric '{name}' (USD per million tokens, 0 or more), got {value!r:.40}")
     return float(value)
+
+
+def _provider_id(provider: str) -> str:
+    """genai-prices' name for a provider (its adapter's price_id)."""
+    from .providers import PROVIDERS, provider_class
+
+    return (provider_class(provider).price_id if provider in PROVIDERS else "") or provider
 
 
 def _discount(provider: str) -> float | None:
@@ -199,31 +324,106 @@ def _load_overrides(path: Path) -> dict[str, dict[str, dict]]:
 
 
 def _genai_price(provider: str, model: str) -> Price | None:
+    """The model's rates from genai-prices (its bundled data, never the network): live, and batch
+    from its `processing = batch` variant where it has one, else live less the batch discount."""
     from genai_prices import Usage, calc_price
 
-    from .providers import PROVIDERS, provider_class
-
-    provider_id = (provider_class(provider).price_id if provider in PROVIDERS else "") or provider
-    usage = Usage(input_tokens=_PROBE, output_tokens=_PROBE)
+    provider_id = _provider_id(provider)
     now = datetime.now(UTC)
-    try:
-        live = calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=now)
-        batch = calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=now,
-                           price_context={"processing": "batch"})
+    try:  # the lookup genai-prices does for every price: model by name (and alias), at this date
+        found = calc_price(Usage(input_tokens=0, output_tokens=0), model, provider_id=provider_id,
+                           genai_request_timestamp=now)
     except LookupError:
         return None
-    scale = Decimal(1_000_000) / _PROBE
-    live_in, live_out = float(live.input_price * scale), float(live.output_price * scale)
+    info, where = found.model, found.provider
+    live = _rates(info.get_prices(now))
+    if "input" not in live or "output" not in live:
+        return None  # priced by characters, audio or images only: not by the tokens batchery counts
     has_batch = any(v.when.get("processing") == "batch" and (v.constraint is None or v.constraint.active(now))
-                    for v in live.model.price_variants or ()) and any(m is live.model for m in live.provider.models)
+                    for v in info.price_variants or ()) and any(m is info for m in where.models)
     if has_batch:
-        b_in, b_out = float(batch.input_price * scale), float(batch.output_price * scale)
+        batch = _rates(info.get_prices(now, {"processing": "batch"}))
         batch_source = "genai-prices batch price"
     else:
         keep = 1 - (_discount(provider) or 0.0)
-        b_in, b_out = live_in * keep, live_out * keep
+        batch = {part: (base * keep, tuple((start, p * keep) for start, p in tiers))
+                 for part, (base, tiers) in live.items()}
         batch_source = _discount_note(provider) + "; genai-prices has no batch price for this model"
-    return Price(provider, model, live_in, live_out, b_in, b_out, f"genai-prices ({live.model.id})", batch_source)
+    return Price(provider, model, live, batch, f"genai-prices ({info.id})", batch_source)
+
+
+def _rates(model_price: Any) -> dict[str, Rate]:
+    """The rates batchery's usage needs from a genai-prices ModelPrice (Decimal or TieredPrices each)."""
+    out: dict[str, Rate] = {}
+    for key, part in _PARTS.items():
+        value = getattr(model_price, key, None)
+        if value is None:
+            continue
+        if hasattr(value, "tiers"):
+            out[part] = (float(value.base), tuple((int(t.start), float(t.price)) for t in value.tiers))
+        else:
+            out[part] = (float(value), ())
+    return out
+
+
+def _data_version() -> str | None:
+    """Which genai-prices data is installed (its data file's path, size and time), found without
+    importing it; with the day, since prices change on dates."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("genai_prices")
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        info = os.stat(Path(spec.origin).with_name("data.py"))
+    except OSError:
+        return None
+    day = datetime.now(UTC).date().isoformat()
+    return f"{_CACHE_FORMAT}:{spec.origin}:{info.st_size}:{info.st_mtime_ns}:{day}"
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    import orjson
+
+    version = _data_version()
+    try:
+        data = orjson.loads(path.read_bytes())
+        if isinstance(data, dict) and version is not None and data.get("version") == version \
+                and isinstance(data.get("prices"), dict):
+            return data
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    return {"version": version, "prices": {}}
+
+
+def _write_cache(path: Path, data: dict[str, Any]) -> None:
+    """Best effort: a store on a read-only disk is priced all the same, only not faster next time."""
+    import orjson
+
+    if data.get("version") is None:
+        return
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        temporary.write_bytes(orjson.dumps(data))
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+
+
+def _price_to_json(price: Price) -> dict:
+    return {"live": price.live, "batch": price.batch_rates, "source": price.source,
+            "batch_source": price.batch_source, "provider": price.provider, "model": price.model}
+
+
+def _price_from_json(data: dict | None) -> Price | None:
+    if data is None:
+        return None
+
+    def rates(raw: dict) -> dict[str, Rate]:
+        return {part: (float(base), tuple((int(s), float(p)) for s, p in tiers)) for part, (base, tiers) in raw.items()}
+
+    return Price(data["provider"], data["model"], rates(data["live"]), rates(data["batch"]), data["source"],
+                 data["batch_source"])
 
 
 @dataclass
@@ -277,7 +477,7 @@ def estimate(source, provider, model: str | None, book: PriceBook, raw: bool = F
     from .tokens import estimate_request
 
     seen: set[str] = set()
-    per_model: dict[str, list[int]] = {}
+    per_model: dict[str, dict[int, list[int]]] = {}
     counters: dict[str, tuple] = {}
     methods: set[str] = set()
     output_methods: set[str] = set()
@@ -294,10 +494,9 @@ def estimate(source, provider, model: str | None, book: PriceBook, raw: bool = F
         tokens = estimate_request(canonical, *counters[name])
         methods.add(tokens.method)
         output_methods.add(tokens.output_method)
-        sums = per_model.setdefault(name, [0, 0])
-        sums[0] += tokens.input_tokens
-        sums[1] += tokens.output_tokens
-    costs = [book.cost(provider.name, name, inp, out) for name, (inp, out) in per_model.items()]
+        _add(per_model.setdefault(name, {}), tokens.input_tokens, tokens.output_tokens)
+    costs = [Cost(provider.name, name, _summed(sums), book.price(provider.name, name))
+             for name, sums in per_model.items()]
     return Estimate(provider.name, n, len(seen), sum(c.input_tokens for c in costs),
                     sum(c.output_tokens for c in costs), ", ".join(sorted(methods)) or "none",
                     ", ".join(sorted(output_methods)) or "none", costs)
@@ -311,10 +510,21 @@ def batch_line_cost(book: PriceBook, provider, model: str, lines) -> Cost:
     from .tokens import estimate_request
 
     count, method = token_counter(provider.name, model)
-    inp = out = 0
+    sums: dict[int, list[int]] = {}
     for line in lines:
         body = orjson.loads(line).get(provider.line_body_field) or {}
         tokens = estimate_request({"raw": body}, count, method)
-        inp += tokens.input_tokens
-        out += tokens.output_tokens
-    return book.cost(provider.name, model, inp, out)
+        _add(sums, tokens.input_tokens, tokens.output_tokens)
+    return Cost(provider.name, model, _summed(sums), book.price(provider.name, model))
+
+
+def _add(sums: dict[int, list[int]], input_tokens: int, output_tokens: int) -> None:
+    """Add one request to per-tier sums (requests, input, output), as Store.usage_by_model sums."""
+    row = sums.setdefault(input_tokens if input_tokens > TIER_FLOOR else 0, [0, 0, 0])
+    row[0] += 1
+    row[1] += input_tokens
+    row[2] += output_tokens
+
+
+def _summed(sums: dict[int, list[int]]) -> tuple[Tokens, ...]:
+    return tuple(Tokens(prompt, n, inp, out) for prompt, (n, inp, out) in sorted(sums.items()))

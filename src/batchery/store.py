@@ -117,6 +117,11 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX structured_job ON structured (job_id)
     """,
+    # 5: input tokens written to the provider's prompt cache (Anthropic's cache_creation_input_tokens),
+    # priced above plain input, as cache reads (cached_tokens) are priced below it.
+    """
+    ALTER TABLE outcomes ADD COLUMN cache_write_tokens INTEGER
+    """,
 ]
 
 SOURCES = ("batch", "live", "cache")  # how an outcome was obtained
@@ -512,7 +517,7 @@ class Store:
 
     def record_outcomes(self, outcomes: list[tuple], source: str = "batch") -> None:
         """Store outcomes given as (status, text, response, input_tokens, output_tokens, cached_tokens,
-        reasoning_tokens, error_code, error_message, item id), sorted by item id so the table is
+        reasoning_tokens, error_code, error_message, cache_write_tokens, item id), sorted by item id so the table is
         appended to in order.
 
         An item keeps its first outcome, so a collect repeated after a crash changes nothing.
@@ -520,7 +525,7 @@ class Store:
         assert source in SOURCES
         self.db.executemany(
             f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"
-            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{source}')",
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{source}')",
             outcomes,
         )
 
@@ -612,14 +617,21 @@ class Store:
             " JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? AND o.status <> 'succeeded'"
             " AND i.state <> 'reasked' GROUP BY o.status, o.error_code ORDER BY COUNT(*) DESC LIMIT ?", (job_id, limit)).fetchall()
 
-    def usage_by_model(self, job_id: int) -> list[tuple[str, str, int, int]]:
-        """(model, source, input tokens, output tokens) returned for this job's own batch and live
-        calls: answers reused from another job's cache cost this job nothing and are left out."""
+    def usage_by_model(self, job_id: int, tier_floor: int | None = None) -> list[tuple[str, str, int, int, int, int, int, int]]:
+        """(model, source, prompt, requests, input, output, cache-read and cache-write tokens) returned
+        for this job's own batch and live calls: answers reused from another job's cache cost this
+        job nothing and are left out. Prices can rise with a request's prompt length (tiers), so
+        requests with more than `tier_floor` input tokens are summed apart, per prompt length
+        (`prompt`); the others are summed together (prompt 0). Default: pricing.TIER_FLOOR."""
+        if tier_floor is None:
+            from .pricing import TIER_FLOOR as tier_floor
         return self.db.execute(
-            "SELECT i.model, o.source, COALESCE(SUM(o.input_tokens), 0), COALESCE(SUM(o.output_tokens), 0)"
+            "SELECT i.model, o.source, CASE WHEN o.input_tokens > ? THEN o.input_tokens ELSE 0 END AS prompt,"
+            " COUNT(*), COALESCE(SUM(o.input_tokens), 0), COALESCE(SUM(o.output_tokens), 0),"
+            " COALESCE(SUM(o.cached_tokens), 0), COALESCE(SUM(o.cache_write_tokens), 0)"
             " FROM items i JOIN outcomes o ON o.item = i.id"
-            " WHERE i.job_id = ? AND o.source <> 'cache' GROUP BY i.model, o.source ORDER BY i.model, o.source",
-            (job_id,)).fetchall()
+            " WHERE i.job_id = ? AND o.source <> 'cache' GROUP BY i.model, o.source, prompt"
+            " ORDER BY i.model, o.source, prompt", (tier_floor, job_id)).fetchall()
 
     def counts(self, job_id: int) -> dict[str, int]:
         """Distinct requests by state/outcome: pending, queued, succeeded, failed, ..."""
@@ -725,7 +737,7 @@ class Store:
 
 
 _OUTCOME_COLS = ("status, text, response, input_tokens, output_tokens, cached_tokens, reasoning_tokens,"
-                 " error_code, error_message")
+                 " error_code, error_message, cache_write_tokens")
 _JOB_COLS = "id, name, provider, model, endpoint, fingerprint, state, n_rows, options, created_at, updated_at"
 _BATCH_COLS = ("id, job_id, tag, model, state, n_requests, n_bytes, input_file, remote_id, remote_status,"
                " output_file, error_file, error, created_at, updated_at")

@@ -305,7 +305,8 @@ class LiveRunner:
             self._committed -= projected
         if policy.max_cost is not None:
             outcome = answer[0]
-            self._spent += self._price(model).cost(outcome.input_tokens or 0, outcome.output_tokens or 0, False)
+            self._spent += self._price(model).cost(outcome.input_tokens or 0, outcome.output_tokens or 0, False,
+                                                   outcome.cached_tokens or 0, outcome.cache_write_tokens or 0)
         return answer
 
     def _price(self, model: str):

@@ -322,12 +322,13 @@ def _succeeded(custom_id: str, message: dict) -> Outcome:
     texts = [b["text"] for b in message.get("content") or () if isinstance(b, dict) and b.get("type") == "text"]
     usage = message.get("usage") or {}
     cache_read = usage.get("cache_read_input_tokens") or 0
+    cache_write = usage.get("cache_creation_input_tokens") or 0
     uncached = usage.get("input_tokens")
-    input_tokens = None if uncached is None else uncached + cache_read + (usage.get("cache_creation_input_tokens") or 0)
+    input_tokens = None if uncached is None else uncached + cache_read + cache_write
     thinking = (usage.get("output_tokens_details") or {}).get("thinking_tokens")
     return Outcome.succeeded(custom_id, "".join(texts) if texts else None, orjson.dumps(message),
                              input_tokens=input_tokens, output_tokens=usage.get("output_tokens"),
-                             cached_tokens=cache_read, reasoning_tokens=thinking)
+                             cached_tokens=cache_read, reasoning_tokens=thinking, cache_write_tokens=cache_write)
 
 
 def _total(batch: MessageBatch) -> int:

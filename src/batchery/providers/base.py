@@ -47,13 +47,15 @@ class Outcome(NamedTuple):
     reasoning_tokens: int | None  # part of output_tokens spent thinking
     error_code: str | None
     error_message: str | None
+    cache_write_tokens: int | None = None  # part of input_tokens written to the prompt cache (Anthropic)
 
     @classmethod
     def succeeded(cls, custom_id: str, text: str | None, response: bytes | None, *,
                   input_tokens: int | None = None, output_tokens: int | None = None,
-                  cached_tokens: int | None = None, reasoning_tokens: int | None = None) -> Outcome:
+                  cached_tokens: int | None = None, reasoning_tokens: int | None = None,
+                  cache_write_tokens: int | None = None) -> Outcome:
         return cls(custom_id, OutcomeStatus.SUCCEEDED, text, response, input_tokens, output_tokens, cached_tokens,
-                   reasoning_tokens, None, None)
+                   reasoning_tokens, None, None, cache_write_tokens)
 
     @classmethod
     def failed(cls, custom_id: str, code: str, message: str, response: bytes | None = None, *,
