@@ -1,9 +1,12 @@
 """Token counts for estimates, before anything is sent.
 
-Input tokens: tiktoken for OpenAI models, but only when the model's encoding is already in
-tiktoken's local cache. tiktoken downloads encodings on first use, which hangs or fails on an
-offline machine (CI included), so we look for the cached file ourselves and never let tiktoken
-fetch. Otherwise (other providers, or no cached encoding) an approximation:
+Input tokens: exact for OpenAI models on o200k_base (gpt-4o, gpt-4.1, gpt-5, o1, o3, o4...): tiktoken
+with the o200k_base file bundled in batchery (data/o200k_base.tiktoken.gz, from the bpe-openai
+package, whose file is tiktoken's: its SHA-256 is checked against the hash tiktoken itself expects
+every time it is read). tiktoken downloads encodings on first use, which hangs or fails on an
+offline machine (CI included), so it is never let to fetch: other OpenAI encodings (cl100k_base for
+gpt-4 and gpt-3.5) are used only when already in tiktoken's local cache. Otherwise (other providers,
+or no encoding) an approximation:
 
     tokens = ceil(characters / 4) per text, + 4 per message + 3 per request
 
@@ -11,7 +14,8 @@ The 4 characters per token is OpenAI's published rule of thumb for English text 
 encodings (cl100k_base/o200k_base); the per-message and per-request overheads are those of the
 OpenAI chat format. It could not be calibrated against tiktoken where this was written (no encoding
 was cached and there was no network), so treat it as accurate to roughly ±25% for English prose; it
-undercounts code and non-Latin scripts. Every count says which method produced it.
+undercounts code and non-Latin scripts (by about half on Chinese, Japanese and Russian). Every
+count says which method produced it.
 
 Output tokens: the request's max_tokens when it gives one (an upper bound, so the estimate errs
 high), else DEFAULT_OUTPUT_TOKENS.
@@ -19,6 +23,9 @@ high), else DEFAULT_OUTPUT_TOKENS.
 
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
 import hashlib
 import math
 import os
@@ -63,7 +70,7 @@ def tiktoken_cache_dir() -> str | None:
 def counter(provider: str, model: str) -> tuple[Callable[[str], int], str]:
     """(count tokens in a text, method name) for a model: tiktoken if usable offline, else the approximation."""
     if provider == "openai":
-        encoding = _cached_encoding(model)
+        encoding = _bundled_encoding(model) or _cached_encoding(model)
         if encoding is not None:
             return (lambda text: len(encoding.encode(text, disallowed_special=()))), f"tiktoken {encoding.name}"
     return approximate_tokens, APPROXIMATE
@@ -88,6 +95,50 @@ def estimate_request(canonical: dict, count: Callable[[str], int], method: str) 
     if limit:
         return TokenEstimate(input_tokens, int(limit), method, "max_tokens")
     return TokenEstimate(input_tokens, DEFAULT_OUTPUT_TOKENS, method, f"default {DEFAULT_OUTPUT_TOKENS} per request")
+
+
+BUNDLED = "o200k_base"
+_BUNDLED_FILE = "o200k_base.tiktoken.gz"
+
+
+def _bundled_encoding(model: str):
+    """tiktoken's o200k_base built from the bundled file, for the models tiktoken maps to it."""
+    try:
+        from tiktoken.model import encoding_name_for_model
+    except ImportError:
+        return None
+    try:
+        name = encoding_name_for_model(model)
+    except KeyError:
+        return None
+    return bundled_o200k() if name == BUNDLED else None
+
+
+@functools.cache
+def bundled_o200k():
+    """tiktoken's own o200k_base definition (pattern, special tokens, and the hash of its file)
+    with the ranks read from the bundled file instead of downloaded. None if it does not match."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from tiktoken_ext import openai_public
+
+    def from_bundle(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
+        from importlib.resources import files
+
+        contents = gzip.decompress((files("batchery.data") / _BUNDLED_FILE).read_bytes())
+        if hashlib.sha256(contents).hexdigest() != expected_hash:
+            raise ValueError(f"the bundled {_BUNDLED_FILE} is not tiktoken's {url}")
+        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in contents.splitlines()
+                                                                       if line)}
+
+    openai_public.load_tiktoken_bpe = from_bundle  # only for this call: tiktoken would download
+    try:
+        definition = openai_public.o200k_base()
+    except ValueError:
+        return None
+    finally:
+        openai_public.load_tiktoken_bpe = load_tiktoken_bpe
+    return tiktoken.Encoding(**definition)
 
 
 def _cached_encoding(model: str):
