@@ -80,7 +80,7 @@ def run_file(path: Path, conn: Connection, model: str | None, *, job: str | None
 
 # Options a run records about how it ran (replaced as a whole when the job is run again).
 _RUN_OPTIONS = ("base_url", "emulate", "out", "mode", "rpm", "tpm", "concurrency", "max_attempts", "batch_size",
-                "max_cost")
+                "max_cost", "max_enqueued_tokens")
 
 
 def job_options(conn: Connection, live: LivePolicy | None, **settings: Any) -> dict:

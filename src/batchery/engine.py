@@ -23,7 +23,7 @@ import orjson
 
 from .errors import AccountError, ConfigError, InputError, JobError, ProviderError, TransientError, UnreachableError
 from .inputs import open_file
-from .limits import split
+from .limits import reported_enqueued_limit, split, tokens_text
 from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_cost, total
 from .providers.base import FAILED, MISSING, SUCCEEDED, BatchProvider, RemoteBatch, redact, scrub
 from .requests import canonical_bytes, parse_for
@@ -85,6 +85,7 @@ class Progress(RequestCounts):
     live: dict | None = None  # live mode: calls sent, answered 429, retried, in flight
     rows: int = 0  # input lines (identical lines are one distinct request)
     states: dict[str, int] = field(default_factory=dict)  # batches in batchery's words (BATCH_STATES)
+    waiting: str | None = None  # why planned batches are held back (the enqueued-token budget), if they are
 
     @property
     def counts(self) -> dict[str, int]:  # type: ignore[override]
@@ -315,7 +316,7 @@ class Engine:
     def __init__(self, store: Store, provider: BatchProvider, job: Job, *, batch_size: int | None = None,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, poll: PollPolicy | None = None,
                  on_progress: Callable[[Progress], None] | None = None, max_cost: float | None = None,
-                 prices: PriceBook | None = None):
+                 prices: PriceBook | None = None, max_enqueued_tokens: int | None = None):
         self.store = store
         self.provider = provider
         self.job = job
@@ -331,6 +332,10 @@ class Engine:
         self.stopped: str | None = None
         self._cancel_sent = False  # this process has acted on the job's cancel request
         self._structured = store.has_structured(job.id)  # answers to check against a schema (structured.py)
+        # --max-enqueued-tokens (else the job's recorded setting, else the provider's default limits)
+        self.max_enqueued_tokens = max_enqueued_tokens or job.options.get("max_enqueued_tokens")
+        self.waiting: str | None = None
+        self._batch_tokens: dict[int, int] = {}  # estimated prompt tokens per batch, counted once
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -411,8 +416,9 @@ class Engine:
         self._reconcile()
         if self._accepting_work():
             self._plan()
+        self.waiting = None
         for batch in self.store.batches(self.job.id, ["planned"]):
-            if self.stopped is not None or self._over_budget(batch):
+            if self.stopped is not None or self._queue_full(batch) or self._over_budget(batch):
                 break
             self._submit(batch)
 
@@ -472,7 +478,8 @@ class Engine:
         batches, remote = tally_batches(all_batches)
         states = dict(Counter(self.provider.state_word(b.state, b.remote_status) for b in all_batches))
         return Progress(self.job.name, self.store.counts(self.job.id), batches, remote,
-                        time.monotonic() - self._started, done, rows=self.job.n_rows, states=states)
+                        time.monotonic() - self._started, done, rows=self.job.n_rows, states=states,
+                        waiting=self.waiting)
 
     def _report(self) -> None:
         if self.on_progress:
@@ -513,6 +520,9 @@ class Engine:
                 lines = [line + b"\n" for _, _, line in rows]
                 count = len(next(split(((i, len(line)) for i, line in enumerate(lines)), max_requests,
                                        limits.max_bytes)))
+                budget = self._enqueued_budget(model)
+                if budget is not None and sum(len(line) for line in lines[:count]) > budget:
+                    count = self._fit_tokens(model, [line for _, _, line in rows[:count]], budget)
                 tag = f"bb-{secrets.token_hex(8)}"
                 path = self.files / f"{tag}.jsonl"
                 with path.open("wb") as f:
@@ -521,6 +531,62 @@ class Engine:
                 with self.store.transaction():
                     batch_id = self.store.insert_batch(self.job.id, tag, model, rows[count - 1][0], count, n_bytes)
                     self.store.log(self.job.id, "batch_planned", batch=batch_id, requests=count, bytes=n_bytes)
+
+    # -- the enqueued-token budget -----------------------------------------------------------------
+
+    def _enqueued_budget(self, model: str) -> int | None:
+        """Estimated prompt tokens this model may have in open batches: --max-enqueued-tokens or the
+        provider's default, lowered to the limit the provider reported in a token_limit_exceeded."""
+        reported = (self.job.options.get("enqueued_limit") or {}).get(model)
+        caps = [c for c in (self.max_enqueued_tokens or self.provider.limits.max_enqueued_tokens, reported) if c]
+        return min(caps) if caps else None
+
+    def _tokens_of(self, batch) -> int:
+        if batch.id not in self._batch_tokens:
+            self._batch_tokens[batch.id] = self._count(batch.model, self.store.batch_lines(batch.id))
+        return self._batch_tokens[batch.id]
+
+    def _count(self, model: str, lines: Iterable[bytes]) -> int:
+        from .tokens import line_tokens
+
+        return sum(line_tokens(self.provider, model, lines))
+
+    def _fit_tokens(self, model: str, lines: list[bytes], budget: int) -> int:
+        """How many of these lines (at least one) fit in one batch under the budget."""
+        from .tokens import line_tokens
+
+        used = 0
+        for n, tokens in enumerate(line_tokens(self.provider, model, lines)):
+            used += tokens
+            if used > budget:
+                return max(n, 1)
+        return len(lines)
+
+    def _queue_full(self, batch) -> bool:
+        """Would this batch take the model's open batches past the enqueued-token budget? Then it
+        waits (planned) until earlier ones finish; alone it is always sent."""
+        budget = self._enqueued_budget(batch.model)
+        if budget is None:
+            return False
+        open_batches = [b for b in self.store.batches(self.job.id, ["creating", "submitted"]) if b.model == batch.model]
+        if not open_batches or sum(b.n_bytes for b in open_batches) + batch.n_bytes <= budget:
+            return False  # a token is at least a byte of the line: no need to count
+        in_use = sum(self._tokens_of(b) for b in open_batches)
+        if in_use + self._tokens_of(batch) <= budget:
+            return False
+        self.waiting = f"waiting: {tokens_text(in_use)} of {tokens_text(budget)} enqueued tokens in use"
+        return True
+
+    def _lower_enqueued_budget(self, model: str, message: str | None) -> None:
+        """The provider said the model's enqueued-token pool is full and gave its limit: keep to it."""
+        limit = reported_enqueued_limit(message)
+        known = (self.job.options.get("enqueued_limit") or {}).get(model)
+        if limit is None or (known is not None and known <= limit):
+            return
+        self.job.options = {**self.job.options, "enqueued_limit": {
+            **(self.job.options.get("enqueued_limit") or {}), model: limit}}
+        self.store.set_job_options(self.job.id, self.job.options)
+        self.store.log(self.job.id, "enqueued_limit", model=model, limit=limit)
 
     def _over_budget(self, batch) -> bool:
         """With --max-cost: would submitting this batch take the projected spend past the cap?
@@ -661,6 +727,8 @@ class Engine:
             leftover, code = remote.leftover, f"batch_{remote.leftover}"
             message = f"the batch ended {remote.status} before this request ran"
         with self.store.transaction():
+            if code == "token_limit_exceeded":
+                self._lower_enqueued_budget(batch.model, remote.error)
             self._record(chunk, commit=False)
             # The answers are stored; those that did not fit (read now, or before a crash) are asked
             # again, each as a new request for the same line, while sends are left.

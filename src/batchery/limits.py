@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -13,6 +14,9 @@ class BatchLimits:
     max_bytes: int  # bytes per batch input file
     discount: float  # share of the live price saved in batch mode (0.5 = half price)
     window: str  # completion window the provider promises
+    # Estimated prompt tokens a model may have in open batches (per organisation); None: no such cap
+    # documented. A batch past it fails validation (OpenAI: token_limit_exceeded).
+    max_enqueued_tokens: int | None = None
 
 
 MB = 1024 * 1024
@@ -45,3 +49,20 @@ def split(lines: Iterable[tuple[K, int]], max_requests: int, max_bytes: int) -> 
         size += nbytes
     if batch:
         yield batch
+
+
+_REPORTED = re.compile(r"Limit: ([\d,]+) enqueued tokens")
+
+
+def reported_enqueued_limit(message: str | None) -> int | None:
+    """The enqueued-token limit a provider states in its token_limit_exceeded error, if it does
+    ("... Limit: 2,000,000 enqueued tokens. ...")."""
+    found = _REPORTED.search(message or "")
+    return int(found.group(1).replace(",", "")) if found else None
+
+
+def tokens_text(n: int) -> str:
+    """1.8 M, 2 M, 350,000: for "waiting: 1.8 M of 2 M enqueued tokens in use"."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}".removesuffix(".0") + " M"
+    return f"{n:,}"

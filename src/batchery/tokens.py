@@ -30,7 +30,7 @@ import hashlib
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,17 @@ def counter(provider: str, model: str) -> tuple[Callable[[str], int], str]:
         if encoding is not None:
             return (lambda text: len(encoding.encode(text, disallowed_special=()))), f"tiktoken {encoding.name}"
     return approximate_tokens, APPROXIMATE
+
+
+def line_tokens(provider, model: str, lines: Iterable[bytes]) -> Iterator[int]:
+    """Estimated prompt tokens of each stored batch line (the request body under the adapter's
+    line_body_field), as the enqueued-token budget counts them."""
+    import orjson
+
+    count, method = counter(provider.name, model)
+    for line in lines:
+        body = orjson.loads(line).get(provider.line_body_field) or {}
+        yield estimate_request({"raw": body}, count, method).input_tokens
 
 
 def approximate_tokens(text: str) -> int:

@@ -45,6 +45,10 @@ def run(
                                              "before the projected batch spend would pass this (the job stays resumable)."),
     prices: Path | None = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
                                           "in the store directory)."),
+    max_enqueued_tokens: Optional[int] = typer.Option(
+        None, "--max-enqueued-tokens", min=1, help="Estimated prompt tokens a model may have in open batches at "
+        "once; later batches wait for earlier ones to finish (default: the provider's documented cap, lowered to "
+        "the limit it reports)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON on standard output "
                                  "(job, state, requests by outcome, results file, failure reasons, exit code)."),
     store: Path | None = StoreOpt,
@@ -79,7 +83,7 @@ def run(
     check_target(target)  # a missing folder is found before anything is sent, not after the job ran
     load_env()
     # remembered (absolute) so that `batchery collect` writes it from any folder once the job ends
-    remember = {"out": None if str(target) == "-" else str(target.absolute())}
+    remember = {"out": None if str(target) == "-" else str(target.absolute()), "max_enqueued_tokens": max_enqueued_tokens}
     progress = make_progress()
     with Store(store) as st:
         print(f"store: {st.where}", file=sys.stderr)

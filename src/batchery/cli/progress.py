@@ -17,7 +17,8 @@ def _where(p: Progress) -> str:
     if p.live is not None:
         return (f"live: {p.live['sent']:,} calls, {p.live['in_flight']} in flight, "
                 f"{p.live['rate_limited']:,} answered 429, {p.live['retried']:,} retried")
-    return "batches: " + (", ".join(f"{n} {state}" for state, n in sorted(p.states.items())) or "none yet")
+    where = "batches: " + (", ".join(f"{n} {state}" for state, n in sorted(p.states.items())) or "none yet")
+    return f"{where} ({p.waiting})" if p.waiting else where
 
 
 def _merged(p: Progress) -> str:

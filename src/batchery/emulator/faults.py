@@ -33,6 +33,10 @@ Spec grammar (``FaultPlan.parse``; ``str(plan)`` gives it back)::
     queue_full           count         the first n valid batches fail validation with token_limit_exceeded
                                        (create answers 200; the failure shows on retrieve); on services
                                        other than OpenAI and Groq the create is refused with a 429
+    enqueued_tokens      count         the enqueued-token limit per model (0: none) on OpenAI and Groq: a
+                                       valid batch whose prompt tokens, with those of the model's unfinished
+                                       batches, pass it fails validation with token_limit_exceeded, stating
+                                       the limit, as OpenAI does
     expire_after         seconds       batches expire this long after creation (if not done by then)
     drop_lines           rate          result lines that appear in neither the output nor error file
     duplicate_lines      rate          result lines written twice
@@ -95,7 +99,7 @@ LINE_FAULTS = ("drop_lines", "malformed_lines", "duplicate_lines")  # at most on
 _KIND = {
     "http_429": "probability", "http_500": "probability", "http_503": "probability",
     "lost_create": "count", "queue_full": "count", "truncated_download": "count", "provider_cancel": "count",
-    "cut_download": "count",
+    "cut_download": "count", "enqueued_tokens": "count",
     "slow_validation": "seconds", "expire_after": "seconds", "retry_after": "seconds",
     "drop_lines": "rate", "duplicate_lines": "rate", "malformed_lines": "rate", "reorder": "rate",
     "seed": "integer",
@@ -128,6 +132,7 @@ class FaultPlan:
     lost_create: int = 0
     slow_validation: float = 0.0
     queue_full: int = 0
+    enqueued_tokens: int = 0
     expire_after: float | None = None
     drop_lines: int | float = 0
     duplicate_lines: int | float = 0

@@ -64,7 +64,7 @@ class Shape:
     queued: float = 0.1
     finish: float = 1.0
     expired_results: bool = True
-    queue_full: Callable[[Batch], Any] | None = None
+    queue_full: Callable[..., Any] | None = None
 
 
 def _words(*words: str) -> dict[str, str]:
@@ -72,13 +72,13 @@ def _words(*words: str) -> dict[str, str]:
     return dict(zip(phases, words, strict=True))
 
 
-def _openai_queue_full(batch: Batch) -> list[dict]:
+def _openai_queue_full(batch: Batch, limit: int = 2_000_000) -> list[dict]:
     """The validation error OpenAI gives when the model's enqueued-token pool is full (research
     §2.6, openai/openai-python#2084): the batch is accepted, then fails on the next read."""
     model = getattr(batch, "model", None)
     return [{"code": "token_limit_exceeded",
              "message": f"Enqueued token limit reached for {model or 'this model'} in organization org-emulator. "
-                        "Limit: 2,000,000 enqueued tokens. Please try again once some in_progress batches have been "
+                        f"Limit: {limit:,} enqueued tokens. Please try again once some in_progress batches have been "
                         "completed.", "param": None, "line": None}]
 
 
@@ -129,6 +129,7 @@ class Batch:
     delay: float = 0.0  # slow_validation: the timeline starts this much after created
     early: bool = False  # expire_after brought the expiry closer than the window
     provider_cancel_at: float | None = None
+    prompt_tokens: int = 0  # enqueued_tokens: what this batch holds of its model's enqueued-token pool
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -208,6 +209,12 @@ class Lifecycle(Generic[B]):
         window = faults.expiry_window(batch.window)
         if window < batch.window:
             batch.window, batch.early = window, True  # counted if the batch does expire
+        cap = faults.plan.enqueued_tokens
+        if batch.failure is None and cap and shape.queue_full is not None and getattr(batch, "input_path", None):
+            batch.prompt_tokens = _prompt_tokens(batch.input_path)  # type: ignore[attr-defined]
+            if self._enqueued(getattr(batch, "model", None)) + batch.prompt_tokens > cap:
+                batch.failure, batch.prompt_tokens = shape.queue_full(batch, cap), 0
+                faults.record("enqueued_tokens")
         if batch.failure is None and faults.plan.queue_full and faults.take("queue_full"):
             if shape.queue_full is None:
                 raise self._full()
@@ -219,6 +226,13 @@ class Lifecycle(Generic[B]):
             self._batches[batch.id] = batch
         self.stats.add(self.provider, "batches_created")
         return batch
+
+    def _enqueued(self, model: str | None) -> int:
+        """Prompt tokens of this model's batches that have not ended (validating or running)."""
+        with self._lock:
+            batches = [b for b in self._batches.values() if b.prompt_tokens and getattr(b, "model", None) == model]
+        self.advance(*batches)
+        return sum(b.prompt_tokens for b in batches if not b.ended)
 
     def get(self, batch_id: str) -> B | None:
         with self._lock:
@@ -306,6 +320,18 @@ class Lifecycle(Generic[B]):
     def corrupt(self, batch: B, *files: list[bytes]) -> list[list[bytes]]:
         """The line faults applied to a batch's result files (lists of JSON lines, no newlines)."""
         return self.faults.corrupt(batch.ordinal, list(files))
+
+
+def _prompt_tokens(path: Path) -> int:
+    """The emulated prompt tokens of a batch input file, as its fake model counts them."""
+    from .fake_model import _text_of, _tokens
+
+    total = 0
+    for line in jsonl(path):
+        body = orjson.loads(line).get("body") or {}
+        text = " ".join(_text_of(m.get("content")) for m in body.get("messages") or () if isinstance(m, dict))
+        total += _tokens(len(text))
+    return total
 
 
 def scrambled(lines: Iterable[tuple[str, bytes]]) -> list[bytes]:

@@ -49,7 +49,10 @@ _LEFTOVER = {"failed": FAILED, "expired": EXPIRED, "cancelled": CANCELLED}
 class OpenAIBatch(BatchProvider):
     name = "openai"
     endpoint = "/v1/chat/completions"
-    limits = BatchLimits(max_requests=50_000, max_bytes=200 * MB, discount=0.5, window="24h")
+    # Enqueued tokens: per model and usage tier; 2,000,000 is the tier-1 figure seen for gpt-4o-mini
+    # (research §2.6-2.7), lowered to the limit OpenAI states when it refuses a batch anyway.
+    limits = BatchLimits(max_requests=50_000, max_bytes=200 * MB, discount=0.5, window="24h",
+                         max_enqueued_tokens=2_000_000)
     key_variables = ("OPENAI_API_KEY",)
     url_variable = "OPENAI_BASE_URL"
     price_id = "openai"

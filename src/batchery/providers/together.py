@@ -80,7 +80,8 @@ def input_file_name(tag: str) -> str:
 class TogetherBatch(BatchProvider):
     name = "together"
     endpoint = "/v1/chat/completions"
-    limits = BatchLimits(max_requests=50_000, max_bytes=100 * MB, discount=0.5, window="24h best effort")
+    limits = BatchLimits(max_requests=50_000, max_bytes=100 * MB, discount=0.5, window="24h best effort",
+                         max_enqueued_tokens=30_000_000_000)  # "30B tokens enqueued per model"
     key_variables = ("TOGETHER_API_KEY",)
     url_variable = "TOGETHER_BASE_URL"
     price_id = "together"

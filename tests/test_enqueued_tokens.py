@@ -1,0 +1,67 @@
+"""The enqueued-token budget: a model's open batches are kept under the tokens the provider lets an
+organisation have enqueued; later batches wait for earlier ones to finish, and a limit the provider
+reports in its token_limit_exceeded error lowers the budget."""
+
+from __future__ import annotations
+
+import re
+
+from batchery.limits import reported_enqueued_limit, tokens_text
+
+from conftest import start_job
+
+# Six requests of about 190 emulated prompt tokens each, two per batch: one batch (about 380
+# tokens) fits a 500-token pool, two do not.
+REQUESTS = [{"prompt": f"{i} " + "word " * 150} for i in range(6)]
+
+
+def _emulator(make_emulator, faults: str):
+    return make_emulator(processing_seconds=20, faults=faults)
+
+
+def _done(store, engine) -> dict:
+    return store.counts(engine.job.id)
+
+
+def test_batches_wait_for_the_enqueued_token_budget_and_never_pass_the_providers_cap(store, make_emulator):
+    emulator = _emulator(make_emulator, "enqueued_tokens=500")
+    engine = start_job(store, emulator, REQUESTS, batch_size=2)
+    engine.max_enqueued_tokens = 500
+    seen: list = []
+    engine.on_progress = seen.append
+    engine.run()
+    assert _done(store, engine) == {"succeeded": 6}
+    stats = emulator.stats()
+    assert stats.get("faults", {}).get("enqueued_tokens", 0) == 0  # no batch was refused
+    assert sum(stats["batches_created"].values()) == 3  # each sent once, one after the other
+    waits = [p.waiting for p in seen if p.waiting]
+    assert waits and all(re.fullmatch(r"waiting: [\d,]+ of 500 enqueued tokens in use", w) for w in waits)
+
+
+def test_a_token_limit_error_lowers_the_budget_to_the_limit_the_provider_reports(store, make_emulator):
+    emulator = _emulator(make_emulator, "enqueued_tokens=500")
+    engine = start_job(store, emulator, REQUESTS, batch_size=2)  # OpenAI's default budget: 2,000,000
+    engine.run()
+    assert _done(store, engine) == {"succeeded": 6}
+    assert store.get_job("job").options["enqueued_limit"] == {"gpt-test": 500}
+    # the first round sent all three and two were refused; after that, one at a time, none refused
+    assert emulator.stats()["faults"]["enqueued_tokens"] == 2
+    assert sum(emulator.stats()["batches_created"].values()) == 5
+    assert any(kind == "enqueued_limit" for _, kind, _ in store.events(engine.job.id))
+
+
+def test_a_full_queue_is_waited_out_and_its_lines_sent_again(store, make_emulator):
+    emulator = _emulator(make_emulator, "queue_full=1")
+    engine = start_job(store, emulator, REQUESTS, batch_size=2)
+    engine.run()
+    assert _done(store, engine) == {"succeeded": 6}
+    assert store.get_job("job").options["enqueued_limit"] == {"gpt-test": 2_000_000}
+
+
+def test_the_limit_is_read_from_openais_message_and_shown_in_millions():
+    message = ("Enqueued token limit reached for gpt-4o-mini in organization org-x. Limit: 2,000,000 enqueued "
+               "tokens. Please try again once some in_progress batches have been completed.")
+    assert reported_enqueued_limit(message) == 2_000_000
+    assert reported_enqueued_limit("something else") is None
+    assert f"waiting: {tokens_text(1_800_000)} of {tokens_text(2_000_000)} enqueued tokens in use" \
+        == "waiting: 1.8 M of 2 M enqueued tokens in use"
