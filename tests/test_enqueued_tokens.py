@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 
-from batchery.limits import reported_enqueued_limit, tokens_text
-
 from conftest import start_job
+
+from batchery.limits import reported_enqueued_limit, tokens_text
 
 # Six requests of about 190 emulated prompt tokens each, two per batch: one batch (about 380
 # tokens) fits a 500-token pool, two do not.

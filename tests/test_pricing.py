@@ -15,7 +15,7 @@ from batchery.errors import ConfigError
 from batchery.inputs import iter_objects
 from batchery.limits import LIMITS
 from batchery.pricing import UNKNOWN, PriceBook, actual_cost, estimate, format_usd
-from batchery.providers import get_provider
+from batchery.providers import PROVIDERS, get_provider
 
 
 def test_known_model_is_priced_as_genai_prices_prices_it():
@@ -230,11 +230,11 @@ def test_a_long_gemini_25_pro_prompt_is_priced_at_its_tier_per_request(store, em
 @pytest.mark.parametrize("inp, cached, written, out", [(1_000, 0, 0, 100), (50_000, 40_000, 0, 700),
                                                        (300_000, 100_000, 5_000, 3_000)])
 def test_one_request_costs_what_genai_prices_says_live(provider, model, inp, cached, written, out):
-    from batchery.pricing import _PROVIDER_IDS
+    from batchery.pricing import _provider_id
 
     price = PriceBook().price(provider, model)
     usage = Usage(input_tokens=inp, cache_read_tokens=cached, cache_write_tokens=written, output_tokens=out)
-    expected = calc_price(usage, model, provider_id=_PROVIDER_IDS[provider]).total_price
+    expected = calc_price(usage, model, provider_id=_provider_id(provider)).total_price
     assert price.cost(inp, out, False, cached, written) == pytest.approx(float(expected), rel=1e-9)
 
 
@@ -242,11 +242,11 @@ def test_no_price_tier_of_a_provider_batchery_speaks_starts_at_or_below_the_tier
     from genai_prices import data_snapshot
     from genai_prices.types import ModelPrice, TieredPrices
 
-    from batchery.pricing import _PROVIDER_IDS, TIER_FLOOR
+    from batchery.pricing import TIER_FLOOR, _provider_id
 
     starts = []
     for provider in data_snapshot.get_snapshot().providers:
-        if provider.id not in _PROVIDER_IDS.values():
+        if provider.id not in {_provider_id(p) for p in PROVIDERS}:
             continue
         for model in provider.models:
             prices = [model.prices] if isinstance(model.prices, ModelPrice) else [c.prices for c in model.prices]
@@ -273,13 +273,13 @@ def test_max_cost_stops_a_job_of_long_prompts_priced_at_their_tier(store, emulat
 # Counts from bpe-openai's own Rust tokenizer over the same texts (an independent implementation).
 _TEXTS = {
     "zh": ("批处理接口把大量请求一次提交，价格只有实时调用的一半。结果通常在二十四小时内返回，每一行都有自己的编号，所以顺序可以还原。", 37),
-    "ja": ("バッチAPIは大量のリクエストをまとめて送信し、料金はリアルタイム呼び出しの半額です。結果は通常二十四時間以内に返され、"
-           "各行には番号が付いているので順序を復元できます。", 59),
-    "ru": ("Пакетный интерфейс отправляет множество запросов за один раз, и цена вдвое ниже, чем у обычных вызовов. "
-           "Результаты обычно приходят в течение суток, а у каждой строки есть свой номер, поэтому порядок можно "
-           "восстановить.", 54),
-    "en": ("The batch interface sends many requests at once, at half the price of live calls. Results usually come "
-           "back within a day, and every line carries its own id, so the order can be restored.", 40),
+    "ja": (("バッチAPIは大量のリクエストをまとめて送信し、料金はリアルタイム呼び出しの半額です。結果は通常二十四時間以内に返され、"
+            "各行には番号が付いているので順序を復元できます。"), 59),
+    "ru": (("Пакетный интерфейс отправляет множество запросов за один раз, и цена вдвое ниже, чем у обычных вызовов. "
+            "Результаты обычно приходят в течение суток, а у каждой строки есть свой номер, поэтому порядок можно "
+            "восстановить."), 54),
+    "en": (("The batch interface sends many requests at once, at half the price of live calls. Results usually come "
+            "back within a day, and every line carries its own id, so the order can be restored."), 40),
 }
 
 
