@@ -27,7 +27,7 @@ def test_estimate_prints_requests_tokens_method_and_costs(tmp_path, requests_fil
                     "--store", str(tmp_path / "s"), env={"TIKTOKEN_CACHE_DIR": str(tmp_path / "no-cache")})
     assert done.returncode == 0, done.stderr
     assert "30 (30 distinct" in done.stdout
-    assert "input tokens:" in done.stdout and "approximate (characters/4)" in done.stdout
+    assert "input tokens:" in done.stdout and "tiktoken o200k_base" in done.stdout  # exact offline: bundled
     assert "output tokens:      3,000 (estimated from: max_tokens)" in done.stdout
     assert "estimated cost:     batch $" in done.stdout and "| live $" in done.stdout
 
