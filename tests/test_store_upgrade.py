@@ -45,7 +45,7 @@ def test_a_store_of_the_previous_version_upgrades_keeping_answers_and_resumes_it
     _as_version_2(path)
 
     with Store(path) as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 5
         assert results(store, "done") == before  # answers, usage and the repeated line's, unchanged
         engine = start_job(store, emulator, [{"id": "x", "prompt": "one"}, {"id": "y", "prompt": "three"}],
                            name="waiting")
@@ -56,7 +56,7 @@ def test_a_store_of_the_previous_version_upgrades_keeping_answers_and_resumes_it
         # an outcome stored again (a repeated collect) still keeps the first one
         first = store.db.execute("SELECT item, status FROM outcomes ORDER BY item LIMIT 1").fetchone()
         with store.transaction():
-            store.record_outcomes([("failed", None, None, None, None, None, None, "x", "y", first[0])])
+            store.record_outcomes([("failed", None, None, None, None, None, None, "x", "y", None, first[0])])
         assert store.db.execute("SELECT status FROM outcomes WHERE item = ?", (first[0],)).fetchall() == [(first[1],)]
     with Store(path, read_only=True) as store:  # a reader of the upgraded store needs no upgrade
         assert results(store, "done") == before

@@ -71,7 +71,7 @@ def test_batch_answers_that_do_not_fit_are_asked_again_with_the_error_and_then_f
     assert [(status, code) for _, status, code in history] == [(INVALID, "invalid_json"), (INVALID, "schema_mismatch")]
     assert len({key for key, _, _ in history} | {rows[0].custom_id}) == 3
     exported_output = sum(r.usage["output_tokens"] for r in rows[:4]) + rows[5].usage["output_tokens"]
-    assert sum(out for _, _, _, out in store.usage_by_model(job.id)) > exported_output
+    assert sum(row[5] for row in store.usage_by_model(job.id)) > exported_output  # output tokens
     assert job_status(store, job).invalid == 0 and store.attempts(job.id) == {3: 4, 1: 1}
 
 

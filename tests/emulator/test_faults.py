@@ -377,7 +377,8 @@ LINES, PER_BATCH, MAX_ATTEMPTS = 3, 3, 3
 
 
 def test_the_grid_covers_every_fault_class() -> None:
-    assert set(GRID) == set(_KIND) - {"seed", "retry_after"}
+    # enqueued_tokens is OpenAI's and Groq's limit, not a fault every provider meets: tests/test_enqueued_tokens.py
+    assert set(GRID) == set(_KIND) - {"seed", "retry_after", "enqueued_tokens"}
 
 
 @pytest.fixture(scope="module")
