@@ -45,7 +45,7 @@ def run(
                                              "before the projected batch spend would pass this (the job stays resumable)."),
     prices: Path | None = typer.Option(None, "--prices", help="Price override file (TOML; default: prices.toml "
                                           "in the store directory)."),
-    max_enqueued_tokens: Optional[int] = typer.Option(
+    max_enqueued_tokens: int | None = typer.Option(
         None, "--max-enqueued-tokens", min=1, help="Estimated prompt tokens a model may have in open batches at "
         "once; later batches wait for earlier ones to finish (default: the provider's documented cap, lowered to "
         "the limit it reports)."),
