@@ -175,7 +175,9 @@ def report(config_path: Path = ConfigArg,
 
 @eval_app.command("rank")
 def rank(config_path: Path = typer.Argument(..., help="The ranking's YAML file (items, trait, judges, "
-                                            "comparisons_per_item, reversed_share).")) -> None:
+                                            "comparisons_per_item, reversed_share)."),
+         no_wait: bool = typer.Option(False, "--no-wait", help="Submit every judge's comparisons and return; run "
+                                      "it again (or `batchery collect`) to collect them and rank.")) -> None:
     """Rank items (e.g. writing samples) on a described trait from sampled pairwise judgements."""
     from dotenv import load_dotenv
 
@@ -189,9 +191,20 @@ def rank(config_path: Path = typer.Argument(..., help="The ranking's YAML file (
     progress = make_progress()
     try:
         with Store(config.store) as store:
-            data, path = run_ranking(config, store, on_stage=progress.stage, on_progress=progress)
+            result = run_ranking(config, store, on_stage=progress.stage, on_progress=progress, wait=not no_wait)
+            if result is None:  # --no-wait, and comparisons are open at the providers
+                for job in store.list_jobs():
+                    if job.name.startswith(config.name + "."):
+                        stage, *who, _digest = job.name[len(config.name) + 1:].split(".")
+                        row = {"stage": stage, "who": ".".join(who), "job": job.name, "state": job.state}
+                        print(_stage_line(row, store), file=sys.stderr)
     finally:
         progress.close()
+    if result is None:
+        print(f"\nsubmitted; the ranking goes on when `batchery eval rank {config_path}` runs again (or "
+              "`batchery collect --all` collects the comparison jobs)", file=sys.stderr)
+        return
+    data, path = result
     pairwise = data["pairwise"]
     print(f"\n{data['title']} — {len(pairwise['bradley_terry'])} items", file=sys.stderr)
     for rank_no, row in enumerate(pairwise["bradley_terry"], 1):
@@ -200,6 +213,12 @@ def rank(config_path: Path = typer.Argument(..., help="The ranking's YAML file (
     bias = pairwise["position_bias"]
     print(f"position bias: first shown won {bias['share_first'] or 0:.0%} of decisive judgements "
           f"(p = {bias['p_value'] if bias['p_value'] is not None else float('nan'):.3g})", file=sys.stderr)
+    templates = data.get("templates") or []
+    for row in templates if len(templates) > 1 else []:  # pairwiseLLM's grid: each template's own bias
+        consistency = "n/a" if row.get("consistency") is None else f"{row['consistency']:.0%}"
+        print(f"  template {row['template']}: first shown won {row['share_first'] or 0:.0%} "
+              f"(p = {row['p_value'] if row['p_value'] is not None else float('nan'):.3g}), reverse consistency "
+              f"{consistency} over {row['reversed_pairs']} reversed pairs", file=sys.stderr)
     print(f"\nreport: {os.path.relpath(path)}", file=sys.stderr)
 
 

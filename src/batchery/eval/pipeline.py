@@ -159,14 +159,8 @@ class EvalRunner:
         collect`, moves them on)."""
         config = self.config
         assert isinstance(config, EvalConfig)
-        if not wait and self.send:
-            if config.emulate:
-                raise ConfigError("--no-wait leaves batches at the providers, but an in-process emulator (emulate: "
-                                  "true) stops with the command; start `batchery emulator` and give each model its "
-                                  "base_url, or run without --no-wait")
-            if config.mode == "live":
-                raise ConfigError("--no-wait is for batch mode: a live evaluation sends as it goes; run it "
-                                  "without --no-wait")
+        if not wait:
+            self.check_can_leave()
         evaluation = self._evaluation()
         with self.connections():
             stages, finish = self.stages(evaluation)
@@ -174,6 +168,19 @@ class EvalRunner:
                 return None
         finish()
         return evaluation
+
+    def check_can_leave(self) -> None:
+        """--no-wait (an evaluation's or a ranking's) leaves batches open at the providers: refused
+        where nothing would be left to come back to."""
+        if not self.send:
+            return
+        if self.config.emulate:
+            raise ConfigError("--no-wait leaves batches at the providers, but an in-process emulator (emulate: "
+                              "true) stops with the command; start `batchery emulator` and give each model its "
+                              "base_url, or run without --no-wait")
+        if self.config.mode == "live":
+            raise ConfigError("--no-wait is for batch mode: a live evaluation sends as it goes; run it "
+                              "without --no-wait")
 
     def _evaluation(self) -> Evaluation:
         config = self.config

@@ -70,15 +70,18 @@ def sample_pairs(ids: list[str], per_item: int, reversed_share: float, seed: int
 def run_ranking(config: RankingConfig, store: Store, *, send: bool = True,
                 on_stage: Callable[[str], None] | None = None,
                 on_progress: Callable[[Progress], None] | None = None,
-                poll: PollPolicy | None = None) -> tuple[dict, Path]:
+                poll: PollPolicy | None = None, wait: bool = True) -> tuple[dict, Path] | None:
     """Judge the sampled pairs with every judge and each of its prompts (all at once), then rank.
-    Returns (report data, report path)."""
+    Returns (report data, report path); with wait=False, None when stages are still open at the
+    providers (everything that could be sent was; running it again moves them on)."""
     from . import stats
     from .report import write_report
 
     items = load_items(config.items)
     pairs = sample_pairs(sorted(items), config.comparisons_per_item, config.reversed_share, config.seed)
     runner = EvalRunner(config, store, send=send, on_stage=on_stage, on_progress=on_progress, poll=poll)
+    if not wait:
+        runner.check_can_leave()
     comparisons: list[dict] = []
     side = {"A": "first", "B": "second", "tie": "tie"}
     grid = [(j, t) for j in config.judges for t in config.templates(j, "rank")]  # templates × judges
@@ -98,9 +101,11 @@ def run_ranking(config: RankingConfig, store: Store, *, send: bool = True,
         return built
 
     with runner.connections():  # every judge's job with every template at once, polled together
-        runner.run_stages([runner.judged_stage(template.stage("rank"), judge, partial(requests, judge, template),
-                                               template.output.parse, verdicts[judge.name, template.name].update)
-                           for judge, template in grid])
+        stages = [runner.judged_stage(template.stage("rank"), judge, partial(requests, judge, template),
+                                      template.output.parse, verdicts[judge.name, template.name].update)
+                  for judge, template in grid]
+        if not runner.run_stages(stages, wait=wait):
+            return None  # --no-wait: the stages left are open at the providers
     for judge, template in grid:  # in the config's order, whichever stage finished first
         for rid, verdict in verdicts[judge.name, template.name].items():
             first, second = rid.split("|", 1)
