@@ -9,9 +9,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import cli
 
 from batchery.store import Store
-from conftest import cli
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
