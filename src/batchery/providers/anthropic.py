@@ -27,12 +27,11 @@ joined on custom_id: our lines would come back ``missing``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
@@ -42,17 +41,13 @@ from ..retry import ErrorCodes
 from .base import (
     CANCELLED,
     EXPIRED,
-    BatchProvider,
     CallFailure,
-    LiveResponse,
-    LiveRoute,
     Outcome,
     RemoteBatch,
+    StainlessBatch,
     bearer,
     decode_stream,
-    join_url,
     poll_listed,
-    post_stainless,
     split_lines,
     stainless_failure,
 )
@@ -76,7 +71,7 @@ _UNRUN = {
 }
 
 
-class AnthropicBatch(BatchProvider):
+class AnthropicBatch(StainlessBatch):
     name = "anthropic"
     endpoint = "/v1/messages"
     limits = BatchLimits(max_requests=100_000, max_bytes=256 * MB, discount=0.5, window="24h")
@@ -84,6 +79,9 @@ class AnthropicBatch(BatchProvider):
     url_variable = "ANTHROPIC_BASE_URL"
     price_id = "anthropic"
     emulator_service = "anthropic"
+    sdk_module, sdk_client = "anthropic", "Anthropic"
+    live_path = "/v1/messages"
+    default_base_url = "https://api.anthropic.com"
     # Anthropic's error types (529 overloaded_error is transient by its status as well).
     error_codes = ErrorCodes(
         transient=frozenset({"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}),
@@ -92,19 +90,8 @@ class AnthropicBatch(BatchProvider):
     batch_states: ClassVar[Mapping[str, str]] = {"in_progress": "running", "canceling": "cancelling", "ended": "done"}
 
     def __init__(self, api_key: str, base_url: str | None = None):
-        self.api_key, self.base_url = api_key, base_url  # the SDK loads on first use (a fast live run never does)
+        super().__init__(api_key, base_url)
         self._fresh: set[str] = set()  # references issued by upload() whose create has not been tried
-
-    @functools.cached_property
-    def _sdk(self) -> Any:
-        import anthropic  # lazy: only the provider in use pays for its SDK import
-
-        return anthropic
-
-    @functools.cached_property
-    def client(self) -> Any:
-        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
-        return self._sdk.Anthropic(api_key=self.api_key, base_url=self.base_url, max_retries=0)
 
     # -- requests out --------------------------------------------------------------------------
 
@@ -212,16 +199,8 @@ class AnthropicBatch(BatchProvider):
 
     # -- live mode -----------------------------------------------------------------------------
 
-    def open_live_client(self):
-        return self._sdk.AsyncAnthropic(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
-
-    async def send(self, body: dict, model: str) -> LiveResponse:
-        return await post_stainless(self, "/v1/messages", body)
-
-    def live_route(self, model: str) -> LiveRoute | None:
-        """The SDK's URL and headers (its key as a Bearer token, its API version)."""
-        return LiveRoute(join_url(self.base_url or "https://api.anthropic.com", "/v1/messages"),
-                         {**bearer(self.api_key), "anthropic-version": API_VERSION})
+    def live_headers(self) -> dict[str, str]:
+        return {**bearer(self.api_key), "anthropic-version": API_VERSION}  # the SDK's key and API version
 
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
         if not isinstance(body, dict):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
@@ -154,8 +154,10 @@ class BatchProvider(ABC):
     # get_provider): stored answers are reused only between jobs of the same origin. None: unknown.
     origin: str | None = None
 
-    if TYPE_CHECKING:  # the constructor every adapter has: get_provider builds each one with it
-        def __init__(self, api_key: str, base_url: str | None = None) -> None: ...
+    def __init__(self, api_key: str, base_url: str | None = None):
+        # The SDK is imported and its client made on first use: a live run on the fast path, which
+        # needs neither, starts without paying for them.
+        self.api_key, self.base_url = api_key, base_url
 
     @classmethod
     def state_word(cls, local_state: str, remote_status: str | None) -> str:
@@ -279,10 +281,19 @@ class BatchProvider(ABC):
         failure raises TransientError."""
         raise ConfigError(f"{self.name} has no live mode in batchery yet")
 
+    live_path: ClassVar[str] = ""  # where the fast path posts a live call, below the base URL
+    default_base_url: ClassVar[str] = ""  # the SDK's base URL, when none is given
+
     def live_route(self, model: str) -> LiveRoute | None:
         """Where the fast path (live/http.py) POSTs a live call for `model`, with the SDK's URL and
-        auth headers; None: this adapter's live calls go through its SDK (`send`)."""
-        return None
+        headers; None: this adapter's live calls go through its SDK (`send`)."""
+        if not self.live_path:
+            return None
+        return LiveRoute(join_url(self.base_url or self.default_base_url, self.live_path), self.live_headers())
+
+    def live_headers(self) -> dict[str, str]:
+        """The headers the SDK sends with a call: its key as a Bearer token, and any it adds."""
+        return bearer(self.api_key)
 
     def live_payload(self, body: dict, model: str) -> dict:
         """The JSON a fast-path live call posts for a stored body (the model added where the
@@ -313,6 +324,30 @@ class BatchProvider(ABC):
             result = close()
             if hasattr(result, "__await__"):
                 await result
+
+
+class StainlessBatch(BatchProvider):
+    """An adapter on a Stainless-generated SDK (openai, anthropic, groq, together): a client class
+    and its ``Async`` twin that take the same arguments, and the same error classes."""
+
+    sdk_module: ClassVar[str]  # the SDK's package
+    sdk_client: ClassVar[str]  # its client class; the async one is "Async" + this name
+
+    @functools.cached_property
+    def _sdk(self) -> Any:
+        return importlib.import_module(self.sdk_module)  # lazy: only the provider in use pays for its import
+
+    @functools.cached_property
+    def client(self) -> Any:
+        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
+        return getattr(self._sdk, self.sdk_client)(api_key=self.api_key, base_url=self.base_url, max_retries=0)
+
+    def open_live_client(self) -> Any:
+        return getattr(self._sdk, "Async" + self.sdk_client)(
+            api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
+
+    async def send(self, body: dict, model: str) -> LiveResponse:
+        return await post_stainless(self, self.live_path, body)
 
 
 # -- errors and secrets ----------------------------------------------------------------------------
@@ -465,13 +500,13 @@ def decode_stream(chunks: Iterable[bytes], decode: Callable[[bytes], Outcome | N
             yield outcome
 
 
-async def post_stainless(adapter: BatchProvider, path: str, body: dict) -> LiveResponse:
+async def post_stainless(adapter: StainlessBatch, path: str, body: dict) -> LiveResponse:
     """One POST through a Stainless-generated SDK (openai, anthropic, groq, together): its documented
     low-level `post` with cast_to=httpx.Response hands back the HTTP response without parsing it,
     and error statuses come back as the response the SDK attached to its exception. No answer at
     all (a refused connection, a timeout, a body cut short) goes through the adapter's error
     boundary and raises TransientError."""
-    client, sdk = adapter.live_client, adapter._sdk  # type: ignore[attr-defined]
+    client, sdk = adapter.live_client, adapter._sdk
     # The SDK's own HTTP library (httpx, or httpx2 in newer SDKs) names the raw response type.
     http = next(importlib.import_module(c.__module__.partition(".")[0]) for c in type(client._client).__mro__
                 if c.__module__.startswith("httpx"))

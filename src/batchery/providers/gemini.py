@@ -86,9 +86,6 @@ class GeminiBatch(BatchProvider):
         "JOB_STATE_SUCCEEDED": "done", "JOB_STATE_PARTIALLY_SUCCEEDED": "done", "JOB_STATE_FAILED": "failed",
         "JOB_STATE_CANCELLED": "cancelled", "JOB_STATE_EXPIRED": "expired"}
 
-    def __init__(self, api_key: str, base_url: str | None = None):
-        self.api_key, self.base_url = api_key, base_url  # the SDK loads on first use (a fast live run never does)
-
     @functools.cached_property
     def _errors_module(self) -> Any:
         from google.genai import errors  # lazy: only the provider in use pays for its SDK import

@@ -14,12 +14,10 @@ is among them) and ``poll`` fetches any batch it does not show one by one.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
-from typing import Any
 
 from ..limits import MB, BatchLimits
-from .base import LiveRoute, bearer, join_url
+from .base import BatchProvider
 from .openai import OpenAIBatch
 
 
@@ -30,25 +28,10 @@ class GroqBatch(OpenAIBatch):
     url_variable = "GROQ_BASE_URL"
     price_id = "groq"
     emulator_service = "groq"
-
-    @functools.cached_property
-    def _sdk(self) -> Any:
-        import groq  # lazy: only the provider in use, on first use, pays for its SDK import
-
-        return groq
-
-    @functools.cached_property
-    def client(self) -> Any:
-        return self._sdk.Groq(api_key=self.api_key, base_url=self.base_url, max_retries=0)  # the engine retries
-
+    sdk_module, sdk_client = "groq", "Groq"
     live_path = "/openai/v1/chat/completions"
     default_base_url = "https://api.groq.com"
-
-    def live_route(self, model: str) -> LiveRoute | None:
-        return LiveRoute(join_url(self.base_url or self.default_base_url, self.live_path), bearer(self.api_key))
-
-    def open_live_client(self):
-        return self._sdk.AsyncGroq(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
+    live_headers = BatchProvider.live_headers  # the key alone: the Groq SDK sends no OpenAI organisation or project
 
     def _listed(self) -> Iterable:
         """One call: groq 1.7's ``batches.list()`` takes no paging parameters."""

@@ -47,13 +47,10 @@ from .base import (
     BatchProvider,
     CallFailure,
     LiveResponse,
-    LiveRoute,
     Outcome,
     RemoteBatch,
-    bearer,
     decode_stream,
     find_tagged,
-    join_url,
     poll_listed,
     retry_after_of,
 )
@@ -82,9 +79,6 @@ class MistralBatch(BatchProvider):
         "QUEUED": "submitted", "RUNNING": "running", "CANCELLATION_REQUESTED": "cancelling",
         "SUCCESS": "done", "FAILED": "failed", "TIMEOUT_EXCEEDED": "expired", "CANCELLED": "cancelled"}
 
-    def __init__(self, api_key: str, base_url: str | None = None):
-        self.api_key, self.base_url = api_key, base_url  # the SDK loads on first use (a fast live run never does)
-
     @functools.cached_property
     def _sdk_errors(self) -> Any:
         from mistralai.client import errors  # lazy: only the provider in use pays
@@ -109,9 +103,8 @@ class MistralBatch(BatchProvider):
 
         return Mistral(api_key=self.api_key, server_url=self.base_url, retry_config=self._no_retries)
 
-    def live_route(self, model: str) -> LiveRoute | None:
-        return LiveRoute(join_url(self.base_url or "https://api.mistral.ai", "/v1/chat/completions"),
-                         bearer(self.api_key))
+    live_path = "/v1/chat/completions"
+    default_base_url = "https://api.mistral.ai"
 
     def live_payload(self, body: dict, model: str) -> dict:
         return {**body, "model": model}  # batch lines leave the model to the job

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import orjson
 
@@ -18,18 +17,14 @@ from .base import (
     EXPIRED,
     FAILED,
     MISSING,
-    BatchProvider,
     CallFailure,
-    LiveResponse,
-    LiveRoute,
     Outcome,
     RemoteBatch,
+    StainlessBatch,
     bearer,
     decode_stream,
     find_tagged,
-    join_url,
     poll_listed,
-    post_stainless,
     stainless_failure,
 )
 
@@ -46,7 +41,7 @@ _LINE_STATUS = {"batch_expired": EXPIRED, "batch_cancelled": CANCELLED}
 _LEFTOVER = {"failed": FAILED, "expired": EXPIRED, "cancelled": CANCELLED}
 
 
-class OpenAIBatch(BatchProvider):
+class OpenAIBatch(StainlessBatch):
     name = "openai"
     endpoint = "/v1/chat/completions"
     # Enqueued tokens: per model and usage tier; 2,000,000 is the tier-1 figure seen for gpt-4o-mini
@@ -57,42 +52,24 @@ class OpenAIBatch(BatchProvider):
     url_variable = "OPENAI_BASE_URL"
     price_id = "openai"
     emulator_service = "openai"
+    sdk_module, sdk_client = "openai", "OpenAI"
     error_codes = OPENAI_CODES
     batch_states: ClassVar[Mapping[str, str]] = {
         "validating": "submitted", "in_progress": "running", "finalizing": "running",
         "cancelling": "cancelling", "completed": "done", "failed": "failed", "expired": "expired",
         "cancelled": "cancelled"}
 
-    def __init__(self, api_key: str, base_url: str | None = None):
-        # The SDK is imported and its client made on first use: a live run on the fast path, which
-        # needs neither, starts without paying for them.
-        self.api_key, self.base_url = api_key, base_url
-
-    @functools.cached_property
-    def _sdk(self) -> Any:
-        import openai  # lazy: only the provider in use pays for its SDK import
-
-        return openai
-
-    @functools.cached_property
-    def client(self) -> Any:
-        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
-        return self._sdk.OpenAI(api_key=self.api_key, base_url=self.base_url, max_retries=0)
-
     live_path = "/chat/completions"
     default_base_url = "https://api.openai.com/v1"  # the SDK's, when no base URL is given
 
-    def live_route(self, model: str) -> LiveRoute | None:
-        """The SDK's URL and headers: the key, and the organisation and project it reads from
-        OPENAI_ORG_ID and OPENAI_PROJECT_ID."""
+    def live_headers(self) -> dict[str, str]:
+        """The key, and the organisation and project the SDK reads from OPENAI_ORG_ID and
+        OPENAI_PROJECT_ID."""
         headers = bearer(self.api_key)
         for header, variable in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
             if value := os.environ.get(variable):
                 headers[header] = value
-        return LiveRoute(join_url(self.base_url or self.default_base_url, self.live_path), headers)
-
-    def open_live_client(self):
-        return self._sdk.AsyncOpenAI(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
+        return headers
 
     # -- requests out --------------------------------------------------------------------------
 
@@ -155,9 +132,6 @@ class OpenAIBatch(BatchProvider):
                 yield from decode_stream(response.iter_bytes(1 << 20), decode_line)
 
     # -- live mode -----------------------------------------------------------------------------
-
-    async def send(self, body: dict, model: str) -> LiveResponse:
-        return await post_stainless(self, self.live_path, body)
 
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
         return decode_response(custom_id, status, body)

@@ -36,10 +36,9 @@ circumstantial evidence.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import orjson
 
@@ -50,16 +49,11 @@ from .base import (
     EXPIRED,
     FAILED,
     MISSING,
-    BatchProvider,
     CallFailure,
-    LiveResponse,
-    LiveRoute,
     Outcome,
     RemoteBatch,
-    bearer,
+    StainlessBatch,
     decode_stream,
-    join_url,
-    post_stainless,
     stainless_failure,
 )
 from .openai import OPENAI_CODES, decode_line, decode_response
@@ -77,7 +71,7 @@ def input_file_name(tag: str) -> str:
     return f"{tag}.jsonl"
 
 
-class TogetherBatch(BatchProvider):
+class TogetherBatch(StainlessBatch):
     name = "together"
     endpoint = "/v1/chat/completions"
     limits = BatchLimits(max_requests=50_000, max_bytes=100 * MB, discount=0.5, window="24h best effort",
@@ -86,35 +80,14 @@ class TogetherBatch(BatchProvider):
     url_variable = "TOGETHER_BASE_URL"
     price_id = "together"
     emulator_service = "together"
+    # The upload's PUT raises httpx's transport errors as they are: base._errors catches those.
+    sdk_module, sdk_client = "together", "Together"
+    live_path = "/v1/chat/completions"
+    default_base_url = "https://api.together.ai"
     error_codes = OPENAI_CODES  # its error envelope is OpenAI's
     batch_states: ClassVar[Mapping[str, str]] = {
         "VALIDATING": "submitted", "IN_PROGRESS": "running", "COMPLETED": "done", "FAILED": "failed",
         "EXPIRED": "expired", "CANCELLED": "cancelled"}
-
-    def __init__(self, api_key: str, base_url: str | None = None):
-        self.api_key, self.base_url = api_key, base_url  # the SDK loads on first use (a fast live run never does)
-
-    @functools.cached_property
-    def _sdk(self) -> Any:
-        import together  # lazy: only the provider in use pays for its SDK import
-
-        return together
-
-    @functools.cached_property
-    def client(self) -> Any:
-        # SDK retries off: the engine retries every provider's failed calls alike (Retry-After honoured).
-        # The upload's PUT raises httpx's transport errors as they are: base._errors catches those.
-        return self._sdk.Together(api_key=self.api_key, base_url=self.base_url, max_retries=0)
-
-    def live_route(self, model: str) -> LiveRoute | None:
-        return LiveRoute(join_url(self.base_url or "https://api.together.ai", "/v1/chat/completions"),
-                         bearer(self.api_key))
-
-    def open_live_client(self):
-        return self._sdk.AsyncTogether(api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
-
-    async def send(self, body: dict, model: str) -> LiveResponse:
-        return await post_stainless(self, "/v1/chat/completions", body)
 
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
         return decode_response(custom_id, status, body)
