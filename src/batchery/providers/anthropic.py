@@ -75,10 +75,6 @@ class AnthropicBatch(StainlessBatch):
     name = "anthropic"
     endpoint = "/v1/messages"
     limits = BatchLimits(max_requests=100_000, max_bytes=256 * MB, discount=0.5, window="24h")
-    key_variables = ("ANTHROPIC_API_KEY",)
-    url_variable = "ANTHROPIC_BASE_URL"
-    price_id = "anthropic"
-    emulator_service = "anthropic"
     sdk_module, sdk_client = "anthropic", "Anthropic"
     live_path = "/v1/messages"
     default_base_url = "https://api.anthropic.com"

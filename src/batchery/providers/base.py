@@ -154,6 +154,18 @@ class BatchProvider(ABC):
     # get_provider): stored answers are reused only between jobs of the same origin. None: unknown.
     origin: str | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """An adapter that names itself has the usual facts unless it states its own: the key in
+        <NAME>_API_KEY, a base URL in <NAME>_BASE_URL, and its name as price id and emulator service."""
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            env = cls.name.upper().replace("-", "_")
+            usual = {"key_variables": (f"{env}_API_KEY",), "url_variable": f"{env}_BASE_URL",
+                     "price_id": cls.name, "emulator_service": cls.name}
+            for fact, value in usual.items():
+                if fact not in cls.__dict__:
+                    setattr(cls, fact, value)
+
     def __init__(self, api_key: str, base_url: str | None = None):
         # The SDK is imported and its client made on first use: a live run on the fast path, which
         # needs neither, starts without paying for them.

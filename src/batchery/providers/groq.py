@@ -24,10 +24,6 @@ from .openai import OpenAIBatch
 class GroqBatch(OpenAIBatch):
     name = "groq"
     limits = BatchLimits(max_requests=50_000, max_bytes=100 * MB, discount=0.25, window="24h to 7d")
-    key_variables = ("GROQ_API_KEY",)
-    url_variable = "GROQ_BASE_URL"
-    price_id = "groq"
-    emulator_service = "groq"
     sdk_module, sdk_client = "groq", "Groq"
     live_path = "/openai/v1/chat/completions"
     default_base_url = "https://api.groq.com"

@@ -54,7 +54,7 @@ from .base import (
     poll_listed,
     retry_after_of,
 )
-from .openai import OPENAI_CODES, chat_usage
+from .openai import OPENAI_CODES, chat_options, chat_usage, read_line
 
 TAG_KEY = "batchery_batch"
 TIMEOUT_HOURS = 24  # Mistral's default window; TIMEOUT_EXCEEDED after it
@@ -70,10 +70,6 @@ class MistralBatch(BatchProvider):
     name = "mistral"
     endpoint = "/v1/chat/completions"
     limits = BatchLimits(max_requests=1_000_000, max_bytes=512 * MB, discount=0.5, window="24h (timeout_hours)")
-    key_variables = ("MISTRAL_API_KEY",)
-    url_variable = "MISTRAL_BASE_URL"
-    price_id = "mistral"
-    emulator_service = "mistral"
     error_codes = OPENAI_CODES  # its error envelope follows OpenAI's (its 429 type is batchery's rate_limited)
     batch_states: ClassVar[Mapping[str, str]] = {
         "QUEUED": "submitted", "RUNNING": "running", "CANCELLATION_REQUESTED": "cancelling",
@@ -236,29 +232,14 @@ def chat_body(request: dict) -> dict:
         messages.insert(0, {"role": "system", "content": request["system"]})
     if messages[-1]["role"] == "assistant":  # a prefill: Mistral continues it only when told so
         messages[-1]["prefix"] = True
-    body: dict = {"messages": messages}
-    for name in ("max_tokens", "temperature", "top_p", "stop"):
-        if name in request:
-            body[name] = request[name]
-    if "reasoning" in request:
-        body["reasoning_effort"] = request["reasoning"]["effort"]
-    if "response_format" in request:
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": request["response_format"], "strict": True},
-        }
-    return body
+    return chat_options(request, {"messages": messages}, ("max_tokens", "temperature", "top_p", "stop"), strict=True)
 
 
 def decode_line(line: bytes) -> Outcome | None:
     """One output/error-file line -> Outcome; None when the line is unreadable (it then counts as missing)."""
-    try:
-        obj = orjson.loads(line)
-        custom_id = obj["custom_id"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    if (read := read_line(line)) is None:
         return None
-    if not isinstance(custom_id, str):
-        return None
+    custom_id, obj = read
     response = got if isinstance(got := obj.get("response"), dict) else {}
     status, body, error = response.get("status_code"), response.get("body"), obj.get("error")
     raw = orjson.dumps(body) if body is not None else None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import orjson
 
@@ -48,10 +48,6 @@ class OpenAIBatch(StainlessBatch):
     # (research §2.6-2.7), lowered to the limit OpenAI states when it refuses a batch anyway.
     limits = BatchLimits(max_requests=50_000, max_bytes=200 * MB, discount=0.5, window="24h",
                          max_enqueued_tokens=2_000_000)
-    key_variables = ("OPENAI_API_KEY",)
-    url_variable = "OPENAI_BASE_URL"
-    price_id = "openai"
-    emulator_service = "openai"
     sdk_module, sdk_client = "openai", "OpenAI"
     error_codes = OPENAI_CODES
     batch_states: ClassVar[Mapping[str, str]] = {
@@ -125,11 +121,7 @@ class OpenAIBatch(StainlessBatch):
     # -- results in ----------------------------------------------------------------------------
 
     def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
-        for file_id in (remote.output_file, remote.error_file):
-            if not file_id:
-                continue
-            with self._errors("download"), self.client.files.with_streaming_response.content(file_id) as response:
-                yield from decode_stream(response.iter_bytes(1 << 20), decode_line)
+        return file_outcomes(self, remote, decode_line)
 
     # -- live mode -----------------------------------------------------------------------------
 
@@ -146,8 +138,7 @@ class OpenAICompatible(OpenAIBatch):
 
     name = "openai-compatible"
     has_batch_api = False
-    key_variables = ("OPENAI_COMPATIBLE_API_KEY",)
-    url_variable = "OPENAI_COMPATIBLE_BASE_URL"
+    emulator_service = "openai"  # the emulator's OpenAI service stands in for such a server
     key_optional = "not-needed"  # local servers (Ollama, vLLM) often take no key; the SDK needs a value
     price_id = ""  # whatever model a server runs, it is not priced as OpenAI's
     # No batch file limits apply; a request line is capped only to keep one line sane.
@@ -158,6 +149,17 @@ class OpenAICompatible(OpenAIBatch):
             raise ConfigError("--provider openai-compatible needs --base-url, the server's OpenAI-style URL "
                               "(e.g. http://localhost:8000/v1 for vLLM, http://localhost:11434/v1 for Ollama)")
         super().__init__(api_key, base_url)
+
+
+def file_outcomes(adapter: StainlessBatch, remote: RemoteBatch,
+                  decode: Callable[[bytes], Outcome | None]) -> Iterator[Outcome]:
+    """The lines of a batch's output file, then of its error file (either may be absent), read from
+    a Files API of OpenAI's shape."""
+    for file_id in (remote.output_file, remote.error_file):
+        if not file_id:
+            continue
+        with adapter._errors("download"), adapter.client.files.with_streaming_response.content(file_id) as response:
+            yield from decode_stream(response.iter_bytes(1 << 20), decode)
 
 
 def _message(exc) -> str:
@@ -172,28 +174,39 @@ def chat_body(request: dict) -> dict:
     body: dict = {"model": request["model"], "messages": messages}
     if "max_tokens" in request:
         body["max_completion_tokens"] = request["max_tokens"]
-    for name in ("temperature", "top_p", "stop"):
+    return chat_options(request, body, ("temperature", "top_p", "stop"))
+
+
+def chat_options(request: dict, body: dict, names: tuple[str, ...], *, strict: bool = False) -> dict:
+    """`body` with the request's options of these names, its reasoning effort and its JSON schema
+    (`strict` where the provider must be told to hold to it), in the Chat Completions words."""
+    for name in names:
         if name in request:
             body[name] = request[name]
     if "reasoning" in request:
         body["reasoning_effort"] = request["reasoning"]["effort"]
     if "response_format" in request:
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": request["response_format"]},
-        }
+        schema = {"name": "response", "schema": request["response_format"]}
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {**schema, "strict": True} if strict else schema}
     return body
 
 
-def decode_line(line: bytes) -> Outcome | None:
-    """One output/error-file line -> Outcome; None when the line is unreadable (it then counts as missing)."""
+def read_line(line: bytes) -> tuple[str, Any] | None:
+    """A result line's custom_id and object; None when it is not JSON or names no custom_id."""
     try:
         obj = orjson.loads(line)
         custom_id = obj["custom_id"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
-    if not isinstance(custom_id, str):
+    return (custom_id, obj) if isinstance(custom_id, str) else None
+
+
+def decode_line(line: bytes) -> Outcome | None:
+    """One output/error-file line -> Outcome; None when the line is unreadable (it then counts as missing)."""
+    if (read := read_line(line)) is None:
         return None
+    custom_id, obj = read
     response, error = obj.get("response"), obj.get("error")
     if isinstance(response, dict) and isinstance(response.get("body"), dict):
         return decode_response(custom_id, response.get("status_code"), response["body"])

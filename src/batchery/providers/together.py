@@ -53,10 +53,9 @@ from .base import (
     Outcome,
     RemoteBatch,
     StainlessBatch,
-    decode_stream,
     stainless_failure,
 )
-from .openai import OPENAI_CODES, decode_line, decode_response
+from .openai import OPENAI_CODES, decode_line, decode_response, file_outcomes
 from .openai import chat_body as openai_chat_body
 
 COMPLETION_WINDOW = "24h"  # Together's only window
@@ -76,10 +75,6 @@ class TogetherBatch(StainlessBatch):
     endpoint = "/v1/chat/completions"
     limits = BatchLimits(max_requests=50_000, max_bytes=100 * MB, discount=0.5, window="24h best effort",
                          max_enqueued_tokens=30_000_000_000)  # "30B tokens enqueued per model"
-    key_variables = ("TOGETHER_API_KEY",)
-    url_variable = "TOGETHER_BASE_URL"
-    price_id = "together"
-    emulator_service = "together"
     # The upload's PUT raises httpx's transport errors as they are: base._errors catches those.
     sdk_module, sdk_client = "together", "Together"
     live_path = "/v1/chat/completions"
@@ -155,11 +150,7 @@ class TogetherBatch(StainlessBatch):
     # -- results in ----------------------------------------------------------------------------
 
     def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
-        for file_id in (remote.output_file, remote.error_file):
-            if not file_id:
-                continue
-            with self._errors("download"), self.client.files.with_streaming_response.content(file_id) as response:
-                yield from decode_stream(response.iter_bytes(1 << 20), decode_result)
+        return file_outcomes(self, remote, decode_result)
 
     def describe_error(self, exc: Exception) -> CallFailure | None:
         # The SDK words every 401 on upload as "exceed your free trial credits", a wrong key included:
