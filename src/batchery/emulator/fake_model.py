@@ -157,12 +157,12 @@ def request_seed(body: dict) -> int:
     return (zlib.crc32(raw) << 32) | zlib.adler32(raw)
 
 
-def _text_of(content: Any) -> str:
+def _text_of(content: Any, joiner: str = " ") -> str:
     """Text of a message's content, which is either a string or a list of typed parts."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return joiner.join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
 
 

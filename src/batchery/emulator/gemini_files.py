@@ -15,7 +15,6 @@ import functools
 import hashlib
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from starlette.routing import BaseRoute, Route
 from .clock import Clock
 from .faults import FaultInjector
 from .responses import ApiError, JSONResponse
-from .state import FileStore, Stats, StoredFile
+from .state import FileStore, Registry, Stats, StoredFile
 
 API_VERSIONS = frozenset({"v1", "v1beta"})
 MAX_FILE_BYTES = 2 * 1024 ** 3  # input files up to 2 GB
@@ -157,21 +156,17 @@ class GeminiFiles:
     def __init__(self, root: Path, clock: Clock) -> None:
         self.store = FileStore(root, clock)
         self.clock = clock
-        self._lock = threading.Lock()
-        self._files: dict[str, GeminiFile] = {}
-        self._uploads: dict[str, _Upload] = {}
+        self._files: Registry[GeminiFile] = Registry()
+        self._uploads: Registry[_Upload] = Registry()
 
     def get(self, file_id: str) -> GeminiFile | None:
-        with self._lock:
-            return self._files.get(file_id)
+        return self._files.get(file_id)
 
     def newest_first(self) -> list[GeminiFile]:
-        with self._lock:
-            return list(reversed(self._files.values()))
+        return self._files.newest_first()
 
     def delete(self, file_id: str) -> bool:
-        with self._lock:
-            gfile = self._files.pop(file_id, None)
+        gfile = self._files.pop(file_id)
         if gfile is None:
             return False
         return self.store.delete(gfile.stored.id)
@@ -180,13 +175,11 @@ class GeminiFiles:
         upload_id = secrets.token_urlsafe(24)
         path = self.store.blob_path()
         path.touch()
-        with self._lock:
-            self._uploads[upload_id] = _Upload(size, mime_type, display_name, path)
+        self._uploads.add(upload_id, _Upload(size, mime_type, display_name, path))
         return upload_id
 
     def upload(self, upload_id: str) -> _Upload | None:
-        with self._lock:
-            return self._uploads.get(upload_id)
+        return self._uploads.get(upload_id)
 
     def append(self, upload: _Upload, chunk: bytes) -> None:
         with open(upload.path, "ab") as out:
@@ -195,8 +188,9 @@ class GeminiFiles:
         upload.received += len(chunk)
 
     def finish_upload(self, upload_id: str) -> GeminiFile:
-        with self._lock:
-            upload = self._uploads.pop(upload_id)
+        upload = self._uploads.pop(upload_id)
+        if upload is None:
+            raise KeyError(upload_id)
         sha = base64.b64encode(upload.digest.digest()).decode()
         return self._add(secrets.token_hex(6), upload.path, upload.display_name, upload.mime_type, "UPLOADED", sha)
 
@@ -212,8 +206,7 @@ class GeminiFiles:
              sha: str) -> GeminiFile:
         stored = self.store.add(path, display_name or file_id, source.lower(), ttl=FILE_TTL_SECONDS)
         gfile = GeminiFile(file_id, display_name, mime_type, self.clock.now(), source, sha, stored)
-        with self._lock:
-            self._files[file_id] = gfile
+        self._files.add(file_id, gfile)
         return gfile
 
 

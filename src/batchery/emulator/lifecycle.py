@@ -22,21 +22,23 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
 
 from .clock import Clock
 from .fake_model import Behaviour
 from .faults import FaultGate, FaultInjector, FaultPlan
-from .responses import ApiError
-from .state import Stats
+from .responses import ApiError, JSONResponse
+from .state import FileStore, Registry, Stats, StoredFile
 
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
@@ -194,8 +196,7 @@ class Lifecycle(Generic[B]):
         self.provider, self.clock, self.stats, self.faults = provider, clock, stats, faults
         self._end_hook, self._full = end, full
         self.shape = SHAPES[provider]
-        self._lock = threading.Lock()
-        self._batches: dict[str, B] = {}  # insertion order is creation order
+        self._batches: Registry[B] = Registry()
 
     # -- registry --------------------------------------------------------------------------------
 
@@ -221,9 +222,7 @@ class Lifecycle(Generic[B]):
             batch.failure = shape.queue_full(batch)
         elif batch.failure is None and faults.plan.provider_cancel and faults.take("provider_cancel", record=False):
             batch.provider_cancel_at = batch.at(0.5)  # counted when it happens
-        with self._lock:
-            batch.ordinal = len(self._batches)
-            self._batches[batch.id] = batch
+        batch.ordinal = self._batches.add(batch.id, batch)
         self.stats.add(self.provider, "batches_created")
         return batch
 
@@ -235,16 +234,13 @@ class Lifecycle(Generic[B]):
         return sum(b.prompt_tokens for b in batches if not b.ended)
 
     def get(self, batch_id: str) -> B | None:
-        with self._lock:
-            return self._batches.get(batch_id)
+        return self._batches.get(batch_id)
 
     def newest_first(self) -> list[B]:
-        with self._lock:
-            return list(reversed(self._batches.values()))
+        return self._batches.newest_first()
 
     def delete(self, batch_id: str) -> B | None:
-        with self._lock:
-            return self._batches.pop(batch_id, None)
+        return self._batches.pop(batch_id)
 
     # -- the timeline ----------------------------------------------------------------------------
 
@@ -366,6 +362,21 @@ def run_requests(paths: Iterable[Path], done: int,
     return scrambled(ok), scrambled(bad)
 
 
+def scan_lines(scan: Scan, paths: Iterable[Path], max_lines: int, too_many: str) -> Iterator[Any]:
+    """Each line of a batch input parsed (None where it is not JSON), counted in ``scan``; past
+    ``max_lines`` the walk stops with ``too_many`` as a whole-input problem."""
+    for raw in jsonl(*paths):
+        scan.total += 1
+        if scan.total > max_lines:
+            scan.problem(too_many)
+            return
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            line = None
+        yield line
+
+
 def jsonl(*paths: Path) -> Iterator[bytes]:
     """The non-blank lines of these files, in order."""
     for path in paths:
@@ -433,3 +444,87 @@ class Service(Generic[B]):
 
     def now(self) -> float:
         return self.clock.now()
+
+    async def read_batch(self, batch: B) -> B:
+        """One batch read by id: counted (a poll's cost), and brought up to now."""
+        self.stats.add(self.provider, "batch_gets")
+        await run_in_threadpool(self.batches.advance, batch)
+        return batch
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
+
+
+def _found(get: Callable[[str], T | None], key: str, missing: Callable[[str], ApiError]) -> T:
+    """What ``get`` finds under ``key``, or the provider's 404 for it."""
+    value = get(key)
+    if value is None:
+        raise missing(key)
+    return value
+
+
+async def json_object(request: Request) -> dict | None:
+    """The request's JSON body when it is an object; None when it is not JSON or not an object."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class FilesAndBatches(Service[B]):
+    """A Files + Batches API of OpenAI's shape (OpenAI, Groq, Mistral, Together): the same nine
+    routes under the service's files and batches paths, the same batch lookup and read. Subclasses
+    write the handlers where the providers answer differently."""
+
+    files_path, batches_path = "/files", "/batches"
+    files: FileStore
+
+    def routes(self) -> list[BaseRoute]:
+        files, batches = self.files_path, self.batches_path
+        return [
+            Route(files, self.upload_file, methods=["POST"]),
+            Route(files, self.list_files, methods=["GET"]),
+            Route(files + "/{file_id}", self.retrieve_file, methods=["GET"]),
+            Route(files + "/{file_id}", self.delete_file, methods=["DELETE"]),
+            Route(files + "/{file_id}/content", self.file_content, methods=["GET"]),
+            Route(batches, self.create_batch, methods=["POST"]),
+            Route(batches, self.list_batches, methods=["GET"]),
+            Route(batches + "/{batch_id}", self.retrieve_batch, methods=["GET"]),
+            Route(batches + "/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
+        ]
+
+    # The handlers each subclass writes in its provider's words.
+    upload_file: Handler
+    list_files: Handler
+    retrieve_file: Handler
+    file_content: Handler
+    create_batch: Handler
+    list_batches: Handler
+    cancel_batch: Handler
+
+    async def retrieve_batch(self, request: Request) -> Response:
+        return JSONResponse(self.batch_json(await self.read_batch(self.batch(request))))
+
+    def batch(self, request: Request) -> B:
+        """The batch the path names, or the provider's 404."""
+        return _found(self.batches.get, request.path_params["batch_id"], self.no_batch)
+
+    def no_batch(self, batch_id: str) -> ApiError:
+        raise NotImplementedError
+
+    def file(self, request: Request) -> StoredFile:
+        """The file the path names, or the provider's 404."""
+        return _found(self.files.get, request.path_params["file_id"], self.no_file)
+
+    def no_file(self, file_id: str) -> ApiError:
+        raise NotImplementedError
+
+    async def delete_file(self, request: Request) -> Response:
+        stored = self.file(request)
+        self.files.delete(stored.id)
+        return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
+
+    def batch_json(self, batch: B) -> dict:
+        raise NotImplementedError

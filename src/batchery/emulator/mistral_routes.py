@@ -41,10 +41,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from .fake_model import Behaviour, model_exists, reply
-from .lifecycle import Batch, Scan, Service, jsonl, run_requests
+from .fake_model import Behaviour, _text_of, model_exists, reply
+from .lifecycle import Batch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile, copy_upload
 
@@ -74,15 +73,7 @@ def _invalid(loc: str, msg: str, value: Any = None, kind: str = "value_error") -
 def _scan(paths: list[Path], max_lines: int) -> Scan:
     scan = Scan()
     seen: set[str] = set()
-    for raw in jsonl(*paths):
-        scan.total += 1
-        if scan.total > max_lines:
-            scan.problem(f"Too many requests: a batch job takes at most {max_lines}.")
-            break
-        try:
-            line = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            line = None
+    for line in scan_lines(scan, paths, max_lines, f"Too many requests: a batch job takes at most {max_lines}."):
         if not isinstance(line, dict) or not isinstance(line.get("body"), dict):
             scan.problem("Each line must be a JSON object with a 'body' object.")
             scan.bad.append(1)
@@ -135,27 +126,19 @@ def _line_problem(body: dict) -> tuple[str, str] | None:
 # -- the fake model, in Mistral's response shape ---------------------------------------------------
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(c.get("text", "") for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
-    return ""
-
-
 def _complete(body: dict, model: str, created: int, completion_id: str, *,
               behaviour: Behaviour | None = None) -> dict:
     """A chat.completion for a valid body: the neutral fake answer to the last user message, with a
     thinking chunk first when reasoning was asked for (as Mistral's adjustable-reasoning models do)."""
     messages = body["messages"]
-    users = [_text_of(m.get("content")) for m in messages if m.get("role") == "user"]
+    users = [_text_of(m.get("content"), "") for m in messages if m.get("role") == "user"]
     fmt = body.get("response_format") or {}
     schema = None
     if fmt.get("type") == "json_schema":
         schema = fmt["json_schema"]["schema"]
     elif fmt.get("type") == "json_object":
         schema = {"type": "object"}
-    input_chars = sum(len(_text_of(m.get("content"))) for m in messages)
+    input_chars = sum(len(_text_of(m.get("content"), "")) for m in messages)
     text, input_tokens, output_tokens, truncated = reply(users[-1] if users else "", schema,
                                                          body.get("max_tokens"), input_chars,
                                                          model=model or body.get("model"), behaviour=behaviour,
@@ -192,10 +175,11 @@ class MistralJob(Batch):
     error_file: str | None = None
 
 
-class MistralService(Service[MistralJob]):
+class MistralService(FilesAndBatches[MistralJob]):
     """One mounted instance of Mistral's Files + batch jobs API, with its own files and jobs."""
 
     error_shape = "mistral"
+    files_path, batches_path = "/v1/files", "/v1/batch/jobs"
     fault_errors: ClassVar[Mapping[int, tuple[str, str]]] = {
         429: ("rate_limited", "Requests rate limit exceeded"),
         500: ("internal_server_error", "Internal server error"),
@@ -206,19 +190,6 @@ class MistralService(Service[MistralJob]):
         super().__init__(max_lines=max_lines, **config)
         self.files = FileStore(self.data_dir, self.clock, new_file_id=lambda: str(uuid.uuid4()))  # Mistral's ids are uuids
         self._kinds: dict[str, tuple[str, str, int | None]] = {}  # file id -> (sample_type, source, num_lines)
-
-    def routes(self) -> list[BaseRoute]:
-        return [
-            Route("/v1/files", self.upload_file, methods=["POST"]),
-            Route("/v1/files", self.list_files, methods=["GET"]),
-            Route("/v1/files/{file_id}", self.retrieve_file, methods=["GET"]),
-            Route("/v1/files/{file_id}", self.delete_file, methods=["DELETE"]),
-            Route("/v1/files/{file_id}/content", self.file_content, methods=["GET"]),
-            Route("/v1/batch/jobs", self.create_job, methods=["POST"]),
-            Route("/v1/batch/jobs", self.list_jobs, methods=["GET"]),
-            Route("/v1/batch/jobs/{job_id}", self.get_job, methods=["GET"]),
-            Route("/v1/batch/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"]),
-        ]
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -251,15 +222,10 @@ class MistralService(Service[MistralJob]):
         return JSONResponse({"data": [self._file_json(f) for f in chosen], "object": "list", "total": len(files)})
 
     async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse({**self._file_json(self._file(request)), "deleted": False})
-
-    async def delete_file(self, request: Request) -> Response:
-        stored = self._file(request)
-        self.files.delete(stored.id)
-        return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
+        return JSONResponse({**self._file_json(self.file(request)), "deleted": False})
 
     async def file_content(self, request: Request) -> Response:
-        return self.faults.download(self._file(request).path)
+        return self.faults.download(self.file(request).path)
 
     def _add(self, path: Path, filename: str, purpose: str, sample_type: str, source: str,
              lines: int | None) -> StoredFile:
@@ -267,12 +233,8 @@ class MistralService(Service[MistralJob]):
         self._kinds[stored.id] = (sample_type, source, lines)
         return stored
 
-    def _file(self, request: Request) -> StoredFile:
-        file_id = request.path_params["file_id"]
-        stored = self.files.get(file_id)
-        if stored is None:
-            raise _error(404, f"File {file_id} not found.", code="not_found")
-        return stored
+    def no_file(self, file_id: str) -> ApiError:
+        return _error(404, f"File {file_id} not found.", code="not_found")
 
     def _file_json(self, stored: StoredFile) -> dict:
         sample_type, source, lines = self._kinds[stored.id]
@@ -283,12 +245,9 @@ class MistralService(Service[MistralJob]):
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    async def create_job(self, request: Request) -> Response:
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
+    async def create_batch(self, request: Request) -> Response:
+        body = await json_object(request)
+        if body is None:
             raise _invalid("", "Input should be a valid JSON object", kind="model_attributes_type")
         endpoint = body.get("endpoint")
         if endpoint not in ENDPOINTS:
@@ -315,7 +274,7 @@ class MistralService(Service[MistralJob]):
             endpoint=endpoint, model=model, input_files=input_files, paths=paths, metadata=metadata))
         for path in paths:
             self.files.pin(path)
-        return self.faults.lost(JSONResponse(self._json(job)))
+        return self.faults.lost(JSONResponse(self.batch_json(job)))
 
     def _inputs(self, body: dict) -> tuple[list[str], list[Path]]:
         """The job's input: uploaded batch files, or inline ``requests`` written to a private blob."""
@@ -334,7 +293,7 @@ class MistralService(Service[MistralJob]):
             return [], [path]
         raise _error(400, "Either input_files or requests must be provided.")
 
-    async def list_jobs(self, request: Request) -> Response:
+    async def list_batches(self, request: Request) -> Response:
         self.stats.add(self.provider, "batch_lists")
         q = request.query_params
         page, page_size = _int(q, "page", 0, 0), _int(q, "page_size", 100, 1)
@@ -352,30 +311,20 @@ class MistralService(Service[MistralJob]):
             jobs = [j for j in jobs if j.word(self.shape) in statuses]
         chosen = jobs[page * page_size:(page + 1) * page_size]
         await run_in_threadpool(self.batches.advance, *chosen)
-        return JSONResponse({"object": "list", "data": [self._json(j) for j in chosen], "total": len(jobs)})
+        return JSONResponse({"object": "list", "data": [self.batch_json(j) for j in chosen], "total": len(jobs)})
 
-    async def get_job(self, request: Request) -> Response:
-        job = self._job(request)
-        self.stats.add(self.provider, "batch_gets")
-        await run_in_threadpool(self.batches.advance, job)
-        return JSONResponse(self._json(job))
-
-    async def cancel_job(self, request: Request) -> Response:
-        job = self._job(request)
+    async def cancel_batch(self, request: Request) -> Response:
+        job = self.batch(request)
         if not await run_in_threadpool(self.batches.cancel, job):
             word = job.word(self.shape)
             raise _error(400, f"Batch job {job.id} has already ended with status {word}; it cannot be cancelled.")
         await run_in_threadpool(self.batches.advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
-        return JSONResponse(self._json(job))
+        return JSONResponse(self.batch_json(job))
 
-    def _job(self, request: Request) -> MistralJob:
-        job_id = request.path_params["job_id"]
-        job = self.batches.get(job_id)
-        if job is None:
-            raise _error(404, f"Batch job {job_id} not found.", code="not_found")
-        return job
+    def no_batch(self, batch_id: str) -> ApiError:
+        return _error(404, f"Batch job {batch_id} not found.", code="not_found")
 
-    def _json(self, job: MistralJob) -> dict:
+    def batch_json(self, job: MistralJob) -> dict:
         done, failed = job.progress(self.now())
         times = job.times(self.shape)
         if job.phase == "failed":  # it failed where it would have started

@@ -22,12 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
-from .lifecycle import Batch, Service
+from .lifecycle import Batch, FilesAndBatches
 from .responses import ApiError, JSONResponse
 from .results import build_results
-from .state import FileStore, StoredFile, copy_upload, new_id
+from .state import FileStore, copy_upload, new_id
 from .validation import MAX_LINES, check_input_file
 
 FILE_PURPOSES = frozenset(
@@ -52,7 +51,7 @@ class OpenAIBatch(Batch):
     usage: dict | None = None
 
 
-class OpenAICompatible(Service[OpenAIBatch]):
+class OpenAICompatible(FilesAndBatches[OpenAIBatch]):
     """One mounted instance of the Files + Batches API (its own namespace of files and batches)."""
 
     def __init__(self, *, endpoints: tuple[str, ...] = ("/v1/chat/completions",),
@@ -60,19 +59,6 @@ class OpenAICompatible(Service[OpenAIBatch]):
         super().__init__(max_lines=max_lines, **config)
         self.endpoints, self.windows = endpoints, windows
         self.files = FileStore(self.data_dir, self.clock)
-
-    def routes(self) -> list[BaseRoute]:
-        return [
-            Route("/files", self.upload_file, methods=["POST"]),
-            Route("/files", self.list_files, methods=["GET"]),
-            Route("/files/{file_id}", self.retrieve_file, methods=["GET"]),
-            Route("/files/{file_id}", self.delete_file, methods=["DELETE"]),
-            Route("/files/{file_id}/content", self.file_content, methods=["GET"]),
-            Route("/batches", self.create_batch, methods=["POST"]),
-            Route("/batches", self.list_batches, methods=["GET"]),
-            Route("/batches/{batch_id}", self.retrieve_batch, methods=["GET"]),
-            Route("/batches/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
-        ]
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -110,24 +96,15 @@ class OpenAICompatible(Service[OpenAIBatch]):
         return JSONResponse(_list_page([f.to_json() for f in page], len(files) > limit))
 
     async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse(self._file(request).to_json())
-
-    async def delete_file(self, request: Request) -> Response:
-        stored = self._file(request)
-        self.files.delete(stored.id)
-        return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
+        return JSONResponse(self.file(request).to_json())
 
     async def file_content(self, request: Request) -> Response:
-        stored = self._file(request)
+        stored = self.file(request)
         self.stats.add(self.provider, "files_downloaded")
         return self.faults.download(stored.path)
 
-    def _file(self, request: Request) -> StoredFile:
-        file_id = request.path_params["file_id"]
-        stored = self.files.get(file_id)
-        if stored is None:
-            raise ApiError(404, f"No such File object: {file_id}", param="id")
-        return stored
+    def no_file(self, file_id: str) -> ApiError:
+        return ApiError(404, f"No such File object: {file_id}", param="id")
 
     # -- batches ---------------------------------------------------------------------------------
 
@@ -158,13 +135,7 @@ class OpenAICompatible(Service[OpenAIBatch]):
             failure=check.errors or None, endpoint=endpoint, input_file_id=input_file_id, input_path=stored.path,
             completion_window=window, metadata=metadata, model=check.model))
         self.files.pin(stored.path)  # a client may delete its input while the batch still reads it
-        return self.faults.lost(JSONResponse(self._json(batch)))
-
-    async def retrieve_batch(self, request: Request) -> Response:
-        batch = self._batch(request)
-        self.stats.add(self.provider, "batch_gets")
-        await run_in_threadpool(self.batches.advance, batch)
-        return JSONResponse(self._json(batch))
+        return self.faults.lost(JSONResponse(self.batch_json(batch)))
 
     async def list_batches(self, request: Request) -> Response:
         self.stats.add(self.provider, "batch_lists")
@@ -178,22 +149,18 @@ class OpenAICompatible(Service[OpenAIBatch]):
             batches = batches[ids.index(q["after"]) + 1:]
         page = batches[:limit]
         await run_in_threadpool(self.batches.advance, *page)
-        return JSONResponse(_list_page([self._json(b) for b in page], len(batches) > limit))
+        return JSONResponse(_list_page([self.batch_json(b) for b in page], len(batches) > limit))
 
     async def cancel_batch(self, request: Request) -> Response:
-        batch = self._batch(request)
+        batch = self.batch(request)
         if not await run_in_threadpool(self.batches.cancel, batch):
             raise ApiError(409, f"Cannot cancel a batch with status '{batch.word(self.shape)}'.", retry=False)
-        return JSONResponse(self._json(batch))
+        return JSONResponse(self.batch_json(batch))
 
-    def _batch(self, request: Request) -> OpenAIBatch:
-        batch_id = request.path_params["batch_id"]
-        batch = self.batches.get(batch_id)
-        if batch is None:
-            raise ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
-        return batch
+    def no_batch(self, batch_id: str) -> ApiError:
+        return ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
 
-    def _json(self, batch: OpenAIBatch) -> dict:
+    def batch_json(self, batch: OpenAIBatch) -> dict:
         validated = batch.phase not in ("validating", "failed")
         done, failed = batch.progress(self.now())
         errors = batch.failure if batch.phase == "failed" else None

@@ -12,10 +12,41 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from starlette.datastructures import UploadFile
 
 from .clock import Clock
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Things by id in the order they were added, behind a lock: the emulator answers requests on
+    many threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, T] = {}
+
+    def add(self, key: str, item: T) -> int:
+        """Keep ``item`` under ``key``; returns how many were added before it."""
+        with self._lock:
+            ordinal = len(self._items)
+            self._items[key] = item
+        return ordinal
+
+    def get(self, key: str) -> T | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def pop(self, key: str) -> T | None:
+        with self._lock:
+            return self._items.pop(key, None)
+
+    def newest_first(self) -> list[T]:
+        with self._lock:
+            return list(reversed(self._items.values()))
 
 FILE_TTL_SECONDS = 30 * 24 * 3600  # purpose=batch / batch_output files expire after 30 days
 

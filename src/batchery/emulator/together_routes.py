@@ -53,7 +53,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from .fake_model import CHARS_PER_TOKEN, Behaviour, model_exists, reply
 from .fake_model import _text_of as _text
-from .lifecycle import Batch, Scan, Service, jsonl, run_requests
+from .lifecycle import Batch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile
 from .validation import MAX_LINES, check_chat_body
@@ -130,15 +130,7 @@ def _scan(path: Path, max_lines: int) -> Scan:
     """Check an input file once, streaming; stop at the first problem, which fails the whole job."""
     scan = Scan()
     seen: set[str] = set()
-    for raw in jsonl(path):
-        scan.total += 1
-        if scan.total > max_lines:
-            scan.problem(f"Too many requests: a batch holds at most {max_lines}.")
-            break
-        try:
-            line = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            line = None
+    for line in scan_lines(scan, [path], max_lines, f"Too many requests: a batch holds at most {max_lines}."):
         custom_id = line.get("custom_id") if isinstance(line, dict) else None
         well_formed = isinstance(custom_id, str) and 0 < len(custom_id) <= MAX_CUSTOM_ID
         if not (well_formed and isinstance(line.get("body"), dict)):
@@ -186,7 +178,7 @@ class TogetherJob(Batch):
     error_file_id: str | None = None
 
 
-class TogetherService(Service[TogetherJob]):
+class TogetherService(FilesAndBatches[TogetherJob]):
     """One mounted instance of Together's Files + Batch API, with its own files and jobs.
 
     ``prefix`` (what the auth middleware guards) is the API under ``<base>/v1``; the presigned
@@ -202,18 +194,7 @@ class TogetherService(Service[TogetherJob]):
         self._lock = threading.Lock()
 
     def routes(self) -> list[BaseRoute]:
-        return [
-            Route("/files", self.start_upload, methods=["POST"]),
-            Route("/files", self.list_files, methods=["GET"]),
-            Route("/files/{file_id}", self.retrieve_file, methods=["GET"]),
-            Route("/files/{file_id}", self.delete_file, methods=["DELETE"]),
-            Route("/files/{file_id}/content", self.file_content, methods=["GET"]),
-            Route("/files/{file_id}/preprocess", self.preprocess, methods=["POST"]),
-            Route("/batches", self.create_batch, methods=["POST"]),
-            Route("/batches", self.list_batches, methods=["GET"]),
-            Route("/batches/{batch_id}", self.retrieve_batch, methods=["GET"]),
-            Route("/batches/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
-        ]
+        return [*super().routes(), Route("/files/{file_id}/preprocess", self.preprocess, methods=["POST"])]
 
     def mount(self) -> Mount:
         """The API (with its fault gate) under ``<base>/v1``, and the storage bucket beside it."""
@@ -224,7 +205,7 @@ class TogetherService(Service[TogetherJob]):
 
     # -- files -----------------------------------------------------------------------------------
 
-    async def start_upload(self, request: Request) -> Response:
+    async def upload_file(self, request: Request) -> Response:
         """Step 1: register the file and answer 302 to a presigned PUT URL."""
         async with request.form(max_files=1, max_fields=20) as form:
             fields = {name: form.get(name) for name in ("purpose", "file_name", "file_type", "checksum")}
@@ -313,11 +294,8 @@ class TogetherService(Service[TogetherJob]):
     # -- batches ---------------------------------------------------------------------------------
 
     async def create_batch(self, request: Request) -> Response:
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
+        body = await json_object(request)
+        if body is None:
             raise _batch_error(400, "The request body must be a JSON object.")
         endpoint = body.get("endpoint")
         if endpoint not in ENDPOINTS:
@@ -348,36 +326,26 @@ class TogetherService(Service[TogetherJob]):
             window=self.timing.completion_window_seconds, failure=next(iter(scan.errors), None), input_file_id=stored.id,
             input_path=stored.path, size=size, model_id=model_id, endpoint=endpoint))
         self.files.pin(stored.path)
-        return self.faults.lost(JSONResponse({"job": self._json(job)}, status_code=201))
+        return self.faults.lost(JSONResponse({"job": self.batch_json(job)}, status_code=201))
 
     async def list_batches(self, request: Request) -> Response:
         self.stats.add(self.provider, "batch_lists")
         jobs = self.batches.newest_first()
         await run_in_threadpool(self.batches.advance, *jobs)
-        return JSONResponse([self._json(job) for job in jobs])
-
-    async def retrieve_batch(self, request: Request) -> Response:
-        job = self._job(request)
-        self.stats.add(self.provider, "batch_gets")
-        await run_in_threadpool(self.batches.advance, job)
-        return JSONResponse(self._json(job))
+        return JSONResponse([self.batch_json(job) for job in jobs])
 
     async def cancel_batch(self, request: Request) -> Response:
-        job = self._job(request)
+        job = self.batch(request)
         if not await run_in_threadpool(self.batches.cancel, job):
             raise _batch_error(400, f"Batch job {job.id} is {job.word(self.shape)}; only VALIDATING or "
                                     "IN_PROGRESS jobs can be cancelled.")
         await run_in_threadpool(self.batches.advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
-        return JSONResponse(self._json(job))
+        return JSONResponse(self.batch_json(job))
 
-    def _job(self, request: Request) -> TogetherJob:
-        batch_id = request.path_params["batch_id"]
-        job = self.batches.get(batch_id)
-        if job is None:
-            raise _batch_error(404, f"Batch job {batch_id} not found.")
-        return job
+    def no_batch(self, batch_id: str) -> ApiError:
+        return _batch_error(404, f"Batch job {batch_id} not found.")
 
-    def _json(self, job: TogetherJob) -> dict:
+    def batch_json(self, job: TogetherJob) -> dict:
         done, _ = job.progress(self.now())
         doc = {
             "id": job.id,
