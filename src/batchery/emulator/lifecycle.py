@@ -228,8 +228,7 @@ class Lifecycle(Generic[B]):
 
     def _enqueued(self, model: str | None) -> int:
         """Prompt tokens of this model's batches that have not ended (validating or running)."""
-        with self._lock:
-            batches = [b for b in self._batches.values() if b.prompt_tokens and getattr(b, "model", None) == model]
+        batches = [b for b in self._batches.all() if b.prompt_tokens and getattr(b, "model", None) == model]
         self.advance(*batches)
         return sum(b.prompt_tokens for b in batches if not b.ended)
 

@@ -44,9 +44,13 @@ class Registry(Generic[T]):
         with self._lock:
             return self._items.pop(key, None)
 
-    def newest_first(self) -> list[T]:
+    def all(self) -> list[T]:
+        """Every item, oldest first."""
         with self._lock:
-            return list(reversed(self._items.values()))
+            return list(self._items.values())
+
+    def newest_first(self) -> list[T]:
+        return self.all()[::-1]
 
 FILE_TTL_SECONDS = 30 * 24 * 3600  # purpose=batch / batch_output files expire after 30 days
 
