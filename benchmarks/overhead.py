@@ -72,11 +72,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_emulator() -> tuple[subprocess.Popen, str]:
-    """`batchery emulator` in its own process; returns it and the server's URL."""
+def start_emulator(*options: str) -> tuple[subprocess.Popen, str]:
+    """`batchery emulator [options]` in its own process; returns it and the server's URL."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    proc = subprocess.Popen([sys.executable, "-m", "batchery.cli", "emulator", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "batchery.cli", "emulator", "--port", str(port), *options],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
