@@ -101,6 +101,19 @@ def test_to_pandas_gives_one_row_per_line_in_input_order_with_nullable_dtypes(jo
     pd.testing.assert_frame_equal(df, pd.read_parquet(tmp_path / "r.parquet", dtype_backend="numpy_nullable"))
 
 
+def test_run_and_collect_write_the_format_their_out_file_names(tmp_path):
+    requests = tmp_path / "in.jsonl"
+    requests.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in LINES[::2]))  # a, c, e: all succeed
+    code, _, err = cli("run", str(requests), "--model", "gpt-4o-mini", "--emulate", "--job", "j",
+                       "--store", str(tmp_path / "s"), "--out", str(tmp_path / "r.parquet"))
+    assert code == 0, err
+    assert pq.read_table(tmp_path / "r.parquet").column("id").to_pylist() == ["a", "c", "e"]
+    (tmp_path / "r.parquet").unlink()  # collect writes a finished job's missing file again, as its run did
+    code, _, err = cli("collect", "j", "--store", str(tmp_path / "s"))
+    assert code == 0, err
+    assert pq.read_table(tmp_path / "r.parquet").num_rows == 3
+
+
 def test_csv_keeps_metadata_as_json_text(job_store):
     code, out, err = cli("results", "job", "--store", str(job_store), "--format", "csv")
     assert code == 0, err

@@ -160,10 +160,22 @@ def write_parquet(store: Store, job_id: int, provider: str, out: BinaryIO) -> in
     return n
 
 
+def format_for(path: str | Path | None) -> str:
+    """The format a results file's name asks for: .csv and .parquet by their suffix, else JSONL, so
+    `--out r.parquet` never writes JSON lines into a file named .parquet."""
+    if path is None or str(path) == "-":
+        return "jsonl"
+    return {".csv": "csv", ".parquet": "parquet"}.get(Path(path).suffix.lower(), "jsonl")
+
+
 def check_target(path: str | Path | None) -> None:
     """Refuse an output path that cannot be written, before a job runs rather than after."""
     if path is None or str(path) == "-":
         return
+    if format_for(path) == "parquet":  # pyarrow missing: say so before anything is sent
+        from .columnar import pyarrow
+
+        pyarrow()
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"--out {path} is a folder; give a file name")
@@ -172,13 +184,15 @@ def check_target(path: str | Path | None) -> None:
                           "(nothing was sent)")
 
 
-def export(store: Store, job_id: int, provider: str, path: str | Path | None, fmt: str = "jsonl") -> int:
-    """Write results to `path`, or standard output when None or "-".
+def export(store: Store, job_id: int, provider: str, path: str | Path | None, fmt: str | None = None) -> int:
+    """Write results to `path`, or standard output when None or "-", as `fmt` (default: as the
+    file's suffix asks, see format_for).
 
     A regular file is replaced atomically (written beside it, then renamed over it), so a crash, a
     signal or a full disk never leaves half a file. Anything else that exists there - a FIFO, a
     device, /dev/stdout, a symlink - is written into, as a shell redirection would: renaming over it
     would replace it (as root, `--out /dev/null` would replace the system's /dev/null)."""
+    fmt = fmt or format_for(path)
     writer = {"csv": write_csv, "parquet": write_parquet}.get(fmt, write_jsonl)
     if fmt == "parquet":  # pyarrow missing: say so before a file is touched
         from .columnar import pyarrow

@@ -29,7 +29,7 @@ def run(
     model: str | None = typer.Option(None, help="Model for requests that do not name one."),
     job: str | None = typer.Option(None, help="Job name (default: the input file's name). Same name = resume."),
     out: Path | None = typer.Option(None, help="Results file (default: <job>.results.jsonl; - for standard "
-                                       "output). A FIFO or device is written into; a regular file is replaced "
+                                       "output; a .csv or .parquet name writes that format). A FIFO or device is written into; a regular file is replaced "
                                        "atomically."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Submit and return; collect later with the same command."),
     base_url: str | None = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged."),
@@ -242,10 +242,9 @@ def results(
     """Write a job's results: one line (or row) per input line, in input order."""
     from ..control import find_job
     from ..errors import ConfigError
-    from ..export import check_target, export
+    from ..export import check_target, export, format_for
 
-    if format is None:  # `--out r.parquet` alone should not write JSONL into a file named .parquet
-        format = {".csv": "csv", ".parquet": "parquet"}.get(out.suffix.lower(), "jsonl") if out else "jsonl"
+    format = format or format_for(out)
     if format not in ("jsonl", "csv", "parquet"):
         raise ConfigError(f"unknown format '{format}'; use jsonl, csv or parquet")
     if format == "parquet" and (out is None or str(out) == "-") and sys.stdout.isatty():
