@@ -14,6 +14,7 @@ from batchery.providers import PROVIDERS, provider_class
 from batchery.providers.base import BatchProvider
 from batchery.retry import ErrorCodes
 from batchery.states import BatchWord
+from batchery.states import OutcomeStatus as S
 
 from .conftest import CASES
 
@@ -56,3 +57,12 @@ def test_every_batch_provider_has_an_emulator_service_and_a_contract_case():
 
 def test_the_registry_is_one_line_per_provider_naming_only_its_adapter():
     assert all(isinstance(where, str) and where.count(":") == 1 for where in PROVIDERS.values())
+
+
+def test_lines_a_batch_did_not_return_end_as_the_batch_ended_read_from_each_adapters_status_words():
+    cases = {("openai", "expired"): S.EXPIRED, ("openai", "cancelling"): S.MISSING, ("groq", "failed"): S.FAILED,
+             ("together", "CANCELLED"): S.CANCELLED, ("together", "COMPLETED"): S.MISSING,
+             ("mistral", "TIMEOUT_EXCEEDED"): S.EXPIRED, ("mistral", "CANCELLATION_REQUESTED"): S.MISSING,
+             ("gemini", "JOB_STATE_FAILED"): S.FAILED, ("gemini", "JOB_STATE_PARTIALLY_SUCCEEDED"): S.MISSING,
+             ("anthropic", "ended"): S.MISSING, ("openai", "a status no adapter knows"): S.MISSING}
+    assert {case: provider_class(case[0]).leftover_of(case[1]) for case in cases} == cases

@@ -39,9 +39,6 @@ from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED,
-    EXPIRED,
-    CallFailure,
     Outcome,
     RemoteBatch,
     StainlessBatch,
@@ -49,7 +46,6 @@ from .base import (
     decode_stream,
     poll_listed,
     split_lines,
-    stainless_failure,
 )
 
 if TYPE_CHECKING:
@@ -65,10 +61,6 @@ DEFAULT_MAX_TOKENS = 4096
 MIN_THINKING_BUDGET = 1024  # the API's floor for thinking.budget_tokens
 _INSTRUCTION_ROLES = frozenset({"system", "developer"})
 _LIST_PAGE = 100
-_UNRUN = {
-    "canceled": (CANCELLED, "batch_cancelled", "the batch was canceled before this request ran"),
-    "expired": (EXPIRED, "batch_expired", "the batch reached its 24 h limit before this request ran"),
-}
 
 
 class AnthropicBatch(StainlessBatch):
@@ -214,17 +206,13 @@ class AnthropicBatch(StainlessBatch):
         with self._errors("download"), results(remote.remote_id) as response:
             yield from decode_stream(response.iter_bytes(1 << 20), decode_line)
 
-    def describe_error(self, exc: Exception) -> CallFailure | None:
-        return stainless_failure(self._sdk, exc, _message(exc))
-
-
-def _message(exc: Exception) -> str:
-    """The error envelope's type and message, rather than the SDK's dump of the whole body."""
-    body = getattr(exc, "body", None)
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return f"{error.get('type', 'error')}: {error['message']}"
-    return str(getattr(exc, "message", None) or exc)
+    def error_message(self, exc: Exception) -> str:
+        """The error envelope's type and message, rather than the SDK's dump of the whole body."""
+        body = getattr(exc, "body", None)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return f"{error.get('type', 'error')}: {error['message']}"
+        return super().error_message(exc)
 
 
 def _split_instructions(messages: list[dict]) -> tuple[list[str], list[dict]]:
@@ -285,9 +273,10 @@ def decode_line(line: bytes) -> Outcome | None:
         error = got if isinstance(got := envelope.get("error"), dict) else {}
         return Outcome.failed(custom_id, str(error.get("type") or "errored"),
                               str(error.get("message") or "the request failed"), orjson.dumps(envelope))
-    if kind in _UNRUN:
-        status, code, message = _UNRUN[kind]
-        return Outcome.ended(custom_id, status, code, message)
+    if kind == "canceled":
+        return Outcome.cancelled(custom_id, "batch_cancelled", "the batch was canceled before this request ran")
+    if kind == "expired":
+        return Outcome.expired(custom_id, "batch_expired", "the batch reached its 24 h limit before this request ran")
     return None
 
 

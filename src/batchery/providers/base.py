@@ -30,6 +30,8 @@ SUCCEEDED, FAILED, EXPIRED, CANCELLED, MISSING = (
 BATCH_STATES = tuple(BatchWord)
 # Statuses the engine itself writes for batches that never ran at the provider.
 _LOCAL_STATUSES = {"rejected": BatchWord.FAILED, "not_sent": BatchWord.CANCELLED}
+# How the lines an ended batch did not return end, by how the batch ended (any other way: missing).
+_LEFTOVER: dict[str, OutcomeStatus] = {BatchWord.FAILED: FAILED, BatchWord.EXPIRED: EXPIRED, BatchWord.CANCELLED: CANCELLED}
 
 
 class Outcome(NamedTuple):
@@ -183,6 +185,12 @@ class BatchProvider(ABC):
         if word is None:  # a status this adapter does not know yet: say only whether it has ended
             word = "done" if local_state == "collected" else "running"
         return str(word)  # plain text: words are counted in dicts dumped as JSON
+
+    @classmethod
+    def leftover_of(cls, remote_status: str) -> OutcomeStatus:
+        """RemoteBatch.leftover for a batch in provider status `remote_status`: its unreturned lines
+        end as the batch did where it failed, expired or was cancelled, else they are missing."""
+        return _LEFTOVER.get(cls.batch_states.get(remote_status, ""), MISSING)
 
     def check(self, request: dict) -> str | None:
         """Why this provider cannot honour a canonical request (None if it can). Called for every
@@ -360,6 +368,13 @@ class StainlessBatch(BatchProvider):
 
     async def send(self, body: dict, model: str) -> LiveResponse:
         return await post_stainless(self, self.live_path, body)
+
+    def describe_error(self, exc: Exception) -> CallFailure | None:
+        return stainless_failure(self._sdk, exc, self.error_message(exc))
+
+    def error_message(self, exc: Exception) -> str:
+        """What an SDK error says, for the message batchery shows (an adapter may read its body)."""
+        return str(getattr(exc, "message", None) or exc)
 
 
 # -- errors and secrets ----------------------------------------------------------------------------

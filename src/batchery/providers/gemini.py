@@ -28,10 +28,6 @@ from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import (
-    CANCELLED,
-    EXPIRED,
-    FAILED,
-    MISSING,
     BatchProvider,
     CallFailure,
     LiveResponse,
@@ -55,7 +51,6 @@ _EFFORT_BUDGETS = {"low": 1024, "medium": 8192, "high": 24576}
 _BUDGET_ONLY_MODELS = ("gemini-1", "gemini-2", "models/gemini-1", "models/gemini-2")
 _MAX_STOP_SEQUENCES = 5
 _ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
-_LEFTOVER = {"JOB_STATE_FAILED": FAILED, "JOB_STATE_EXPIRED": EXPIRED, "JOB_STATE_CANCELLED": CANCELLED}
 _ANSWERED = {"STOP", "MAX_TOKENS"}  # finish reasons that leave an answer, even an empty one
 # google.rpc.Code names, by number: per-request errors are google.rpc.Status objects.
 _RPC_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -380,5 +375,5 @@ def _remote(job: Any) -> RemoteBatch:
         output_file=job.dest.file_name if job.dest else None,
         error=(job.error.message if job.error and job.error.message else "the Gemini batch failed") if failed else None,
         error_code="batch_failed" if failed else None,
-        leftover=_LEFTOVER.get(state, MISSING),
+        leftover=GeminiBatch.leftover_of(state),
     )

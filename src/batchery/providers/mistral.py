@@ -40,10 +40,6 @@ import orjson
 from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED,
-    EXPIRED,
-    FAILED,
-    MISSING,
     BatchProvider,
     CallFailure,
     LiveResponse,
@@ -59,7 +55,6 @@ from .openai import OPENAI_CODES, chat_options, chat_usage, read_line
 TAG_KEY = "batchery_batch"
 TIMEOUT_HOURS = 24  # Mistral's default window; TIMEOUT_EXCEEDED after it
 _IN_FLIGHT = frozenset({"QUEUED", "RUNNING", "CANCELLATION_REQUESTED"})
-_LEFTOVER = {"TIMEOUT_EXCEEDED": EXPIRED, "CANCELLED": CANCELLED, "FAILED": FAILED}
 # Mistral's chat roles are system/user/assistant/tool: a developer message is a system instruction.
 _ROLES = {"developer": "system"}
 _PAGE_SIZE = 100
@@ -294,7 +289,7 @@ def _remote(job) -> RemoteBatch:
         output_file=output_file,
         error_file=error_file,
         error=error,
-        leftover=_LEFTOVER.get(job.status, MISSING),
+        leftover=MistralBatch.leftover_of(job.status),
         total=job.total_requests,
         completed=job.succeeded_requests,
         failed=job.failed_requests,

@@ -16,8 +16,6 @@ from .base import (
     CANCELLED,
     EXPIRED,
     FAILED,
-    MISSING,
-    CallFailure,
     Outcome,
     RemoteBatch,
     StainlessBatch,
@@ -25,7 +23,6 @@ from .base import (
     decode_stream,
     find_tagged,
     poll_listed,
-    stainless_failure,
 )
 
 # The error codes of OpenAI's API, and of those that copy its error envelope (Groq, Together, Mistral).
@@ -38,7 +35,6 @@ OPENAI_CODES = ErrorCodes(
 TAG_KEY = "batchery_batch"
 _ENDED = {"completed", "failed", "expired", "cancelled"}
 _LINE_STATUS = {"batch_expired": EXPIRED, "batch_cancelled": CANCELLED}
-_LEFTOVER = {"failed": FAILED, "expired": EXPIRED, "cancelled": CANCELLED}
 
 
 class OpenAIBatch(StainlessBatch):
@@ -128,9 +124,6 @@ class OpenAIBatch(StainlessBatch):
     def decode_live(self, custom_id: str, status: int, body) -> Outcome | None:
         return decode_response(custom_id, status, body)
 
-    def describe_error(self, exc: Exception) -> CallFailure | None:
-        return stainless_failure(self._sdk, exc, _message(exc))
-
 
 class OpenAICompatible(OpenAIBatch):
     """Any server that speaks OpenAI's Chat Completions — vLLM, Ollama, llama.cpp's server,
@@ -160,10 +153,6 @@ def file_outcomes(adapter: StainlessBatch, remote: RemoteBatch,
             continue
         with adapter._errors("download"), adapter.client.files.with_streaming_response.content(file_id) as response:
             yield from decode_stream(response.iter_bytes(1 << 20), decode)
-
-
-def _message(exc) -> str:
-    return str(getattr(exc, "message", None) or exc)
 
 
 def chat_body(request: dict) -> dict:
@@ -251,7 +240,7 @@ def _remote(batch) -> RemoteBatch:
         error_file=batch.error_file_id,
         error="; ".join(f"{e.message}" + (f" (line {e.line})" if e.line else "") for e in errors) or None,
         error_code=errors[0].code if errors else None,
-        leftover=_LEFTOVER.get(batch.status, MISSING),
+        leftover=OpenAIBatch.leftover_of(batch.status),
         total=counts.total if counts else 0,
         completed=counts.completed if counts else 0,
         failed=counts.failed if counts else 0,

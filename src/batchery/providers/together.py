@@ -45,22 +45,15 @@ import orjson
 from ..errors import ProviderError
 from ..limits import MB, BatchLimits
 from .base import (
-    CANCELLED,
-    EXPIRED,
-    FAILED,
-    MISSING,
-    CallFailure,
     Outcome,
     RemoteBatch,
     StainlessBatch,
-    stainless_failure,
 )
 from .openai import OPENAI_CODES, decode_line, decode_response, file_outcomes
 from .openai import chat_body as openai_chat_body
 
 COMPLETION_WINDOW = "24h"  # Together's only window
 _ENDED = frozenset({"COMPLETED", "FAILED", "EXPIRED", "CANCELLED"})
-_LEFTOVER = {"FAILED": FAILED, "EXPIRED": EXPIRED, "CANCELLED": CANCELLED}
 # Together's chat roles are system/user/assistant/tool: a developer message is a system instruction.
 _ROLES = {"developer": "system"}
 
@@ -76,6 +69,8 @@ class TogetherBatch(StainlessBatch):
     limits = BatchLimits(max_requests=50_000, max_bytes=100 * MB, discount=0.5, window="24h best effort",
                          max_enqueued_tokens=30_000_000_000)  # "30B tokens enqueued per model"
     # The upload's PUT raises httpx's transport errors as they are: base._errors catches those.
+    # The SDK words every 401 on upload as "exceed your free trial credits", a wrong key included:
+    # the status decides (an account failure, whose message names TOGETHER_API_KEY).
     sdk_module, sdk_client = "together", "Together"
     live_path = "/v1/chat/completions"
     default_base_url = "https://api.together.ai"
@@ -152,15 +147,6 @@ class TogetherBatch(StainlessBatch):
     def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
         return file_outcomes(self, remote, decode_result)
 
-    def describe_error(self, exc: Exception) -> CallFailure | None:
-        # The SDK words every 401 on upload as "exceed your free trial credits", a wrong key included:
-        # a 401 is an account failure, whose message names TOGETHER_API_KEY.
-        return stainless_failure(self._sdk, exc, _message(exc))
-
-
-def _message(exc: Exception) -> str:
-    return str(getattr(exc, "message", None) or exc)
-
 
 def chat_body(request: dict) -> dict:
     """Neutral request -> Together chat completion body: OpenAI's, with Together's roles and cap."""
@@ -200,5 +186,5 @@ def _remote(job, tag: str | None = None) -> RemoteBatch:
         error_file=job.error_file_id,
         error=(job.error or "the batch failed validation") if rejected else None,
         error_code="batch_failed" if rejected else None,
-        leftover=_LEFTOVER.get(status, MISSING),
+        leftover=TogetherBatch.leftover_of(status),
     )
