@@ -69,8 +69,9 @@ def tiktoken_cache_dir() -> str | None:
 
 def counter(provider: str, model: str) -> tuple[Callable[[str], int], str]:
     """(count tokens in a text, method name) for a model: tiktoken if usable offline, else the approximation."""
-    if provider == "openai":
-        encoding = _bundled_encoding(model) or _cached_encoding(model)
+    name = _encoding_name(model) if provider == "openai" else None
+    if name is not None:
+        encoding = (bundled_o200k() if name == BUNDLED else None) or _cached_encoding(name)
         if encoding is not None:
             return (lambda text: len(encoding.encode(text, disallowed_special=()))), f"tiktoken {encoding.name}"
     return approximate_tokens, APPROXIMATE
@@ -112,17 +113,16 @@ BUNDLED = "o200k_base"
 _BUNDLED_FILE = "o200k_base.tiktoken.gz"
 
 
-def _bundled_encoding(model: str):
-    """tiktoken's o200k_base built from the bundled file, for the models tiktoken maps to it."""
+def _encoding_name(model: str) -> str | None:
+    """The encoding tiktoken maps an OpenAI model to; None without tiktoken or for a model it does not know."""
     try:
         from tiktoken.model import encoding_name_for_model
     except ImportError:
         return None
     try:
-        name = encoding_name_for_model(model)
+        return encoding_name_for_model(model)
     except KeyError:
         return None
-    return bundled_o200k() if name == BUNDLED else None
 
 
 @functools.cache
@@ -152,17 +152,10 @@ def bundled_o200k():
     return tiktoken.Encoding(**definition)
 
 
-def _cached_encoding(model: str):
-    """The tiktoken encoding for an OpenAI model if its file is already cached; never downloads."""
-    try:
-        import tiktoken
-        from tiktoken.model import encoding_name_for_model
-    except ImportError:
-        return None
-    try:
-        name = encoding_name_for_model(model)
-    except KeyError:
-        return None
+def _cached_encoding(name: str):
+    """tiktoken's encoding `name` if its file is already cached; never downloads."""
+    import tiktoken
+
     url, directory = _ENCODING_FILES.get(name), tiktoken_cache_dir()
     if url is None or directory is None:
         return None
