@@ -92,9 +92,11 @@ def test_a_negative_or_not_finite_price_is_refused_whichever_model_is_asked(tmp_
         PriceBook(path).price("openai", "other")
 
 
-def test_a_folder_given_as_the_price_file_is_a_clear_error(tmp_path):
+def test_a_folder_or_a_missing_file_given_as_the_price_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="is a folder, not a price file"):
         PriceBook(tmp_path)
+    with pytest.raises(ConfigError, match=r"gone\.toml: no such price file"):
+        PriceBook(tmp_path / "gone.toml")
 
 
 def test_offline_token_count_falls_back_to_the_stated_approximation(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from .errors import InputError
+from .errors import BatcheryError, InputError
 
 # CSV columns that become request fields; numbers arrive as text and are converted here.
 _CSV_NUMBERS = {"max_tokens": int, "temperature": float, "top_p": float}
@@ -46,6 +46,19 @@ def check_file(path: Path) -> None:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a file")
+
+
+def read_file(path: Path, what: str = "file", error: type[BatcheryError] = InputError) -> bytes:
+    """A whole (small) file, or one clear `error` naming the path and what it should have been
+    (`what`: "config file", "price file"...): missing, a folder, or unreadable."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not a {what}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror})") from None
 
 
 def open_file(path: Path) -> BinaryIO:

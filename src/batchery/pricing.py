@@ -307,14 +307,11 @@ def _discount_note(provider: str) -> str:
 
 
 def _load_overrides(path: Path) -> dict[str, dict[str, dict]]:
+    from .inputs import read_file
+
+    raw = read_file(path, "price file", ConfigError)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: price file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a price file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a valid TOML price file ({exc})") from None
     for provider, models in data.items():

@@ -261,6 +261,8 @@ def test_unreadable_configs_specs_and_report_folders_are_clear_errors(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="is a folder, not a config file"):
         load_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"gone\.yaml: no such config file"):
+        load_config(tmp_path / "gone.yaml")
     (tmp_path / "taken").write_text("a file\n")
     for out in ("taken", "taken/report"):  # the report folder is, or lies under, an existing file
         with pytest.raises(ConfigError, match=r"out: .*taken is a file, not a folder"):

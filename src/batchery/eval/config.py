@@ -61,6 +61,7 @@ from pydantic import (
 )
 
 from ..errors import ConfigError
+from ..inputs import read_file
 from ..paths import store_url
 from .prompts import BUILTIN, PromptTemplate, builtin_template
 
@@ -352,14 +353,9 @@ def load_config(path: Path, kind: type[RunSettings] = EvalConfig) -> Any:
     naming the file and field (`support.yaml: candidates[1].params.temperatur: ...`)."""
     import yaml
 
+    data = read_file(path, "config file", ConfigError)
     try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+        raw = yaml.safe_load(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     except (yaml.YAMLError, RecursionError) as exc:
