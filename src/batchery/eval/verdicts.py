@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 LIKERT_COMPLIANT_FROM = 4
 TIE = "tie"  # a jury that split evenly: its own outcome, never "unparsed"
 MAX_REPLY_CHARS = 200_000  # longer replies are read from their first and last parts only
-_MAX_OBJECT_ATTEMPTS = 1000  # '{' positions tried per reply; bounds the work on hostile text
+_MAX_OBJECT_ATTEMPTS = 1000  # '{' or '[' positions tried per reply; bounds the work on hostile text
 _DECODER = json.JSONDecoder()
 _MISSING = object()
 _INVALID = object()
@@ -168,21 +168,10 @@ def parse_inputs(text: Any, limit: int) -> list[str] | None:
 
 
 def _last_list(text: str) -> list | None:
-    """The last top-level JSON list in ``text`` (bounded like :func:`_objects`)."""
-    if len(text) > MAX_REPLY_CHARS:
-        half = MAX_REPLY_CHARS // 2
-        text = text[:half] + "\n" + text[-half:]
-    found, pos, attempts = None, text.find("["), 0
-    while pos != -1 and attempts < _MAX_OBJECT_ATTEMPTS:
-        attempts += 1
-        try:
-            value, end = _DECODER.raw_decode(text, pos)
-        except (ValueError, RecursionError):
-            pos = text.find("[", pos + 1)
-            continue
-        if isinstance(value, list):
-            found = value
-        pos = text.find("[", end)
+    """The last top-level JSON list in ``text``."""
+    found = None
+    for value in _top_level(text, "["):
+        found = value
     return found
 
 
@@ -198,29 +187,30 @@ def _value_key(value: Any) -> str | None:
 # -- finding the object --------------------------------------------------------------------------
 
 
-def _objects(text: str):
-    """Top-level JSON objects in ``text``, in order (objects nested in another are not repeated)."""
+def _top_level(text: str, opener: str) -> Iterator[Any]:
+    """The top-level JSON values in ``text`` that open with ``opener`` ("{" objects, "[" lists), in
+    order (values nested in another are not repeated). Bounded for hostile text: a long reply is
+    read from its first and last parts, and at most _MAX_OBJECT_ATTEMPTS positions are tried."""
     if len(text) > MAX_REPLY_CHARS:
         half = MAX_REPLY_CHARS // 2
         text = text[:half] + "\n" + text[-half:]
-    pos, attempts = text.find("{"), 0
+    pos, attempts = text.find(opener), 0
     while pos != -1 and attempts < _MAX_OBJECT_ATTEMPTS:
         attempts += 1
         try:
             value, end = _DECODER.raw_decode(text, pos)
         except (ValueError, RecursionError):
-            pos = text.find("{", pos + 1)
+            pos = text.find(opener, pos + 1)
             continue
-        if isinstance(value, dict):
-            yield value
-        pos = text.find("{", end)
+        yield value
+        pos = text.find(opener, end)
 
 
 def _last_object_with(text: Any, key: str) -> dict | None:
     if not isinstance(text, str):
         return None
     found = None
-    for obj in _objects(text):
+    for obj in _top_level(text, "{"):
         if key in obj:
             found = obj
     return found
