@@ -13,6 +13,7 @@ from batchery.engine import Engine, PollPolicy, prepare_job
 from batchery.errors import ConfigError
 from batchery.inputs import iter_objects
 from batchery.providers import get_provider
+from batchery.providers.base import LIST_SCAN, RemoteBatch, poll_listed
 from batchery.store import Store
 
 
@@ -215,3 +216,16 @@ def test_submit_refuses_a_provider_without_a_batch_api(tmp_path, emulator):
     with pytest.raises(ConfigError, match="no Batch API"):
         batchery.submit(prompts(1), provider="openai-compatible", model="m", base_url=emulator.base_url(),
                         store=tmp_path / "s")
+
+
+def test_a_poll_reads_exactly_list_scan_listed_batches_then_fetches_the_rest_one_by_one():
+    """Reading one entry past LIST_SCAN would cost a whole extra page of the list (pages of 100)."""
+    read = []
+
+    def listing():  # an account with more batches than a poll looks through, none of them wanted
+        for i in range(3 * LIST_SCAN):
+            read.append(i)
+            yield RemoteBatch(f"old{i}", "completed", True)
+
+    found = poll_listed(listing(), ["mine"], lambda remote_id: RemoteBatch(remote_id, "in_progress", False))
+    assert len(read) == LIST_SCAN and found == {"mine": RemoteBatch("mine", "in_progress", False)}

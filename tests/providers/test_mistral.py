@@ -199,7 +199,7 @@ def test_sdk_errors_become_transient_account_or_final_with_mistrals_message(emul
         raise SDKError("API error occurred", httpx2.Response(status, json={"object": "error", "message": "no luck"}))
 
     monkeypatch.setattr(provider.client.batch.jobs, "list", refuse)
-    with pytest.raises(expected, match=rf"mistral list batch jobs.*{status}.*: no luck(\. The key or account.*)?$"):
+    with pytest.raises(expected, match=rf"mistral list batches.*{status}.*: no luck(\. The key or account.*)?$"):
         provider.find({"bb-x"})
 
 

@@ -44,7 +44,6 @@ from .base import (
     StainlessBatch,
     bearer,
     decode_stream,
-    poll_listed,
     split_lines,
 )
 
@@ -169,11 +168,11 @@ class AnthropicBatch(StainlessBatch):
         (see the module docstring), which the engine calls next for every batch not found here."""
         return {}
 
-    def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
-        batches = self.client.messages.batches
-        with self._errors("poll"):
-            return poll_listed(map(_remote, batches.list(limit=_LIST_PAGE)), remote_ids,
-                               lambda remote_id: _remote(batches.retrieve(remote_id)))
+    def listed(self) -> Iterator[RemoteBatch]:
+        return map(_remote, self.client.messages.batches.list(limit=_LIST_PAGE))
+
+    def fetch(self, remote_id: str) -> RemoteBatch:
+        return _remote(self.client.messages.batches.retrieve(remote_id))
 
     def cancel(self, remote_id: str) -> None:
         batches = self.client.messages.batches

@@ -227,13 +227,27 @@ class BatchProvider(ABC):
     def create(self, input_file: str, model: str, tag: str) -> RemoteBatch:
         """Create a batch tagged with `tag` so `find` can recognise it after a lost response."""
 
-    @abstractmethod
+    # Watching, by default through the provider's batch list: an adapter gives `listed` and `fetch`,
+    # or its own `find` and `poll` where its API offers another way.
+
     def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
         """Remote batches carrying any of these tags (the reconciliation path after a crash)."""
+        with self._errors("list batches"):
+            return find_tagged(self.listed(), tags)
 
-    @abstractmethod
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
         """Current state of these batches, with as few calls as the API allows."""
+        with self._errors("poll"):
+            return poll_listed(self.listed(), remote_ids, self.fetch)
+
+    def listed(self) -> Iterable[RemoteBatch]:
+        """The account's batches, newest first, read lazily page after page (a walk stops as soon
+        as it has what it needs)."""
+        raise NotImplementedError(f"{self.name} does not list its batches")
+
+    def fetch(self, remote_id: str) -> RemoteBatch:
+        """One batch, asked for by its id."""
+        raise NotImplementedError(f"{self.name} does not fetch a batch by its id")
 
     @abstractmethod
     def cancel(self, remote_id: str) -> None:
@@ -506,12 +520,12 @@ def poll_listed(listed: Iterable[RemoteBatch], remote_ids: list[str],
     two; whatever it has not shown within LIST_SCAN entries is fetched one by one."""
     wanted = set(remote_ids)
     seen: dict[str, RemoteBatch] = {}
-    for position, remote in enumerate(listed):
+    for looked, remote in enumerate(listed, 1):
         if remote.remote_id in wanted:
             seen[remote.remote_id] = remote
             if len(seen) == len(wanted):
                 break
-        if position >= LIST_SCAN:
+        if looked >= LIST_SCAN:  # stop on the last entry of a page: reading one more costs a page
             break
     for remote_id in wanted - seen.keys():
         seen[remote_id] = fetch(remote_id)

@@ -35,9 +35,7 @@ from .base import (
     Outcome,
     RemoteBatch,
     decode_stream,
-    find_tagged,
     join_url,
-    poll_listed,
     retry_after_of,
 )
 
@@ -148,15 +146,15 @@ class GeminiBatch(BatchProvider):
 
     # -- watching ------------------------------------------------------------------------------
 
-    def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
-        with self._errors("list batches"):
-            return find_tagged(map(_remote, self.client.batches.list(config={"page_size": 100})), tags)
+    def listed(self) -> Iterator[RemoteBatch]:
+        """The API does not document the list's order (the emulator serves newest first)."""
+        return map(_remote, self.client.batches.list(config={"page_size": 100}))
+
+    def fetch(self, remote_id: str) -> RemoteBatch:
+        return _remote(self.client.batches.get(name=remote_id))
 
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
-        # The API does not document the list's order (the emulator serves newest first).
-        with self._errors("poll"):
-            found = poll_listed(map(_remote, self.client.batches.list(config={"page_size": 100})), remote_ids,
-                                lambda remote_id: _remote(self.client.batches.get(name=remote_id)))
+        found = super().poll(remote_ids)
         for remote in found.values():
             if remote.ended and remote.output_file:  # inline results come whole in one body: never short
                 self._count(remote)

@@ -29,6 +29,6 @@ class GroqBatch(OpenAIBatch):
     default_base_url = "https://api.groq.com"
     live_headers = BatchProvider.live_headers  # the key alone: the Groq SDK sends no OpenAI organisation or project
 
-    def _listed(self) -> Iterable:
+    def _pages(self) -> Iterable:
         """One call: groq 1.7's ``batches.list()`` takes no paging parameters."""
         return self.client.batches.list().data

@@ -46,8 +46,6 @@ from .base import (
     Outcome,
     RemoteBatch,
     decode_stream,
-    find_tagged,
-    poll_listed,
     retry_after_of,
 )
 from .openai import OPENAI_CODES, chat_options, chat_usage, read_line
@@ -58,7 +56,6 @@ _IN_FLIGHT = frozenset({"QUEUED", "RUNNING", "CANCELLATION_REQUESTED"})
 # Mistral's chat roles are system/user/assistant/tool: a developer message is a system instruction.
 _ROLES = {"developer": "system"}
 _PAGE_SIZE = 100
-_POLL_PAGES = 3  # list pages read per poll before fetching the rest one by one
 
 
 class MistralBatch(BatchProvider):
@@ -150,14 +147,8 @@ class MistralBatch(BatchProvider):
 
     # -- watching ------------------------------------------------------------------------------
 
-    def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
-        with self._errors("list batch jobs"):
-            return find_tagged(map(_remote, self._jobs()), tags)
-
-    def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
-        with self._errors("poll"):
-            return poll_listed(map(_remote, self._jobs(max_pages=_POLL_PAGES)), remote_ids,
-                               lambda remote_id: _remote(self.client.batch.jobs.get(job_id=remote_id)))
+    def fetch(self, remote_id: str) -> RemoteBatch:
+        return _remote(self.client.batch.jobs.get(job_id=remote_id))
 
     def cancel(self, remote_id: str) -> None:
         try:
@@ -168,13 +159,13 @@ class MistralBatch(BatchProvider):
             if not self.poll([remote_id])[remote_id].ended:
                 raise
 
-    def _jobs(self, max_pages: int | None = None) -> Iterator[Any]:
-        """Jobs newest first, page by page (Mistral pages by number and reports the total)."""
+    def listed(self) -> Iterator[RemoteBatch]:
+        """Mistral pages by number and reports the total."""
         page = 0
-        while max_pages is None or page < max_pages:
+        while True:
             listing = self.client.batch.jobs.list(page=page, page_size=_PAGE_SIZE, order_by="-created")
             jobs = listing.data or []
-            yield from jobs
+            yield from map(_remote, jobs)
             page += 1
             if not jobs or page * _PAGE_SIZE >= listing.total:
                 return

@@ -21,8 +21,6 @@ from .base import (
     StainlessBatch,
     bearer,
     decode_stream,
-    find_tagged,
-    poll_listed,
 )
 
 # The error codes of OpenAI's API, and of those that copy its error envelope (Groq, Together, Mistral).
@@ -94,14 +92,11 @@ class OpenAIBatch(StainlessBatch):
 
     # -- watching ------------------------------------------------------------------------------
 
-    def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
-        with self._errors("list batches"):
-            return find_tagged(map(_remote, self._listed()), tags)
+    def listed(self) -> Iterator[RemoteBatch]:
+        return map(_remote, self._pages())
 
-    def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
-        with self._errors("poll"):
-            return poll_listed(map(_remote, self._listed()), remote_ids,
-                               lambda remote_id: _remote(self.client.batches.retrieve(remote_id)))
+    def fetch(self, remote_id: str) -> RemoteBatch:
+        return _remote(self.client.batches.retrieve(remote_id))
 
     def cancel(self, remote_id: str) -> None:
         with self._errors("cancel"):
@@ -110,7 +105,7 @@ class OpenAIBatch(StainlessBatch):
             except self._sdk.ConflictError:
                 pass  # the batch already ended; its results are collected as usual
 
-    def _listed(self) -> Iterable:
+    def _pages(self) -> Iterable:
         """The account's batches, newest first, as the list endpoint serves them (page after page)."""
         return self.client.batches.list(limit=100)
 
