@@ -17,6 +17,7 @@ __all__ = [
     "StoreError",
     "__version__",
     "arun",
+    "batching",
     "collect",
     "results",
     "run",
@@ -44,6 +45,10 @@ def __getattr__(name: str):
         from . import api
 
         return getattr(api, name)
+    if name == "batching":  # the drop-in client (in dropin.py: a submodule named batching would shadow it)
+        from .dropin import batching
+
+        return batching
     if name == "Result":
         from .export import Result
 

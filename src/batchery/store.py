@@ -452,6 +452,16 @@ class Store:
         self.db.execute("DROP TABLE temp.reused")
         return counts
 
+    def stored_answer(self, key: str, provider: str, origin: str) -> Any:
+        """The provider body of a succeeded answer to `key` in any job of this provider and origin,
+        or None: the drop-in client (dropin.py) answers such a call at once, sending nothing."""
+        row = self.db.execute(
+            "SELECT o.response FROM items AS i JOIN jobs AS j ON j.id = i.job_id"
+            " JOIN outcomes AS o ON o.item = i.id AND o.status = 'succeeded'"
+            " WHERE i.key = ? AND j.provider = ? AND json_extract(options, '$.origin') = ? LIMIT 1",
+            (key, provider, origin)).fetchone()
+        return None if row is None else row[0]
+
     # -- planning and batches ------------------------------------------------------------------
 
     def pending_models(self, job_id: int) -> list[str]:
