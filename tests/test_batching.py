@@ -37,7 +37,8 @@ def openai_client(emulator, tmp_path, **options):
     return batching(sdk, store=tmp_path / "store", poll=PollPolicy(sleep=emulator.clock.advance), **options)
 
 
-def test_each_call_gets_its_own_answer_as_the_sdks_type_and_a_rerun_sends_only_what_is_new(make_emulator, tmp_path):
+def test_each_call_gets_its_own_answer_as_the_sdks_type_and_a_rerun_sends_only_what_is_new(make_emulator, tmp_path,
+                                                                                           caplog):
     emulator = make_emulator()
     prompts = [f"question {i}" for i in range(10)] + ["question 3"]  # a repeat gets the same answer
 
@@ -55,6 +56,9 @@ def test_each_call_gets_its_own_answer_as_the_sdks_type_and_a_rerun_sends_only_w
     assert [r.model_dump() for r in again[:-1]] == [r.model_dump() for r in first]
     assert again[-1].choices[0].message.content == "Emulated answer to: question 99"
     assert sent(emulator) == (4, 11)
+    assert [r.message for r in caplog.records].count(  # the reuse is announced, once per client
+        f"answering calls made before at {emulator.base_url('openai')} from the store {tmp_path / 'store'}: "
+        "they are not sent again (use another store to ask afresh)") == 1
 
     # Reuse never crosses endpoints: another server (another base URL) is asked afresh.
     other = make_emulator()

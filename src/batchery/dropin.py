@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import hashlib
 import importlib
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -155,6 +156,7 @@ class _Batcher:
         self._in_flight: dict[str, asyncio.Future] = {}  # key -> the answer of a call waiting or sent
         self._closing = threading.Event()
         self._store: Any = None  # the event loop's connection, for stored answers (a Store is per thread)
+        self._reused = 0  # calls answered from the store: the first is announced
 
     def _poll_sleep(self, sleep: Callable[[float], None]) -> Callable[[float], None]:
         """The engine's sleep between polls, cut short when the client closes (or the loop ends)."""
@@ -216,7 +218,14 @@ class _Batcher:
             from .store import Store
 
             self._store = Store(self.store_location)
-        return self._store.stored_answer(key, self.kind.provider, self.origin)
+        answer = self._store.stored_answer(key, self.kind.provider, self.origin)
+        if answer is not None:
+            if not self._reused:  # reuse is never silent: say once where answers come from
+                logging.getLogger("batchery").warning(
+                    "answering calls made before at %s from the store %s: they are not sent again "
+                    "(use another store to ask afresh)", self.origin, self.store_location or "(default)")
+            self._reused += 1
+        return answer
 
     async def _time_window(self) -> None:
         await self.sleep(self.window_seconds)
