@@ -28,6 +28,7 @@ MODELS = {
     "mistral": "mistral-small-latest",
     "together": "meta-llama/Llama-3.3-70B-Instruct-Turbo",
     "groq": "llama-3.1-8b-instant",
+    "vertex": "gemini-2.5-flash",
 }
 
 

@@ -372,7 +372,7 @@ GRID: dict[str, tuple[str, dict[str, float]]] = {
     "cut_download": ("cut_download=1", {}),
     "provider_cancel": ("provider_cancel=1", {"processing_seconds": 4}),
 }
-PROVIDERS = ("openai", "groq", "anthropic", "gemini", "mistral", "together")
+PROVIDERS = ("openai", "groq", "anthropic", "gemini", "mistral", "together", "vertex")
 LINES, PER_BATCH, MAX_ATTEMPTS = 3, 3, 3
 
 

@@ -36,6 +36,8 @@ CASES = (
                  partial_on_expiry=True, unknown_model_code="batch_rejected"),
     ProviderCase("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo", reasoning_budget=False,
                  expired_status="EXPIRED", partial_on_expiry=True, unknown_model_code="model_not_available"),
+    ProviderCase("vertex", "gemini-2.5-flash", reasoning_budget=True, expired_status="JOB_STATE_EXPIRED",
+                 partial_on_expiry=True, unknown_model_code="batch_rejected"),
 )
 
 

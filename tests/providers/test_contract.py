@@ -90,6 +90,8 @@ def native_line(provider: str, user_id: str, prompt: str) -> dict:
         "anthropic": {"custom_id": user_id, "params": {"model": model, "max_tokens": 200, "messages": chat, "top_k": 5}},
         "gemini": {"key": user_id, "request": {"contents": [{"role": "user", "parts": [{"text": prompt}]}],
                                                "generationConfig": {"topK": 5}}},
+        "vertex": {"key": user_id, "request": {"contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                                               "generationConfig": {"topK": 5}}},
         "mistral": {"custom_id": user_id, "body": {"messages": chat, "random_seed": 7}},
         "together": {"custom_id": user_id, "body": {"model": model, "messages": chat, "top_k": 5}},
     }[provider]

@@ -155,6 +155,7 @@ class Emulator:
         "gemini": ("batchery.emulator.gemini_routes", "GeminiService", "/gemini"),
         "together": ("batchery.emulator.together_routes", "TogetherService", "/together"),
         "groq": ("batchery.emulator.groq_routes", "GroqService", "/groq"),
+        "vertex": ("batchery.emulator.vertex_routes", "VertexService", "/vertex"),  # and its Cloud Storage
     }
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, processing_seconds: float = 0.0,

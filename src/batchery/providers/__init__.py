@@ -19,6 +19,7 @@ PROVIDERS: dict[str, str] = {
     "mistral": "batchery.providers.mistral:MistralBatch",
     "together": "batchery.providers.together:TogetherBatch",
     "groq": "batchery.providers.groq:GroqBatch",
+    "vertex": "batchery.providers.vertex:VertexBatch",
     "openai-compatible": "batchery.providers.openai:OpenAICompatible",
 }
 

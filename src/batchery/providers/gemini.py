@@ -48,7 +48,8 @@ INLINE_MAX_BYTES = 2 * 1024 * 1024
 _EFFORT_BUDGETS = {"low": 1024, "medium": 8192, "high": 24576}
 _BUDGET_ONLY_MODELS = ("gemini-1", "gemini-2", "models/gemini-1", "models/gemini-2")
 _MAX_STOP_SEQUENCES = 5
-_ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+_ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
+          "JOB_STATE_EXPIRED"}  # PARTIALLY_SUCCEEDED: Vertex's (providers/vertex.py)
 _ANSWERED = {"STOP", "MAX_TOKENS"}  # finish reasons that leave an answer, even an empty one
 # google.rpc.Code names, by number: per-request errors are google.rpc.Status objects.
 _RPC_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -68,7 +69,7 @@ class GeminiBatch(BatchProvider):
     name = "gemini"
     endpoint = "batchGenerateContent"
     limits = BatchLimits(max_requests=100_000, max_bytes=2048 * MB, discount=0.5, window="24h (expires at 48h)")
-    key_variables = ("GEMINI_API_KEY", "GOOGLE_API_KEY")  # the SDK accepts GOOGLE_API_KEY too
+    key_variables: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")  # the SDK takes GOOGLE_API_KEY too
     url_variable = "GOOGLE_GEMINI_BASE_URL"
     price_id = "google"
     emulator_service = "gemini"
@@ -198,9 +199,16 @@ class GeminiBatch(BatchProvider):
         # The SDK streams a download only into a destination: a temporary file keeps memory flat.
         with tempfile.TemporaryFile() as spool:
             with self._errors("download"):
-                self.client.files.download(file=file_name, destination=spool)
+                self._download(file_name, spool)
             spool.seek(0)
-            yield from decode_stream(iter(lambda: spool.read(1 << 20), b""), decode_line)
+            yield from decode_stream(iter(lambda: spool.read(1 << 20), b""), self.decode_result)
+
+    def _download(self, file_name: str, spool: Any) -> None:
+        self.client.files.download(file=file_name, destination=spool)
+
+    @staticmethod
+    def decode_result(line: bytes) -> Outcome | None:
+        return decode_line(line)
 
     # -- live mode -----------------------------------------------------------------------------
 
