@@ -374,6 +374,10 @@ GRID: dict[str, tuple[str, dict[str, float]]] = {
 }
 PROVIDERS = ("openai", "groq", "anthropic", "gemini", "mistral", "together", "vertex")
 LINES, PER_BATCH, MAX_ATTEMPTS = 3, 3, 3
+# Vertex shares the emulator's lifecycle and Gemini's decoding: it meets the faults that cross its own
+# calls (its two clients, their errors, its results files) and leaves the rest to the others' runs.
+VERTEX_OWN = {"http_429", "http_503", "lost_create", "truncated_download", "cut_download", "malformed_lines",
+              "expire_after", "provider_cancel"}
 
 
 def test_the_grid_covers_every_fault_class() -> None:
@@ -394,6 +398,8 @@ def faulty(request: pytest.FixtureRequest) -> Iterator[tuple[str, Emulator]]:
 @pytest.mark.parametrize("faulty", list(GRID), indirect=True, scope="module")
 def test_every_provider_ends_every_job_correctly_under_every_fault(faulty, provider, store) -> None:
     fault, emulator = faulty
+    if provider == "vertex" and fault not in VERTEX_OWN:
+        pytest.skip("met through code vertex shares with the other providers")
     adapter = get_provider(provider, base_url=emulator.base_url(provider), api_key="test-key")
     prompts = [{"id": f"r{i}", "prompt": f"{fault} question {i}"} for i in range(LINES)]
     before = emulator.stats()["batches_created"][provider]

@@ -39,7 +39,8 @@ def test_every_adapter_is_registered_under_its_own_name():
 def test_every_adapter_carries_its_providers_facts():
     for name in PROVIDERS:
         cls = provider_class(name)
-        assert cls.key_variables and all(v.endswith("_API_KEY") for v in cls.key_variables), name
+        # a key, or where Google's own auth finds the credentials (Vertex: Application Default Credentials)
+        assert cls.key_variables and all(v.endswith(("_API_KEY", "_CREDENTIALS")) for v in cls.key_variables), name
         assert cls.url_variable.endswith("_BASE_URL"), name
         assert isinstance(cls.limits, BatchLimits) and isinstance(cls.error_codes, ErrorCodes), name
         assert cls.emulator_service in Emulator.SERVICES, name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from .options import StoreOpt
 
 def run(
     input: Path = typer.Argument(..., help="Requests: JSONL (one request per line) or CSV with a 'prompt' column."),
-    provider: str = typer.Option("openai", help="Provider: openai, anthropic, gemini, mistral, together, groq, "
+    provider: str = typer.Option("openai", help="Provider: openai, anthropic, gemini, mistral, together, groq, vertex, "
                                  "or openai-compatible (any OpenAI-style server at --base-url; live only)."),
     mode: str = typer.Option("batch", help="batch: the provider's Batch API (cheaper, hours); live: one call per "
                              "request, paced under --rpm/--tpm (answers in minutes)."),
@@ -34,6 +35,8 @@ def run(
     no_wait: bool = typer.Option(False, "--no-wait", help="Submit and return; collect later with the same command."),
     base_url: str | None = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged."),
     emulate: bool = typer.Option(False, help="Run against an in-process emulator: no key, no cost."),
+    bucket: str | None = typer.Option(None, "--bucket", help="vertex: the Cloud Storage bucket its batch files go "
+                                      "through, gs://BUCKET[/FOLDER] (default: $BATCHERY_GCS_BUCKET)."),
     batch_size: int | None = typer.Option(None, min=1, help="At most this many requests per batch."),
     max_attempts: int = typer.Option(3, min=1, help="Sends per request: lines that expire, go missing or hit a "
                                      "transient provider error are retried in new batches up to this many, and "
@@ -82,6 +85,8 @@ def run(
     target = out or Path(f"{name}.results.jsonl")
     check_target(target)  # a missing folder is found before anything is sent, not after the job ran
     load_env()
+    if bucket:  # read where the vertex adapter uploads, like the project and location variables
+        os.environ["BATCHERY_GCS_BUCKET"] = bucket
     # remembered (absolute) so that `batchery collect` writes it from any folder once the job ends
     remember = {"out": None if str(target) == "-" else str(target.absolute()), "max_enqueued_tokens": max_enqueued_tokens}
     progress = make_progress()
