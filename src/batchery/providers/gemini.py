@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -127,6 +127,11 @@ class GeminiBatch(BatchProvider):
 
     line_id_field, line_body_field, model_in_body = "key", "request", False
 
+    @staticmethod
+    def _read(job: Any) -> RemoteBatch:
+        """A batch as the SDK's BatchJob describes it."""
+        return _remote(job)
+
     def translate(self, request: dict) -> dict:
         return generate_request(request)
 
@@ -143,16 +148,16 @@ class GeminiBatch(BatchProvider):
         src: Any = input_file if input_file.startswith("files/") else list(_inline_requests(Path(input_file)))
         with self._errors("create"):
             job = self.client.batches.create(model=model, src=src, config={"display_name": tag})
-        return _remote(job)
+        return self._read(job)
 
     # -- watching ------------------------------------------------------------------------------
 
     def listed(self) -> Iterator[RemoteBatch]:
         """The API does not document the list's order (the emulator serves newest first)."""
-        return map(_remote, self.client.batches.list(config={"page_size": 100}))
+        return map(self._read, self.client.batches.list(config={"page_size": 100}))
 
     def fetch(self, remote_id: str) -> RemoteBatch:
-        return _remote(self.client.batches.get(name=remote_id))
+        return self._read(self.client.batches.get(name=remote_id))
 
     def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
         found = super().poll(remote_ids)
@@ -320,16 +325,17 @@ def _inline_requests(path: Path) -> Iterator[dict]:
 # -- decoding ----------------------------------------------------------------------------------
 
 
-def decode_line(line: bytes) -> Outcome | None:
-    """One result-file line (``{key, response}`` or ``{key, error}``) -> Outcome; None when it is
-    unreadable or has no key (the request then counts as missing)."""
+def decode_line(line: bytes, error_of: Callable[[dict], Any] = lambda obj: obj.get("error")) -> Outcome | None:
+    """One result-file line (``{key, response}`` or ``{key, error}``; ``error_of`` finds the error
+    where another service puts it) -> Outcome; None when it is unreadable or has no key (the
+    request then counts as missing)."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
         return None
-    return _outcome(obj["key"], obj.get("response"), obj.get("error"))
+    return _outcome(obj["key"], obj.get("response"), error_of(obj))
 
 
 def _inline_outcome(item: Any) -> Outcome | None:

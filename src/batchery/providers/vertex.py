@@ -28,8 +28,8 @@ import orjson
 
 from ..errors import ConfigError
 from ..limits import MB, BatchLimits
-from .base import CallFailure, LiveRoute, Outcome, RemoteBatch, find_tagged, poll_listed
-from .gemini import GeminiBatch, _error_code, _outcome, _remote
+from .base import CallFailure, LiveRoute, Outcome, RemoteBatch
+from .gemini import GeminiBatch, _remote, decode_line
 
 BUCKET_VARIABLE = "BATCHERY_GCS_BUCKET"
 DEFAULT_LOCATION = "us-central1"  # batch prediction runs in a region; keep the bucket in the same one
@@ -101,22 +101,28 @@ class VertexBatch(GeminiBatch):
         dest = input_file.removesuffix(".jsonl")
         with self._errors("create"):
             job = self.client.batches.create(model=model, src=input_file, config={"display_name": tag, "dest": dest})
-        return _vertex_remote(job)
+        return self._read(job)
 
-    def find(self, tags: set[str]) -> dict[str, RemoteBatch]:
-        with self._errors("list batches"):
-            return find_tagged(map(_vertex_remote, self.client.batches.list(config={"page_size": 100})), tags)
+    @staticmethod
+    def _read(job: Any) -> RemoteBatch:
+        """A BatchPredictionJob (for Gemini's find and poll too): Gemini's reading, with Vertex's
+        output folder and line counts."""
+        remote = _remote(job)
+        remote.output_file = job.output_info.gcs_output_directory if job.output_info else None
+        stats = job.completion_stats
+        if stats is not None:
+            remote.completed, remote.failed = stats.successful_count or 0, stats.failed_count or 0
+            remote.total = remote.completed + remote.failed + (stats.incomplete_count or 0)
+        return remote
 
-    def poll(self, remote_ids: list[str]) -> dict[str, RemoteBatch]:
-        with self._errors("poll"):
-            return poll_listed(map(_vertex_remote, self.client.batches.list(config={"page_size": 100})), remote_ids,
-                               lambda remote_id: _vertex_remote(self.client.batches.get(name=remote_id)))
+    def _count(self, remote: RemoteBatch) -> None:
+        """Nothing to fetch: a Vertex job carries its line counts (``completionStats``)."""
 
     def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
         folder = remote.output_file
         if folder is None:
             with self._errors("get batch"):
-                folder = _vertex_remote(self.client.batches.get(name=remote.remote_id)).output_file
+                folder = self._read(self.client.batches.get(name=remote.remote_id)).output_file
         if not folder:
             return
         bucket, _, prefix = folder.removeprefix("gs://").partition("/")
@@ -131,24 +137,7 @@ class VertexBatch(GeminiBatch):
 
     @staticmethod
     def decode_result(line: bytes) -> Outcome | None:
-        """One prediction row -> Outcome by its echoed ``key``; a non-empty ``status`` is a failure
-        (``Bad Request: {"error": {...}}``: its google.rpc status names the code where it has one)."""
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(row, dict) or not isinstance(row.get("key"), str):
-            return None
-        status = row.get("status")
-        if not status:
-            return _outcome(row["key"], row.get("response"), None)
-        start, error = str(status).find("{"), None
-        try:
-            error = orjson.loads(str(status)[start:]).get("error") if start >= 0 else None
-        except (orjson.JSONDecodeError, AttributeError):
-            pass  # a status in words only: kept as the message
-        code = _error_code(error) if isinstance(error, dict) else "request_failed"
-        return Outcome.failed(row["key"], code, str((error or {}).get("message") or status))
+        return decode_line(line, _status_error)
 
     # -- errors: google-genai's (GeminiBatch), Cloud Storage's and Google auth's ---------------------
 
@@ -168,12 +157,15 @@ class VertexBatch(GeminiBatch):
         return CallFailure(code if isinstance(code, int) else None, str(exc), getattr(exc, "reason", None))
 
 
-def _vertex_remote(job: Any) -> RemoteBatch:
-    """A BatchPredictionJob: Gemini's reading, with Vertex's output folder and line counts."""
-    remote = _remote(job)
-    remote.output_file = job.output_info.gcs_output_directory if job.output_info else None
-    stats = job.completion_stats
-    if stats is not None:
-        remote.completed, remote.failed = stats.successful_count or 0, stats.failed_count or 0
-        remote.total = remote.completed + remote.failed + (stats.incomplete_count or 0)
-    return remote
+def _status_error(row: dict) -> dict | None:
+    """A prediction row's failure: its non-empty ``status`` (``Bad Request: {"error": {...}}``, whose
+    google.rpc status names the code where it has one)."""
+    status = str(row.get("status") or "")
+    start, error = status.find("{"), None
+    try:
+        error = orjson.loads(status[start:]).get("error") if start >= 0 else None
+    except (orjson.JSONDecodeError, AttributeError):
+        pass  # a status in words only: it is the message
+    if not status or isinstance(error, dict):
+        return error
+    return {"status": "request_failed", "message": status}
