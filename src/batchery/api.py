@@ -47,8 +47,8 @@ def provider_session(conn: Connection) -> Iterator[tuple[Any, PollPolicy | None]
     from .emulator import Emulator
 
     with Emulator() as emulator:
-        service = provider_class(conn.provider).emulator_service
-        adapter = get_provider(conn.provider, base_url=emulator.base_url(service), api_key="emulator")
+        adapter = get_provider(conn.provider, base_url=provider_class(conn.provider).emulated_url(emulator),
+                               api_key="emulator")
         adapter.origin = EMULATOR_ORIGIN
         yield adapter, EMULATOR_POLL
 

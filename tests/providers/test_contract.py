@@ -41,7 +41,8 @@ def normalised(rows) -> list[tuple]:
     return [(r.id, r.status, r.text) for r in rows]
 
 
-BATCH_PROVIDERS = sorted(p for p in PROVIDERS if p != "openai-compatible")  # that one is live only
+# openai-compatible is live only; vllm runs a command, not an HTTP API (tests/providers/test_vllm.py)
+BATCH_PROVIDERS = sorted(p for p in PROVIDERS if p not in ("openai-compatible", "vllm"))
 
 
 @pytest.fixture(params=BATCH_PROVIDERS)
@@ -113,7 +114,7 @@ def test_raw_lines_in_the_providers_own_format_are_sent_as_they_are(provider_nam
     assert all(r.custom_id.startswith("bq-") for r in rows)  # our content key, not the user's id
 
 
-@pytest.fixture(params=[*sorted(PROVIDERS)])
+@pytest.fixture(params=sorted(p for p in PROVIDERS if p != "vllm"))  # vllm has no live mode
 def live_provider(request) -> str:
     return request.param
 

@@ -148,8 +148,13 @@ def info(as_json: bool = typer.Option(False, "--json", help="Machine-readable ou
         print(f"  {p['provider']:<18} {key}{url}")
 
 
-@app.command()
+emulator_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+app.add_typer(emulator_app, name="emulator")
+
+
+@emulator_app.callback(invoke_without_command=True)
 def emulator(
+    ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", help="Address to bind; keep the default unless you know why."),
     port: int = typer.Option(8787, min=0, max=65535, help="Port to listen on (0: any free port)."),
     processing_seconds: float = typer.Option(0.0, min=0.0, help="How long each batch takes to complete."),
@@ -164,6 +169,8 @@ def emulator(
                                   "\"invalid_attempts\": 1}' (knobs: batchery.emulator.fake_model)."),
 ) -> None:
     """Serve a local emulator of the providers' Batch APIs and live endpoints (for tests, demos and dry runs)."""
+    if ctx.invoked_subcommand is not None:
+        return
     import orjson
 
     from ..emulator import serve
@@ -182,6 +189,16 @@ def emulator(
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: serve() has removed its temporary folder
         print("emulator stopped", file=sys.stderr)
         raise typer.Exit(128 + (_signals[0] if _signals else 2)) from None
+
+
+@emulator_app.command("run-batch", add_help_option=False,
+                      context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def emulator_run_batch(ctx: typer.Context) -> None:
+    """A stand-in for `vllm run-batch -i IN -o OUT --model M`, answered by the fake model (what
+    `--provider vllm --emulate` runs; knobs: batchery.emulator.run_batch)."""
+    from ..emulator.run_batch import main as run_batch
+
+    raise typer.Exit(run_batch(ctx.args))
 
 
 INTERRUPTED = "interrupted: the job is saved; run the same command again to resume"

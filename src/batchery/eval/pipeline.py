@@ -688,8 +688,8 @@ class EvalRunner:
         key = (who.provider, None if self._emulator is not None else who.base_url)
         if key not in self._adapters:
             if self._emulator is not None:
-                service = provider_class(who.provider).emulator_service
-                adapter = get_provider(who.provider, base_url=self._emulator.base_url(service), api_key="emulator")
+                adapter = get_provider(who.provider, base_url=provider_class(who.provider).emulated_url(self._emulator),
+                                       api_key="emulator")
                 adapter.origin = EMULATOR_ORIGIN
             else:
                 adapter = get_provider(who.provider, base_url=who.base_url)

@@ -21,6 +21,7 @@ PROVIDERS: dict[str, str] = {
     "groq": "batchery.providers.groq:GroqBatch",
     "vertex": "batchery.providers.vertex:VertexBatch",
     "openai-compatible": "batchery.providers.openai:OpenAICompatible",
+    "vllm": "batchery.providers.vllm:VllmBatch",
 }
 
 

@@ -174,6 +174,11 @@ class BatchProvider(ABC):
         self.api_key, self.base_url = api_key, base_url
 
     @classmethod
+    def emulated_url(cls, emulator: Any) -> str:
+        """The base URL this adapter is given on the emulator (`--emulate`): its service's address."""
+        return emulator.base_url(cls.emulator_service)
+
+    @classmethod
     def state_word(cls, local_state: str, remote_status: str | None) -> str:
         """batchery's word for a batch in local state `local_state` (planned, creating, submitted,
         collected) whose provider status is `remote_status`."""
