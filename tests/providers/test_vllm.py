@@ -64,6 +64,8 @@ def test_chunks_run_one_at_a_time_in_order_and_lines_missing_from_an_output_are_
         ["r0", "r1"], ["r2", "r3"], ["r4"], ["unknown"], ["r1"]]  # the missing line, in a chunk of its own
     assert rows[1].attempts == 2 and progress.done
     assert sleeps == []  # each chunk starts as soon as the one before is stored: no polling wait
+    # once stored, a chunk's input and output copies are gone; its log and exit status stay
+    assert {p.name for p in (store.dir / "batches").rglob("*") if p.is_file()} == {"model", "run.log", "exit.json"}
 
 
 def test_a_run_that_exits_non_zero_fails_its_lines_with_the_logs_tail_and_they_stay_retryable(store, tmp_path):

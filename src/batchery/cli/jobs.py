@@ -15,7 +15,8 @@ from .options import StoreOpt
 def run(
     input: Path = typer.Argument(..., help="Requests: JSONL (one request per line) or CSV with a 'prompt' column."),
     provider: str = typer.Option("openai", help="Provider: openai, anthropic, gemini, mistral, together, groq, vertex, "
-                                 "or openai-compatible (any OpenAI-style server at --base-url; live only)."),
+                                 "openai-compatible (any OpenAI-style server at --base-url; live only), "
+                                 "or vllm (`vllm run-batch` on this machine, chunk by chunk)."),
     mode: str = typer.Option("batch", help="batch: the provider's Batch API (cheaper, hours); live: one call per "
                              "request, paced under --rpm/--tpm (answers in minutes)."),
     rpm: float | None = typer.Option(None, min=1, help="Live mode: requests per minute to stay under "
@@ -33,7 +34,8 @@ def run(
                                        "output; a .csv or .parquet name writes that format). A FIFO or device is written into; a regular file is replaced "
                                        "atomically."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Submit and return; collect later with the same command."),
-    base_url: str | None = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged."),
+    base_url: str | None = typer.Option(None, help="Provider API base URL, passed to the SDK unchanged (vllm: "
+                                        "the run-batch command, default `vllm run-batch` or $BATCHERY_VLLM_COMMAND)."),
     emulate: bool = typer.Option(False, help="Run against an in-process emulator: no key, no cost."),
     bucket: str | None = typer.Option(None, "--bucket", help="vertex: the Cloud Storage bucket its batch files go "
                                       "through, gs://BUCKET[/FOLDER] (default: $BATCHERY_GCS_BUCKET)."),

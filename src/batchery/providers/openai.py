@@ -35,7 +35,26 @@ _ENDED = {"completed", "failed", "expired", "cancelled"}
 _LINE_STATUS = {"batch_expired": EXPIRED, "batch_cancelled": CANCELLED}
 
 
-class OpenAIBatch(StainlessBatch):
+class ChatCompletionLines:
+    """Requests out as OpenAI's batch lines: a Chat Completions body in `{"custom_id", "method",
+    "url", "body"}` (OpenAI, Groq, and vLLM's run-batch)."""
+
+    name: str
+    endpoint: str
+
+    def check(self, request: dict) -> str | None:
+        if "reasoning" in request and "effort" not in request["reasoning"]:
+            return f"{self.name} takes reasoning as {{\"effort\": \"low\"|\"medium\"|\"high\"}}, not a token budget"
+        return None
+
+    def translate(self, request: dict) -> dict:
+        return chat_body(request)
+
+    def wrap(self, custom_id: str, body: dict) -> dict:
+        return {"custom_id": custom_id, "method": "POST", "url": self.endpoint, "body": body}
+
+
+class OpenAIBatch(ChatCompletionLines, StainlessBatch):
     name = "openai"
     endpoint = "/v1/chat/completions"
     # Enqueued tokens: per model and usage tier; 2,000,000 is the tier-1 figure seen for gpt-4o-mini
@@ -60,19 +79,6 @@ class OpenAIBatch(StainlessBatch):
             if value := os.environ.get(variable):
                 headers[header] = value
         return headers
-
-    # -- requests out --------------------------------------------------------------------------
-
-    def check(self, request: dict) -> str | None:
-        if "reasoning" in request and "effort" not in request["reasoning"]:
-            return f"{self.name} takes reasoning as {{\"effort\": \"low\"|\"medium\"|\"high\"}}, not a token budget"
-        return None
-
-    def translate(self, request: dict) -> dict:
-        return chat_body(request)
-
-    def wrap(self, custom_id: str, body: dict) -> dict:
-        return {"custom_id": custom_id, "method": "POST", "url": self.endpoint, "body": body}
 
     def upload(self, path: Path) -> str:
         with self._errors("upload"), path.open("rb") as f:

@@ -11,7 +11,8 @@ usual steps keep their meaning:
     poll     runs the first chunk that has not run, as a subprocess, to its end (one at a time, so the
              engine collects each chunk before the next starts), and writes exit.json; every chunk
              with an exit.json has ended
-    outcomes reads that run's output file (vLLM writes it in input order, one line per request)
+    outcomes reads that run's output file (vLLM writes it in input order, one line per request),
+             then removes it and the chunk's input (the store holds the answers)
 
 A batchery killed while a chunk runs leaves the chunk `submitted` with no exit.json: the next run
 starts that chunk again (into a fresh output file), and chunks already collected are not run again.
@@ -43,14 +44,14 @@ from ..errors import ConfigError
 from ..limits import MB, BatchLimits
 from ..retry import ErrorCodes
 from .base import CANCELLED, FAILED, BatchProvider, LiveResponse, Outcome, RemoteBatch, decode_stream
-from .openai import chat_body, decode_response, read_line
+from .openai import ChatCompletionLines, decode_response, read_line
 
 DEFAULT_COMMAND = "vllm run-batch"
 RUN_FAILED = "run_batch_failed"  # a run that exited non-zero: its chunk's lines are sent again
 _TAIL_LINES = 5  # lines of a failed run's log quoted in its error
 
 
-class VllmBatch(BatchProvider):
+class VllmBatch(ChatCompletionLines, BatchProvider):
     name = "vllm"
     endpoint = "/v1/chat/completions"
     # A chunk is one `vllm run-batch`, which loads the model before it answers anything: chunks are
@@ -71,19 +72,6 @@ class VllmBatch(BatchProvider):
     @property
     def command(self) -> list[str]:
         return shlex.split(self.base_url or DEFAULT_COMMAND)
-
-    # -- requests out --------------------------------------------------------------------------
-
-    def check(self, request: dict) -> str | None:
-        if "reasoning" in request and "effort" not in request["reasoning"]:
-            return "vllm takes reasoning as {\"effort\": \"low\"|\"medium\"|\"high\"}, not a token budget"
-        return None
-
-    def translate(self, request: dict) -> dict:
-        return chat_body(request)
-
-    def wrap(self, custom_id: str, body: dict) -> dict:
-        return {"custom_id": custom_id, "method": "POST", "url": self.endpoint, "body": body}
 
     # -- the chunk's life --------------------------------------------------------------------------
 
@@ -125,10 +113,16 @@ class VllmBatch(BatchProvider):
                           "servers use --provider openai-compatible --base-url http://HOST:8000/v1")
 
     def outcomes(self, remote: RemoteBatch) -> Iterator[Outcome]:
-        output = Path(remote.remote_id) / (remote.output_file or "")
+        chunk = Path(remote.remote_id)
+        output = chunk / (remote.output_file or "")
         if remote.output_file and output.is_file():
             with output.open("rb") as f:
                 yield from decode_stream(iter(lambda: f.read(1 << 20), b""), decode_line)
+            # Read whole: the store is about to hold every answer, so the copies go (run.log and
+            # exit.json stay). Should batchery die before it commits them, the next run finds no
+            # output, and the chunk's lines are missing and sent again.
+            output.unlink()
+            (chunk / "input.jsonl").unlink(missing_ok=True)
 
     def _run(self, chunk: Path) -> None:
         """Run the chunk through the command to its end and record how it ended (exit.json)."""
