@@ -112,7 +112,8 @@ def test_every_adapter_maps_its_batch_statuses_to_batcherys_words():
     for name in PROVIDERS:
         cls = provider_class(name)
         assert set(cls.batch_states.values()) <= set(BATCH_STATES), name
-        assert set(cls.batch_states.values()) >= {"running", "done"}, name
+        if not cls.polls_run_batches:  # vllm: a chunk runs inside the poll, so none is ever seen running
+            assert set(cls.batch_states.values()) >= {"running", "done"}, name
     gemini = provider_class("gemini")
     assert gemini.state_word("submitted", "JOB_STATE_SUCCEEDED") == "done"
     assert provider_class("anthropic").state_word("collected", "ended") == "done"

@@ -258,6 +258,9 @@ def refresh_jobs(store: Store, jobs: Iterable[Job], connect: Connect) -> dict[st
         if (why := unreachable(job)) is not None:
             notes[job.name] = why
             continue
+        if provider_class(job.provider).polls_run_batches:  # asking would run a chunk: the store knows
+            notes[job.name] = "its chunks run in the process running the job, which records each as it ends"
+            continue
         groups.setdefault(connection(job), []).extend((job, b) for b in batches)
     for key, members in groups.items():
         try:

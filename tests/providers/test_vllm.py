@@ -134,6 +134,8 @@ def test_kill_9_while_a_chunk_runs_kills_it_and_the_next_run_starts_at_that_chun
     with Store(store) as st:  # the first chunk was stored before the second started
         job = st.get_job("in")
         assert job is not None and st.counts(job.id) == {"succeeded": 2, "queued": 4}
+    code, out, err = cli("status", "in", "--refresh", "--store", str(store))  # asks nothing: would run a chunk
+    assert code == 0 and "run in the process running the job" in out + err and len(runs(journal)) == 2
 
     code, _, err = cli(*args)
     assert code == 0, err

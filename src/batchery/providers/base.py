@@ -144,6 +144,7 @@ class BatchProvider(ABC):
     endpoint: str
     limits: BatchLimits  # batch caps and discount, from the provider's documentation
     has_batch_api = True
+    polls_run_batches: ClassVar[bool] = False  # its poll runs the batches (vllm): only the job's own run polls
     key_variables: ClassVar[tuple[str, ...]] = ()  # environment variables the key is read from, in order
     url_variable: ClassVar[str] = ""  # environment variable a base URL is read from
     key_optional: ClassVar[str | None] = None  # the key sent when none is set (a local server needs none)

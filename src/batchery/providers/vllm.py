@@ -58,6 +58,7 @@ class VllmBatch(ChatCompletionLines, BatchProvider):
     # large so that loading stays small beside the work, and small enough that a crash loses little.
     limits = BatchLimits(max_requests=10_000, max_bytes=1024 * MB, discount=0.0, window="local")
     key_optional = "not-needed"  # nothing is sent anywhere: no key
+    polls_run_batches = True  # `status --refresh` must not start a chunk beside the job's own run
     url_variable = "BATCHERY_VLLM_COMMAND"  # its "base URL" is the run-batch command
     price_id = ""  # self-hosted: priced by the GPU hour, not the token
     emulator_service = ""  # not an HTTP service: `emulated_url` names the stand-in command
