@@ -65,8 +65,9 @@ def build(store_path: Path, n: int) -> None:
                         "content": text}, "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}}
                 failed = item % 97 == 0
-                outcomes.append(("failed", None, None, None, None, None, None, "server_error", "boom", item) if failed
-                                else ("succeeded", text, orjson.dumps(body), 20, 12, 0, 0, None, None, item))
+                outcomes.append(("failed", None, None, None, None, None, None, "server_error", "boom", None, item, "live")
+                                if failed else
+                                ("succeeded", text, orjson.dumps(body), 20, 12, 0, 0, None, None, None, item, "live"))
                 sends.append((1, item))
             st.finish_live_items(outcomes, sends)
             after = rows[-1][0]

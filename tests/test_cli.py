@@ -212,7 +212,8 @@ def test_openai_compatible_needs_a_base_url_and_live_mode(tmp_path, emulator, re
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--mode", "stream"], "mode must be 'batch' or 'live', not 'stream'"),
+    (["--mode", "stream"], "mode must be 'batch', 'live' or 'flex', not 'stream'"),
+    (["--mode", "flex", "--provider", "anthropic"], "anthropic has no flex tier"),
     (["--rpm", "100"], "--rpm/--tpm pace live calls"),
     (["--mode", "live", "--no-wait"], "--no-wait needs batch mode"),
     (["--emulate", "--no-wait"], "--emulate runs an emulator only while this command runs"),

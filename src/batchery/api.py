@@ -88,7 +88,7 @@ def job_options(conn: Connection, live: LivePolicy | None, **settings: Any) -> d
     input file: where its provider is, how it ran, where its results go. Never the key."""
     options = {"base_url": conn.base_url, "emulate": conn.emulate or None, **settings}
     if live is not None:
-        options.update(mode="live", rpm=live.rpm, tpm=live.tpm, concurrency=live.concurrency)
+        options.update(mode=live.mode, rpm=live.rpm, tpm=live.tpm, concurrency=live.concurrency)
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -121,6 +121,8 @@ def _resume_settings(store: Store, job_row: Any, options: dict, max_attempts: in
 def _check_mode(adapter: Any, live: LivePolicy | None) -> None:
     if live is None and not adapter.has_batch_api:
         raise ConfigError(f"{adapter.name} has no Batch API: run it with --mode live")
+    if live is not None and live.tier is not None and not adapter.flex_tier:
+        raise ConfigError(f"{adapter.name} has no flex tier: --mode flex is for openai and gemini")
 
 
 def drive(store: Store, adapter: Any, job_row: Any, *, live: LivePolicy | None, max_attempts: int,
@@ -271,15 +273,17 @@ def _stored_job(st: Store, name: str) -> Any:
 
 def live_policy(mode: str, rpm: float | None, tpm: float | None, concurrency: int,
                 http: str = "fast") -> LivePolicy | None:
-    """The live policy for mode "live", None for "batch"; anything else is a clear error."""
-    if mode not in ("batch", "live"):
-        raise ConfigError(f"mode must be 'batch' or 'live', not '{mode}'")
+    """The live policy for mode "live" or "flex", None for "batch"; anything else is a clear error."""
+    if mode not in ("batch", "live", "flex"):
+        raise ConfigError(f"mode must be 'batch', 'live' or 'flex', not '{mode}'")
     if mode == "batch":
         if rpm is not None or tpm is not None:
             raise ConfigError("--rpm/--tpm pace live calls: add --mode live (batch jobs are not rate limited)")
         if http != "fast":
             raise ConfigError("--http chooses how live calls travel: add --mode live")
         return None
+    if mode == "flex":
+        return LivePolicy.flex(rpm=rpm, tpm=tpm, concurrency=concurrency, http=http)
     return LivePolicy(rpm=rpm, tpm=tpm, concurrency=concurrency, http=http)
 
 

@@ -123,8 +123,8 @@ def unreachable(job: Job) -> str | None:
     if job.options.get("emulate"):
         return ("it ran on an in-process emulator (--emulate) that stopped with its command; "
                 "run the same command again")
-    if job.options.get("mode") == "live":
-        return "it is a live job: run the same command again to send the rest"
+    if job.options.get("mode") in ("live", "flex"):
+        return f"it is a {job.options['mode']} job: run the same command again to send the rest"
     return None
 
 

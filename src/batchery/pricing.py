@@ -24,6 +24,11 @@ that rise with a request's prompt length (Gemini 2.5 Pro above 200k tokens: ever
 request at the higher price). Tiers are per request, so usage is summed per prompt length above
 TIER_FLOOR (see Store.usage_by_model) and each sum priced at its own tier.
 
+Flex (providers with a flex tier: OpenAI, Gemini): genai-prices' `service_tier = flex` price where
+it has one, else the batch price (OpenAI prices flex "at Batch API rates"; Gemini's flex and batch
+are both half price); in the override file `flex_input` / `flex_output`, by default the batch prices.
+Answers are priced at the tier their response names (Store outcomes' source: batch, live or flex).
+
 genai-prices takes about 0.3 s to import and look a model up, so the rates found are kept in
 `prices-cache.json` in the store directory, keyed by the genai-prices data installed and the day:
 `batchery status` then prices jobs without importing it.
@@ -50,7 +55,7 @@ TIER_FLOOR = 32_000
 # genai-prices price keys batchery's usage has counts for (USD per million tokens, or per thousand requests)
 _PARTS = {"input_mtok": "input", "output_mtok": "output", "cache_read_mtok": "cache_read",
           "cache_write_mtok": "cache_write", "requests_kcount": "requests"}
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: flex rates
 
 # A rate: (base USD per unit, ((prompt tokens above which, USD per unit), ...)). As in genai-prices,
 # a tier is a cliff: a request whose prompt passes its start pays that rate for every token.
@@ -80,6 +85,8 @@ class Price:
     batch_rates: dict[str, Rate]
     source: str  # "genai-prices (...)" or the override file
     batch_source: str  # how the batch price was found
+    flex_rates: dict[str, Rate] | None = None  # None: the provider has no flex tier
+    flex_source: str = ""  # how the flex price was found
 
     @property
     def input(self) -> float:
@@ -101,10 +108,17 @@ class Price:
     def tiered(self) -> bool:
         return any(rate[1] for rate in self.live.values())
 
+    def rates(self, mode: str) -> dict[str, Rate]:
+        """The rates of a mode: batch, live or flex (a provider without a flex tier: batch)."""
+        if mode == "live":
+            return self.live
+        return self.flex_rates if mode == "flex" and self.flex_rates is not None else self.batch_rates
+
     def cost(self, input_tokens: int, output_tokens: int, batch: bool = True, cache_read: int = 0,
-             cache_write: int = 0, prompt: int | None = None, requests: int = 1) -> float:
-        """USD for these tokens; `prompt` (default: input_tokens, one request) picks the tier."""
-        rates = self.batch_rates if batch else self.live
+             cache_write: int = 0, prompt: int | None = None, requests: int = 1, tier: str | None = None) -> float:
+        """USD for these tokens, at batch or live prices (or those of `tier`: batch, live, flex);
+        `prompt` (default: input_tokens, one request) picks the prompt-length tier."""
+        rates = self.rates(tier or ("batch" if batch else "live"))
         at = input_tokens if prompt is None else prompt
 
         def rate(part: str) -> float:
@@ -121,9 +135,9 @@ class Price:
             usd += requests * rates["requests"][0] / 1e3
         return usd
 
-    def of(self, tokens: Tokens, batch: bool = True) -> float:
+    def of(self, tokens: Tokens, batch: bool = True, tier: str | None = None) -> float:
         return self.cost(tokens.input, tokens.output, batch, tokens.cache_read, tokens.cache_write,
-                         tokens.prompt, tokens.requests)
+                         tokens.prompt, tokens.requests, tier)
 
 
 @dataclass(frozen=True)
@@ -134,7 +148,7 @@ class Cost:
     model: str
     usage: tuple[Tokens, ...]
     price: Price | None
-    mode: str = "batch"  # the price these tokens were bought at: batch or live
+    mode: str = "batch"  # the price these tokens were bought at: batch, live or flex
 
     @property
     def input_tokens(self) -> int:
@@ -165,9 +179,16 @@ class Cost:
         return None if self.price is None else sum(self.price.of(t, False) for t in self.usage)
 
     @property
+    def flex(self) -> float | None:
+        """At the flex tier's prices; None also when the provider has none."""
+        p = self.price
+        return None if p is None or p.flex_rates is None else sum(p.of(t, tier="flex") for t in self.usage)
+
+    @property
     def usd(self) -> float | None:
         """What these tokens cost in the mode they were bought in."""
-        return self.batch if self.mode == "batch" else self.live
+        p = self.price
+        return None if p is None else sum(p.of(t, tier=self.mode) for t in self.usage)
 
     def as_dict(self) -> dict:
         p = self.price
@@ -180,7 +201,15 @@ class Cost:
                     "batch_output_per_mtok": p.batch_output,
                     "cache_read_per_mtok": (p.live.get("cache_read") or p.live["input"])[0],
                     "batch_cache_read_per_mtok": (p.batch_rates.get("cache_read") or p.batch_rates["input"])[0],
-                    "tiered_by_prompt_length": p.tiered, "source": p.source, "batch_source": p.batch_source}}
+                    "tiered_by_prompt_length": p.tiered, "source": p.source, "batch_source": p.batch_source,
+                    **_flex_dict(p)}, **({} if p is None or p.flex_rates is None else {"flex_usd": self.flex})}
+
+
+def _flex_dict(p: Price) -> dict:
+    if p.flex_rates is None:
+        return {}
+    return {"flex_input_per_mtok": p.flex_rates["input"][0], "flex_output_per_mtok": p.flex_rates["output"][0],
+            "flex_source": p.flex_source}
 
 
 def format_usd(amount: float | None) -> str:
@@ -251,9 +280,15 @@ class PriceBook:
         else:
             b_in, b_out = live_in * keep, live_out * keep
             batch_source = _discount_note(provider)
+        flex: dict[str, Rate] | None = None  # flex_input / flex_output, by default the batch prices
+        if _has_flex(provider):
+            flex = {part: (_amount(entry, f"flex_{part}", where) if f"flex_{part}" in entry else amount, ())
+                    for part, amount in (("input", b_in), ("output", b_out))}
+        flex_source = f"override file {self.overrides_path}" if {"flex_input", "flex_output"} & set(entry) \
+            else "the batch price"
         return Price(provider, model, {"input": (live_in, ()), "output": (live_out, ())},
                      {"input": (b_in, ()), "output": (b_out, ())}, f"override file {self.overrides_path}",
-                     batch_source)
+                     batch_source, flex, flex_source)
 
 
 def actual_cost(book: PriceBook, provider: str, usage: list[tuple]) -> list[Cost]:
@@ -299,6 +334,13 @@ def _discount(provider: str) -> float | None:
     return adapter.limits.discount if adapter is not None and adapter.has_batch_api else None
 
 
+def _has_flex(provider: str) -> bool:
+    """Whether the provider's adapter has a flex tier (`--mode flex`)."""
+    from .providers import PROVIDERS, provider_class
+
+    return provider in PROVIDERS and provider_class(provider).flex_tier
+
+
 def _discount_note(provider: str) -> str:
     discount = _discount(provider)
     if discount is None:
@@ -336,17 +378,27 @@ def _genai_price(provider: str, model: str) -> Price | None:
     live = _rates(info.get_prices(now))
     if "input" not in live or "output" not in live:
         return None  # priced by characters, audio or images only: not by the tokens batchery counts
-    has_batch = any(v.when.get("processing") == "batch" and (v.constraint is None or v.constraint.active(now))
-                    for v in info.price_variants or ()) and any(m is info for m in where.models)
-    if has_batch:
-        batch = _rates(info.get_prices(now, {"processing": "batch"}))
-        batch_source = "genai-prices batch price"
-    else:
+    batch = _variant(info, where, now, "processing", "batch")
+    batch_source = "genai-prices batch price"
+    if batch is None:
         keep = 1 - (_discount(provider) or 0.0)
         batch = {part: (base * keep, tuple((start, p * keep) for start, p in tiers))
                  for part, (base, tiers) in live.items()}
         batch_source = _discount_note(provider) + "; genai-prices has no batch price for this model"
-    return Price(provider, model, live, batch, f"genai-prices ({info.id})", batch_source)
+    flex, flex_source = None, ""
+    if _has_flex(provider):
+        flex, flex_source = _variant(info, where, now, "service_tier", "flex"), "genai-prices flex price"
+        if flex is None:  # OpenAI prices flex "at Batch API rates"; Gemini's flex is half price, as batch
+            flex, flex_source = batch, "the batch price; genai-prices has no flex price for this model"
+    return Price(provider, model, live, batch, f"genai-prices ({info.id})", batch_source, flex, flex_source)
+
+
+def _variant(info: Any, where: Any, now: datetime, key: str, value: str) -> dict[str, Rate] | None:
+    """A model's rates under a genai-prices price variant (processing=batch, service_tier=flex), if
+    it has that variant in force."""
+    found = any(v.when.get(key) == value and (v.constraint is None or v.constraint.active(now))
+                for v in info.price_variants or ()) and any(m is info for m in where.models)
+    return _rates(info.get_prices(now, {key: value})) if found else None
 
 
 def _rates(model_price: Any) -> dict[str, Rate]:
@@ -409,7 +461,8 @@ def _write_cache(path: Path, data: dict[str, Any]) -> None:
 
 def _price_to_json(price: Price) -> dict:
     return {"live": price.live, "batch": price.batch_rates, "source": price.source,
-            "batch_source": price.batch_source, "provider": price.provider, "model": price.model}
+            "batch_source": price.batch_source, "provider": price.provider, "model": price.model,
+            "flex": price.flex_rates, "flex_source": price.flex_source}
 
 
 def _price_from_json(data: dict | None) -> Price | None:
@@ -420,7 +473,7 @@ def _price_from_json(data: dict | None) -> Price | None:
         return {part: (float(base), tuple((int(s), float(p)) for s, p in tiers)) for part, (base, tiers) in raw.items()}
 
     return Price(data["provider"], data["model"], rates(data["live"]), rates(data["batch"]), data["source"],
-                 data["batch_source"])
+                 data["batch_source"], data["flex"] and rates(data["flex"]), data["flex_source"])
 
 
 @dataclass
@@ -445,11 +498,19 @@ class Estimate:
     def live(self) -> float | None:
         return total(self.costs, batch=False)
 
+    @property
+    def flex(self) -> float | None:
+        """At flex prices (None: unknown, or the provider has no flex tier)."""
+        amounts = [c.flex for c in self.costs]
+        return None if not _has_flex(self.provider) or None in amounts else sum(amounts)  # type: ignore[arg-type]
+
     def as_dict(self) -> dict:
         return {"provider": self.provider, "requests": self.requests, "distinct_requests": self.distinct,
                 "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
                 "token_method": self.token_method, "output_tokens_method": self.output_method,
-                "batch_usd": self.batch, "live_usd": self.live, "models": [c.as_dict() for c in self.costs]}
+                "batch_usd": self.batch, "live_usd": self.live,
+                **({"flex_usd": self.flex} if _has_flex(self.provider) else {}),
+                "models": [c.as_dict() for c in self.costs]}
 
     def lines(self) -> list[str]:
         """The human-readable report, shared by `estimate` and `run --dry-run`."""
@@ -460,9 +521,12 @@ class Estimate:
             if c.price is None:
                 out.append(f"  {c.model}: {UNKNOWN} (not in genai-prices; add it to {PRICES_FILE} or --prices)")
             else:
-                out.append(f"  {c.model}: batch {format_usd(c.batch)}, live {format_usd(c.live)}"
-                           f" [{c.price.source}; batch: {c.price.batch_source}]")
-        out.append(f"estimated cost:     batch {format_usd(self.batch)} | live {format_usd(self.live)}")
+                flex = "" if c.price.flex_rates is None else f", flex {format_usd(c.flex)}"
+                out.append(f"  {c.model}: batch {format_usd(c.batch)}{flex}, live {format_usd(c.live)}"
+                           f" [{c.price.source}; batch: {c.price.batch_source}"
+                           + ("" if c.price.flex_rates is None else f"; flex: {c.price.flex_source}") + "]")
+        flex = f" | flex {format_usd(self.flex)}" if _has_flex(self.provider) else ""
+        out.append(f"estimated cost:     batch {format_usd(self.batch)}{flex} | live {format_usd(self.live)}")
         return out
 
 

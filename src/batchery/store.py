@@ -124,7 +124,7 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
-SOURCES = ("batch", "live", "cache")  # how an outcome was obtained
+SOURCES = ("batch", "live", "cache", "flex")  # how an outcome was obtained (flex: a live call on the flex tier)
 
 
 @dataclass
@@ -525,24 +525,25 @@ class Store:
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    def record_outcomes(self, outcomes: list[tuple], source: str = "batch") -> None:
+    def record_outcomes(self, outcomes: list[tuple], source: str | None = "batch") -> None:
         """Store outcomes given as (status, text, response, input_tokens, output_tokens, cached_tokens,
         reasoning_tokens, error_code, error_message, cache_write_tokens, item id), sorted by item id so the table is
-        appended to in order.
+        appended to in order. With source None each row ends with its own source (after the item id).
 
         An item keeps its first outcome, so a collect repeated after a crash changes nothing.
         """
-        assert source in SOURCES
+        assert source is None or source in SOURCES
         self.db.executemany(
             f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"
-            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{source}')",
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {'?' if source is None else repr(source)})",
             outcomes,
         )
 
     def finish_live_items(self, outcomes: list[tuple], sends: list[tuple[int, int]]) -> None:
-        """Record answers from live calls (rows as in record_outcomes) and the calls each took as
-        (sends, item id): each item is done at once."""
-        self.record_outcomes(outcomes, source="live")
+        """Record answers from live calls (rows as in record_outcomes, each ending with its source:
+        live, or flex for an answer the flex tier served) and the calls each took as (sends, item
+        id): each item is done at once."""
+        self.record_outcomes(outcomes, source=None)
         self.db.executemany("UPDATE items SET state = 'done', attempts = attempts + ? WHERE id = ?", sends)
 
     def pending_after(self, job_id: int, after: int, limit: int) -> list[tuple[int, str, str, bytes]]:

@@ -135,8 +135,8 @@ def retry(
         if options.get("emulate") and no_wait:
             raise ConfigError("the job runs on an in-process emulator (--emulate), which lives only while this "
                               "command runs: retry it without --no-wait")
-        live = live_policy("live", options.get("rpm"), options.get("tpm"), options.get("concurrency", 32)) \
-            if options.get("mode") == "live" else None
+        live = live_policy(options["mode"], options.get("rpm"), options.get("tpm"), options.get("concurrency", 32)) \
+            if options.get("mode") in ("live", "flex") else None
         if live is not None and no_wait:
             raise ConfigError("--no-wait needs batch mode: live calls are answered while the command runs")
         attempts = max_attempts or options.get("max_attempts", 3)

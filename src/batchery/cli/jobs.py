@@ -18,7 +18,8 @@ def run(
                                  "openai-compatible (any OpenAI-style server at --base-url; live only), "
                                  "or vllm (`vllm run-batch` on this machine, chunk by chunk)."),
     mode: str = typer.Option("batch", help="batch: the provider's Batch API (cheaper, hours); live: one call per "
-                             "request, paced under --rpm/--tpm (answers in minutes)."),
+                             "request, paced under --rpm/--tpm (answers in minutes); flex: live calls on the "
+                             "provider's flex tier (openai, gemini: batch prices, slower, 429s waited out)."),
     rpm: float | None = typer.Option(None, min=1, help="Live mode: requests per minute to stay under "
                                         "(default: learnt from the provider's rate-limit headers)."),
     tpm: float | None = typer.Option(None, min=1, help="Live mode: tokens per minute to stay under "

@@ -34,6 +34,8 @@ Every draw is a hash of (knob, model, prompt): the same request always gets the 
   include batchery's correction, :data:`batchery.structured.CORRECTION`) while fewer corrections than
   that have been made. Set it high (99) for answers that never fit. The bad answers alternate:
   prose (:data:`NOT_JSON_REPLY`: not JSON) first, then JSON that breaks the schema.
+- ``flex_busy`` (a count, default 0): how many 429s ("resource unavailable") each live call on the
+  flex tier (OpenAI ``service_tier``, Gemini ``serviceTier`` "flex") meets before it is answered.
 
 An input writer's request (generated inputs: a prompt starting "Write N new test inputs", see
 :func:`batchery.eval.prompts.inputs_request`, with a schema asking for ``inputs``) is answered with
@@ -77,8 +79,8 @@ UNPARSABLE_REPLY = ("Having read everything carefully, I lean one way, but I wou
 NOT_JSON_REPLY = "Sure! Here is what you asked for, in my own words rather than as JSON."
 
 _DEFAULTS = {"quality": 1.0, "judge_noise": 0.0, "position_bias": 0.5, "tie_rate": 0.0, "unparsable": 0.0,
-             "invalid_structured": 0.0, "invalid_attempts": 1}
-_COUNTS = frozenset({"invalid_attempts"})  # knobs that count rather than give a probability
+             "invalid_structured": 0.0, "invalid_attempts": 1, "flex_busy": 0}
+_COUNTS = frozenset({"invalid_attempts", "flex_busy"})  # knobs that count rather than give a probability
 WILDCARD = "*"
 
 
@@ -112,6 +114,7 @@ class Behaviour:
     unparsable: Mapping[str, float] = field(default_factory=dict)
     invalid_structured: Mapping[str, float] = field(default_factory=dict)
     invalid_attempts: Mapping[str, float] = field(default_factory=dict)
+    flex_busy: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -43,6 +43,7 @@ from .fake_model import (
     _text_of,
     complete_chat,
     model_exists,
+    request_seed,
 )
 from .gemini_routes import (
     API_VERSIONS,
@@ -309,6 +310,7 @@ class Live:
         self.clock, self.stats, self.latency = clock, stats, float(latency)
         self.behaviour = behaviour
         self.rpm, self.tpm = rpm, tpm
+        self._flex_refused: dict[int, int] = {}  # 429s each flex request met (the flex_busy knob)
         now = clock.now()
         self.limiters = {p: Limiter(rpm, tpm, now) for p in bases} if rpm or tpm else {}
         chat = "/v1/chat/completions"
@@ -383,6 +385,20 @@ class Live:
     def _created(self) -> int:
         return int(self.clock.now())
 
+    def _flex_busy(self, provider: str, model: str, body: dict) -> Response | None:
+        """A flex call (OpenAI service_tier, Gemini serviceTier "flex") refused with a 429 while its
+        request has met fewer than the behaviour's `flex_busy` (flex capacity is best effort)."""
+        seed = request_seed(body)
+        if (refused := self._flex_refused.get(seed, 0)) >= (self.behaviour.value("flex_busy", model) if self.behaviour else 0):
+            return None
+        self._flex_refused[seed] = refused + 1
+        self.stats.add_fault(provider, "flex_busy")
+        message = "Resource unavailable: no flex capacity for this model now; retry later (emulator: flex_busy)."
+        if provider == "gemini":
+            return google_error(429, message, "RESOURCE_EXHAUSTED").response()
+        return JSONResponse({"error": {"message": message, "type": "resource_unavailable", "param": None,
+                                       "code": "resource_unavailable"}}, status_code=429)
+
     # -- one parser per provider: validate as the batch routes do, then answer with their builder -----
 
     def _openai(self, scope: Scope, raw: bytes, provider: str = "openai") -> Parsed:  # OpenAI and Groq
@@ -397,8 +413,11 @@ class Live:
         if problem is not None:
             return JSONResponse({"error": problem}, status_code=404 if problem["code"] == "model_not_found" else 400)
         cost = _cost(_chars(body["messages"]), body.get("max_completion_tokens") or body.get("max_tokens"))
-        return body["model"], cost, lambda: complete_chat(body, created=self._created(), behaviour=self.behaviour,
-                                                          provider=provider)
+        flex = provider == "openai" and body.get("service_tier") == "flex"
+        if flex and (busy := self._flex_busy(provider, body["model"], body)) is not None:
+            return busy
+        answer = partial(complete_chat, body, created=self._created(), behaviour=self.behaviour, provider=provider)
+        return body["model"], cost, (lambda: {**answer(), "service_tier": "flex"}) if flex else answer
 
     def _together(self, scope: Scope, raw: bytes) -> Parsed:
         body = _loads(raw)
@@ -464,5 +483,13 @@ class Live:
         system = _field(body, "systemInstruction")
         chars = sum(len(t) for c in [*_field(body, "contents"), *([system] if system else [])] for t in _texts(c))
         cost = _cost(chars, _field(_field(body, "generationConfig") or {}, "maxOutputTokens"))
-        return model, cost, lambda: generate(body, f"models/{model}", secrets.token_urlsafe(16),
-                                             behaviour=self.behaviour)
+        flex = str(_field(body, "serviceTier") or "").lower() == "flex"
+        if flex and (busy := self._flex_busy("gemini", model, body)) is not None:
+            return busy
+
+        def build() -> dict:
+            answer = generate(body, f"models/{model}", secrets.token_urlsafe(16), behaviour=self.behaviour)
+            answer["usageMetadata"].update({"serviceTier": "flex"} if flex else {})  # the tier that served it
+            return answer
+
+        return model, cost, build

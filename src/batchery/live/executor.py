@@ -16,6 +16,11 @@ sends; any other answer (success or a refusal) is the request's outcome. A refus
 permission, no quota) or a provider that stays unreachable stops sending at once: such lines are
 failed with a recoverable code, the rest stay pending, the job is not done, and the next run sends
 them all.
+
+Flex (`--mode flex`, LivePolicy.tier): each call asks for the provider's flex tier (adapter.with_tier),
+waits up to 15 minutes for its answer, and a 429 ("resource unavailable" is normal there) is backed
+off, never final. Each answer is stored with the tier it says served it as its source (flex, or live
+for a call the standard tier took), so `status` prices it at that tier's rates.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "maxOutputTokens")
 _READ_AHEAD = 1_000  # pending items read from the store per query
 _WRITE_WAIT = 0.02  # seconds one write attempt waits for another process's write lock ...
 _WRITE_RETRY = 0.05  # ... and the pause between attempts, during which calls in flight go on
+FLEX_TIMEOUT = 900.0  # seconds a flex call waits for its answer: OpenAI's flex guide raises the SDK's to 15 min
+FLEX_MAX_BACKOFF = 300.0  # longest pause after a flex 429 that names no wait
 
 
 @dataclass
@@ -56,7 +63,7 @@ class LivePolicy:
     tpm: float | None = None
     concurrency: int = 32
     max_attempts: int = DEFAULT_MAX_ATTEMPTS  # sends per request when the network or a 5xx fails it
-    max_rate_limited: int = 50  # 429s one request may meet before it is recorded as failed
+    max_rate_limited: int | None = 50  # 429s one request may meet before it is recorded as failed (None: no end)
     backoff: float = 1.0  # first backoff in seconds, doubled per failure ...
     max_backoff: float = 60.0  # ... up to this
     progress_seconds: float = 0.5  # how often progress is reported
@@ -64,7 +71,8 @@ class LivePolicy:
     max_cost: float | None = None  # USD: no call starts once spent + in flight + its projection would pass it
     prices: PriceBook | None = None
     http: str = "fast"  # "fast": one aiohttp session (live/http.py); "sdk": the provider's official async SDK
-    read_timeout: float = READ_TIMEOUT  # seconds a fast-path call waits for the next bytes of its answer
+    read_timeout: float = READ_TIMEOUT  # seconds a call waits for the next bytes of its answer
+    tier: str | None = None  # a service tier every call asks for ("flex"), priced at its rates
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
@@ -72,6 +80,17 @@ class LivePolicy:
     def __post_init__(self) -> None:
         if self.http not in HTTP_MODES:
             raise ConfigError(f"--http must be one of: {', '.join(HTTP_MODES)} (got '{self.http}')")
+
+    @property
+    def mode(self) -> str:
+        return self.tier or "live"
+
+    @classmethod
+    def flex(cls, **settings) -> LivePolicy:
+        """Calls on the flex tier: answers may take minutes, and a 429 means flex capacity is busy for
+        now, so it is waited out (backing off up to FLEX_MAX_BACKOFF), never made a request's outcome."""
+        return cls(tier="flex", read_timeout=FLEX_TIMEOUT, max_rate_limited=None, max_backoff=FLEX_MAX_BACKOFF,
+                   **settings)
 
 
 @dataclass
@@ -101,6 +120,8 @@ class LiveRunner:
         self.cancelled = False  # `batchery cancel` asked (from any process): no new call starts
         self._spent = self._committed = 0.0
         self._structured = store.has_structured(job.id)  # answers to check against a schema (structured.py)
+        if self.policy.read_timeout != READ_TIMEOUT:  # the SDK path waits as long as the fast path
+            provider.live_timeout = self.policy.read_timeout
         # How each call travels: the fast client (adapters without a route fall back to their SDK) or the SDK.
         self._http = (FastHTTP(provider, connections=self.policy.concurrency, read_timeout=self.policy.read_timeout)
                       if self.policy.http == "fast" else None)
@@ -193,7 +214,7 @@ class LiveRunner:
         if self._write_error is not None:
             raise self._write_error
         stored = asyncio.get_running_loop().create_future()
-        self._unsaved.append(((*outcome[1:], item), (sends, item), stored))
+        self._unsaved.append(((*outcome[1:], item, self._source(outcome)), (sends, item), stored))
         if not self._writing:
             self._writing = True
             try:
@@ -241,7 +262,7 @@ class LiveRunner:
             print("store free again: the answers are written", file=sys.stderr, flush=True)
 
     def _write(self, group: list[tuple[tuple, tuple[int, int], asyncio.Future]], wait: float | None = None) -> None:
-        rows = sorted((row for row, _, _ in group), key=lambda row: row[-1])
+        rows = sorted((row for row, _, _ in group), key=lambda row: row[-2])  # by item
         with self.store.transaction(wait=wait):
             self.store.finish_live_items(rows, [sends for _, sends, _ in group])
 
@@ -294,6 +315,8 @@ class LiveRunner:
         """One request to its outcome: (outcome, calls made); None when the budget stops it unsent."""
         policy = self.policy
         body = self.provider.live_body(line)
+        if policy.tier is not None:
+            body = self.provider.with_tier(body, policy.tier)
         prompt, output_cap = _estimate_tokens(line, body)
         estimate = prompt + output_cap
         projected = self._projected(model, prompt, output_cap)
@@ -306,8 +329,16 @@ class LiveRunner:
         if policy.max_cost is not None:
             outcome = answer[0]
             self._spent += self._price(model).cost(outcome.input_tokens or 0, outcome.output_tokens or 0, False,
-                                                   outcome.cached_tokens or 0, outcome.cache_write_tokens or 0)
+                                                   outcome.cached_tokens or 0, outcome.cache_write_tokens or 0,
+                                                   tier=self._source(outcome))
         return answer
+
+    def _source(self, outcome: Outcome) -> str:
+        """How an answer was bought, stored as its source: live, or flex when a flex call's answer says
+        the flex tier served it (or names no tier at all: it was asked for)."""
+        if self.policy.tier is None:
+            return "live"
+        return "flex" if (self.provider.served_tier(outcome) or self.policy.tier) == "flex" else "live"
 
     def _price(self, model: str):
         price = self.policy.prices.price(self.provider.name, model)  # type: ignore[union-attr]
@@ -323,7 +354,7 @@ class LiveRunner:
             return 0.0
         if self.stopped is not None:
             return None
-        projected = self._price(model).cost(prompt, output_cap, False)
+        projected = self._price(model).cost(prompt, output_cap, False, tier=self.policy.mode)
         so_far = self._spent + self._committed
         if so_far + projected > cap:
             self.stopped = (f"--max-cost ${cap:,.2f} reached: spent and in flight ${so_far:,.4f}; the next call "
@@ -369,7 +400,7 @@ class LiveRunner:
                 wait = retry_after(response.headers, response.body)
                 limiter.cool_down((wait if wait is not None else self._backoff(limited))
                                   * (1 + 0.1 * policy.rng.random()))
-                if limited >= policy.max_rate_limited:
+                if policy.max_rate_limited is not None and limited >= policy.max_rate_limited:
                     return _failed(key, "rate_limited", f"answered 429 {limited} times in a row"), sends
                 continue
             if kind is Failure.TRANSIENT:

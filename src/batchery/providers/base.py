@@ -156,6 +156,12 @@ class BatchProvider(ABC):
     # Where this adapter's calls go ("emulator", "default" or a normalised base URL; set by
     # get_provider): stored answers are reused only between jobs of the same origin. None: unknown.
     origin: str | None = None
+    # Flex tier (`--mode flex`): live calls ask for it with this body field, and an answer names the
+    # tier that served it at tier_path. flex_tier False: the provider has no such tier.
+    flex_tier: ClassVar[bool] = False
+    tier_field: ClassVar[str] = "service_tier"
+    tier_path: ClassVar[tuple[str, ...]] = ("service_tier",)
+    live_timeout: float | None = None  # seconds an SDK live call waits for its answer (None: the SDK's)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """An adapter that names itself has the usual facts unless it states its own: the key in
@@ -316,6 +322,20 @@ class BatchProvider(ABC):
         """The request body inside a stored batch line."""
         return orjson.loads(line)[self.line_body_field]
 
+    def with_tier(self, body: dict, tier: str) -> dict:
+        """A live body asking for a service tier (flex), in the field the provider's API reads."""
+        return {**body, self.tier_field: tier}
+
+    def served_tier(self, outcome: Outcome) -> str | None:
+        """The tier an answer says served it, in lower case ("flex", "default", ...); None: it does not say."""
+        try:
+            found: Any = orjson.loads(outcome.response) if outcome.response else None
+        except orjson.JSONDecodeError:
+            return None
+        for step in self.tier_path:
+            found = found.get(step) if isinstance(found, dict) else None
+        return found.lower().removeprefix("service_tier_") if isinstance(found, str) else None
+
     async def send(self, body: dict, model: str) -> LiveResponse:
         """Make one live call through the SDK; a response of any status is returned, a network
         failure raises TransientError."""
@@ -383,8 +403,10 @@ class StainlessBatch(BatchProvider):
         return getattr(self._sdk, self.sdk_client)(api_key=self.api_key, base_url=self.base_url, max_retries=0)
 
     def open_live_client(self) -> Any:
+        # A longer wait (flex answers take minutes) keeps the SDKs' 5 s to connect.
+        wait = {} if self.live_timeout is None else {"timeout": self._sdk.Timeout(self.live_timeout, connect=5.0)}
         return getattr(self._sdk, "Async" + self.sdk_client)(
-            api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0)
+            api_key=self.client.api_key, base_url=self.client.base_url, max_retries=0, **wait)
 
     async def send(self, body: dict, model: str) -> LiveResponse:
         return await post_stainless(self, self.live_path, body)

@@ -74,6 +74,9 @@ class GeminiBatch(BatchProvider):
     price_id = "google"
     emulator_service = "gemini"
     error_codes = GEMINI_CODES
+    # Flex: serviceTier in the request, as the SDK sends GenerateContentConfig.service_tier; the
+    # tier that served it comes back in usageMetadata.serviceTier.
+    flex_tier, tier_field, tier_path = True, "serviceTier", ("usageMetadata", "serviceTier")
     batch_states: ClassVar[Mapping[str, str]] = {
         "JOB_STATE_PENDING": "submitted", "JOB_STATE_QUEUED": "submitted", "JOB_STATE_RUNNING": "running",
         "JOB_STATE_PAUSED": "running", "JOB_STATE_UPDATING": "running", "JOB_STATE_CANCELLING": "cancelling",
@@ -225,6 +228,8 @@ class GeminiBatch(BatchProvider):
         the like become the SDK's config (its types take the REST camelCase names)."""
         config = dict(body.get("generationConfig") or {})
         config.update((k, v) for k, v in body.items() if k not in ("contents", "generationConfig"))
+        if self.live_timeout is not None:
+            config["httpOptions"] = {"timeout": int(self.live_timeout * 1000)}  # the SDK counts milliseconds
         with self._errors("live call"):  # no answer at all: TransientError
             try:
                 response = await self.live_client.models.generate_content(

@@ -70,6 +70,7 @@ class OpenAIBatch(ChatCompletionLines, StainlessBatch):
 
     live_path = "/chat/completions"
     default_base_url = "https://api.openai.com/v1"  # the SDK's, when no base URL is given
+    flex_tier = True  # service_tier="flex" on Chat Completions, named back in the answer's service_tier
 
     def live_headers(self) -> dict[str, str]:
         """The key, and the organisation and project the SDK reads from OPENAI_ORG_ID and
@@ -135,6 +136,7 @@ class OpenAICompatible(OpenAIBatch):
     emulator_service = "openai"  # the emulator's OpenAI service stands in for such a server
     key_optional = "not-needed"  # local servers (Ollama, vLLM) often take no key; the SDK needs a value
     price_id = ""  # whatever model a server runs, it is not priced as OpenAI's
+    flex_tier = False
     # No batch file limits apply; a request line is capped only to keep one line sane.
     limits = BatchLimits(max_requests=1, max_bytes=64 * 1024 * 1024, discount=0.0, window="live only")
 
