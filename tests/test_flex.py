@@ -92,3 +92,13 @@ def test_the_cli_runs_gemini_flex_and_status_and_estimate_show_the_flex_price(tm
     assert "| flex $" in cli("estimate", str(requests), *args)[1]
     assert "flex_usd" not in orjson.loads(cli("estimate", str(requests), "--provider", "anthropic", "--model",
                                               "claude-haiku-4-5", "--store", store, "--json")[1])  # no flex tier
+
+
+def test_a_price_file_sets_flex_prices_which_default_to_the_batch_prices(tmp_path):
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[openai."ft:a"]\ninput = 1.0\noutput = 2.0\nflex_input = 0.4\n\n'
+                      '[gemini."g"]\ninput = 1.0\noutput = 2.0\n\n[anthropic."c"]\ninput = 1.0\noutput = 2.0\n')
+    book = PriceBook(prices)
+    assert book.price("openai", "ft:a").flex_rates == {"input": (0.4, ()), "output": (1.0, ())}
+    assert book.price("gemini", "g").flex_rates == book.price("gemini", "g").batch_rates
+    assert book.price("anthropic", "c").flex_rates is None  # no flex tier to price
