@@ -143,7 +143,8 @@ def run(requests: Iterable[dict], *, provider: str = "openai", model: str | None
         rpm: float | None = None, tpm: float | None = None, concurrency: int = 32,
         max_cost: float | None = None, no_cache: bool = False) -> list[Result]:
     """Run requests through a provider's Batch API (mode="batch") or live calls paced under
-    rpm/tpm (mode="live"), and return one Result per request, in order.
+    rpm/tpm (mode="live"; mode="flex": on the provider's flex tier), and return one Result per
+    request, in order.
 
     Calling it again with the same requests (or the same `job` name) resumes instead of resending;
     answers already in the store from either mode are reused unless no_cache=True.
