@@ -8,6 +8,7 @@ import re
 
 from conftest import start_job
 
+from batchery import tokens
 from batchery.limits import reported_enqueued_limit, tokens_text
 
 # Six requests of about 190 emulated prompt tokens each, two per batch: one batch (about 380
@@ -23,7 +24,16 @@ def _done(store, engine) -> dict:
     return store.counts(engine.job.id)
 
 
-def test_batches_wait_for_the_enqueued_token_budget_and_never_pass_the_providers_cap(store, make_emulator):
+def test_batches_wait_for_the_enqueued_token_budget_and_never_pass_the_providers_cap(store, make_emulator,
+                                                                                     monkeypatch):
+    counted: list[str] = []
+    real_counter = tokens.counter
+
+    def counting(provider: str, model: str):  # the real counter, watched
+        count, method = real_counter(provider, model)
+        return (lambda text: counted.append(text) or count(text)), method
+
+    monkeypatch.setattr(tokens, "counter", counting)
     emulator = _emulator(make_emulator, "enqueued_tokens=500")
     engine = start_job(store, emulator, REQUESTS, batch_size=2)
     engine.max_enqueued_tokens = 500
@@ -36,6 +46,8 @@ def test_batches_wait_for_the_enqueued_token_budget_and_never_pass_the_providers
     assert sum(stats["batches_created"].values()) == 3  # each sent once, one after the other
     waits = [p.waiting for p in seen if p.waiting]
     assert waits and all(re.fullmatch(r"waiting: [\d,]+ of 500 enqueued tokens in use", w) for w in waits)
+    # each line's prompt was counted once, when its batch was planned, not again while it waited
+    assert sorted(counted) == sorted(r["prompt"] for r in REQUESTS)
 
 
 def test_a_token_limit_error_lowers_the_budget_to_the_limit_the_provider_reports(store, make_emulator):

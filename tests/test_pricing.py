@@ -302,6 +302,23 @@ def test_openai_token_counts_are_exact_offline_with_the_bundled_o200k(tmp_path, 
     assert tokens.approximate_tokens(_TEXTS["ja"][0]) < 0.5 * _TEXTS["ja"][1]
 
 
+def test_a_batch_lines_prompt_tokens_are_the_general_estimates_whatever_the_body_shape():
+    provider = get_provider("openai", base_url="http://127.0.0.1:9/v1", api_key="k")
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": _TEXTS["zh"][0]}]
+    bodies = [  # plain chat bodies (read directly) and others (walked), which must count alike
+        {"model": "gpt-4o-mini", "messages": chat, "max_completion_tokens": 64, "temperature": 0.5},
+        {"model": "gpt-4o-mini", "messages": chat, "user": "someone", "stop": ["\n\n"]},
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi", "name": "Ann"}]},
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+        {"model": "gpt-4o-mini", "messages": [], "response_format": {"type": "json_object"}},
+    ]
+    count, method = tokens.counter("openai", "gpt-4o-mini")
+    lines = [orjson.dumps(provider.wrap(f"k{i}", body)) for i, body in enumerate(bodies)]
+    expected = [tokens.estimate_request({"raw": body}, count, method).input_tokens for body in bodies]
+    assert list(tokens.line_tokens(provider, "gpt-4o-mini", lines)) == expected
+    assert expected[0] == count("Be brief.") + count(_TEXTS["zh"][0]) + 2 * 4 + 3
+
+
 def test_the_bundled_encoding_is_refused_when_its_file_is_not_tiktokens(monkeypatch):
     from tiktoken_ext import openai_public
 

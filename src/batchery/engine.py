@@ -521,8 +521,9 @@ class Engine:
                 count = len(next(split(((i, len(line)) for i, line in enumerate(lines)), max_requests,
                                        limits.max_bytes)))
                 budget = self._enqueued_budget(model)
+                tokens = None  # counted here only when the bytes alone do not show the batch fits
                 if budget is not None and sum(len(line) for line in lines[:count]) > budget:
-                    count = self._fit_tokens(model, [line for _, _, line in rows[:count]], budget)
+                    count, tokens = self._fit_tokens(model, [line for _, _, line in rows[:count]], budget)
                 tag = f"bb-{secrets.token_hex(8)}"
                 path = self.files / f"{tag}.jsonl"
                 with path.open("wb") as f:
@@ -531,6 +532,8 @@ class Engine:
                 with self.store.transaction():
                     batch_id = self.store.insert_batch(self.job.id, tag, model, rows[count - 1][0], count, n_bytes)
                     self.store.log(self.job.id, "batch_planned", batch=batch_id, requests=count, bytes=n_bytes)
+                if tokens is not None:  # _queue_full need not count them again
+                    self._batch_tokens[batch_id] = tokens
 
     # -- the enqueued-token budget -----------------------------------------------------------------
 
@@ -551,16 +554,16 @@ class Engine:
 
         return sum(line_tokens(self.provider, model, lines))
 
-    def _fit_tokens(self, model: str, lines: list[bytes], budget: int) -> int:
-        """How many of these lines (at least one) fit in one batch under the budget."""
+    def _fit_tokens(self, model: str, lines: list[bytes], budget: int) -> tuple[int, int]:
+        """How many of these lines (at least one) fit in one batch under the budget, and their tokens."""
         from .tokens import line_tokens
 
         used = 0
         for n, tokens in enumerate(line_tokens(self.provider, model, lines)):
+            if used + tokens > budget:
+                return (n, used) if n else (1, tokens)
             used += tokens
-            if used > budget:
-                return max(n, 1)
-        return len(lines)
+        return len(lines), used
 
     def _queue_full(self, batch) -> bool:
         """Would this batch take the model's open batches past the enqueued-token budget? Then it

@@ -73,7 +73,9 @@ def counter(provider: str, model: str) -> tuple[Callable[[str], int], str]:
     if name is not None:
         encoding = (bundled_o200k() if name == BUNDLED else None) or _cached_encoding(name)
         if encoding is not None:
-            return (lambda text: len(encoding.encode(text, disallowed_special=()))), f"tiktoken {encoding.name}"
+            # encode_ordinary: special-token strings count as plain text, as in encode(disallowed_special=()),
+            # without encode's search for them (a fifth less CPU per text)
+            return (lambda text: len(encoding.encode_ordinary(text))), f"tiktoken {encoding.name}"
     return approximate_tokens, APPROXIMATE
 
 
@@ -85,7 +87,36 @@ def line_tokens(provider, model: str, lines: Iterable[bytes]) -> Iterator[int]:
     count, method = counter(provider.name, model)
     for line in lines:
         body = orjson.loads(line).get(provider.line_body_field) or {}
-        yield estimate_request({"raw": body}, count, method).input_tokens
+        texts = _chat_texts(body)
+        if texts is None:
+            yield estimate_request({"raw": body}, count, method).input_tokens
+        else:  # the same sum as estimate_request's, without its walk of the whole body
+            yield sum(count(t) for t in texts) + _PER_MESSAGE * len(texts) + _PER_REQUEST
+
+
+_PLAIN = (int, float, bool, type(None))
+_TEXT_SKIP = frozenset({"model", "custom_id", "role", "type"})
+
+
+def _chat_texts(body: dict) -> list[str] | None:
+    """The texts estimate_request would count in a plain chat body (messages of a role and a text
+    content, other fields numbers): read directly, as a budget check reads tens of thousands of
+    lines. None for any other shape, which the general walk counts."""
+    messages = body.get("messages")
+    if type(messages) is not list:
+        return None
+    for name, value in body.items():
+        if name != "messages" and name not in _TEXT_SKIP and not isinstance(value, _PLAIN):
+            return None
+    texts = []
+    for message in messages:
+        if type(message) is not dict or len(message) != 2 or "role" not in message:
+            return None
+        content = message.get("content")
+        if type(content) is not str:
+            return None
+        texts.append(content)
+    return texts
 
 
 def approximate_tokens(text: str) -> int:
