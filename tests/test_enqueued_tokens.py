@@ -77,3 +77,22 @@ def test_the_limit_is_read_from_openais_message_and_shown_in_millions():
     assert reported_enqueued_limit("something else") is None
     assert f"waiting: {tokens_text(1_800_000)} of {tokens_text(2_000_000)} enqueued tokens in use" \
         == "waiting: 1.8 M of 2 M enqueued tokens in use"
+
+
+def test_lines_left_out_of_a_batch_by_the_budget_are_read_from_the_store_once(store, make_emulator, monkeypatch):
+    read: list[int] = []
+    real = store.pending_requests
+
+    def watched(*args, **kwargs):  # the real query, its rows counted
+        rows = real(*args, **kwargs)
+        read.extend(item for item, _, _ in rows)
+        return rows
+
+    monkeypatch.setattr(store, "pending_requests", watched)
+    emulator = _emulator(make_emulator, "enqueued_tokens=500")
+    engine = start_job(store, emulator, REQUESTS)  # no batch size: the budget alone splits them, two a batch
+    engine.max_enqueued_tokens = 500
+    engine.run()
+    assert _done(store, engine) == {"succeeded": 6}
+    assert [b.n_requests for b in store.batches(engine.job.id)] == [2, 2, 2]
+    assert sorted(read) == sorted(set(read)) and len(read) == 6  # each line fetched once, not once per batch

@@ -516,24 +516,34 @@ class Engine:
         max_requests = min(limits.max_requests, self.batch_size or limits.max_requests)
         self.files.mkdir(mode=0o700, exist_ok=True)
         for model in self.store.pending_models(self.job.id):
-            while rows := self.store.pending_requests(self.job.id, model, max_requests):
-                lines = [line + b"\n" for _, _, line in rows]
-                count = len(next(split(((i, len(line)) for i, line in enumerate(lines)), max_requests,
-                                       limits.max_bytes)))
+            rows: list[tuple[int, str, bytes]] = []
+            while True:
+                # Lines a batch left out (cut by the token budget) start the next one: they are
+                # read from the store once, however many batches the budget makes of them.
+                if len(rows) < max_requests:
+                    rows += self.store.pending_requests(self.job.id, model, max_requests - len(rows),
+                                                        after=rows[-1][0] if rows else 0)
+                if not rows:
+                    break
+                sizes = ((i, len(line) + 1) for i, (_, _, line) in enumerate(rows))  # + 1: the newline
+                count = len(next(split(sizes, max_requests, limits.max_bytes)))
                 budget = self._enqueued_budget(model)
                 tokens = None  # counted here only when the bytes alone do not show the batch fits
-                if budget is not None and sum(len(line) for line in lines[:count]) > budget:
+                if budget is not None and sum(len(line) + 1 for _, _, line in rows[:count]) > budget:
                     count, tokens = self._fit_tokens(model, [line for _, _, line in rows[:count]], budget)
                 tag = f"bb-{secrets.token_hex(8)}"
                 path = self.files / f"{tag}.jsonl"
                 with path.open("wb") as f:
-                    f.writelines(lines[:count])
+                    for _, _, line in rows[:count]:
+                        f.write(line)
+                        f.write(b"\n")
                 n_bytes = path.stat().st_size
                 with self.store.transaction():
                     batch_id = self.store.insert_batch(self.job.id, tag, model, rows[count - 1][0], count, n_bytes)
                     self.store.log(self.job.id, "batch_planned", batch=batch_id, requests=count, bytes=n_bytes)
                 if tokens is not None:  # _queue_full need not count them again
                     self._batch_tokens[batch_id] = tokens
+                del rows[:count]
 
     # -- the enqueued-token budget -----------------------------------------------------------------
 

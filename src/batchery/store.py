@@ -468,12 +468,12 @@ class Store:
         rows = self.db.execute("SELECT DISTINCT model FROM items WHERE job_id = ? AND state = 'pending'", (job_id,))
         return [r[0] for r in rows]
 
-    def pending_requests(self, job_id: int, model: str, limit: int) -> list[tuple[int, str, bytes]]:
-        """(item id, key, provider line) of the first `limit` pending items for one model."""
+    def pending_requests(self, job_id: int, model: str, limit: int, after: int = 0) -> list[tuple[int, str, bytes]]:
+        """(item id, key, provider line) of the first `limit` pending items for one model (past item `after`)."""
         return self.db.execute(
-            "SELECT id, key, line FROM items WHERE job_id = ? AND model = ? AND state = 'pending'"
+            "SELECT id, key, line FROM items WHERE job_id = ? AND model = ? AND state = 'pending' AND id > ?"
             " ORDER BY id LIMIT ?",
-            (job_id, model, limit),
+            (job_id, model, after, limit),
         ).fetchall()
 
     def insert_batch(self, job_id: int, tag: str, model: str, last_item: int, n_requests: int, n_bytes: int) -> int:
