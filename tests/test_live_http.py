@@ -123,7 +123,7 @@ def test_a_refused_connection_stops_the_run_with_a_clear_message_and_never_the_k
     progress = LiveRunner(store, adapter, job, LivePolicy(concurrency=1, max_attempts=2, sleep=_no_wait)).run()
 
     assert not progress.done and progress.stopped and "could not be reached" in progress.stopped
-    assert "ClientConnectorError" in progress.stopped and "127.0.0.1" in progress.stopped
+    assert "ConnectError: cannot connect to 127.0.0.1:" in progress.stopped and "Connection refused" in progress.stopped
     stored = results(store, "refused")
     assert stored[0].status == "failed" and stored[0].error["code"] == "connection_error"
     assert SECRET not in progress.stopped and all(SECRET not in str(r.error) for r in stored)

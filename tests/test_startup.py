@@ -38,13 +38,13 @@ def test_help_and_status_import_no_sdk_no_numerics_no_pydantic_no_rich(tmp_path)
         assert loaded(modules, (*HEAVY, "pydantic", "rich", "aiohttp", "httpx")) == [], args
 
 
-def test_a_live_run_on_the_fast_path_imports_no_sdk(tmp_path, emulator):
+def test_a_live_run_on_the_fast_path_imports_no_sdk_and_no_http_library(tmp_path, emulator):
     requests = tmp_path / "one.jsonl"
     requests.write_text('{"prompt": "Hello"}\n')
     args = ("run", str(requests), "--model", "gpt-4o-mini", "--base-url", emulator.base_url("openai"),
             "--mode", "live", "--out", str(tmp_path / "out.jsonl"))
     modules = imported(tmp_path, *args, env={"OPENAI_API_KEY": "test-key"})
-    assert "aiohttp" in modules and loaded(modules, HEAVY) == []
+    assert "batchery.live.h1" in modules and loaded(modules, (*HEAVY, "aiohttp", "httpx", "pydantic", "rich")) == []
     assert '"status":"succeeded"' in (tmp_path / "out.jsonl").read_text()
     # status on a store that holds a job still needs no SDK
     assert loaded(imported(tmp_path, "status"), HEAVY) == []

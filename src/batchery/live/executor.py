@@ -52,6 +52,7 @@ _WRITE_WAIT = 0.02  # seconds one write attempt waits for another process's writ
 _WRITE_RETRY = 0.05  # ... and the pause between attempts, during which calls in flight go on
 FLEX_TIMEOUT = 900.0  # seconds a flex call waits for its answer: OpenAI's flex guide raises the SDK's to 15 min
 FLEX_MAX_BACKOFF = 300.0  # longest pause after a flex 429 that names no wait
+_CANCEL_CHECK = 0.05  # seconds between two reads of the job's state for a cancel from another process
 
 
 @dataclass
@@ -118,6 +119,8 @@ class LiveRunner:
         self._started = time.monotonic()
         self.stopped: str | None = None  # why calls stopped early (the --max-cost cap), if they did
         self.cancelled = False  # `batchery cancel` asked (from any process): no new call starts
+        self._cancel_checked = -_CANCEL_CHECK  # when the store was last asked (time.monotonic)
+        self._codes = codes_for(provider.name)
         self._spent = self._committed = 0.0
         self._structured = store.has_structured(job.id)  # answers to check against a schema (structured.py)
         if self.policy.read_timeout != READ_TIMEOUT:  # the SDK path waits as long as the fast path
@@ -159,8 +162,10 @@ class LiveRunner:
         return progress
 
     def _cancel_requested(self) -> bool:
-        """A cancel written into the store by `batchery cancel` (any process); one indexed read per call."""
-        if not self.cancelled:
+        """A cancel written into the store by `batchery cancel` (any process): one indexed read every
+        _CANCEL_CHECK seconds at most (a read per call would cost a tenth of a fast call)."""
+        if not self.cancelled and (now := time.monotonic()) >= self._cancel_checked + _CANCEL_CHECK:
+            self._cancel_checked = now
             self.cancelled = self.job.state == "cancelling" or self.store.job_state(self.job.id) == "cancelling"
         return self.cancelled
 
@@ -366,7 +371,7 @@ class LiveRunner:
 
     async def _send(self, key: str, model: str, body: dict, estimate: int, output_cap: int) -> tuple[Outcome, int]:
         policy, limiter = self.policy, self.limiter
-        codes = codes_for(self.provider.name)
+        codes = self._codes
         sends = failures = limited = 0
         while True:
             await limiter.acquire(estimate)

@@ -1,4 +1,4 @@
-"""The fast path of live calls: one aiohttp session per run, JSON by orjson, no SDK in between.
+"""The fast path of live calls: one small HTTP/1.1 client per run (h1.py), JSON by orjson, no SDK in between.
 
 An official SDK spends about 800 µs of CPU per call (building typed options, httpx's request
 machinery, parsing into models the executor throws away); the executor only needs the status, the
@@ -16,7 +16,6 @@ TransientError through the one error boundary (BatchProvider.http_error, retry.c
 
 from __future__ import annotations
 
-import asyncio
 import os
 import platform
 from typing import TYPE_CHECKING, Any
@@ -24,8 +23,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ..errors import BatcheryError
+from ..errors import BatcheryError, ConfigError
 from ..providers.base import LiveResponse, LiveRoute
+from .h1 import Client, HTTPFailure, Target, target
 
 if TYPE_CHECKING:
     from ..providers.base import BatchProvider
@@ -42,7 +42,7 @@ def user_agent() -> str:
         ours = version("batchery")
     except PackageNotFoundError:
         ours = "0+unknown"
-    return f"batchery/{ours} (Python {platform.python_version()}; aiohttp)"
+    return f"batchery/{ours} (Python {platform.python_version()})"
 
 
 def transport_error(provider: BatchProvider, exc: BaseException) -> BatcheryError:
@@ -79,51 +79,49 @@ def proxy_for(url: str) -> str | None:
 
 
 class FastHTTP:
-    """Sends one adapter's live calls. The session is opened on the first call (inside the running
-    loop) with as many connections as there are workers."""
+    """Sends one adapter's live calls through one h1.Client, opened on the first call (inside the
+    running loop) with as many connections as there are workers."""
 
     def __init__(self, provider: BatchProvider, *, connections: int = 32,
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT) -> None:
         self.provider = provider
         self.connections = connections
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
-        self._routes: dict[str, LiveRoute | None] = {}
-        self._session: Any = None
-        self._proxy: str | None = None
-        self._errors: tuple[type[BaseException], ...] = ()
+        self._targets: dict[str, Target | None] = {}
+        self._client: Client | None = None
 
-    def _route(self, model: str) -> LiveRoute | None:
-        if model not in self._routes:
-            self._routes[model] = self.provider.live_route(model)
-        return self._routes[model]
+    def _target(self, model: str) -> Target | None:
+        if model not in self._targets:
+            route = self.provider.live_route(model)
+            self._targets[model] = None if route is None else self._prepare(route)
+        return self._targets[model]
 
-    def _open(self, url: str) -> Any:
-        import aiohttp
-
-        self._errors = (aiohttp.ClientError, asyncio.TimeoutError)
-        self._proxy = proxy_for(url)
-        https = urlsplit(url).scheme == "https"
-        connector = aiohttp.TCPConnector(limit=self.connections, ssl=ssl_context() if https else False)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, trust_env=False,  # the proxy is resolved once, above
-            headers={"User-Agent": user_agent(), "Accept": "application/json", "Content-Type": "application/json"})
-        return self._session
+    def _prepare(self, route: LiveRoute) -> Target:
+        """The request head for a route, through the proxy the environment names (read once per
+        session and route: all calls go to one host)."""
+        proxy = proxy_for(route.url)
+        headers = {"User-Agent": user_agent(), "Accept": "application/json",
+                   "Content-Type": "application/json", **route.headers}
+        try:
+            return target(route.url, headers, proxy)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; the SDK path (--http sdk) may handle it") from None
 
     async def send(self, body: dict, model: str) -> LiveResponse:
         """One POST; an answer of any status is returned, no answer raises TransientError."""
-        route = self._route(model)
-        if route is None:  # an adapter without a fast path: its SDK sends
+        to = self._target(model)
+        if to is None:  # an adapter without a fast path: its SDK sends
             return await self.provider.send(body, model)
-        session = self._session or self._open(route.url)
-        data = orjson.dumps(self.provider.live_payload(body, model))
+        if self._client is None:
+            self._client = Client(limit=self.connections, connect_timeout=self.connect_timeout,
+                                  read_timeout=self.read_timeout, ssl_context=ssl_context() if to.tls else None)
         try:
-            async with session.post(route.url, data=data, headers=route.headers, proxy=self._proxy) as response:
-                return LiveResponse(response.status, response.headers, await response.read())
-        except self._errors as exc:  # refused, reset, timed out, a body cut short
+            status, headers, data = await self._client.post(to, orjson.dumps(self.provider.live_payload(body, model)))
+        except (HTTPFailure, OSError) as exc:  # refused, reset, timed out, a body cut short, TLS
             raise transport_error(self.provider, exc) from None
+        return LiveResponse(status, headers, data)
 
     async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

@@ -61,6 +61,9 @@ class RateLimiter:
     async def acquire(self, tokens: int) -> None:
         """Wait until a call estimated at `tokens` may go, then take its share. Callers queue in
         arrival order (asyncio.Lock is fair), so no worker starves."""
+        if self.requests is None and self.tokens is None and not self._lock.locked() \
+                and self.cooldown_until <= self.clock():
+            return  # no limit and no cooldown: nothing to wait for, nobody waiting ahead
         async with self._lock:
             while True:
                 now = self.clock()
