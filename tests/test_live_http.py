@@ -1,4 +1,4 @@
-"""Live mode's fast path (live/http.py: one aiohttp session, no SDK) against the real emulator:
+"""Live mode's fast path (live/http.py and h1.py: our own HTTP/1.1 client, no SDK) against the real emulator:
 the same stored answers as the SDK path for every provider, the SDK's headers, Retry-After, and
 network failures that become batchery's errors without the key."""
 

@@ -25,8 +25,8 @@ def run(
     tpm: float | None = typer.Option(None, min=1, help="Live mode: tokens per minute to stay under "
                                         "(estimated before each call, corrected from the usage returned)."),
     concurrency: int = typer.Option(32, min=1, help="Live mode: calls in flight at most."),
-    http: str = typer.Option("fast", "--http", help="Live mode: how calls travel. fast: one HTTP session "
-                             "(aiohttp), the SDK's URLs and headers; sdk: the provider's official SDK."),
+    http: str = typer.Option("fast", "--http", help="Live mode: how calls travel. fast: batchery's own small "
+                             "HTTP/1.1 client, the SDK's URLs and headers; sdk: the provider's official SDK."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Send requests even if the store already holds "
                                   "their answer from another job (batch or live)."),
     model: str | None = typer.Option(None, help="Model for requests that do not name one."),

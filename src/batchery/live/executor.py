@@ -71,7 +71,7 @@ class LivePolicy:
     store_wait: float = 300.0  # seconds answers wait for a busy store before the run stops with an error
     max_cost: float | None = None  # USD: no call starts once spent + in flight + its projection would pass it
     prices: PriceBook | None = None
-    http: str = "fast"  # "fast": one aiohttp session (live/http.py); "sdk": the provider's official async SDK
+    http: str = "fast"  # "fast": one small HTTP/1.1 client (live/http.py, h1.py); "sdk": the provider's official async SDK
     read_timeout: float = READ_TIMEOUT  # seconds a call waits for the next bytes of its answer
     tier: str | None = None  # a service tier every call asks for ("flex"), priced at its rates
     clock: Callable[[], float] = time.monotonic
