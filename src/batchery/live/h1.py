@@ -26,7 +26,6 @@ host, never a header (a key).
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import ssl
 from typing import NamedTuple
@@ -117,6 +116,8 @@ def target(url: str, headers: dict[str, str], proxy: str | None = None) -> Targe
         via = (proxy_parts.hostname, proxy_parts.port or 80)
         auth = {}
         if proxy_parts.username is not None:
+            import base64  # only for a proxy's credentials
+
             user_pass = f"{unquote(proxy_parts.username)}:{unquote(proxy_parts.password or '')}"
             auth = {"Proxy-Authorization": "Basic " + base64.b64encode(user_pass.encode()).decode()}
         if scheme == "https":
