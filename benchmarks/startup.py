@@ -6,8 +6,8 @@
 Commands, each a fresh `python -m batchery` process (as the installed `batchery` script runs it),
 in turn so that a noisy machine slows them alike:
 
-* `python -c pass`: the interpreter alone, the floor every command pays; `import aiohttp`, what
-  the fast live path's HTTP client costs to load (its connector builds two TLS contexts at import);
+* `python -c pass`: the interpreter alone, the floor every command pays; `import typer`, the
+  command-line framework every command loads (a floor of its own, not batchery's to shrink);
 * `batchery --help` and `batchery status` (a store holding one finished job): targets <= 0.2 s;
 * `batchery run` of one request in live mode against an emulator in its own process, on the fast
   path (the default) and on the SDK path (`--http sdk`): the fixed cost of a run, target <= 0.3 s;
@@ -74,7 +74,7 @@ def main() -> None:
             timed(run("live")(-1), env)  # a finished job for status to show
             commands = {
                 "python -c pass": lambda r: [sys.executable, "-c", "pass"],
-                "python -c 'import aiohttp'": lambda r: [sys.executable, "-c", "import aiohttp"],
+                "python -c 'import typer'": lambda r: [sys.executable, "-c", "import typer"],
                 "batchery --help": lambda r: [*cli, "--help"],
                 "batchery status": lambda r: [*cli, "status"],
                 "run, live (fast path)": run("live"),

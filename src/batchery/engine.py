@@ -8,7 +8,6 @@ never creates a remote batch twice.
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import secrets
 import time
@@ -194,7 +193,11 @@ def _ingest(store: Store, job_id: int, name: str, provider: BatchProvider, model
             store.delete_job(job_id)
         raise
     for notice in notices:
-        (announce or logging.getLogger("batchery").warning)(notice)
+        if announce is None:
+            import logging  # only for a notice with nobody to tell: `status` does not load it
+
+            announce = logging.getLogger("batchery").warning
+        announce(notice)
     job = store.get_job(name)
     assert job is not None
     return job

@@ -37,7 +37,6 @@ genai-prices takes about 0.3 s to import and look a model up, so the rates found
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -349,6 +348,8 @@ def _discount_note(provider: str) -> str:
 
 
 def _load_overrides(path: Path) -> dict[str, dict[str, dict]]:
+    import tomllib  # only with a price file: `status` reads none on most stores
+
     from .inputs import read_file
 
     raw = read_file(path, "price file", ConfigError)

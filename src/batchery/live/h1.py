@@ -389,7 +389,8 @@ class Client:
             if isinstance(exc, ssl.SSLError):
                 raise ConnectError(f"TLS with {to.host}:{to.port} failed: {exc}") from None
             # "Connection refused" rather than asyncio's wording; a name that does not resolve says so
-            reason = os.strerror(exc.errno) if (exc.errno or 0) > 0 else (exc.strerror or str(exc))
+            errno = exc.errno or 0
+            reason = os.strerror(errno) if errno > 0 else (exc.strerror or str(exc))
             raise ConnectError(f"cannot connect to {where}: {reason}") from None
         except BaseException:
             connection.close()
@@ -404,7 +405,9 @@ class Client:
             raise ProxyError(f"the proxy {to.via[0]}:{to.via[1]} refused a tunnel to {to.host}:{to.port} "
                              f"({answer.status})")
         transport = await loop.start_tls(connection.transport, connection, self._tls(), server_hostname=to.host)
-        connection.transport = transport  # type: ignore[assignment]
+        if transport is None:  # (asyncio's signature allows it; a closed connection fails before)
+            raise Disconnected(f"the tunnel to {to.host}:{to.port} closed during the TLS handshake")
+        connection.transport = transport
 
     def _tls(self) -> ssl.SSLContext:
         if self.ssl_context is None:
