@@ -32,10 +32,10 @@ def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
     return sorted(n for n in names if n in modules)
 
 
-def test_help_and_status_import_no_sdk_no_numerics_no_pydantic_no_rich(tmp_path):
+def test_help_and_status_import_no_sdk_no_numerics_no_pydantic_no_rich_no_toml_no_logging(tmp_path):
     for args in (("--help",), ("status",), ("run", "--help")):
         modules = imported(tmp_path, *args)
-        assert loaded(modules, (*HEAVY, "pydantic", "rich", "aiohttp", "httpx")) == [], args
+        assert loaded(modules, (*HEAVY, "pydantic", "rich", "aiohttp", "httpx", "tomllib", "logging")) == [], args
 
 
 def test_a_live_run_on_the_fast_path_imports_no_sdk_and_no_http_library(tmp_path, emulator):
@@ -45,6 +45,8 @@ def test_a_live_run_on_the_fast_path_imports_no_sdk_and_no_http_library(tmp_path
             "--mode", "live", "--out", str(tmp_path / "out.jsonl"))
     modules = imported(tmp_path, *args, env={"OPENAI_API_KEY": "test-key"})
     assert "batchery.live.h1" in modules and loaded(modules, (*HEAVY, "aiohttp", "httpx", "pydantic", "rich")) == []
+    # nor what only a proxy (urllib.request, with http.client and email) or importlib.metadata would need
+    assert loaded(modules, ("urllib.request", "http.client", "email", "importlib.metadata")) == []
     assert '"status":"succeeded"' in (tmp_path / "out.jsonl").read_text()
     # status on a store that holds a job still needs no SDK
     assert loaded(imported(tmp_path, "status"), HEAVY) == []
