@@ -254,3 +254,19 @@ def test_tls_is_verified_against_certifi_or_ssl_cert_file_also_through_a_connect
     assert progress.done and progress.items == {"succeeded": 2}
     assert {line for line, _ in relays.seen} == {f"CONNECT localhost:{tls_port} HTTP/1.1"}
     assert _texts(store, "tunnel") == _texts(store, "direct")
+
+
+def test_a_key_headers_cannot_carry_or_an_unsupported_proxy_is_a_clear_error_without_the_key(
+        store, emulator, no_proxy_env):
+    from batchery.errors import ConfigError
+
+    bad_key = "sk-clé\u2028secret"  # pasted with an accent and a Unicode line separator
+    adapter = get_provider("openai", base_url=emulator.base_url("openai"), api_key=bad_key)
+    job, _ = prepare_job(store, "badkey", adapter, MODELS["openai"], iter_objects([{"prompt": "hi"}]), "badkey")
+    with pytest.raises(ConfigError, match="the Authorization header holds characters HTTP headers cannot carry") as err:
+        LiveRunner(store, adapter, job, LivePolicy(sleep=_no_wait)).run()
+    assert bad_key not in str(err.value) and "secret" not in str(err.value)
+
+    no_proxy_env.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(ConfigError, match=r"only http:// proxies .* not socks5://; the SDK path \(--http sdk\)"):
+        _run(store, emulator.base_url("openai"), "socks", n=1)

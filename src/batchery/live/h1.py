@@ -97,10 +97,16 @@ def _authority(host: str, port: int, scheme: str | None = None) -> str:
 
 
 def _header_lines(headers: dict[str, str]) -> bytes:
+    """Header lines as bytes. A value is never quoted in an error: it may be a key."""
+    lines = []
     for name, value in headers.items():
         if any(c in name or c in value for c in "\r\n"):  # no header smuggling through a value
-            raise ValueError(f"header {name!r} holds a line break")
-    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
+            raise ValueError(f"the {name} header holds a line break")
+        try:
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        except UnicodeEncodeError:
+            raise ValueError(f"the {name} header holds characters HTTP headers cannot carry") from None
+    return b"".join(lines)
 
 
 def target(url: str, headers: dict[str, str], proxy: str | None = None) -> Target:
@@ -110,7 +116,7 @@ def target(url: str, headers: dict[str, str], proxy: str | None = None) -> Targe
     headers = {"Host": authority, **headers}
     via = tunnel = None
     if proxy is not None:
-        proxy_parts = urlsplit(proxy)
+        proxy_parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")  # "host:port" means http://
         if proxy_parts.scheme != "http" or not proxy_parts.hostname:
             raise ValueError(f"only http:// proxies are supported here, not {proxy_parts.scheme}://")
         via = (proxy_parts.hostname, proxy_parts.port or 80)
