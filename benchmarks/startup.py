@@ -71,7 +71,8 @@ def main() -> None:
                             "--out", str(Path(tmp) / "out.jsonl"), *extra]
                 return argv
 
-            timed(run("live")(-1), env)  # a finished job for status to show
+            timed(run("live")(-1), env)  # a finished job for status to show ...
+            timed([*cli, "status"], env)  # ... and its prices in the store's cache, as every status but the first finds them
             commands = {
                 "python -c pass": lambda r: [sys.executable, "-c", "pass"],
                 "python -c 'import typer'": lambda r: [sys.executable, "-c", "import typer"],
