@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/startup.py             # 5 runs of each command, interleaved
     .venv/bin/python benchmarks/startup.py --runs 9
+    .venv/bin/python benchmarks/startup.py --compare /path/to/other/src   # alternate with another tree
 
 Commands, each a fresh `python -m batchery` process (as the installed `batchery` script runs it),
 in turn so that a noisy machine slows them alike:
@@ -50,11 +51,15 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--compare", type=Path, metavar="SRC",
+                        help="also run the batchery commands from another source tree (its src/), alternating")
     args = parser.parse_args()
 
     import batchery
 
     compileall.compile_dir(str(Path(batchery.__file__).parent), quiet=1)
+    if args.compare:
+        compileall.compile_dir(str(args.compare / "batchery"), quiet=1)
     proc, url = start_emulator()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -82,10 +87,18 @@ def main() -> None:
                 "run, live (--http sdk)": run("live", "--http", "sdk"),
                 "run, batch": run("batch"),
             }
+            if args.compare:  # the same commands on the other tree (its own store), in turn with these
+                other_env = {**env, "PYTHONPATH": str(args.compare), "BATCHERY_HOME": str(Path(tmp) / "other")}
+                timed(run("live")(-1), other_env)
+                timed([*cli, "status"], other_env)
             times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+            for name in [n for n in commands if args.compare and n.startswith(("batchery", "run"))]:
+                times[f"{name}, --compare"] = []
             for r in range(args.runs):
                 for name, argv in commands.items():
                     times[name].append(timed(argv(r), env))
+                    if f"{name}, --compare" in times:
+                        times[f"{name}, --compare"].append(timed(argv(r), other_env))
     finally:
         proc.terminate()
         proc.wait()
@@ -94,7 +107,7 @@ def main() -> None:
 
     print(f"start-up, median of {args.runs} runs: wall seconds (runs), CPU seconds")
     for name, values in times.items():
-        print(f"  {name:<27} {median(name, 0):6.3f} ({', '.join(f'{w:.3f}' for w, _ in values)})"
+        print(f"  {name:<38} {median(name, 0):6.3f} ({', '.join(f'{w:.3f}' for w, _ in values)})"
               f"   CPU {median(name, 1):.3f}")
     for which, label in ((0, "wall"), (1, "CPU")):
         ratios = [median(name, which) / median("run, live (--http sdk)", which)
