@@ -107,19 +107,31 @@ class _Relays:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        self.servers: list[asyncio.Server] = []
         self.seen: list[tuple[str, str | None]] = []
         self.one_answer_per_connection = False  # the proxy drops a kept connection without a word
 
     def serve(self, handler: Callable, tls: ssl.SSLContext | None = None) -> int:
         async def start():
             server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls)
+            self.servers.append(server)
             return server.sockets[0].getsockname()[1]
 
         return asyncio.run_coroutine_threadsafe(start(), self.loop).result(5)
 
     def stop(self) -> None:
+        async def shutdown():  # every relay ends (its sockets closed) before the loop stops
+            for server in self.servers:
+                server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
     @staticmethod
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
