@@ -16,16 +16,19 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from .engine import Engine, PollPolicy, Progress, RequestCounts, poll_together, tally_batches
 from .errors import BatcheryError, ConfigError, JobBusyError, JobError, ProviderError, TransientError
 from .export import export
 from .pricing import PriceBook, actual_cost, total
 from .providers import provider_class
 from .providers.base import BatchProvider
 from .retry import DEFAULT_MAX_ATTEMPTS, retryable_statuses, transient_codes
+from .states import RequestCounts, tally_batches
 from .store import Job, Store
+
+if TYPE_CHECKING:  # the engine is imported where a job is run: `status` never needs it
+    from .engine import Engine, PollPolicy, Progress
 
 OPEN = ("running", "cancelling")  # job states with work left
 FINISHED = ("done", "cancelled")
@@ -140,6 +143,8 @@ def collect_jobs(store: Store, jobs: Iterable[Job], connect: Connect, *, wait: b
     be made (a missing key) or whose provider keeps failing. Each job this call finishes gets its
     results written to `results_path(job)`, if that names a file.
     """
+    from .engine import PollPolicy, poll_together
+
     poll = poll or PollPolicy()
     jobs = list(jobs)
     notes: dict[str, str] = {}
@@ -200,6 +205,8 @@ def _engines(store: Store, jobs: list[Job], connect: Connect, poll: PollPolicy,
              on_progress: Callable[[Progress], None] | None, stack: ExitStack,
              notes: dict[str, str]) -> dict[tuple[str, str | None], list[Engine]]:
     """One engine per open job we can take, grouped by connection; the job locks are held on `stack`."""
+    from .engine import Engine
+
     groups: dict[tuple[str, str | None], list[Engine]] = {}
     adapters: dict[tuple[str, str | None], BatchProvider | str] = {}
     for job in jobs:
@@ -311,6 +318,8 @@ def cancel_job(store: Store, job: Job, connect: Connect, *, wait: bool = True, p
             raise JobError(f"job '{job.name}' cannot be cancelled from here: {why}")
         # Nothing remote: the engine never calls the provider, so none is built (no key needed).
         provider = connect(*connection(job)) if remote else cast(BatchProvider, None)
+        from .engine import Engine
+
         return Engine(store, provider, job, poll=poll, on_progress=on_progress)._cancel(wait)
 
 

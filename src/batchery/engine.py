@@ -27,7 +27,7 @@ from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_co
 from .providers.base import FAILED, MISSING, SUCCEEDED, BatchProvider, RemoteBatch, redact, scrub
 from .requests import canonical_bytes, parse_for
 from .retry import DEFAULT_MAX_ATTEMPTS, recoverable_codes, retryable_statuses, transient_codes
-from .states import JobState
+from .states import JobState, RequestCounts, tally_batches
 from .store import Job, Store
 from .structured import INVALID, batch_schemas, checked, reask_batch, reask_job, schema_text
 
@@ -36,38 +36,6 @@ T = TypeVar("T")
 _CHUNK = 10_000
 _OPEN_BATCH = ("planned", "creating", "submitted")
 _DOWNLOADS = 3  # tries at a batch's results when the download brings fewer lines than the provider counted
-
-
-class RequestCounts:
-    """Totals over distinct requests by state/outcome (`counts`), for Progress and JobStatus alike."""
-
-    counts: dict[str, int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def finished(self) -> int:
-        return sum(n for k, n in self.counts.items() if k not in ("pending", "queued"))
-
-    @property
-    def failed(self) -> int:
-        """Lines that ended without an answer: failed, expired, missing, invalid (a cancel is the
-        user's choice, not a failure)."""
-        return self.finished - self.counts.get("succeeded", 0) - self.counts.get("cancelled", 0)
-
-    @property
-    def invalid(self) -> int:
-        """Lines whose answer never fit their response_format schema (part of `failed`)."""
-        return self.counts.get("invalid", 0)
-
-
-def tally_batches(batches: Iterable[Any]) -> tuple[dict[str, int], dict[str, int]]:
-    """Batches by local state, and by the provider's own status word."""
-    batches = list(batches)
-    return (dict(Counter(str(b.state) for b in batches)),  # plain text keys: they are dumped as JSON
-            dict(Counter(b.remote_status for b in batches if b.remote_status)))
 
 
 @dataclass

@@ -4,7 +4,10 @@ new kind is one more member here."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
 
 
 class OutcomeStatus(StrEnum):
@@ -49,3 +52,35 @@ class BatchWord(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+
+
+class RequestCounts:
+    """Totals over distinct requests by state/outcome (`counts`), for Progress and JobStatus alike."""
+
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(n for k, n in self.counts.items() if k not in ("pending", "queued"))
+
+    @property
+    def failed(self) -> int:
+        """Lines that ended without an answer: failed, expired, missing, invalid (a cancel is the
+        user's choice, not a failure)."""
+        return self.finished - self.counts.get("succeeded", 0) - self.counts.get("cancelled", 0)
+
+    @property
+    def invalid(self) -> int:
+        """Lines whose answer never fit their response_format schema (part of `failed`)."""
+        return self.counts.get("invalid", 0)
+
+
+def tally_batches(batches: Iterable[Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """Batches by local state, and by the provider's own status word."""
+    batches = list(batches)
+    return (dict(Counter(str(b.state) for b in batches)),  # plain text keys: they are dumped as JSON
+            dict(Counter(b.remote_status for b in batches if b.remote_status)))
