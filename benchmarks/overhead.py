@@ -48,7 +48,7 @@ def write_requests(path: Path, n: int) -> None:
 def write_floor_responses(requests: Path, path: Path) -> None:
     """The emulator's own output lines for these requests (custom_id = the line's ordinal), in
     its scrambled order, for the floor to read."""
-    from batchery.emulator.results import build_results
+    from batchery.emulator.openai_routes import answer_lines
 
     chunk = 100_000
     with requests.open("rb") as f, path.open("wb") as out, tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +63,8 @@ def write_floor_responses(requests: Path, path: Path) -> None:
                     p.write(orjson.dumps({"custom_id": str(ordinal), "method": "POST",
                                           "url": "/v1/chat/completions", "body": body}) + b"\n")
                     ordinal += 1
-            out.write(build_results(part, "floor", len(lines), None, 0).output)
+            output, _, _ = answer_lines([part], len(lines), "completed", 0, bytearray(len(lines)))
+            out.write(b"".join(line + b"\n" for line in output))
 
 
 def free_port() -> int:

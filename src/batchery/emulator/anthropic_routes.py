@@ -21,24 +21,26 @@ Cancelling an ended batch and fetching results early answer 400 [unverified agai
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from .fake_model import Behaviour, model_exists, reply
 from .fake_model import _text_of as _text
-from .lifecycle import Batch, Service, jsonl, scrambled
+from .lifecycle import Batch, Service, jsonl, route, scrambled
+from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import new_id
 
+PATH = "/v1/messages/batches"
 MAX_REQUESTS = 100_000
 MAX_BODY_BYTES = 256 * 1024 * 1024
 ARCHIVE_SECONDS = 29 * 86400
@@ -71,6 +73,7 @@ def _rfc3339(t: float | None) -> str | None:
 @dataclass(kw_only=True, eq=False)
 class MessageBatch(Batch):
     requests_path: Path
+    results_url: str  # absolute, on the server the create came to: the SDK fetches it as given
     counts: dict[str, int] | None = None  # frozen when the batch ends
     results_path: Path | None = None
 
@@ -79,24 +82,16 @@ class AnthropicMessageBatches(Service[MessageBatch]):
     """The Message Batches API of one emulated Anthropic workspace."""
 
     error_shape = "anthropic"
-    fault_errors: ClassVar[Mapping[int, tuple[str, str]]] = {
-        429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
-        500: ("api_error", "Internal server error"),
-        503: ("overloaded_error", "Overloaded"),
-    }
 
     def __init__(self, *, max_lines: int = MAX_REQUESTS, **config: Any) -> None:
         super().__init__(max_lines=max_lines, **config)
 
     def routes(self) -> list[BaseRoute]:
-        path = "/v1/messages/batches"
         return [
-            Route(path, self.create_batch, methods=["POST"]),
-            Route(path, self.list_batches, methods=["GET"]),
-            Route(path + "/{batch_id}", self.retrieve_batch, methods=["GET"]),
-            Route(path + "/{batch_id}", self.delete_batch, methods=["DELETE"]),
-            Route(path + "/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
-            Route(path + "/{batch_id}/results", self.batch_results, methods=["GET"]),
+            route(PATH, POST=self.create_batch, GET=self.list_batches),
+            route(PATH + "/{batch_id}", GET=self.retrieve_batch, DELETE=self.delete_batch),
+            route(PATH + "/{batch_id}/cancel", POST=self.cancel_batch),
+            route(PATH + "/{batch_id}/results", GET=self.batch_results),
         ]
 
     def invalid_key_response(self) -> Response:
@@ -116,20 +111,15 @@ class AnthropicMessageBatches(Service[MessageBatch]):
         batch_id = new_id("msgbatch_")
         path = self.data_dir / f"{batch_id}.requests.jsonl"
         await run_in_threadpool(_write_lines, path, requests)
+        url = f"{request.url.scheme}://{request.url.netloc}{self.prefix}{PATH}/{batch_id}/results"
         try:
             batch = self.batches.add(MessageBatch(
                 id=batch_id, created=self.now(), timing=self.timing, window=self.timing.completion_window_seconds,
-                total=len(requests), bad=bytearray(len(requests)), requests_path=path))
+                total=len(requests), bad=bytearray(len(requests)), requests_path=path, results_url=url))
         except ApiError:  # the queue is full (a fault): nothing was created
             path.unlink(missing_ok=True)
             raise
-        return self.faults.lost(JSONResponse(self._json(batch, request)))
-
-    async def retrieve_batch(self, request: Request) -> Response:
-        batch = self._batch(request)
-        self.stats.add(self.provider, "batch_gets")
-        await run_in_threadpool(self.batches.advance, batch)
-        return JSONResponse(self._json(batch, request))
+        return self.faults.lost(JSONResponse(self.batch_json(batch)))
 
     async def list_batches(self, request: Request) -> Response:
         self.stats.add(self.provider, "batch_lists")
@@ -137,7 +127,7 @@ class AnthropicMessageBatches(Service[MessageBatch]):
         limit = _limit(q.get("limit"))
         page, has_more = self._page(q.get("after_id") or None, q.get("before_id") or None, limit)
         await run_in_threadpool(self.batches.advance, *page)
-        data = [self._json(b, request) for b in page]
+        data = [self.batch_json(b) for b in page]
         return JSONResponse({
             "data": data,
             "has_more": has_more,
@@ -145,25 +135,22 @@ class AnthropicMessageBatches(Service[MessageBatch]):
             "last_id": data[-1]["id"] if data else None,
         })
 
-    async def cancel_batch(self, request: Request) -> Response:
-        batch = self._batch(request)
-        if not await run_in_threadpool(self.batches.cancel, batch):
-            raise _invalid(f"Batch {batch.id} has already ended and can no longer be canceled.")
-        return JSONResponse(self._json(batch, request))
+    def cannot_cancel(self, batch: MessageBatch) -> ApiError:
+        return _invalid(f"Batch {batch.id} has already ended and can no longer be canceled.")
 
     async def delete_batch(self, request: Request) -> Response:
-        batch = self._batch(request)
+        batch = self.batch(request)
         await run_in_threadpool(self.batches.advance, batch)
         if not batch.ended:
             raise _invalid(f"Batch {batch.id} is still processing; cancel it and wait for it to end before deleting it.")
-        self.batches.delete(batch.id)
+        self.batches.pop(batch.id)
         for path in (batch.requests_path, batch.results_path):
             if path is not None:
                 path.unlink(missing_ok=True)
         return JSONResponse({"id": batch.id, "type": "message_batch_deleted"})
 
     async def batch_results(self, request: Request) -> Response:
-        batch = self._batch(request)
+        batch = self.batch(request)
         await run_in_threadpool(self.batches.advance, batch)
         if not batch.ended or batch.results_path is None:
             raise _invalid(f"Batch {batch.id} has not finished processing; its results are not available yet.")
@@ -171,10 +158,30 @@ class AnthropicMessageBatches(Service[MessageBatch]):
             raise anthropic_error(404, "not_found_error", f"The results of batch {batch.id} have been archived.")
         return self.faults.download(batch.results_path, "application/binary")
 
+    # -- live ------------------------------------------------------------------------------------
+
+    live_path = "/v1/messages"
+
+    def live(self, path: str, raw: bytes) -> Parsed:
+        params = json_or_none(raw)
+        if not isinstance(params, dict):
+            return anthropic_error(400, "invalid_request_error", "The request body is not valid JSON.").response()
+        problem = _problem(params)
+        if problem is not None:
+            kind, message = problem
+            return anthropic_error(404 if kind == "not_found_error" else 400, kind, message).response()
+        chars = message_chars(params["messages"]) + len(_text(params.get("system")))
+
+        def build() -> dict:
+            message = _execute(params, secrets.token_hex(12), behaviour=self.behaviour)["message"]
+            message["usage"]["service_tier"] = "standard"
+            return message
+
+        return params["model"], token_cost(chars, params["max_tokens"]), build
+
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _json(self, batch: MessageBatch, request: Request) -> dict:
-        base = f"{request.url.scheme}://{request.url.netloc}{self.prefix}/v1/messages/batches"
+    def batch_json(self, batch: MessageBatch) -> dict:
         counts = batch.counts or {"processing": batch.total, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
         archived = batch.created + ARCHIVE_SECONDS
         return {
@@ -186,15 +193,11 @@ class AnthropicMessageBatches(Service[MessageBatch]):
             "expires_at": _rfc3339(batch.expires),
             **{name: _rfc3339(t) for name, t in batch.times(self.shape).items()},
             "archived_at": _rfc3339(archived) if self.now() >= archived else None,
-            "results_url": f"{base}/{batch.id}/results" if batch.ended else None,
+            "results_url": batch.results_url if batch.ended else None,
         }
 
-    def _batch(self, request: Request) -> MessageBatch:
-        batch_id = request.path_params["batch_id"]
-        batch = self.batches.get(batch_id)
-        if batch is None:
-            raise anthropic_error(404, "not_found_error", f"No message batch found with id '{batch_id}'.")
-        return batch
+    def no_batch(self, batch_id: str) -> ApiError:
+        return anthropic_error(404, "not_found_error", f"No message batch found with id '{batch_id}'.")
 
     def _page(self, after_id: str | None, before_id: str | None, limit: int) -> tuple[list[MessageBatch], bool]:
         """Newest first. ``after_id``: the page of older batches below it; ``before_id``: the page of

@@ -57,7 +57,7 @@ import hashlib
 import random
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -269,6 +269,21 @@ def _section(prompt: str, tag: str) -> str | None:
     return prompt[start + len(tag) + 2:end]
 
 
+def _asked(prompt: str, history: Sequence[str], match: Callable[[str], Any], model: str | None,
+           behaviour: Behaviour) -> tuple[str, Any] | str | None:
+    """(the user turn that asks, what ``match`` found in it): the last turn, or in a re-ask (the
+    request an earlier turn, a correction after it) the latest earlier one that matches. None when
+    no turn does; :data:`UNPARSABLE_REPLY` when the ``unparsable`` knob makes a first ask's reply prose."""
+    for turn, reask in ((prompt, False), *((earlier, True) for earlier in reversed(history))):
+        found = match(turn)
+        if found is None:
+            continue
+        if not reask and _draw("unparsable", model, turn) < behaviour.value("unparsable", model):
+            return UNPARSABLE_REPLY
+        return turn, found
+    return None
+
+
 def _judge_kind(prompt: str, props: Mapping) -> str | None:
     if "winner" in props and "<answer_a>" in prompt and "<answer_b>" in prompt:
         return "pairwise"
@@ -283,18 +298,10 @@ def _judge(prompt: str, history: Sequence[str], schema: dict, model: str | None,
     props = schema.get("properties") if isinstance(schema, dict) else None
     if not isinstance(props, Mapping):
         return None
-    kind = _judge_kind(prompt, props)
-    reask = False
-    if kind is None:  # a re-ask: the judge prompt is an earlier user turn
-        for earlier in reversed(history):
-            kind = _judge_kind(earlier, props)
-            if kind is not None:
-                prompt, reask = earlier, True
-                break
-        else:
-            return None
-    if not reask and _draw("unparsable", model, prompt) < behaviour.value("unparsable", model):
-        return UNPARSABLE_REPLY
+    asked = _asked(prompt, history, lambda turn: _judge_kind(turn, props), model, behaviour)
+    if not isinstance(asked, tuple):
+        return asked
+    prompt, kind = asked
     verdict = _compliance(prompt, model, behaviour) if kind == "compliance" else _pairwise(prompt, model, behaviour)
     base = generate(schema, zlib.crc32(prompt.encode("utf-8", "surrogatepass")))
     out = base if isinstance(base, dict) else {}
@@ -366,17 +373,10 @@ def _write_inputs(prompt: str, history: Sequence[str], schema: dict, model: str 
     props = schema.get("properties") if isinstance(schema, dict) else None
     if not isinstance(props, Mapping) or "inputs" not in props:
         return None
-    ask = _INPUTS_ASK.match(prompt)
-    reask = False
-    if ask is None:  # a re-ask: the writer's prompt is an earlier user turn
-        for earlier in reversed(history):
-            if (ask := _INPUTS_ASK.match(earlier)) is not None:
-                prompt, reask = earlier, True
-                break
-        else:
-            return None
-    if not reask and _draw("unparsable", model, prompt) < behaviour.value("unparsable", model):
-        return UNPARSABLE_REPLY
+    asked = _asked(prompt, history, _INPUTS_ASK.match, model, behaviour)
+    if not isinstance(asked, tuple):
+        return asked
+    prompt, ask = asked
     count = min(int(ask.group(1)), 100)
     rng = random.Random(_draw("inputs", model, prompt))
     statement = _section(prompt, "statement") or ""

@@ -83,7 +83,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +95,25 @@ from .state import Stats
 
 HTTP_FAULTS = {"http_429": 429, "http_500": 500, "http_503": 503}
 LINE_FAULTS = ("drop_lines", "malformed_lines", "duplicate_lines")  # at most one per line, in this order
-
-_KIND = {
-    "http_429": "probability", "http_500": "probability", "http_503": "probability",
-    "lost_create": "count", "queue_full": "count", "truncated_download": "count", "provider_cancel": "count",
-    "cut_download": "count", "enqueued_tokens": "count",
-    "slow_validation": "seconds", "expire_after": "seconds", "retry_after": "seconds",
-    "drop_lines": "rate", "duplicate_lines": "rate", "malformed_lines": "rate", "reorder": "rate",
-    "seed": "integer",
+# provider -> status -> (type, message) of the http_* faults, as the provider words them
+FAULT_ERRORS = {
+    "openai": {429: ("requests", "Rate limit reached for requests. Please try again later."),
+               500: ("server_error", "The server had an error while processing your request. Sorry about that!"),
+               503: ("server_error", "The server is overloaded or not ready yet.")},
+    "anthropic": {429: ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
+                  500: ("api_error", "Internal server error"),
+                  503: ("overloaded_error", "Overloaded")},
+    "gemini": {429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+               500: ("INTERNAL", "An internal error has occurred. Please retry or report in "
+                                 "https://developers.generativeai.google/guide/troubleshooting"),
+               503: ("UNAVAILABLE", "The model is overloaded. Please try again later.")},
+    "mistral": {429: ("rate_limited", "Requests rate limit exceeded"),
+                500: ("internal_server_error", "Internal server error"),
+                503: ("service_tier_capacity_exceeded", "Service tier capacity exceeded for this model.")},
 }
+FAULT_ERRORS["groq"] = FAULT_ERRORS["together"] = FAULT_ERRORS["openai"]
+FAULT_ERRORS["vertex"] = FAULT_ERRORS["gemini"]
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SECONDS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)?")
 _COUNT = re.compile(r"\d+")
@@ -117,6 +127,11 @@ _DESCRIBE = {
 }
 
 
+def _fault(kind: str, default: Any = 0) -> Any:
+    """A plan field whose value is of this kind (see the grammar)."""
+    return field(default=default, metadata={"kind": kind})
+
+
 @dataclass(frozen=True)
 class FaultPlan:
     """Which faults to inject and how often. The default plan injects nothing.
@@ -126,23 +141,23 @@ class FaultPlan:
     differ. ``expire_after=None`` leaves expiry to the completion window.
     """
 
-    http_429: float = 0.0
-    http_500: float = 0.0
-    http_503: float = 0.0
-    lost_create: int = 0
-    slow_validation: float = 0.0
-    queue_full: int = 0
-    enqueued_tokens: int = 0
-    expire_after: float | None = None
-    drop_lines: int | float = 0
-    duplicate_lines: int | float = 0
-    malformed_lines: int | float = 0
-    reorder: int | float = 0
-    truncated_download: int = 0
-    provider_cancel: int = 0
-    cut_download: int = 0
-    seed: int = 0
-    retry_after: float = 1.0
+    http_429: float = _fault("probability", 0.0)
+    http_500: float = _fault("probability", 0.0)
+    http_503: float = _fault("probability", 0.0)
+    lost_create: int = _fault("count")
+    slow_validation: float = _fault("seconds", 0.0)
+    queue_full: int = _fault("count")
+    enqueued_tokens: int = _fault("count")
+    expire_after: float | None = _fault("seconds", None)
+    drop_lines: int | float = _fault("rate")
+    duplicate_lines: int | float = _fault("rate")
+    malformed_lines: int | float = _fault("rate")
+    reorder: int | float = _fault("rate")
+    truncated_download: int = _fault("count")
+    provider_cancel: int = _fault("count")
+    cut_download: int = _fault("count")
+    seed: int = _fault("integer")
+    retry_after: float = _fault("seconds", 1.0)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -209,6 +224,9 @@ class FaultPlan:
 
     def injector(self, provider: str, stats: Stats) -> FaultInjector:
         return FaultInjector(self, provider, stats)
+
+
+_KIND = {f.name: f.metadata["kind"] for f in fields(FaultPlan)}
 
 
 def _check(name: str, value: Any) -> None:
@@ -318,10 +336,6 @@ class FaultInjector:
         return FileResponse(path, media_type=media_type)
 
     # -- per batch -------------------------------------------------------------------------------
-
-    @property
-    def validation_delay(self) -> float:
-        return self.plan.slow_validation
 
     def expiry_window(self, window: float) -> float:
         """Seconds from creation to expiry: the completion window, or sooner under expire_after."""

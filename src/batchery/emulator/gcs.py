@@ -47,7 +47,7 @@ class GcsApi:
     def put(self, bucket: str, name: str, path: Path) -> dict:
         meta = {"kind": "storage#object", "bucket": bucket, "name": name, "size": str(path.stat().st_size),
                 "generation": str(secrets.randbits(52)), "timeCreated": _rfc3339(self.now()), "crc32c": _crc32c(path)}
-        self.objects.add(f"{bucket}/{name}", {**meta, "_path": path})
+        self.objects.put(f"{bucket}/{name}", {**meta, "_path": path})
         return meta
 
     def object_path(self, uri: str) -> Path | None:
@@ -65,7 +65,7 @@ class GcsApi:
         if request.query_params.get("uploadType") != "resumable" or not name:
             raise google_error(400, "The emulator takes resumable uploads (uploadType=resumable) of a named object.")
         upload_id = secrets.token_urlsafe(16)
-        self.uploads.add(upload_id, (bucket, name, self.data_dir / secrets.token_hex(16)))
+        self.uploads.put(upload_id, (bucket, name, self.data_dir / secrets.token_hex(16)))
         return Response(headers={"location": f"{request.url}&upload_id={upload_id}"})
 
     async def upload_chunk(self, request: Request) -> Response:

@@ -26,10 +26,11 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from .clock import Clock
 from .faults import FaultInjector
+from .lifecycle import route
 from .responses import ApiError, JSONResponse
 from .state import FileStore, Registry, Stats, StoredFile
 
@@ -150,36 +151,25 @@ class _Upload:
     digest: Any = field(default_factory=hashlib.sha256)
 
 
-class GeminiFiles:
-    """File resources and upload sessions, over a FileStore for the bytes."""
+class GeminiFiles(Registry[GeminiFile]):
+    """File resources by id and upload sessions (``uploads``), over a FileStore for the bytes."""
 
     def __init__(self, root: Path, clock: Clock) -> None:
+        super().__init__()
         self.store = FileStore(root, clock)
         self.clock = clock
-        self._files: Registry[GeminiFile] = Registry()
-        self._uploads: Registry[_Upload] = Registry()
-
-    def get(self, file_id: str) -> GeminiFile | None:
-        return self._files.get(file_id)
-
-    def newest_first(self) -> list[GeminiFile]:
-        return self._files.newest_first()
+        self.uploads: Registry[_Upload] = Registry()
 
     def delete(self, file_id: str) -> bool:
-        gfile = self._files.pop(file_id)
-        if gfile is None:
-            return False
-        return self.store.delete(gfile.stored.id)
+        gfile = self.pop(file_id)
+        return gfile is not None and self.store.delete(gfile.stored.id)
 
     def start_upload(self, size: int, mime_type: str, display_name: str | None) -> str:
         upload_id = secrets.token_urlsafe(24)
         path = self.store.blob_path()
         path.touch()
-        self._uploads.add(upload_id, _Upload(size, mime_type, display_name, path))
+        self.uploads.put(upload_id, _Upload(size, mime_type, display_name, path))
         return upload_id
-
-    def upload(self, upload_id: str) -> _Upload | None:
-        return self._uploads.get(upload_id)
 
     def append(self, upload: _Upload, chunk: bytes) -> None:
         with open(upload.path, "ab") as out:
@@ -187,10 +177,8 @@ class GeminiFiles:
         upload.digest.update(chunk)
         upload.received += len(chunk)
 
-    def finish_upload(self, upload_id: str) -> GeminiFile:
-        upload = self._uploads.pop(upload_id)
-        if upload is None:
-            raise KeyError(upload_id)
+    def finish_upload(self, upload_id: str, upload: _Upload) -> GeminiFile:
+        self.uploads.pop(upload_id)
         sha = base64.b64encode(upload.digest.digest()).decode()
         return self._add(secrets.token_hex(6), upload.path, upload.display_name, upload.mime_type, "UPLOADED", sha)
 
@@ -206,7 +194,7 @@ class GeminiFiles:
              sha: str) -> GeminiFile:
         stored = self.store.add(path, display_name or file_id, source.lower(), ttl=FILE_TTL_SECONDS)
         gfile = GeminiFile(file_id, display_name, mime_type, self.clock.now(), source, sha, stored)
-        self._files.add(file_id, gfile)
+        self.put(file_id, gfile)
         return gfile
 
 
@@ -221,11 +209,10 @@ class GeminiFilesApi:
 
     def file_routes(self) -> list[BaseRoute]:
         return [
-            Route("/upload/{version}/files", self.upload, methods=["POST"]),
-            Route("/{version}/files", self.list_files, methods=["GET"]),
-            Route("/{version}/files/{ref}", self.get_file, methods=["GET"]),
-            Route("/{version}/files/{ref}", self.delete_file, methods=["DELETE"]),
-            Route("/download/{version}/files/{ref}", self.get_file, methods=["GET"]),
+            route("/upload/{version}/files", POST=self.upload),
+            route("/{version}/files", GET=self.list_files),
+            route("/{version}/files/{ref}", GET=self.get_file, DELETE=self.delete_file),
+            route("/download/{version}/files/{ref}", GET=self.get_file),
         ]
 
     def _root(self, request: Request) -> str:
@@ -237,7 +224,7 @@ class GeminiFilesApi:
         upload_id = request.query_params.get("upload_id")
         if upload_id is None:
             return await self._start_upload(request, version)
-        upload = self.files.upload(upload_id)
+        upload = self.files.uploads.get(upload_id)
         if upload is None:
             raise google_error(404, "Upload session not found or already finalized.")
         command = {c.strip() for c in request.headers.get("x-goog-upload-command", "").split(",")}
@@ -251,7 +238,7 @@ class GeminiFilesApi:
             return Response(status_code=200, headers={"x-goog-upload-status": "active"})
         if upload.received != upload.size:
             raise google_error(400, f"Upload finalized at {upload.received} of {upload.size} declared bytes.")
-        gfile = self.files.finish_upload(upload_id)
+        gfile = self.files.finish_upload(upload_id, upload)
         self.stats.add(self.provider, "files_uploaded")
         return JSONResponse({"file": gfile.to_json(self._root(request), version)},
                             headers={"x-goog-upload-status": "final"})

@@ -34,16 +34,16 @@ with RPC codes (3 = INVALID_ARGUMENT); thinking requests report a few ``thoughts
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from .fake_model import Behaviour, model_exists, reply
 from .faults import CutConnection
@@ -59,8 +59,9 @@ from .gemini_files import (
     _version,
     google_error,
 )
-from .lifecycle import Batch, Service, jsonl
-from .responses import JSONResponse
+from .lifecycle import FLEX_BUSY, Batch, Service, found, jsonl, route
+from .live import Parsed, json_or_none, token_cost
+from .responses import ApiError, JSONResponse
 from .validation import MAX_LINES
 
 __all__ = ["API_VERSIONS", "GeminiService", "generate", "google_error", "request_problem"]
@@ -245,12 +246,6 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
     """The mounted Gemini API: batches, files and resumable uploads under ``prefix``."""
 
     error_shape = "google"
-    fault_errors: ClassVar[Mapping[int, tuple[str, str]]] = {
-        429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
-        500: ("INTERNAL", ("An internal error has occurred. Please retry or report in "
-                           "https://developers.generativeai.google/guide/troubleshooting")),
-        503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
-    }
 
     def __init__(self, *, prefix: str, max_lines: int = MAX_LINES, **config: Any) -> None:
         super().__init__(prefix=prefix, max_lines=max_lines, **config)
@@ -260,11 +255,9 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
     def routes(self) -> list[BaseRoute]:
         return [
             *self.file_routes(),
-            Route("/{version}/models/{ref}", self.create_batch, methods=["POST"]),
-            Route("/{version}/batches", self.list_batches, methods=["GET"]),
-            Route("/{version}/batches/{ref}", self.get_batch, methods=["GET"]),
-            Route("/{version}/batches/{ref}", self.batch_action, methods=["POST"]),
-            Route("/{version}/batches/{ref}", self.delete_batch, methods=["DELETE"]),
+            route("/{version}/models/{ref}", POST=self.create_batch),
+            route("/{version}/batches", GET=self.list_batches),
+            route("/{version}/batches/{ref}", GET=self.get_batch, POST=self.batch_action, DELETE=self.delete_batch),
         ]
 
     def invalid_key_response(self) -> Response:
@@ -275,6 +268,39 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
         delay = f"{self.faults.plan.retry_after:g}s"
         details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}] if status == 429 else None
         return google_error(status, message, name, details).response()
+
+    # -- live --------------------------------------------------------------------------------------
+
+    live_path = "/{version}/models/{model}:generateContent"
+
+    def live(self, path: str, raw: bytes) -> Parsed:
+        version, models, model = (path[len(self.prefix) + 1:].removesuffix(":generateContent").split("/", 2)
+                                  + ["", ""])[:3]
+        if version not in API_VERSIONS or models != "models" or not model or "/" in model:
+            return google_error(404, f"Unknown request URL: POST {path}.").response()
+        if not model_exists(model):
+            return google_error(404, f"models/{model} is not found for API version {version}, or is not supported for "
+                                    "generateContent. Call ListModels to see the list of available models and their "
+                                    "supported methods.", "NOT_FOUND").response()
+        body = json_or_none(raw)
+        if not isinstance(body, dict):
+            return google_error(400, "Invalid JSON payload received.").response()
+        problem = request_problem(body)
+        if problem is not None:
+            return google_error(400, problem["message"]).response()
+        system = _field(body, "systemInstruction")
+        chars = sum(len(t) for c in [*_field(body, "contents"), *([system] if system else [])] for t in _texts(c))
+        cost = token_cost(chars, _field(_field(body, "generationConfig") or {}, "maxOutputTokens"))
+        flex = str(_field(body, "serviceTier") or "").lower() == "flex"
+        if flex and self.flex_busy(model, body):
+            return google_error(429, FLEX_BUSY, "RESOURCE_EXHAUSTED").response()
+
+        def build() -> dict:
+            answer = generate(body, f"models/{model}", secrets.token_urlsafe(16), behaviour=self.behaviour)
+            answer["usageMetadata"].update({"serviceTier": "flex"} if flex else {})  # the tier that served it
+            return answer
+
+        return model, cost, build
 
     # -- batches -----------------------------------------------------------------------------------
 
@@ -352,9 +378,7 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
 
     async def get_batch(self, request: Request) -> Response:
         _version(request)
-        job = self._job(request.path_params["ref"])
-        self.stats.add(self.provider, "batch_gets")
-        await run_in_threadpool(self.batches.advance, job)
+        job = await self.read_batch(self._job(request.path_params["ref"]))
         inlined = job.inlined
         if inlined and self.faults.take("truncated_download"):  # the read that brings inline results
             inlined = inlined[:len(inlined) // 2]  # is their download: a complete answer with half of them
@@ -379,15 +403,14 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
     async def delete_batch(self, request: Request, job_id: str | None = None) -> Response:
         _version(request)
         job_id = job_id or request.path_params["ref"]
-        if self.batches.delete(job_id) is None:
-            raise google_error(404, "Requested entity was not found.", "NOT_FOUND")
+        found(self.batches.pop, job_id, self.no_batch)
         return JSONResponse({})
 
     def _job(self, job_id: str) -> GeminiJob:
-        job = self.batches.get(job_id)
-        if job is None:
-            raise google_error(404, "Requested entity was not found.", "NOT_FOUND")
-        return job
+        return found(self.batches.get, job_id, self.no_batch)
+
+    def no_batch(self, batch_id: str) -> ApiError:
+        return google_error(404, "Requested entity was not found.", "NOT_FOUND")
 
     def _json(self, job: GeminiJob, with_inline: bool, inlined: list[dict] | None = None) -> dict:
         now = self.now()

@@ -20,12 +20,13 @@ for every provider (``queue_full``: a failed validation on OpenAI and Groq, a 42
 
 from __future__ import annotations
 
+import itertools
 import threading
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -35,8 +36,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from .clock import Clock
-from .fake_model import Behaviour
-from .faults import FaultGate, FaultInjector, FaultPlan
+from .fake_model import Behaviour, request_seed
+from .faults import FAULT_ERRORS, FaultGate, FaultInjector, FaultPlan
+from .live import Parsed
 from .responses import ApiError, JSONResponse
 from .state import FileStore, Registry, Stats, StoredFile
 
@@ -182,11 +184,20 @@ class Batch:
                 for name, phase in shape.times.items()}
 
 
+@dataclass(kw_only=True, eq=False)
+class FileBatch(Batch):
+    """A batch whose requests are in files, with the ids of its result files once it ended."""
+
+    paths: list[Path]
+    output_file: str | None = None
+    error_file: str | None = None
+
+
 B = TypeVar("B", bound=Batch)
 
 
-class Lifecycle(Generic[B]):
-    """All batches of one service, oldest first, and their transitions. ``end(batch)`` is the
+class Lifecycle(Registry[B]):
+    """All batches of one service by id, oldest first, and their transitions. ``end(batch)`` is the
     service's results hook: called once, when the batch reaches a terminal phase (``batch.phase``
     is still the one before; ``batch.done`` and the terminal stamp are set), it writes the results
     and lets go of the inputs."""
@@ -196,7 +207,7 @@ class Lifecycle(Generic[B]):
         self.provider, self.clock, self.stats, self.faults = provider, clock, stats, faults
         self._end_hook, self._full = end, full
         self.shape = SHAPES[provider]
-        self._batches: Registry[B] = Registry()
+        super().__init__()
 
     # -- registry --------------------------------------------------------------------------------
 
@@ -211,8 +222,8 @@ class Lifecycle(Generic[B]):
         if window < batch.window:
             batch.window, batch.early = window, True  # counted if the batch does expire
         cap = faults.plan.enqueued_tokens
-        if batch.failure is None and cap and shape.queue_full is not None and getattr(batch, "input_path", None):
-            batch.prompt_tokens = _prompt_tokens(batch.input_path)  # type: ignore[attr-defined]
+        if batch.failure is None and cap and shape.queue_full is not None and isinstance(batch, FileBatch):
+            batch.prompt_tokens = _prompt_tokens(batch.paths)
             if self._enqueued(getattr(batch, "model", None)) + batch.prompt_tokens > cap:
                 batch.failure, batch.prompt_tokens = shape.queue_full(batch, cap), 0
                 faults.record("enqueued_tokens")
@@ -222,24 +233,15 @@ class Lifecycle(Generic[B]):
             batch.failure = shape.queue_full(batch)
         elif batch.failure is None and faults.plan.provider_cancel and faults.take("provider_cancel", record=False):
             batch.provider_cancel_at = batch.at(0.5)  # counted when it happens
-        batch.ordinal = self._batches.add(batch.id, batch)
+        batch.ordinal = self.put(batch.id, batch)
         self.stats.add(self.provider, "batches_created")
         return batch
 
     def _enqueued(self, model: str | None) -> int:
         """Prompt tokens of this model's batches that have not ended (validating or running)."""
-        batches = [b for b in self._batches.all() if b.prompt_tokens and getattr(b, "model", None) == model]
+        batches = [b for b in self.all() if b.prompt_tokens and getattr(b, "model", None) == model]
         self.advance(*batches)
         return sum(b.prompt_tokens for b in batches if not b.ended)
-
-    def get(self, batch_id: str) -> B | None:
-        return self._batches.get(batch_id)
-
-    def newest_first(self) -> list[B]:
-        return self._batches.newest_first()
-
-    def delete(self, batch_id: str) -> B | None:
-        return self._batches.pop(batch_id)
 
     # -- the timeline ----------------------------------------------------------------------------
 
@@ -317,12 +319,12 @@ class Lifecycle(Generic[B]):
         return self.faults.corrupt(batch.ordinal, list(files))
 
 
-def _prompt_tokens(path: Path) -> int:
-    """The emulated prompt tokens of a batch input file, as its fake model counts them."""
+def _prompt_tokens(paths: list[Path]) -> int:
+    """The emulated prompt tokens of a batch's input files, as its fake model counts them."""
     from .fake_model import _text_of, _tokens
 
     total = 0
-    for line in jsonl(path):
+    for line in jsonl(*paths):
         body = orjson.loads(line).get("body") or {}
         text = " ".join(_text_of(m.get("content")) for m in body.get("messages") or () if isinstance(m, dict))
         total += _tokens(len(text))
@@ -348,13 +350,13 @@ class Scan:
         self.errors[message] = self.errors.get(message, 0) + 1
 
 
-def run_requests(paths: Iterable[Path], done: int,
-                 answer: Callable[[int, dict], tuple[bool, bytes]]) -> tuple[list[bytes], list[bytes]]:
-    """The first ``done`` input lines through ``answer(index, line) -> (succeeded, result line)``:
-    the lines of the output and of the error file, each scrambled."""
+def run_requests(paths: Iterable[Path], answer: Callable[[int, dict], tuple[bool, bytes]],
+                 done: int | None = None) -> tuple[list[bytes], list[bytes]]:
+    """The first ``done`` input lines (None: all) through ``answer(index, line) -> (succeeded, result
+    line)``: the lines of the output and of the error file, each scrambled."""
     ok: list[tuple[str, bytes]] = []
     bad: list[tuple[str, bytes]] = []
-    for index, raw in zip(range(done), jsonl(*paths)):
+    for index, raw in zip(range(done) if done is not None else itertools.count(), jsonl(*paths)):
         line = orjson.loads(raw)
         succeeded, result = answer(index, line)
         (ok if succeeded else bad).append((f"{line.get('custom_id')}", result))
@@ -376,6 +378,9 @@ def scan_lines(scan: Scan, paths: Iterable[Path], max_lines: int, too_many: str)
         yield line
 
 
+FLEX_BUSY = "Resource unavailable: no flex capacity for this model now; retry later (emulator: flex_busy)."
+
+
 def jsonl(*paths: Path) -> Iterator[bytes]:
     """The non-blank lines of these files, in order."""
     for path in paths:
@@ -388,16 +393,11 @@ def jsonl(*paths: Path) -> Iterator[bytes]:
 class Service(Generic[B]):
     """What every emulated provider service shares: its files area, stats, fault injector and
     lifecycle, and a mount whose gate answers ``http_*`` faults in the provider's own words.
-    Subclasses set ``error_shape`` (see :mod:`.responses`) and ``fault_errors``, list ``routes()``
+    Subclasses set ``error_shape`` (see :mod:`.responses`), list ``routes()``
     and write results in ``end()``."""
 
     error_shape = "openai"
     # status -> (type, message) of the http_* faults, as the provider words them (OpenAI's by default)
-    fault_errors: ClassVar[Mapping[int, tuple[str, str]]] = {
-        429: ("requests", "Rate limit reached for requests. Please try again later."),
-        500: ("server_error", "The server had an error while processing your request. Sorry about that!"),
-        503: ("server_error", "The server is overloaded or not ready yet."),
-    }
     open_paths: tuple[str, ...] = ()
 
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats, timing: Timing,
@@ -406,12 +406,33 @@ class Service(Generic[B]):
         self.timing, self.max_lines, self.behaviour = timing, max_lines, behaviour
         data_dir.mkdir(parents=True, exist_ok=True)
         self.faults = (faults or FaultPlan()).injector(provider, stats)
+        self.fault_errors = FAULT_ERRORS[provider]
         self.batches: Lifecycle[B] = Lifecycle(provider, clock, stats, self.faults, self.end, self.queue_full)
         self.shape = self.batches.shape
+        self._flex_refused: dict[int, int] = {}  # 429s each flex request met (the flex_busy knob)
         stats.register(provider)
 
     def routes(self) -> list[BaseRoute]:
         raise NotImplementedError
+
+    # The live (synchronous) endpoint under the prefix, answered by live() in front of the routes (see
+    # :mod:`.live`); None: no such endpoint (Vertex serves generateContent among its routes).
+    live_path: str | None = None
+
+    def live(self, path: str, raw: bytes) -> Parsed:
+        """A live request, checked as the batch routes check one."""
+        raise NotImplementedError
+
+    def flex_busy(self, model: str, body: dict) -> bool:
+        """Whether a live call on the flex tier is refused (a 429) now: while its request has met fewer
+        refusals than the behaviour's ``flex_busy`` (flex capacity is best effort)."""
+        seed = request_seed(body)
+        refused = self._flex_refused.get(seed, 0)
+        if refused >= (self.behaviour.value("flex_busy", model) if self.behaviour else 0):
+            return False
+        self._flex_refused[seed] = refused + 1
+        self.stats.add_fault(self.provider, "flex_busy")
+        return True
 
     def end(self, batch: B, phase: str) -> None:
         """The results hook (see :class:`Lifecycle`)."""
@@ -450,12 +471,51 @@ class Service(Generic[B]):
         await run_in_threadpool(self.batches.advance, batch)
         return batch
 
+    # -- one batch by id, in the provider's words --------------------------------------------------
+
+    cancel_settles = False  # read the batch again after a cancel: CANCELLED at once when cancel_seconds = 0
+
+    def batch(self, request: Request) -> B:
+        """The batch the path names, or the provider's 404."""
+        return found(self.batches.get, request.path_params["batch_id"], self.no_batch)
+
+    def no_batch(self, batch_id: str) -> ApiError:
+        raise NotImplementedError
+
+    def cannot_cancel(self, batch: B) -> ApiError:
+        """The refusal of a cancel of a batch that has already ended."""
+        raise NotImplementedError
+
+    def batch_json(self, batch: B) -> dict:
+        raise NotImplementedError
+
+    async def retrieve_batch(self, request: Request) -> Response:
+        return JSONResponse(self.batch_json(await self.read_batch(self.batch(request))))
+
+    async def cancel_batch(self, request: Request) -> Response:
+        batch = self.batch(request)
+        if not await run_in_threadpool(self.batches.cancel, batch):
+            raise self.cannot_cancel(batch)
+        if self.cancel_settles:
+            await run_in_threadpool(self.batches.advance, batch)
+        return JSONResponse(self.batch_json(batch))
+
 
 Handler = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
 
 
-def _found(get: Callable[[str], T | None], key: str, missing: Callable[[str], ApiError]) -> T:
+def route(path: str, **handlers: Handler) -> Route:
+    """One path and its handler per HTTP method (``GET=...``, ``POST=...``); other methods get a 405.
+    Starlette answers HEAD where there is a GET, so a HEAD takes the GET handler."""
+
+    async def endpoint(request: Request) -> Response:
+        return await (handlers.get(request.method) or handlers["GET"])(request)
+
+    return Route(path, endpoint, methods=list(handlers))
+
+
+def found(get: Callable[[str], T | None], key: str, missing: Callable[[str], ApiError]) -> T:
     """What ``get`` finds under ``key``, or the provider's 404 for it."""
     value = get(key)
     if value is None:
@@ -472,58 +532,86 @@ async def json_object(request: Request) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-class FilesAndBatches(Service[B]):
-    """A Files + Batches API of OpenAI's shape (OpenAI, Groq, Mistral, Together): the same nine
-    routes under the service's files and batches paths, the same batch lookup and read. Subclasses
-    write the handlers where the providers answer differently."""
+F = TypeVar("F", bound="FileBatch")
+
+
+class FilesAndBatches(Service[F]):
+    """A Files + Batches API of OpenAI's shape (OpenAI, Groq, Mistral, Together): the same routes
+    under the service's files and batches paths, the same batch lookup, read, create and results
+    hook. Subclasses check a create (``new_batch``), answer each request (``results``) and write the
+    handlers where the providers answer differently."""
 
     files_path, batches_path = "/files", "/batches"
+    result_kinds = ("output", "error")  # the result files are named <batch id>_<kind>.jsonl
     files: FileStore
 
     def routes(self) -> list[BaseRoute]:
         files, batches = self.files_path, self.batches_path
         return [
-            Route(files, self.upload_file, methods=["POST"]),
-            Route(files, self.list_files, methods=["GET"]),
-            Route(files + "/{file_id}", self.retrieve_file, methods=["GET"]),
-            Route(files + "/{file_id}", self.delete_file, methods=["DELETE"]),
-            Route(files + "/{file_id}/content", self.file_content, methods=["GET"]),
-            Route(batches, self.create_batch, methods=["POST"]),
-            Route(batches, self.list_batches, methods=["GET"]),
-            Route(batches + "/{batch_id}", self.retrieve_batch, methods=["GET"]),
-            Route(batches + "/{batch_id}/cancel", self.cancel_batch, methods=["POST"]),
+            route(files, POST=self.upload_file, GET=self.list_files),
+            route(files + "/{file_id}", GET=self.retrieve_file, DELETE=self.delete_file),
+            route(files + "/{file_id}/content", GET=self.file_content),
+            route(batches, POST=self.create_batch, GET=self.list_batches),
+            route(batches + "/{batch_id}", GET=self.retrieve_batch),
+            route(batches + "/{batch_id}/cancel", POST=self.cancel_batch),
         ]
 
     # The handlers each subclass writes in its provider's words.
     upload_file: Handler
     list_files: Handler
-    retrieve_file: Handler
-    file_content: Handler
-    create_batch: Handler
     list_batches: Handler
-    cancel_batch: Handler
-
-    async def retrieve_batch(self, request: Request) -> Response:
-        return JSONResponse(self.batch_json(await self.read_batch(self.batch(request))))
-
-    def batch(self, request: Request) -> B:
-        """The batch the path names, or the provider's 404."""
-        return _found(self.batches.get, request.path_params["batch_id"], self.no_batch)
-
-    def no_batch(self, batch_id: str) -> ApiError:
-        raise NotImplementedError
 
     def file(self, request: Request) -> StoredFile:
         """The file the path names, or the provider's 404."""
-        return _found(self.files.get, request.path_params["file_id"], self.no_file)
+        return found(self.files.get, request.path_params["file_id"], self.no_file)
 
     def no_file(self, file_id: str) -> ApiError:
         raise NotImplementedError
+
+    def file_json(self, stored: StoredFile) -> dict:
+        return stored.to_json()
+
+    async def retrieve_file(self, request: Request) -> Response:
+        return JSONResponse(self.file_json(self.file(request)))
 
     async def delete_file(self, request: Request) -> Response:
         stored = self.file(request)
         self.files.delete(stored.id)
         return JSONResponse({"id": stored.id, "object": "file", "deleted": True})
 
-    def batch_json(self, batch: B) -> dict:
+    async def file_content(self, request: Request) -> Response:
+        stored = self.file(request)
+        self.stats.add(self.provider, "files_downloaded")
+        return self.faults.download(stored.path)
+
+    async def create_batch(self, request: Request) -> Response:
+        batch = self.batches.add(await self.new_batch(request))
+        for path in batch.paths:
+            self.files.pin(path)  # a client may delete its input while the batch still reads it
+        return self.faults.lost(self.created(batch))
+
+    async def new_batch(self, request: Request) -> F:
+        """The batch a create asks for, once the provider's checks passed (not yet added)."""
+        raise NotImplementedError
+
+    def created(self, batch: F) -> Response:
+        """The answer to a create."""
+        return JSONResponse(self.batch_json(batch))
+
+    def end(self, batch: F, phase: str) -> None:
+        """The results hook: the requests run (see ``results``) go into the output and the error
+        file, written once; then the inputs are let go."""
+        if phase != "failed":
+            files = self.batches.corrupt(batch, *self.results(batch, phase))
+            batch.output_file, batch.error_file = (
+                self.results_file(batch, lines, kind) for lines, kind in zip(files, self.result_kinds))
+        for path in batch.paths:
+            self.files.unpin(path)
+
+    def results(self, batch: F, phase: str) -> tuple[list[bytes], list[bytes]]:
+        """The lines of the output and of the error file (see :func:`run_requests`)."""
+        raise NotImplementedError
+
+    def results_file(self, batch: F, lines: list[bytes], kind: str) -> str | None:
+        """Store one result file; its id (None: no file, as there is nothing to put in it)."""
         raise NotImplementedError

@@ -25,43 +25,20 @@ import asyncio
 import math
 import secrets
 import time
-from collections.abc import Callable
-from functools import partial
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .anthropic_routes import _execute as anthropic_message
-from .anthropic_routes import _problem as anthropic_problem
-from .anthropic_routes import anthropic_error
 from .clock import Clock
-from .fake_model import (
-    CHARS_PER_TOKEN,
-    Behaviour,
-    _text_of,
-    complete_chat,
-    model_exists,
-    request_seed,
-)
-from .gemini_routes import (
-    API_VERSIONS,
-    _field,
-    _texts,
-    generate,
-    google_error,
-    request_problem,
-)
-from .mistral_routes import _complete as mistral_complete
-from .mistral_routes import _error as mistral_error
-from .mistral_routes import _invalid as mistral_invalid
-from .mistral_routes import _line_problem as mistral_problem
-from .responses import ApiError, JSONResponse
+from .fake_model import CHARS_PER_TOKEN, _text_of
+from .responses import JSONResponse
 from .state import Stats
-from .together_routes import _complete as together_complete
-from .together_routes import _request_problem as together_problem
-from .validation import check_chat_body
+
+if TYPE_CHECKING:
+    from .lifecycle import Service
 
 DEFAULT_MAX_TOKENS = 256
 _EPS = 1e-9
@@ -257,18 +234,18 @@ class GeminiStyle:
 # -- requests ----------------------------------------------------------------------------------------
 
 
-def _loads(raw: bytes) -> Any:
+def json_or_none(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
 
 
-def _chars(messages: list) -> int:
+def message_chars(messages: list) -> int:
     return sum(len(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
 
 
-def _cost(chars: int, max_tokens: Any) -> int:
+def token_cost(chars: int, max_tokens: Any) -> int:
     """What a request costs in the TPM bucket: its prompt estimate plus the output it may produce."""
     output = max_tokens if type(max_tokens) is int and max_tokens > 0 else DEFAULT_MAX_TOKENS
     return -(-chars // CHARS_PER_TOKEN) + output
@@ -283,7 +260,9 @@ def check_limits(rpm: int | None, tpm: int | None, latency: float) -> None:
         raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
 
 
-# A parsed request: (model, token cost, build the answer) or the error response to send instead.
+# A parsed live request, by the service's ``live(path, body)``: (model, token cost, build the answer), or
+# the error response to send instead. Services validate as their batch routes do and answer with the
+# same builders.
 Parsed = tuple[str, int, Callable[[], dict]] | Response
 _JSON = (b"content-type", b"application/json")
 
@@ -297,51 +276,46 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
+# Each provider's rate-limit dialect (headers and 429 body).
+STYLES: dict[str, Any] = {"openai": OpenAIStyle, "groq": OpenAIStyle, "together": OpenAIStyle, "mistral": MistralStyle,
+          "anthropic": AnthropicStyle, "gemini": GeminiStyle}
+
+
 class Live:
-    """The live endpoints of every provider, with one :class:`Limiter` per provider when limits are set.
+    """The live endpoints of every service (``service.prefix + service.live_path``, answered by
+    ``service.live``), with one :class:`Limiter` per provider when limits are set.
 
     They sit in front of the Starlette app as plain ASGI (:meth:`wrap`): one dict lookup by path,
     no Request object, no routing table, because a benchmark pushes thousands of calls a second here.
     """
 
-    def __init__(self, *, bases: dict[str, str], clock: Clock, stats: Stats, rpm: int | None = None,
-                 tpm: int | None = None, latency: float = 0.0, behaviour: Behaviour | None = None) -> None:
+    def __init__(self, *, services: Mapping[str, Service], clock: Clock, stats: Stats, rpm: int | None = None,
+                 tpm: int | None = None, latency: float = 0.0) -> None:
         check_limits(rpm, tpm, latency)
         self.clock, self.stats, self.latency = clock, stats, float(latency)
-        self.behaviour = behaviour
         self.rpm, self.tpm = rpm, tpm
-        self._flex_refused: dict[int, int] = {}  # 429s each flex request met (the flex_busy knob)
         now = clock.now()
-        self.limiters = {p: Limiter(rpm, tpm, now) for p in bases} if rpm or tpm else {}
-        chat = "/v1/chat/completions"
-        self.paths = {  # provider -> path (Gemini's holds the API version and the model)
-            "openai": bases["openai"] + "/chat/completions",
-            "groq": bases["groq"] + "/openai" + chat,
-            "together": bases["together"] + chat,
-            "mistral": bases["mistral"] + chat,
-            "anthropic": bases["anthropic"] + "/v1/messages",
-            "gemini": bases["gemini"] + "/{version}/models/{model}:generateContent",
-        }
-        self._exact = {
-            self.paths["openai"]: self._endpoint("openai", OpenAIStyle, self._openai),
-            self.paths["groq"]: self._endpoint("groq", OpenAIStyle, partial(self._openai, provider="groq")),
-            self.paths["together"]: self._endpoint("together", OpenAIStyle, self._together),
-            self.paths["mistral"]: self._endpoint("mistral", MistralStyle, self._mistral),
-            self.paths["anthropic"]: self._endpoint("anthropic", AnthropicStyle, self._anthropic),
-        }
-        self._gemini_prefix = bases["gemini"] + "/"
-        self._gemini_endpoint = self._endpoint("gemini", GeminiStyle, self._gemini)
+        self.limiters = {p: Limiter(rpm, tpm, now) for p in services} if rpm or tpm else {}
+        self._exact: dict[str, ASGIApp] = {}
+        self._templates: list[tuple[str, str, ASGIApp]] = []  # (start, end, endpoint)
+        for name, service in services.items():
+            if service.live_path is None:
+                continue
+            path, endpoint = service.prefix + service.live_path, self._endpoint(name, service.live)
+            if "{" in path:  # a template (Gemini's holds the API version and the model): matched by its ends
+                self._templates.append((path[:path.index("{")], path[path.rindex("}") + 1:], endpoint))
+            else:
+                self._exact[path] = endpoint
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """``app`` with the live endpoints in front of it; everything else goes through to it."""
-        exact, gemini_prefix, gemini = self._exact, self._gemini_prefix, self._gemini_endpoint
+        exact, templates = self._exact, self._templates
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and scope["method"] == "POST":
                 path = scope["path"]
-                endpoint = exact.get(path)
-                if endpoint is None and path.startswith(gemini_prefix) and path.endswith(":generateContent"):
-                    endpoint = gemini
+                endpoint = exact.get(path) or next(
+                    (e for start, end, e in templates if path.startswith(start) and path.endswith(end)), None)
                 if endpoint is not None:
                     await endpoint(scope, receive, send)
                     return
@@ -349,11 +323,11 @@ class Live:
 
         return dispatch
 
-    def _endpoint(self, provider: str, style: Any, parse: Callable[[Scope, bytes], Parsed]) -> ASGIApp:
-        stats, clock, limiter = self.stats, self.clock, self.limiters.get(provider)
+    def _endpoint(self, provider: str, parse: Callable[[str, bytes], Parsed]) -> ASGIApp:
+        stats, clock, limiter, style = self.stats, self.clock, self.limiters.get(provider), STYLES[provider]
 
         async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-            parsed = parse(scope, await _body(receive))
+            parsed = parse(scope["path"], await _body(receive))
             headers = None
             if limiter is not None:
                 now = clock.now()
@@ -381,115 +355,3 @@ class Live:
             await send({"type": "http.response.body", "body": body})
 
         return endpoint
-
-    def _created(self) -> int:
-        return int(self.clock.now())
-
-    def _flex_busy(self, provider: str, model: str, body: dict) -> Response | None:
-        """A flex call (OpenAI service_tier, Gemini serviceTier "flex") refused with a 429 while its
-        request has met fewer than the behaviour's `flex_busy` (flex capacity is best effort)."""
-        seed = request_seed(body)
-        if (refused := self._flex_refused.get(seed, 0)) >= (self.behaviour.value("flex_busy", model) if self.behaviour else 0):
-            return None
-        self._flex_refused[seed] = refused + 1
-        self.stats.add_fault(provider, "flex_busy")
-        message = "Resource unavailable: no flex capacity for this model now; retry later (emulator: flex_busy)."
-        if provider == "gemini":
-            return google_error(429, message, "RESOURCE_EXHAUSTED").response()
-        return JSONResponse({"error": {"message": message, "type": "resource_unavailable", "param": None,
-                                       "code": "resource_unavailable"}}, status_code=429)
-
-    # -- one parser per provider: validate as the batch routes do, then answer with their builder -----
-
-    def _openai(self, scope: Scope, raw: bytes, provider: str = "openai") -> Parsed:  # OpenAI and Groq
-        body = _loads(raw)
-        if not isinstance(body, dict):
-            return ApiError(400, "We could not parse the JSON body of your request. "
-                                 "The API expects a JSON object.").response()
-        if body.get("stream"):
-            return ApiError(400, "The emulator does not stream; send stream=false.", param="stream",
-                            code="invalid_value").response()
-        problem = check_chat_body(body)
-        if problem is not None:
-            return JSONResponse({"error": problem}, status_code=404 if problem["code"] == "model_not_found" else 400)
-        cost = _cost(_chars(body["messages"]), body.get("max_completion_tokens") or body.get("max_tokens"))
-        flex = provider == "openai" and body.get("service_tier") == "flex"
-        if flex and (busy := self._flex_busy(provider, body["model"], body)) is not None:
-            return busy
-        answer = partial(complete_chat, body, created=self._created(), behaviour=self.behaviour, provider=provider)
-        return body["model"], cost, (lambda: {**answer(), "service_tier": "flex"}) if flex else answer
-
-    def _together(self, scope: Scope, raw: bytes) -> Parsed:
-        body = _loads(raw)
-        if not isinstance(body, dict):
-            return ApiError(400, "The request body must be a JSON object.").response()
-        problem = together_problem(body)
-        if problem is not None:
-            return JSONResponse({"error": problem[1]}, status_code=problem[0])
-        cost = _cost(_chars(body["messages"]), body.get("max_tokens"))
-        return body["model"], cost, lambda: together_complete(body, self._created(), secrets.token_hex(8),
-                                                            behaviour=self.behaviour)
-
-    def _mistral(self, scope: Scope, raw: bytes) -> Parsed:
-        body = _loads(raw)
-        if not isinstance(body, dict):
-            return mistral_invalid("", "Input should be a valid JSON object", kind="model_attributes_type").response()
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return mistral_invalid("model", "Field required", kind="missing").response()
-        if not model_exists(model):  # Mistral answers an unknown model with 400 invalid_model, not 404
-            return mistral_error(400, f"Invalid model: {model}", type="invalid_model", code="1500").response()
-        problem = mistral_problem(body)
-        if problem is not None:
-            return mistral_invalid(problem[0], problem[1], body.get(problem[0].split(".")[0])).response()
-        cost = _cost(_chars(body["messages"]), body.get("max_tokens"))
-        return model, cost, lambda: mistral_complete(body, model, self._created(), secrets.token_hex(16),
-                                                  behaviour=self.behaviour)
-
-    def _anthropic(self, scope: Scope, raw: bytes) -> Parsed:
-        params = _loads(raw)
-        if not isinstance(params, dict):
-            return anthropic_error(400, "invalid_request_error", "The request body is not valid JSON.").response()
-        problem = anthropic_problem(params)
-        if problem is not None:
-            kind, message = problem
-            return anthropic_error(404 if kind == "not_found_error" else 400, kind, message).response()
-        system = params.get("system")
-        chars = _chars(params["messages"]) + len(_text_of(system))
-
-        def build() -> dict:
-            message = anthropic_message(params, secrets.token_hex(12), behaviour=self.behaviour)["message"]
-            message["usage"]["service_tier"] = "standard"
-            return message
-
-        return params["model"], _cost(chars, params["max_tokens"]), build
-
-    def _gemini(self, scope: Scope, raw: bytes) -> Parsed:
-        path = scope["path"]
-        version, models, model = (path[len(self._gemini_prefix):].removesuffix(":generateContent").split("/", 2)
-                                  + ["", ""])[:3]
-        if version not in API_VERSIONS or models != "models" or not model or "/" in model:
-            return google_error(404, f"Unknown request URL: POST {path}.").response()
-        if not model_exists(model):
-            return google_error(404, f"models/{model} is not found for API version {version}, or is not supported for "
-                                    "generateContent. Call ListModels to see the list of available models and their "
-                                    "supported methods.", "NOT_FOUND").response()
-        body = _loads(raw)
-        if not isinstance(body, dict):
-            return google_error(400, "Invalid JSON payload received.").response()
-        problem = request_problem(body)
-        if problem is not None:
-            return google_error(400, problem["message"]).response()
-        system = _field(body, "systemInstruction")
-        chars = sum(len(t) for c in [*_field(body, "contents"), *([system] if system else [])] for t in _texts(c))
-        cost = _cost(chars, _field(_field(body, "generationConfig") or {}, "maxOutputTokens"))
-        flex = str(_field(body, "serviceTier") or "").lower() == "flex"
-        if flex and (busy := self._flex_busy("gemini", model, body)) is not None:
-            return busy
-
-        def build() -> dict:
-            answer = generate(body, f"models/{model}", secrets.token_urlsafe(16), behaviour=self.behaviour)
-            answer["usageMetadata"].update({"serviceTier": "flex"} if flex else {})  # the tier that served it
-            return answer
-
-        return model, cost, build

@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -43,7 +42,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .fake_model import Behaviour, _text_of, model_exists, reply
-from .lifecycle import Batch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
+from .lifecycle import FileBatch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
+from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile, copy_upload
 
@@ -165,14 +165,11 @@ def _complete(body: dict, model: str, created: int, completion_id: str, *,
 
 
 @dataclass(kw_only=True, eq=False)
-class MistralJob(Batch):
+class MistralJob(FileBatch):
     endpoint: str
     model: str
     input_files: list[str]
-    paths: list[Path]
     metadata: dict[str, str] | None
-    output_file: str | None = None
-    error_file: str | None = None
 
 
 class MistralService(FilesAndBatches[MistralJob]):
@@ -180,11 +177,7 @@ class MistralService(FilesAndBatches[MistralJob]):
 
     error_shape = "mistral"
     files_path, batches_path = "/v1/files", "/v1/batch/jobs"
-    fault_errors: ClassVar[Mapping[int, tuple[str, str]]] = {
-        429: ("rate_limited", "Requests rate limit exceeded"),
-        500: ("internal_server_error", "Internal server error"),
-        503: ("service_tier_capacity_exceeded", "Service tier capacity exceeded for this model."),
-    }
+    cancel_settles = True
 
     def __init__(self, *, max_lines: int = MAX_REQUESTS, **config: Any) -> None:
         super().__init__(max_lines=max_lines, **config)
@@ -208,7 +201,7 @@ class MistralService(FilesAndBatches[MistralJob]):
         stored = self._add(path, upload.filename or "upload.jsonl", purpose,
                            "batch_request" if purpose == "batch" else "instruct", "upload", lines)
         self.stats.add(self.provider, "files_uploaded")
-        return JSONResponse(self._file_json(stored))
+        return JSONResponse(self.file_json(stored))
 
     async def list_files(self, request: Request) -> Response:
         q = request.query_params
@@ -219,13 +212,10 @@ class MistralService(FilesAndBatches[MistralJob]):
                                 ("source", self._kinds[f.id][1])))]
         files.reverse()  # newest first
         chosen = files[page * page_size:(page + 1) * page_size]
-        return JSONResponse({"data": [self._file_json(f) for f in chosen], "object": "list", "total": len(files)})
+        return JSONResponse({"data": [self.file_json(f) for f in chosen], "object": "list", "total": len(files)})
 
     async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse({**self._file_json(self.file(request)), "deleted": False})
-
-    async def file_content(self, request: Request) -> Response:
-        return self.faults.download(self.file(request).path)
+        return JSONResponse({**self.file_json(self.file(request)), "deleted": False})
 
     def _add(self, path: Path, filename: str, purpose: str, sample_type: str, source: str,
              lines: int | None) -> StoredFile:
@@ -236,16 +226,36 @@ class MistralService(FilesAndBatches[MistralJob]):
     def no_file(self, file_id: str) -> ApiError:
         return _error(404, f"File {file_id} not found.", code="not_found")
 
-    def _file_json(self, stored: StoredFile) -> dict:
+    def file_json(self, stored: StoredFile) -> dict:
         sample_type, source, lines = self._kinds[stored.id]
         return {"id": stored.id, "object": "file", "bytes": stored.size, "created_at": stored.created_at,
                 "filename": stored.filename, "purpose": stored.purpose, "sample_type": sample_type,
                 "source": source, "num_lines": lines, "mimetype": "application/jsonl", "signature": None,
                 "expires_at": stored.expires_at, "visibility": "workspace"}
 
+    # -- live ------------------------------------------------------------------------------------
+
+    live_path = "/v1/chat/completions"
+
+    def live(self, path: str, raw: bytes) -> Parsed:
+        body = json_or_none(raw)
+        if not isinstance(body, dict):
+            return _invalid("", "Input should be a valid JSON object", kind="model_attributes_type").response()
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _invalid("model", "Field required", kind="missing").response()
+        if not model_exists(model):  # Mistral answers an unknown model with 400 invalid_model, not 404
+            return _error(400, f"Invalid model: {model}", type="invalid_model", code="1500").response()
+        problem = _line_problem(body)
+        if problem is not None:
+            return _invalid(problem[0], problem[1], body.get(problem[0].split(".")[0])).response()
+        cost = token_cost(message_chars(body["messages"]), body.get("max_tokens"))
+        return model, cost, lambda: _complete(body, model, int(self.now()), secrets.token_hex(16),
+                                              behaviour=self.behaviour)
+
     # -- jobs ------------------------------------------------------------------------------------
 
-    async def create_batch(self, request: Request) -> Response:
+    async def new_batch(self, request: Request) -> MistralJob:
         body = await json_object(request)
         if body is None:
             raise _invalid("", "Input should be a valid JSON object", kind="model_attributes_type")
@@ -268,13 +278,10 @@ class MistralService(FilesAndBatches[MistralJob]):
             raise _invalid("timeout_hours", "Input should be an integer >= 1", hours, "greater_than_equal")
         input_files, paths = self._inputs(body)
         scan = await run_in_threadpool(_scan, paths, self.max_lines)
-        job = self.batches.add(MistralJob(
+        return MistralJob(
             id=str(uuid.uuid4()), created=self.now(), timing=self.timing, total=scan.total, bad=scan.bad,
             window=min(hours * 3600, self.timing.completion_window_seconds), failure=scan.errors or None,
-            endpoint=endpoint, model=model, input_files=input_files, paths=paths, metadata=metadata))
-        for path in paths:
-            self.files.pin(path)
-        return self.faults.lost(JSONResponse(self.batch_json(job)))
+            endpoint=endpoint, model=model, input_files=input_files, paths=paths, metadata=metadata)
 
     def _inputs(self, body: dict) -> tuple[list[str], list[Path]]:
         """The job's input: uploaded batch files, or inline ``requests`` written to a private blob."""
@@ -313,13 +320,9 @@ class MistralService(FilesAndBatches[MistralJob]):
         await run_in_threadpool(self.batches.advance, *chosen)
         return JSONResponse({"object": "list", "data": [self.batch_json(j) for j in chosen], "total": len(jobs)})
 
-    async def cancel_batch(self, request: Request) -> Response:
-        job = self.batch(request)
-        if not await run_in_threadpool(self.batches.cancel, job):
-            word = job.word(self.shape)
-            raise _error(400, f"Batch job {job.id} has already ended with status {word}; it cannot be cancelled.")
-        await run_in_threadpool(self.batches.advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
-        return JSONResponse(self.batch_json(job))
+    def cannot_cancel(self, job: MistralJob) -> ApiError:
+        word = job.word(self.shape)
+        return _error(400, f"Batch job {job.id} has already ended with status {word}; it cannot be cancelled.")
 
     def no_batch(self, batch_id: str) -> ApiError:
         return _error(404, f"Batch job {batch_id} not found.", code="not_found")
@@ -352,33 +355,28 @@ class MistralService(FilesAndBatches[MistralJob]):
 
     # -- results ---------------------------------------------------------------------------------
 
-    def end(self, job: MistralJob, phase: str) -> None:
-        """The results hook: run the first ``done`` requests into the output and the error file."""
-        if phase != "failed":
-            created, salt = int(job.stamps[phase]), secrets.token_hex(6)
+    def results(self, job: MistralJob, phase: str) -> tuple[list[bytes], list[bytes]]:
+        """The first ``done`` requests, run."""
+        created, salt = int(job.stamps[phase]), secrets.token_hex(6)
 
-            def answer(index: int, line: dict) -> tuple[bool, bytes]:
-                record: dict[str, Any] = {"id": f"{salt}{index:08x}", "custom_id": line.get("custom_id")}
-                problem = _line_problem(line["body"]) if job.bad[index] else None
-                if problem is None:
-                    body = _complete(line["body"], job.model, created, record["id"], behaviour=self.behaviour)
-                    return True, orjson.dumps(record | {"response": {"status_code": 200, "body": body}, "error": None})
-                envelope = {"object": "error", "message": problem[1], "type": "invalid_request_error",
-                            "param": problem[0], "code": None}
-                return False, orjson.dumps(record | {"response": {"status_code": 422, "body": envelope},
-                                                     "error": problem[1]})
+        def answer(index: int, line: dict) -> tuple[bool, bytes]:
+            record: dict[str, Any] = {"id": f"{salt}{index:08x}", "custom_id": line.get("custom_id")}
+            problem = _line_problem(line["body"]) if job.bad[index] else None
+            if problem is None:
+                body = _complete(line["body"], job.model, created, record["id"], behaviour=self.behaviour)
+                return True, orjson.dumps(record | {"response": {"status_code": 200, "body": body}, "error": None})
+            envelope = {"object": "error", "message": problem[1], "type": "invalid_request_error",
+                        "param": problem[0], "code": None}
+            return False, orjson.dumps(record | {"response": {"status_code": 422, "body": envelope},
+                                                 "error": problem[1]})
 
-            ok, bad = self.batches.corrupt(job, *run_requests(job.paths, job.done or 0, answer))
-            job.output_file = self._results_file(job, ok, "output", "batch_result")
-            job.error_file = self._results_file(job, bad, "error", "batch_error")
-        for path in job.paths:
-            self.files.unpin(path)
+        return run_requests(job.paths, answer, job.done or 0)
 
-    def _results_file(self, job: MistralJob, lines: list[bytes], kind: str, sample_type: str) -> str | None:
+    def results_file(self, job: MistralJob, lines: list[bytes], kind: str) -> str | None:
         stored = self.files.add_lines(lines, f"{job.id}_{kind}.jsonl", "batch", ttl=None)
         if stored is None:
             return None
-        self._kinds[stored.id] = (sample_type, "mistral", len(lines))
+        self._kinds[stored.id] = (f"batch_{'result' if kind == 'output' else kind}", "mistral", len(lines))
         return stored.id
 
 

@@ -154,7 +154,7 @@ class Emulator:
         "mistral": ("batchery.emulator.mistral_routes", "MistralService", "/mistral"),
         "gemini": ("batchery.emulator.gemini_routes", "GeminiService", "/gemini"),
         "together": ("batchery.emulator.together_routes", "TogetherService", "/together"),
-        "groq": ("batchery.emulator.groq_routes", "GroqService", "/groq"),
+        "groq": ("batchery.emulator.openai_routes", "GroqService", "/groq"),
         "vertex": ("batchery.emulator.vertex_routes", "VertexService", "/vertex"),  # and its Cloud Storage
     }
 
@@ -180,8 +180,8 @@ class Emulator:
                 provider=name, prefix=base, data_dir=self.data_dir / name, clock=self.clock,
                 stats=self._stats, timing=timing, max_lines=max_batch_lines or LIMITS[name].max_requests,
                 behaviour=self.behaviour, faults=self.faults)
-        self.live = Live(bases={name: base for name, (_, _, base) in self.SERVICES.items()}, clock=self.clock,
-                         stats=self._stats, rpm=rpm, tpm=tpm, latency=latency, behaviour=self.behaviour)
+        self.live = Live(services=self.services, clock=self.clock, stats=self._stats, rpm=rpm, tpm=tpm,
+                         latency=latency)
         self.app = build_app(self.services.values(), self._stats, self.live, api_key)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

@@ -29,7 +29,7 @@ class Registry(Generic[T]):
         self._lock = threading.Lock()
         self._items: dict[str, T] = {}
 
-    def add(self, key: str, item: T) -> int:
+    def put(self, key: str, item: T) -> int:
         """Keep ``item`` under ``key``; returns how many were added before it."""
         with self._lock:
             ordinal = len(self._items)

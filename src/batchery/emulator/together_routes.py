@@ -53,7 +53,8 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from .fake_model import CHARS_PER_TOKEN, Behaviour, model_exists, reply
 from .fake_model import _text_of as _text
-from .lifecycle import Batch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
+from .lifecycle import FileBatch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
+from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile
 from .validation import MAX_LINES, check_chat_body
@@ -168,14 +169,11 @@ def _batch_error(status: int, message: str, **fields: Any) -> ApiError:
 
 
 @dataclass(kw_only=True, eq=False)
-class TogetherJob(Batch):
+class TogetherJob(FileBatch):
     input_file_id: str
-    input_path: Path
     size: int
     model_id: str | None
     endpoint: str
-    output_file_id: str | None = None
-    error_file_id: str | None = None
 
 
 class TogetherService(FilesAndBatches[TogetherJob]):
@@ -184,6 +182,9 @@ class TogetherService(FilesAndBatches[TogetherJob]):
     ``prefix`` (what the auth middleware guards) is the API under ``<base>/v1``; the presigned
     upload URLs sit beside it under ``<base>/storage``.
     """
+
+    cancel_settles = True
+    result_kinds = ("output", "errors")
 
     def __init__(self, *, prefix: str, max_lines: int = MAX_LINES, **config: Any) -> None:
         super().__init__(prefix=prefix + "/v1", max_lines=max_lines, **config)
@@ -249,7 +250,7 @@ class TogetherService(FilesAndBatches[TogetherJob]):
             upload = self._uploads.get(file_id)
             if upload is None:
                 if file_id in self._ready:  # preprocessing twice is harmless
-                    return JSONResponse(self._file_json(self._visible(file_id)))
+                    return JSONResponse(self.file_json(self._visible(file_id)))
                 raise ApiError(404, f"File {file_id} not found.", code="not_found")
             if upload.digest is None:
                 raise ApiError(400, f"File {file_id} has no content yet: PUT it to the upload URL first.")
@@ -259,26 +260,23 @@ class TogetherService(FilesAndBatches[TogetherJob]):
             del self._uploads[file_id]
             self._ready[file_id] = (upload.file_type, upload.stored.path.stat().st_size)
         self.stats.add(self.provider, "files_uploaded")
-        return JSONResponse(self._file_json(upload.stored))
+        return JSONResponse(self.file_json(upload.stored))
 
     async def list_files(self, request: Request) -> Response:
         with self._lock:
             ready = list(self._ready)
         files = [f for f in map(self.files.get, reversed(ready)) if f is not None]
-        return JSONResponse({"object": "list", "data": [self._file_json(f) for f in files]})
-
-    async def retrieve_file(self, request: Request) -> Response:
-        return JSONResponse(self._file_json(self._visible(request.path_params["file_id"])))
+        return JSONResponse({"object": "list", "data": [self.file_json(f) for f in files]})
 
     async def delete_file(self, request: Request) -> Response:
-        stored = self._visible(request.path_params["file_id"])
+        stored = self.file(request)
         with self._lock:
             self._ready.pop(stored.id, None)
         self.files.delete(stored.id)
         return JSONResponse({"id": stored.id, "deleted": True})
 
-    async def file_content(self, request: Request) -> Response:
-        return self.faults.download(self._visible(request.path_params["file_id"]).path)
+    def file(self, request: Request) -> StoredFile:
+        return self._visible(request.path_params["file_id"])
 
     def _visible(self, file_id: str) -> StoredFile:
         stored = self.files.get(file_id) if file_id in self._ready else None
@@ -286,14 +284,29 @@ class TogetherService(FilesAndBatches[TogetherJob]):
             raise ApiError(404, f"File {file_id} not found.", code="not_found")
         return stored
 
-    def _file_json(self, stored: StoredFile) -> dict:
+    def file_json(self, stored: StoredFile) -> dict:
         file_type, size = self._ready[stored.id]
         return {"id": stored.id, "object": "file", "bytes": size, "created_at": stored.created_at,
                 "filename": stored.filename, "FileType": file_type, "purpose": stored.purpose, "Processed": True}
 
+    # -- live ------------------------------------------------------------------------------------
+
+    live_path = "/chat/completions"
+
+    def live(self, path: str, raw: bytes) -> Parsed:
+        body = json_or_none(raw)
+        if not isinstance(body, dict):
+            return ApiError(400, "The request body must be a JSON object.").response()
+        problem = _request_problem(body)
+        if problem is not None:
+            return JSONResponse({"error": problem[1]}, status_code=problem[0])
+        cost = token_cost(message_chars(body["messages"]), body.get("max_tokens"))
+        return body["model"], cost, lambda: _complete(body, int(self.now()), secrets.token_hex(8),
+                                                      behaviour=self.behaviour)
+
     # -- batches ---------------------------------------------------------------------------------
 
-    async def create_batch(self, request: Request) -> Response:
+    async def new_batch(self, request: Request) -> TogetherJob:
         body = await json_object(request)
         if body is None:
             raise _batch_error(400, "The request body must be a JSON object.")
@@ -321,12 +334,13 @@ class TogetherService(FilesAndBatches[TogetherJob]):
             raise _batch_error(400, f"Input file is {size} bytes; a batch input holds at most {MAX_INPUT_BYTES}.",
                            param="input_file_id")
         scan = await run_in_threadpool(_scan, stored.path, self.max_lines)
-        job = self.batches.add(TogetherJob(
+        return TogetherJob(
             id=str(uuid.uuid4()), created=self.now(), timing=self.timing, total=scan.total, bad=scan.bad,
-            window=self.timing.completion_window_seconds, failure=next(iter(scan.errors), None), input_file_id=stored.id,
-            input_path=stored.path, size=size, model_id=model_id, endpoint=endpoint))
-        self.files.pin(stored.path)
-        return self.faults.lost(JSONResponse({"job": self.batch_json(job)}, status_code=201))
+            window=self.timing.completion_window_seconds, failure=next(iter(scan.errors), None),
+            input_file_id=stored.id, paths=[stored.path], size=size, model_id=model_id, endpoint=endpoint)
+
+    def created(self, job: TogetherJob) -> Response:
+        return JSONResponse({"job": self.batch_json(job)}, status_code=201)
 
     async def list_batches(self, request: Request) -> Response:
         self.stats.add(self.provider, "batch_lists")
@@ -334,13 +348,9 @@ class TogetherService(FilesAndBatches[TogetherJob]):
         await run_in_threadpool(self.batches.advance, *jobs)
         return JSONResponse([self.batch_json(job) for job in jobs])
 
-    async def cancel_batch(self, request: Request) -> Response:
-        job = self.batch(request)
-        if not await run_in_threadpool(self.batches.cancel, job):
-            raise _batch_error(400, f"Batch job {job.id} is {job.word(self.shape)}; only VALIDATING or "
-                                    "IN_PROGRESS jobs can be cancelled.")
-        await run_in_threadpool(self.batches.advance, job)  # with cancel_seconds = 0 it is CANCELLED at once
-        return JSONResponse(self.batch_json(job))
+    def cannot_cancel(self, job: TogetherJob) -> ApiError:
+        return _batch_error(400, f"Batch job {job.id} is {job.word(self.shape)}; only VALIDATING or "
+                                 "IN_PROGRESS jobs can be cancelled.")
 
     def no_batch(self, batch_id: str) -> ApiError:
         return _batch_error(404, f"Batch job {batch_id} not found.")
@@ -358,8 +368,8 @@ class TogetherService(FilesAndBatches[TogetherJob]):
             "endpoint": job.endpoint,
             "progress": round(100.0 * done / job.total, 2) if job.total and job.failure is None else 0.0,
             "model_id": job.model_id,
-            "output_file_id": job.output_file_id,
-            "error_file_id": job.error_file_id,
+            "output_file_id": job.output_file,
+            "error_file_id": job.error_file,
             "error": job.failure if job.phase == "failed" else None,
             **{name: None if t is None else _iso(t) for name, t in job.times(self.shape).items()},
         }
@@ -368,28 +378,24 @@ class TogetherService(FilesAndBatches[TogetherJob]):
 
     # -- results ---------------------------------------------------------------------------------
 
-    def end(self, job: TogetherJob, phase: str) -> None:
-        """The results hook: run the first ``done`` requests into the output and the error file."""
-        if phase != "failed":
-            created, salt = int(job.stamps[phase]), secrets.token_hex(6)
+    def results(self, job: TogetherJob, phase: str) -> tuple[list[bytes], list[bytes]]:
+        """The first ``done`` requests, run."""
+        created, salt = int(job.stamps[phase]), secrets.token_hex(6)
 
-            def answer(index: int, line: dict) -> tuple[bool, bytes]:
-                line_id = f"req-{salt}{index:08x}"
-                problem = _request_problem(line["body"]) if job.bad[index] else None
-                if problem is None:
-                    body = _complete(line["body"], created, line_id, behaviour=self.behaviour)
-                    response = {"status_code": 200, "request_id": line_id, "body": body}
-                else:
-                    response = {"status_code": problem[0], "request_id": line_id, "body": {"error": problem[1]}}
-                return problem is None, orjson.dumps({"id": line_id, "custom_id": line["custom_id"],
-                                                      "response": response})
+        def answer(index: int, line: dict) -> tuple[bool, bytes]:
+            line_id = f"req-{salt}{index:08x}"
+            problem = _request_problem(line["body"]) if job.bad[index] else None
+            if problem is None:
+                body = _complete(line["body"], created, line_id, behaviour=self.behaviour)
+                response = {"status_code": 200, "request_id": line_id, "body": body}
+            else:
+                response = {"status_code": problem[0], "request_id": line_id, "body": {"error": problem[1]}}
+            return problem is None, orjson.dumps({"id": line_id, "custom_id": line["custom_id"],
+                                                  "response": response})
 
-            ok, bad = self.batches.corrupt(job, *run_requests([job.input_path], job.done or 0, answer))
-            job.output_file_id = self._results_file(job, ok, "output")
-            job.error_file_id = self._results_file(job, bad, "errors")
-        self.files.unpin(job.input_path)
+        return run_requests(job.paths, answer, job.done or 0)
 
-    def _results_file(self, job: TogetherJob, lines: list[bytes], kind: str) -> str | None:
+    def results_file(self, job: TogetherJob, lines: list[bytes], kind: str) -> str | None:
         stored = self.files.add_lines(lines, f"{job.id}_{kind}.jsonl", "batch-api", ttl=None)
         if stored is None:
             return None

@@ -48,7 +48,6 @@ class VertexJob(Batch):
 
 class VertexService(GcsApi, Service[VertexJob]):
     error_shape = "google"
-    fault_errors = GeminiService.fault_errors
     fault_response = GeminiService.fault_response
 
     def __init__(self, **config: Any) -> None:
