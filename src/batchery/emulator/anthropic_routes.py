@@ -1,11 +1,9 @@
 """HTTP routes of Anthropic's Message Batches API (``/v1/messages/batches…``) for the official SDK.
 
-Requests arrive inline in the create body and are kept on disk, one JSONL line per request. Where a
-batch stands is the shared lifecycle's business (:mod:`.lifecycle`), with no validating phase:
-``in_progress`` at once (request i, input order, has run once (i+1)/n of S has passed), ``ended``
-at S; expiry ends it with the requests not run ``expired``, a cancel (``canceling``,
-``cancel_initiated_at``) with them ``canceled``. 29 days after creation the results are archived
-(``archived_at``; downloading them is a 404).
+Requests arrive inline in the create body and are kept on disk, one JSONL line per request. The
+lifecycle is the shared one (:mod:`.lifecycle`, words in ``SHAPES``) with no validating phase; the
+requests an expiry or a cancel leaves unrun end ``expired`` or ``canceled``. 29 days after creation
+the results are archived (``archived_at``; downloading them is a 404).
 
 As on the real service, ``request_counts`` shows every request as ``processing`` until the batch ends,
 and ``results_url`` appears only then. It is absolute and points back at this server, because the
@@ -35,7 +33,7 @@ from starlette.routing import BaseRoute
 
 from .fake_model import Behaviour, model_exists, reply
 from .fake_model import _text_of as _text
-from .lifecycle import Batch, Service, jsonl, route, scrambled
+from .lifecycle import Batch, Service, after, jsonl, route, scrambled
 from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import new_id
@@ -203,19 +201,15 @@ class AnthropicMessageBatches(Service[MessageBatch]):
         """Newest first. ``after_id``: the page of older batches below it; ``before_id``: the page of
         newer batches just above it."""
         newest_first = self.batches.newest_first()
-        ids = [b.id for b in newest_first]
-        cursor = after_id or before_id
-        if cursor is not None and cursor not in ids:
-            raise _invalid(f"Invalid pagination cursor: no message batch '{cursor}'.")
-        if after_id is not None:
-            rest = newest_first[ids.index(after_id) + 1:]
-            page, has_more = rest[:limit], len(rest) > limit
-        elif before_id is not None:
-            above = newest_first[:ids.index(before_id)]
-            page, has_more = above[-limit:], len(above) > limit
-        else:
-            page, has_more = newest_first[:limit], len(newest_first) > limit
-        return page, has_more
+
+        def unknown(cursor: str) -> ApiError:
+            return _invalid(f"Invalid pagination cursor: no message batch '{cursor}'.")
+
+        if after_id is None and before_id is not None:
+            above = after(newest_first[::-1], before_id, unknown)[::-1]
+            return above[-limit:], len(above) > limit
+        rest = after(newest_first, after_id, unknown)
+        return rest[:limit], len(rest) > limit
 
     def end(self, batch: MessageBatch, phase: str) -> None:
         """The results hook: run the first ``done`` requests through the fake model; the rest end

@@ -419,6 +419,20 @@ def _answer(body: dict, seed: int, behaviour: Behaviour | None = None) -> str:
     return text
 
 
+def chat_reply(body: dict, model: str | None, behaviour: Behaviour | None, joiner: str = " ") -> tuple[str, int, int, bool]:
+    """:func:`reply` to a (valid) chat body of OpenAI's shape with its own ``max_tokens`` (Together's,
+    Mistral's): the last user message, the earlier ones as history, the response_format's schema.
+    ``joiner`` joins a message's text parts."""
+    messages = [m for m in body["messages"] if isinstance(m, dict)]
+    users = [_text_of(m.get("content"), joiner) for m in messages if m.get("role") == "user"]
+    fmt = got if isinstance(got := body.get("response_format"), dict) else {}
+    schemas: dict[Any, dict] = {"json_schema": (fmt.get("json_schema") or {}).get("schema") or {"type": "object"},
+               "json_object": {"type": "object"}}
+    input_chars = sum(len(_text_of(m.get("content"), joiner)) for m in messages)
+    return reply(users[-1] if users else "", schemas.get(fmt.get("type")), body.get("max_tokens"), input_chars,
+                 model=model, behaviour=behaviour, history=users[:-1])
+
+
 # The tier each OpenAI-shaped provider reports on an ordinary request, in its own words (Groq's
 # document allows auto, on_demand, flex and performance; OpenAI's auto, default, flex, scale, priority).
 SERVICE_TIERS = {"openai": "default", "groq": "on_demand"}

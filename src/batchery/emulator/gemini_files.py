@@ -16,7 +16,6 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from starlette.routing import BaseRoute
 
 from .clock import Clock
 from .faults import FaultInjector
-from .lifecycle import route
+from .lifecycle import L, after, route
 from .responses import ApiError, JSONResponse
 from .state import FileStore, Registry, Stats, StoredFile
 
@@ -86,22 +85,15 @@ async def _json_body(request: Request, allow_empty: bool = False) -> dict:
     return body
 
 
-def _page(request: Request, items: list, key: Callable[[Any], str], sizes: tuple[int, int]) -> tuple[list, str | None]:
+def _page(request: Request, items: list[L], sizes: tuple[int, int]) -> tuple[list[L], str | None]:
     """One page of ``items`` (newest first) from ``pageSize``/``pageToken``, and the next token.
     The token is the id of the last item shown, so pages stay stable as new items arrive."""
     q = request.query_params
     raw_size = q.get("pageSize") or q.get("page_size") or ""
     size = min(int(raw_size), sizes[1]) if raw_size.isdigit() and int(raw_size) > 0 else sizes[0]
-    token = q.get("pageToken") or q.get("page_token")
-    start = 0
-    if token:
-        ids = [key(item) for item in items]
-        if token not in ids:
-            raise google_error(400, "Invalid page token.")
-        start = ids.index(token) + 1
-    page = items[start:start + size]
-    more = start + size < len(items)
-    return page, key(page[-1]) if more and page else None
+    rest = after(items, q.get("pageToken") or q.get("page_token"), lambda _: google_error(400, "Invalid page token."))
+    page = rest[:size]
+    return page, page[-1].id if len(rest) > size and page else None
 
 
 # -- the files -----------------------------------------------------------------------------------
@@ -267,7 +259,7 @@ class GeminiFilesApi:
 
     async def list_files(self, request: Request) -> Response:
         version = _version(request)
-        page, token = _page(request, self.files.newest_first(), lambda f: f.id, FILE_LIST_PAGE)
+        page, token = _page(request, self.files.newest_first(), FILE_LIST_PAGE)
         root = self._root(request)
         body: dict[str, Any] = {"files": [f.to_json(root, version) for f in page]}
         if token:

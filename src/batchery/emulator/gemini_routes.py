@@ -18,12 +18,9 @@ Wire facts (research §4 and §9):
 * request fields are read in camelCase or snake_case (the SDK sends ``thinking_budget`` and
   ``display_name`` unconverted).
 
-Lifecycle (the shared one, :mod:`.lifecycle`; S = ``processing_seconds``): PENDING for the first
-10 % of S, then RUNNING (request i is done once 10 %..90 % of S has elapsed in proportion),
-SUCCEEDED at S. Reaching ``completion_window_seconds`` first gives EXPIRED *without* results, as
-documented ("the job will not have any results to retrieve"). Cancel freezes progress; the batch
-turns CANCELLED ``cancel_seconds`` later with the responses finished by then. An input file that
-is not JSONL of ``{key, request}`` objects fails the batch (FAILED plus ``error``) at 10 % of S.
+Lifecycle: the shared one (:mod:`.lifecycle`, words in ``SHAPES``), but EXPIRED comes *without*
+results, as documented ("the job will not have any results to retrieve"). An input file that is not
+JSONL of ``{key, request}`` objects fails the batch (FAILED plus ``error``) when validation ends.
 An unknown model is refused at create with 404 NOT_FOUND: the model is part of the URL.
 
 Emulator choices where the real service is undocumented: list order is newest first; cancelling
@@ -369,7 +366,7 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
     async def list_batches(self, request: Request) -> Response:
         _version(request)
         self.stats.add(self.provider, "batch_lists")
-        page, token = _page(request, self.batches.newest_first(), lambda j: j.id, LIST_PAGE)
+        page, token = _page(request, self.batches.newest_first(), LIST_PAGE)
         await run_in_threadpool(self.batches.advance, *page)
         body: dict[str, Any] = {"operations": [self._json(job, with_inline=False) for job in page]}
         if token:

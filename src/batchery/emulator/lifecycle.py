@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -521,6 +521,27 @@ def found(get: Callable[[str], T | None], key: str, missing: Callable[[str], Api
     if value is None:
         raise missing(key)
     return value
+
+
+class _Listed(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+L = TypeVar("L", bound=_Listed)
+
+
+def after(items: list[L], cursor: str | None, missing: Callable[[str], ApiError] | None = None) -> list[L]:
+    """The items after the one whose id is ``cursor`` (a list page's cursor; all of them without one).
+    An unknown cursor is the provider's error (``missing``), or leaves none."""
+    if not cursor:
+        return items
+    ids = [item.id for item in items]
+    if cursor in ids:
+        return items[ids.index(cursor) + 1:]
+    if missing is None:
+        return []
+    raise missing(cursor)
 
 
 async def json_object(request: Request) -> dict | None:

@@ -128,6 +128,17 @@ def go_duration(seconds: float) -> str:
     return f"{minutes}m{secs}" if minutes else secs
 
 
+def _limit_headers(limiter: Limiter, name: str, reset: Callable[[Bucket], str]) -> dict[str, str]:
+    """The limit, remaining and reset headers of each bucket; ``name`` words them from kind and field."""
+    headers = {}
+    for kind, bucket in (("requests", limiter.requests), ("tokens", limiter.tokens)):
+        if bucket is not None:
+            for what, value in (("limit", str(bucket.limit)), ("remaining", str(bucket.remaining())),
+                                ("reset", reset(bucket))):
+                headers[name.format(kind=kind, what=what)] = value
+    return headers
+
+
 def _retry_headers(wait: float | None, ms: bool) -> dict[str, str]:
     if wait is None:
         return {"x-should-retry": "false"}
@@ -147,13 +158,7 @@ class OpenAIStyle:
 
     @staticmethod
     def headers(limiter: Limiter, now: float) -> dict[str, str]:
-        headers = {}
-        for kind, bucket in (("requests", limiter.requests), ("tokens", limiter.tokens)):
-            if bucket is not None:
-                headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
-                headers[f"x-ratelimit-remaining-{kind}"] = str(bucket.remaining())
-                headers[f"x-ratelimit-reset-{kind}"] = go_duration(bucket.reset())
-        return headers
+        return _limit_headers(limiter, "x-ratelimit-{what}-{kind}", lambda bucket: go_duration(bucket.reset()))
 
     @classmethod
     def refuse(cls, model: str, r: Refusal, headers: dict[str, str]) -> Response:
@@ -183,14 +188,10 @@ class MistralStyle(OpenAIStyle):
 class AnthropicStyle:
     @staticmethod
     def headers(limiter: Limiter, now: float) -> dict[str, str]:
-        headers = {}
-        for kind, bucket in (("requests", limiter.requests), ("tokens", limiter.tokens)):
-            if bucket is not None:
-                reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(now + bucket.reset())))
-                headers[f"anthropic-ratelimit-{kind}-limit"] = str(bucket.limit)
-                headers[f"anthropic-ratelimit-{kind}-remaining"] = str(bucket.remaining())
-                headers[f"anthropic-ratelimit-{kind}-reset"] = reset
-        return headers
+        def reset(bucket: Bucket) -> str:  # the moment it is full again, RFC 3339
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(now + bucket.reset())))
+
+        return _limit_headers(limiter, "anthropic-ratelimit-{kind}-{what}", reset)
 
     @staticmethod
     def refuse(model: str, r: Refusal, headers: dict[str, str]) -> Response:

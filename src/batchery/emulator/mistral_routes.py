@@ -9,12 +9,9 @@ Fidelity notes (research §6 and §9):
   ``source``; jobs carry every required BatchJob field (``errors``, the four request counters…).
 * Errors use Mistral's envelope ``{"object": "error", "message", "type", "param", "code"}``;
   malformed request bodies get FastAPI's 422 ``{"detail": [{type, loc, msg, input}]}``.
-* Lifecycle (the shared one, :mod:`.lifecycle`), with ``S = processing_seconds``: QUEUED for the
-  first 10 % of S, RUNNING until S (request i is done once the running time covers (i+1)/n of it),
-  then SUCCESS. The deadline is ``created + min(timeout_hours, completion_window_seconds)``;
-  reaching it first gives TIMEOUT_EXCEEDED with the requests done by then. Cancel freezes progress
-  (CANCELLATION_REQUESTED) and becomes CANCELLED ``cancel_seconds`` later, keeping what was done.
-  Cancelling an ended job is refused with a 400 [UNVERIFIED: Mistral's answer there is not documented].
+* Lifecycle: the shared one (:mod:`.lifecycle`, words in ``SHAPES``); the deadline is ``created +
+  min(timeout_hours, completion_window_seconds)``. Cancelling an ended job is refused with a 400
+  [UNVERIFIED: Mistral's answer there is not documented].
 * Results: executed successes in ``output_file``, executed failures in ``error_file`` (each
   custom_id once, in a scrambled but deterministic order: Mistral promises no order). Requests that
   never ran (timeout, cancel) are in neither file [UNVERIFIED]; the counters say how many ran.
@@ -41,7 +38,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .fake_model import Behaviour, _text_of, model_exists, reply
+from .fake_model import Behaviour, chat_reply, model_exists
 from .lifecycle import FileBatch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
 from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
@@ -130,19 +127,7 @@ def _complete(body: dict, model: str, created: int, completion_id: str, *,
               behaviour: Behaviour | None = None) -> dict:
     """A chat.completion for a valid body: the neutral fake answer to the last user message, with a
     thinking chunk first when reasoning was asked for (as Mistral's adjustable-reasoning models do)."""
-    messages = body["messages"]
-    users = [_text_of(m.get("content"), "") for m in messages if m.get("role") == "user"]
-    fmt = body.get("response_format") or {}
-    schema = None
-    if fmt.get("type") == "json_schema":
-        schema = fmt["json_schema"]["schema"]
-    elif fmt.get("type") == "json_object":
-        schema = {"type": "object"}
-    input_chars = sum(len(_text_of(m.get("content"), "")) for m in messages)
-    text, input_tokens, output_tokens, truncated = reply(users[-1] if users else "", schema,
-                                                         body.get("max_tokens"), input_chars,
-                                                         model=model or body.get("model"), behaviour=behaviour,
-                                                         history=users[:-1])
+    text, input_tokens, output_tokens, truncated = chat_reply(body, model or body.get("model"), behaviour, joiner="")
     content: str | list = text
     effort = body.get("reasoning_effort")
     if effort not in (None, "none"):

@@ -1,9 +1,10 @@
 """HTTP routes of the OpenAI Files + Batches API, over a FileStore and the shared lifecycle.
 
 Parametrised by URL prefix and provider name so the same routes are mounted again for Groq
-(:class:`GroqService`, under ``/groq/openai/v1``) with its own files, batches and stats. Heavy work (copying uploads, scanning input files, producing results) runs in the thread
-pool so one big batch does not stall the event loop. Where a batch stands is the lifecycle's
-business (:mod:`.lifecycle`); this module translates it to OpenAI's wire: ``request_counts.total``
+(:class:`GroqService`, under ``/groq/openai/v1``) with its own files, batches and stats. Heavy work
+(copying uploads, scanning input files, producing results) runs in the thread pool so one big batch
+does not stall the event loop. Where a batch stands is the lifecycle's business (:mod:`.lifecycle`);
+this module translates it to OpenAI's wire: ``request_counts.total``
 is 0 while validating (and for failed batches), ``completed`` counts successes, ``failed`` counts
 executed requests that were rejected; requests that never ran (expired / cancelled) are in
 neither, and appear in the error file with ``batch_expired`` / ``batch_cancelled``. Result lines
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .fake_model import Behaviour, complete_chat
-from .lifecycle import FLEX_BUSY, FileBatch, FilesAndBatches, run_requests
+from .lifecycle import FLEX_BUSY, FileBatch, FilesAndBatches, after, run_requests
 from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import FILE_TTL_SECONDS, FileStore, copy_upload, new_id
@@ -95,9 +96,7 @@ class OpenAICompatible(FilesAndBatches[OpenAIBatch]):
             files = [f for f in files if f.purpose == q["purpose"]]
         if q.get("order", "desc") == "desc":
             files.reverse()
-        if q.get("after"):
-            ids = [f.id for f in files]
-            files = files[ids.index(q["after"]) + 1:] if q["after"] in ids else []
+        files = after(files, q.get("after"))
         limit = _int_param(q.get("limit"), default=10000, low=1, high=10000)
         page = files[:limit]
         return JSONResponse(_list_page([f.to_json() for f in page], len(files) > limit))
@@ -162,12 +161,8 @@ class OpenAICompatible(FilesAndBatches[OpenAIBatch]):
         self.stats.add(self.provider, "batch_lists")
         q = request.query_params
         limit = _int_param(q.get("limit"), default=20, low=1, high=100)
-        batches = self.batches.newest_first()
-        if q.get("after"):
-            ids = [b.id for b in batches]
-            if q["after"] not in ids:
-                raise ApiError(400, f"Invalid 'after': no batch {q['after']!r}.", param="after", code="invalid_value")
-            batches = batches[ids.index(q["after"]) + 1:]
+        batches = after(self.batches.newest_first(), q.get("after"), lambda cursor: ApiError(
+            400, f"Invalid 'after': no batch {cursor!r}.", param="after", code="invalid_value"))
         page = batches[:limit]
         await run_in_threadpool(self.batches.advance, *page)
         return JSONResponse(_list_page([self.batch_json(b) for b in page], len(batches) > limit))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +93,11 @@ class Stats:
 
     KEYS = ("batches_created", "files_uploaded", "requests_processed", "live_requests", "live_rate_limited",
             "batch_lists", "batch_gets", "files_downloaded")
+    # Counts the top level sums over providers; it shows the others per provider. live_requests are
+    # answered live, errors included; live_rate_limited refused with a 429; batch_lists and batch_gets
+    # read batch states (a list page, or one batch by id: what polls cost); files_downloaded are
+    # file contents fetched.
+    SUMMED = frozenset({"files_uploaded", "files_downloaded", "requests_processed"})
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -114,33 +119,18 @@ class Stats:
             self._faults[provider][name] += n
 
     def snapshot(self) -> dict:
-        """``{"batches_created": {provider: n}, "files_uploaded": n, "files_downloaded": n, "requests_processed": n,
-        "live_requests": {provider: n}, "live_rate_limited": {provider: n}, "batch_lists": {provider: n},
-        "batch_gets": {provider: n}, "faults": {name: n},
-        "by_provider": {provider: {..., "faults": {name: n}}}}``: totals at
-        the top, the breakdown underneath. Only faults that were injected appear."""
+        """Each of the ``KEYS`` as ``n`` (``SUMMED``) or ``{provider: n}``, ``"faults": {name: n}`` and
+        ``"by_provider": {provider: {..., "faults": {name: n}}}``: totals at the top, the breakdown
+        underneath. Only faults that were injected appear."""
         with self._lock:
             per: dict[str, dict] = {p: dict(c) for p, c in self._counts.items()}
             faults = {p: dict(f) for p, f in self._faults.items()}
-        totals: dict[str, int] = defaultdict(int)
-        for counts in faults.values():
-            for name, n in counts.items():
-                totals[name] += n
+        totals = sum(map(Counter, faults.values()), Counter())
+        snapshot: dict = {key: sum(c[key] for c in per.values()) if key in self.SUMMED
+                          else {p: c[key] for p, c in per.items()} for key in self.KEYS}
         for p, entry in per.items():
             entry["faults"] = faults.get(p, {})
-        return {
-            "batches_created": {p: c["batches_created"] for p, c in per.items()},
-            "files_uploaded": sum(c["files_uploaded"] for c in per.values()),
-            "files_downloaded": sum(c["files_downloaded"] for c in per.values()),  # file contents fetched
-            "requests_processed": sum(c["requests_processed"] for c in per.values()),
-            "live_requests": {p: c["live_requests"] for p, c in per.items()},  # answered live, errors included
-            "live_rate_limited": {p: c["live_rate_limited"] for p, c in per.items()},  # refused with 429
-            # calls that read batch states: a list page, or one batch by id (how many polls cost)
-            "batch_lists": {p: c["batch_lists"] for p, c in per.items()},
-            "batch_gets": {p: c["batch_gets"] for p, c in per.items()},
-            "faults": dict(totals),
-            "by_provider": per,
-        }
+        return {**snapshot, "faults": dict(totals), "by_provider": per}
 
 
 class FileStore:

@@ -16,12 +16,9 @@ Fidelity notes (research §7 and §9):
   and cancel answer the bare BatchJob; list answers a bare JSON array, newest first [order
   UNVERIFIED]. Timestamps are ISO-8601 strings, statuses upper-case, ``progress`` 0–100. There is
   no metadata. ``completion_window`` is ``24h`` or absent ("cannot be changed" [DOC]).
-* Lifecycle (the shared one, :mod:`.lifecycle`), with ``S = processing_seconds``: VALIDATING for
-  the first 10 % of S, IN_PROGRESS until S (request i is done once the running time covers (i+1)/n of
-  it), then COMPLETED. ``job_deadline = created + completion_window_seconds``; reaching it first
-  gives EXPIRED with what was done by then. Cancel is accepted while VALIDATING or IN_PROGRESS
-  [DOC manage]: progress freezes and the job turns CANCELLED ``cancel_seconds`` later (Together has
-  no "cancelling" status). Cancelling an ended job is refused with a 400 [UNVERIFIED].
+* Lifecycle: the shared one (:mod:`.lifecycle`, words in ``SHAPES``; no "cancelling" word);
+  ``job_deadline`` is when it expires. Cancel is accepted while VALIDATING or IN_PROGRESS [DOC
+  manage]; cancelling an ended job is refused with a 400 [UNVERIFIED].
 * Results: executed successes in the output file, executed failures in the error file, as
   OpenAI-shaped lines ``{id, custom_id, response: {status_code, body}}`` [UNVERIFIED exact keys],
   in a scrambled but deterministic order (Together keeps no order). Requests that never ran
@@ -51,8 +48,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from .fake_model import CHARS_PER_TOKEN, Behaviour, model_exists, reply
-from .fake_model import _text_of as _text
+from .fake_model import CHARS_PER_TOKEN, Behaviour, chat_reply, model_exists
 from .lifecycle import FileBatch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
 from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
@@ -95,18 +91,7 @@ def _complete(body: dict, created: int, completion_id: str, *, behaviour: Behavi
     """Together's chat.completion for a valid body: the neutral fake answer to the last user message,
     with a ``reasoning`` text when reasoning_effort asked for thinking (as Together's reasoning
     models return it)."""
-    messages = body["messages"]
-    users = [_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    fmt = got if isinstance(got := body.get("response_format"), dict) else {}
-    schema = None
-    if fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
-    elif fmt.get("type") == "json_object":
-        schema = {"type": "object"}
-    input_chars = sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
-    text, prompt_tokens, completion_tokens, truncated = reply(
-        users[-1] if users else "", schema, body.get("max_tokens"), input_chars,
-        model=body["model"], behaviour=behaviour, history=users[:-1])
+    text, prompt_tokens, completion_tokens, truncated = chat_reply(body, body["model"], behaviour)
     message: dict[str, Any] = {"role": "assistant", "content": text, "tool_calls": []}
     if body.get("reasoning_effort"):
         message["reasoning"] = f"Thinking ({body['reasoning_effort']} effort) before answering."

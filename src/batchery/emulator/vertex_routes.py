@@ -86,8 +86,7 @@ class VertexService(GcsApi, Service[VertexJob]):
     async def list_jobs(self, request: Request) -> Response:
         parent = self._parent(request)
         self.stats.add(self.provider, "batch_lists")
-        page, token = _page(request, [j for j in self.batches.newest_first() if j.parent == parent], lambda j: j.id,
-                            (100, 1000))
+        page, token = _page(request, [j for j in self.batches.newest_first() if j.parent == parent], (100, 1000))
         await run_in_threadpool(self.batches.advance, *page)
         return JSONResponse({"batchPredictionJobs": [self._json(j) for j in page],
                              **({"nextPageToken": token} if token else {})})
