@@ -225,7 +225,7 @@ class AnthropicMessageBatches(Service[MessageBatch]):
                       if index < done else {"type": unrun})
             counts[result["type"]] += 1
             lines.append((custom_id, orjson.dumps({"custom_id": custom_id, "result": result})))
-        [kept] = self.batches.corrupt(batch, scrambled(lines))
+        [kept] = self.faults.corrupt(batch.ordinal, [scrambled(lines)])
         batch.results_path = batch.requests_path.with_name(f"{batch.id}.results.jsonl")
         batch.results_path.write_bytes(b"".join(line + b"\n" for line in kept))
         batch.counts = counts

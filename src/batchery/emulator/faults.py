@@ -82,13 +82,12 @@ import random
 import re
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import anyio
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .state import Stats
@@ -329,8 +328,11 @@ class FaultInjector:
 
     def download(self, path: Path, media_type: str = "application/octet-stream") -> Response:
         """A file download, or (under ``truncated_download`` / ``cut_download``) half of it."""
-        if self.take("truncated_download"):
-            return truncated_file_response(path, path.stat().st_size, media_type)
+        if self.take("truncated_download"):  # a complete response (its Content-Length is the half sent):
+            # like a proxy that cut a download short, it gives the client no error, only fewer bytes
+            # than the file object's ``bytes`` says (usually ending mid-line)
+            body = path.read_bytes()
+            return Response(body[: len(body) // 2], media_type=media_type)
         if self.take("cut_download"):  # headers promising the whole file, half of it, a closed socket
             return CutConnection(path.read_bytes(), media_type=media_type)
         return FileResponse(path, media_type=media_type)
@@ -375,19 +377,13 @@ class FaultInjector:
                 kept.append(line)
                 if fault == "duplicate_lines":
                     kept.append(line)
-            if len(kept) > 1 and plan.reorder and self._hits(rng, "reorder"):
+            rate = plan.reorder  # a count of files, or a probability per file
+            if len(kept) > 1 and rate and (self.take("reorder", record=False) if isinstance(rate, int)
+                                           else rng.random() < rate):
+                self.record("reorder")
                 rng.shuffle(kept)
             out.append(kept)
         return out
-
-    def _hits(self, rng: random.Random, name: str) -> bool:
-        rate = getattr(self.plan, name)
-        if isinstance(rate, int):
-            return self.take(name)
-        if rng.random() < rate:
-            self.record(name)
-            return True
-        return False
 
 
 # -- ASGI pieces the services mount ----------------------------------------------------------------
@@ -452,21 +448,3 @@ class CutConnection(Response):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
 
-
-def truncated_file_response(path: Path, size: int, media_type: str = "application/octet-stream") -> Response:
-    """The first half of a file as a complete, well-formed response (its Content-Length is the
-    half actually sent), like a proxy that cut a download short: the client gets no error, only
-    fewer bytes than the file object's ``bytes`` says (usually ending mid-line)."""
-    half = size // 2
-
-    async def chunks() -> AsyncIterator[bytes]:
-        async with await anyio.open_file(path, "rb") as f:
-            left = half
-            while left > 0:
-                chunk = await f.read(min(left, 1024 * 1024))
-                if not chunk:
-                    return
-                left -= len(chunk)
-                yield chunk
-
-    return StreamingResponse(chunks(), media_type=media_type, headers={"content-length": str(half)})

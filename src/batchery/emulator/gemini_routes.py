@@ -448,7 +448,7 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
         """The results hook: a generated file for a file batch, inline responses otherwise."""
         done = job.done or 0
         if done:
-            [lines] = self.batches.corrupt(job, [orjson.dumps(r) for r in _execute(job, done, self.behaviour)])
+            [lines] = self.faults.corrupt(job.ordinal, [[orjson.dumps(r) for r in _execute(job, done, self.behaviour)]])
             if job.input_file:
                 job.output_file = self.files.add_generated(f"batch-{job.id}", lines)
             else:  # a malformed inline response is an entry that says nothing

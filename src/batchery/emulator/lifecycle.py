@@ -312,12 +312,6 @@ class Lifecycle(Registry[B]):
             self.faults.record("expire_after")
         batch.phase = phase  # last: a reader never sees an ended batch without its results
 
-    # -- results ---------------------------------------------------------------------------------
-
-    def corrupt(self, batch: B, *files: list[bytes]) -> list[list[bytes]]:
-        """The line faults applied to a batch's result files (lists of JSON lines, no newlines)."""
-        return self.faults.corrupt(batch.ordinal, list(files))
-
 
 def _prompt_tokens(paths: list[Path]) -> int:
     """The emulated prompt tokens of a batch's input files, as its fake model counts them."""
@@ -623,7 +617,7 @@ class FilesAndBatches(Service[F]):
         """The results hook: the requests run (see ``results``) go into the output and the error
         file, written once; then the inputs are let go."""
         if phase != "failed":
-            files = self.batches.corrupt(batch, *self.results(batch, phase))
+            files = self.faults.corrupt(batch.ordinal, list(self.results(batch, phase)))
             batch.output_file, batch.error_file = (
                 self.results_file(batch, lines, kind) for lines, kind in zip(files, self.result_kinds))
         for path in batch.paths:

@@ -183,8 +183,8 @@ class MistralService(FilesAndBatches[MistralJob]):
         if size > MAX_FILE_BYTES:
             path.unlink(missing_ok=True)
             raise _error(400, f"File too large: {size} bytes (limit {MAX_FILE_BYTES}).")
-        stored = self._add(path, upload.filename or "upload.jsonl", purpose,
-                           "batch_request" if purpose == "batch" else "instruct", "upload", lines)
+        stored = self.files.add(path, upload.filename or "upload.jsonl", purpose, ttl=None)
+        self._kinds[stored.id] = ("batch_request" if purpose == "batch" else "instruct", "upload", lines)
         self.stats.add(self.provider, "files_uploaded")
         return JSONResponse(self.file_json(stored))
 
@@ -201,12 +201,6 @@ class MistralService(FilesAndBatches[MistralJob]):
 
     async def retrieve_file(self, request: Request) -> Response:
         return JSONResponse({**self.file_json(self.file(request)), "deleted": False})
-
-    def _add(self, path: Path, filename: str, purpose: str, sample_type: str, source: str,
-             lines: int | None) -> StoredFile:
-        stored = self.files.add(path, filename, purpose, ttl=None)
-        self._kinds[stored.id] = (sample_type, source, lines)
-        return stored
 
     def no_file(self, file_id: str) -> ApiError:
         return _error(404, f"File {file_id} not found.", code="not_found")

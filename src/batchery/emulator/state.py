@@ -133,8 +133,8 @@ class Stats:
         return {**snapshot, "faults": dict(totals), "by_provider": per}
 
 
-class FileStore:
-    """The files of one provider namespace. Thread-safe; contents are files under ``root``.
+class FileStore(Registry[StoredFile]):
+    """The files of one provider namespace, oldest first. Thread-safe; contents are files under ``root``.
 
     A deleted file's bytes stay on disk while a running batch still needs them (``pin``), so a
     client may delete its input right after creating the batch, as real clients sometimes do.
@@ -144,8 +144,7 @@ class FileStore:
         self.root = root
         self.clock = clock
         self.new_file_id = new_file_id  # the provider's id shape: ``file-…`` (OpenAI), a uuid (Mistral)
-        self._lock = threading.Lock()
-        self._files: dict[str, StoredFile] = {}
+        super().__init__()
         self._pins: dict[Path, int] = {}
         self._orphans: set[Path] = set()
 
@@ -164,8 +163,7 @@ class FileStore:
             expires_at=None if ttl is None else now + ttl,
             path=path,
         )
-        with self._lock:
-            self._files[stored.id] = stored
+        self.put(stored.id, stored)
         return stored
 
     def add_lines(self, lines: list[bytes], filename: str, purpose: str, ttl: int | None = FILE_TTL_SECONDS
@@ -177,18 +175,9 @@ class FileStore:
         path.write_bytes(b"".join(line + b"\n" for line in lines))
         return self.add(path, filename, purpose, ttl)
 
-    def get(self, file_id: str) -> StoredFile | None:
-        with self._lock:
-            return self._files.get(file_id)
-
-    def all(self) -> list[StoredFile]:
-        """Every file, oldest first."""
-        with self._lock:
-            return list(self._files.values())
-
     def delete(self, file_id: str) -> bool:
         with self._lock:
-            stored = self._files.pop(file_id, None)
+            stored = self._items.pop(file_id, None)
             if stored is None:
                 return False
             if self._pins.get(stored.path):

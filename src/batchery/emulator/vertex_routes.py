@@ -132,7 +132,7 @@ class VertexService(GcsApi, Service[VertexJob]):
                 row["response"] = generate(line["request"], job.model, f"{job.id}-{index}", behaviour=self.behaviour)
             rows.append((str(line.get("key")), orjson.dumps(row)))
         if rows:
-            [lines] = self.batches.corrupt(job, scrambled(rows))
+            [lines] = self.faults.corrupt(job.ordinal, [scrambled(rows)])
             path = self.data_dir / f"{job.id}.jsonl"
             path.write_bytes(b"".join(line + b"\n" for line in lines))
             bucket, _, folder = job.output_dir.removeprefix("gs://").partition("/")
