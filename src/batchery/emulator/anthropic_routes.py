@@ -39,7 +39,6 @@ from .responses import ApiError, JSONResponse
 from .state import new_id
 
 PATH = "/v1/messages/batches"
-MAX_REQUESTS = 100_000
 MAX_BODY_BYTES = 256 * 1024 * 1024
 ARCHIVE_SECONDS = 29 * 86400
 THINKING_TOKENS = 32  # what the fake model "thinks" when thinking is enabled
@@ -80,9 +79,6 @@ class AnthropicMessageBatches(Service[MessageBatch]):
     """The Message Batches API of one emulated Anthropic workspace."""
 
     error_shape = "anthropic"
-
-    def __init__(self, *, max_lines: int = MAX_REQUESTS, **config: Any) -> None:
-        super().__init__(max_lines=max_lines, **config)
 
     def routes(self) -> list[BaseRoute]:
         return [

@@ -59,7 +59,6 @@ from .gemini_files import (
 from .lifecycle import FLEX_BUSY, Batch, Service, found, jsonl, route
 from .live import Parsed, json_or_none, token_cost
 from .responses import ApiError, JSONResponse
-from .validation import MAX_LINES
 
 __all__ = ["API_VERSIONS", "GeminiService", "generate", "google_error", "request_problem"]
 
@@ -244,8 +243,8 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
 
     error_shape = "google"
 
-    def __init__(self, *, prefix: str, max_lines: int = MAX_LINES, **config: Any) -> None:
-        super().__init__(prefix=prefix, max_lines=max_lines, **config)
+    def __init__(self, *, prefix: str, **config: Any) -> None:
+        super().__init__(prefix=prefix, **config)
         self.open_paths = (f"{prefix}/upload/",)  # resumable upload chunks carry no key
         self.files = GeminiFiles(self.data_dir, self.clock)
 

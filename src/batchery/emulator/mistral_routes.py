@@ -44,7 +44,6 @@ from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile, copy_upload
 
-MAX_REQUESTS = 1_000_000  # per job [DOC]
 MAX_FILE_BYTES = 512 * 1024 * 1024
 PURPOSES = ("fine-tune", "batch", "ocr", "agentic_safety")
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/fim/completions", "/v1/moderations",
@@ -164,8 +163,8 @@ class MistralService(FilesAndBatches[MistralJob]):
     files_path, batches_path = "/v1/files", "/v1/batch/jobs"
     cancel_settles = True
 
-    def __init__(self, *, max_lines: int = MAX_REQUESTS, **config: Any) -> None:
-        super().__init__(max_lines=max_lines, **config)
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
         self.files = FileStore(self.data_dir, self.clock, new_file_id=lambda: str(uuid.uuid4()))  # Mistral's ids are uuids
         self._kinds: dict[str, tuple[str, str, int | None]] = {}  # file id -> (sample_type, source, num_lines)
 

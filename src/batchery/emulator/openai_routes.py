@@ -30,7 +30,7 @@ from .lifecycle import FLEX_BUSY, FileBatch, FilesAndBatches, after, run_request
 from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import FILE_TTL_SECONDS, FileStore, copy_upload, new_id
-from .validation import MAX_LINES, check_chat_body, check_input_file
+from .validation import check_chat_body, check_input_file
 
 FILE_PURPOSES = frozenset(
     {"assistants", "assistants_output", "batch", "batch_output", "fine-tune", "fine-tune-results", "vision", "user_data", "evals"}
@@ -61,8 +61,8 @@ class OpenAICompatible(FilesAndBatches[OpenAIBatch]):
     """One mounted instance of the Files + Batches API (its own namespace of files and batches)."""
 
     def __init__(self, *, endpoints: tuple[str, ...] = ("/v1/chat/completions",),
-                 windows: tuple[str, ...] = ("24h",), max_lines: int = MAX_LINES, **config: Any) -> None:
-        super().__init__(max_lines=max_lines, **config)
+                 windows: tuple[str, ...] = ("24h",), **config: Any) -> None:
+        super().__init__(**config)
         self.endpoints, self.windows = endpoints, windows
         self.files = FileStore(self.data_dir, self.clock)
 

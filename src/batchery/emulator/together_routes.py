@@ -53,7 +53,7 @@ from .lifecycle import FileBatch, FilesAndBatches, Scan, json_object, run_reques
 from .live import Parsed, json_or_none, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile
-from .validation import MAX_LINES, check_chat_body
+from .validation import check_chat_body
 
 MAX_INPUT_BYTES = 100 * 1024 * 1024  # per batch input file [DOC overview]
 MAX_CUSTOM_ID = 64
@@ -171,8 +171,8 @@ class TogetherService(FilesAndBatches[TogetherJob]):
     cancel_settles = True
     result_kinds = ("output", "errors")
 
-    def __init__(self, *, prefix: str, max_lines: int = MAX_LINES, **config: Any) -> None:
-        super().__init__(prefix=prefix + "/v1", max_lines=max_lines, **config)
+    def __init__(self, *, prefix: str, **config: Any) -> None:
+        super().__init__(prefix=prefix + "/v1", **config)
         self.base = prefix
         self.files = FileStore(self.data_dir, self.clock)
         self._uploads: dict[str, _Upload] = {}

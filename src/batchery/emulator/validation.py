@@ -39,7 +39,6 @@ import orjson
 
 from .fake_model import model_exists
 
-MAX_LINES = 50_000
 MAX_REPORTED_ERRORS = 100
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
@@ -58,7 +57,7 @@ def _file_error(code: str, message: str, line: int | None, param: str | None = N
     return {"code": code, "message": message, "param": param, "line": line}
 
 
-def check_input_file(path: Path, endpoint: str, max_lines: int = MAX_LINES) -> FileCheck:
+def check_input_file(path: Path, endpoint: str, max_lines: int) -> FileCheck:
     """Scan a batch input JSONL file once, streaming (inputs can be 200 MB)."""
     result = FileCheck()
     errors = result.errors
