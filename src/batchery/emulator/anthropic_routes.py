@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute
 from .fake_model import Behaviour, model_exists, reply
 from .fake_model import _text_of as _text
 from .lifecycle import Batch, Service, after, jsonl, route, scrambled
-from .live import Parsed, json_or_none, message_chars, token_cost
+from .live import Parsed, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import new_id
 
@@ -156,8 +156,7 @@ class AnthropicMessageBatches(Service[MessageBatch]):
 
     live_path = "/v1/messages"
 
-    def live(self, path: str, raw: bytes) -> Parsed:
-        params = json_or_none(raw)
+    def live(self, path: str, params: Any) -> Parsed:
         if not isinstance(params, dict):
             return anthropic_error(400, "invalid_request_error", "The request body is not valid JSON.").response()
         problem = _problem(params)

@@ -57,7 +57,7 @@ from .gemini_files import (
     google_error,
 )
 from .lifecycle import FLEX_BUSY, Batch, Service, found, jsonl, route
-from .live import Parsed, json_or_none, token_cost
+from .live import Parsed, token_cost
 from .responses import ApiError, JSONResponse
 
 __all__ = ["API_VERSIONS", "GeminiService", "generate", "google_error", "request_problem"]
@@ -269,7 +269,7 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
 
     live_path = "/{version}/models/{model}:generateContent"
 
-    def live(self, path: str, raw: bytes) -> Parsed:
+    def live(self, path: str, body: Any) -> Parsed:
         version, models, model = (path[len(self.prefix) + 1:].removesuffix(":generateContent").split("/", 2)
                                   + ["", ""])[:3]
         if version not in API_VERSIONS or models != "models" or not model or "/" in model:
@@ -278,7 +278,6 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
             return google_error(404, f"models/{model} is not found for API version {version}, or is not supported for "
                                     "generateContent. Call ListModels to see the list of available models and their "
                                     "supported methods.", "NOT_FOUND").response()
-        body = json_or_none(raw)
         if not isinstance(body, dict):
             return google_error(400, "Invalid JSON payload received.").response()
         problem = request_problem(body)

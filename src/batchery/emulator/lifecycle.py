@@ -413,8 +413,8 @@ class Service(Generic[B]):
     # :mod:`.live`); None: no such endpoint (Vertex serves generateContent among its routes).
     live_path: str | None = None
 
-    def live(self, path: str, raw: bytes) -> Parsed:
-        """A live request, checked as the batch routes check one."""
+    def live(self, path: str, body: Any) -> Parsed:
+        """A live request (its body parsed: None when it is not JSON), checked as the batch routes check one."""
         raise NotImplementedError
 
     def flex_busy(self, model: str, body: dict) -> bool:

@@ -235,13 +235,6 @@ class GeminiStyle:
 # -- requests ----------------------------------------------------------------------------------------
 
 
-def json_or_none(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-
-
 def message_chars(messages: list) -> int:
     return sum(len(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
 
@@ -268,13 +261,18 @@ Parsed = tuple[str, int, Callable[[], dict]] | Response
 _JSON = (b"content-type", b"application/json")
 
 
-async def _body(receive: Receive) -> bytes:
+async def _json_body(receive: Receive) -> Any:
+    """The request's body parsed; None when it is not JSON (each service answers that in its words)."""
     chunks = []
     while True:
         message = await receive()
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
-            return b"".join(chunks)
+            break
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        return None
 
 
 # Each provider's rate-limit dialect (headers and 429 body).
@@ -292,7 +290,6 @@ class Live:
 
     def __init__(self, *, services: Mapping[str, Service], clock: Clock, stats: Stats, rpm: int | None = None,
                  tpm: int | None = None, latency: float = 0.0) -> None:
-        check_limits(rpm, tpm, latency)
         self.clock, self.stats, self.latency = clock, stats, float(latency)
         self.rpm, self.tpm = rpm, tpm
         now = clock.now()
@@ -324,11 +321,11 @@ class Live:
 
         return dispatch
 
-    def _endpoint(self, provider: str, parse: Callable[[str, bytes], Parsed]) -> ASGIApp:
+    def _endpoint(self, provider: str, parse: Callable[[str, Any], Parsed]) -> ASGIApp:
         stats, clock, limiter, style = self.stats, self.clock, self.limiters.get(provider), STYLES[provider]
 
         async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-            parsed = parse(scope["path"], await _body(receive))
+            parsed = parse(scope["path"], await _json_body(receive))
             headers = None
             if limiter is not None:
                 now = clock.now()

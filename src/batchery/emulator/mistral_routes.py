@@ -40,7 +40,7 @@ from starlette.responses import Response
 
 from .fake_model import Behaviour, chat_reply, model_exists
 from .lifecycle import FileBatch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
-from .live import Parsed, json_or_none, message_chars, token_cost
+from .live import Parsed, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile, copy_upload
 
@@ -215,8 +215,7 @@ class MistralService(FilesAndBatches[MistralJob]):
 
     live_path = "/v1/chat/completions"
 
-    def live(self, path: str, raw: bytes) -> Parsed:
-        body = json_or_none(raw)
+    def live(self, path: str, body: Any) -> Parsed:
         if not isinstance(body, dict):
             return _invalid("", "Input should be a valid JSON object", kind="model_attributes_type").response()
         model = body.get("model")

@@ -27,7 +27,7 @@ from starlette.responses import Response
 
 from .fake_model import Behaviour, complete_chat
 from .lifecycle import FLEX_BUSY, FileBatch, FilesAndBatches, after, run_requests
-from .live import Parsed, json_or_none, message_chars, token_cost
+from .live import Parsed, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import FILE_TTL_SECONDS, FileStore, copy_upload, new_id
 from .validation import check_chat_body, check_input_file
@@ -108,8 +108,7 @@ class OpenAICompatible(FilesAndBatches[OpenAIBatch]):
 
     live_path = "/chat/completions"
 
-    def live(self, path: str, raw: bytes) -> Parsed:
-        body = json_or_none(raw)
+    def live(self, path: str, body: Any) -> Parsed:
         if not isinstance(body, dict):
             return ApiError(400, "We could not parse the JSON body of your request. "
                                  "The API expects a JSON object.").response()

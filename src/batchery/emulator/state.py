@@ -152,10 +152,12 @@ class FileStore(Registry[StoredFile]):
         """A fresh path to write contents to before calling :meth:`add`."""
         return self.root / secrets.token_hex(16)
 
-    def add(self, path: Path, filename: str, purpose: str, ttl: int | None = FILE_TTL_SECONDS) -> StoredFile:
+    def add(self, path: Path, filename: str, purpose: str, ttl: int | None = FILE_TTL_SECONDS,
+            file_id: str | None = None) -> StoredFile:
+        """A new file of the bytes at ``path``, under ``file_id`` when the id was handed out before."""
         now = int(self.clock.now())
         stored = StoredFile(
-            id=self.new_file_id(),
+            id=file_id or self.new_file_id(),
             filename=filename,
             purpose=purpose,
             size=path.stat().st_size,

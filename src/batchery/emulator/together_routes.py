@@ -50,7 +50,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from .fake_model import CHARS_PER_TOKEN, Behaviour, chat_reply, model_exists
 from .lifecycle import FileBatch, FilesAndBatches, Scan, json_object, run_requests, scan_lines
-from .live import Parsed, json_or_none, message_chars, token_cost
+from .live import Parsed, message_chars, token_cost
 from .responses import ApiError, JSONResponse
 from .state import FileStore, StoredFile
 from .validation import check_chat_body
@@ -140,7 +140,9 @@ def _scan(path: Path, max_lines: int) -> Scan:
 class _Upload:
     """A file between ``POST /v1/files`` (its id handed out) and its preprocess call."""
 
-    stored: StoredFile
+    path: Path
+    file_name: str
+    purpose: str
     file_type: str
     checksum: str
     signature: str
@@ -175,8 +177,8 @@ class TogetherService(FilesAndBatches[TogetherJob]):
         super().__init__(prefix=prefix + "/v1", **config)
         self.base = prefix
         self.files = FileStore(self.data_dir, self.clock)
-        self._uploads: dict[str, _Upload] = {}
-        self._ready: dict[str, tuple[str, int]] = {}  # file id -> (FileType, bytes), once uploaded
+        self._uploads: dict[str, _Upload] = {}  # file id -> its upload, until preprocessed into self.files
+        self._types: dict[str, str] = {}  # file id -> FileType of an uploaded file (a result file's: jsonl)
         self._lock = threading.Lock()
 
     def routes(self) -> list[BaseRoute]:
@@ -204,14 +206,13 @@ class TogetherService(FilesAndBatches[TogetherJob]):
         for name in ("file_name", "checksum"):
             if not isinstance(fields[name], str) or not fields[name]:
                 raise ApiError(400, f"Missing required field '{name}'.", param=name)
-        path = self.files.blob_path()
-        path.touch()
-        stored = self.files.add(path, str(file_name), str(purpose), ttl=None)
-        signature = secrets.token_urlsafe(18)
+        file_id, signature = self.files.new_file_id(), secrets.token_urlsafe(18)
+        upload = _Upload(self.files.blob_path(), str(file_name), str(purpose), str(file_type), str(checksum), signature)
+        upload.path.touch()
         with self._lock:
-            self._uploads[stored.id] = _Upload(stored, str(file_type), str(checksum), signature)
-        location = request.url.replace(path=f"{self.base}/storage/{stored.id}", query=f"signature={signature}")
-        return Response(status_code=302, headers={"Location": str(location), "X-Together-File-Id": stored.id})
+            self._uploads[file_id] = upload
+        location = request.url.replace(path=f"{self.base}/storage/{file_id}", query=f"signature={signature}")
+        return Response(status_code=302, headers={"Location": str(location), "X-Together-File-Id": file_id})
 
     async def receive_upload(self, request: Request) -> Response:
         """Step 2, the storage side: take the bytes of a pending upload whose signature matches."""
@@ -221,7 +222,7 @@ class TogetherService(FilesAndBatches[TogetherJob]):
         if upload is None or not secrets.compare_digest(signature, upload.signature):
             return Response("SignatureDoesNotMatch", status_code=403, media_type="text/plain")
         digest = hashlib.sha256()
-        with open(upload.stored.path, "wb") as out:  # noqa: ASYNC230 -- a test server writing a local temp file
+        with open(upload.path, "wb") as out:  # noqa: ASYNC230 -- a test server writing a local temp file
             async for chunk in request.stream():
                 out.write(chunk)
                 digest.update(chunk)
@@ -233,53 +234,40 @@ class TogetherService(FilesAndBatches[TogetherJob]):
         file_id = request.path_params["file_id"]
         with self._lock:
             upload = self._uploads.get(file_id)
-            if upload is None:
-                if file_id in self._ready:  # preprocessing twice is harmless
-                    return JSONResponse(self.file_json(self._visible(file_id)))
-                raise ApiError(404, f"File {file_id} not found.", code="not_found")
+            if upload is None:  # preprocessing twice is harmless
+                return JSONResponse(self.file_json(self.file(request)))
             if upload.digest is None:
                 raise ApiError(400, f"File {file_id} has no content yet: PUT it to the upload URL first.")
             if upload.digest != upload.checksum:
                 raise ApiError(400, f"Checksum mismatch for file {file_id}: the uploaded bytes are not the "
                                     "announced file.", param="checksum")
             del self._uploads[file_id]
-            self._ready[file_id] = (upload.file_type, upload.stored.path.stat().st_size)
+            self._types[file_id] = upload.file_type
+            stored = self.files.add(upload.path, upload.file_name, upload.purpose, ttl=None, file_id=file_id)
         self.stats.add(self.provider, "files_uploaded")
-        return JSONResponse(self.file_json(upload.stored))
+        return JSONResponse(self.file_json(stored))
 
     async def list_files(self, request: Request) -> Response:
-        with self._lock:
-            ready = list(self._ready)
-        files = [f for f in map(self.files.get, reversed(ready)) if f is not None]
-        return JSONResponse({"object": "list", "data": [self.file_json(f) for f in files]})
+        return JSONResponse({"object": "list", "data": [self.file_json(f) for f in self.files.newest_first()]})
 
     async def delete_file(self, request: Request) -> Response:
         stored = self.file(request)
-        with self._lock:
-            self._ready.pop(stored.id, None)
         self.files.delete(stored.id)
         return JSONResponse({"id": stored.id, "deleted": True})
 
-    def file(self, request: Request) -> StoredFile:
-        return self._visible(request.path_params["file_id"])
-
-    def _visible(self, file_id: str) -> StoredFile:
-        stored = self.files.get(file_id) if file_id in self._ready else None
-        if stored is None:
-            raise ApiError(404, f"File {file_id} not found.", code="not_found")
-        return stored
+    def no_file(self, file_id: str) -> ApiError:
+        return ApiError(404, f"File {file_id} not found.", code="not_found")
 
     def file_json(self, stored: StoredFile) -> dict:
-        file_type, size = self._ready[stored.id]
-        return {"id": stored.id, "object": "file", "bytes": size, "created_at": stored.created_at,
-                "filename": stored.filename, "FileType": file_type, "purpose": stored.purpose, "Processed": True}
+        return {"id": stored.id, "object": "file", "bytes": stored.size, "created_at": stored.created_at,
+                "filename": stored.filename, "FileType": self._types.get(stored.id, "jsonl"),
+                "purpose": stored.purpose, "Processed": True}
 
     # -- live ------------------------------------------------------------------------------------
 
     live_path = "/chat/completions"
 
-    def live(self, path: str, raw: bytes) -> Parsed:
-        body = json_or_none(raw)
+    def live(self, path: str, body: Any) -> Parsed:
         if not isinstance(body, dict):
             return ApiError(400, "The request body must be a JSON object.").response()
         problem = _request_problem(body)
@@ -308,13 +296,13 @@ class TogetherService(FilesAndBatches[TogetherJob]):
         if model_id is not None and not isinstance(model_id, str):
             raise _batch_error(400, "model_id must be a string.", param="model_id")
         file_id = body.get("input_file_id")
-        stored = self.files.get(file_id) if isinstance(file_id, str) and file_id in self._ready else None
+        stored = self.files.get(file_id) if isinstance(file_id, str) else None
         if stored is None:
             raise _batch_error(400, f"Input file {file_id!r} not found.", param="input_file_id")
         if stored.purpose != "batch-api":
             raise _batch_error(400, f"Input file {file_id} has purpose {stored.purpose!r}; batches need 'batch-api'.",
                            param="input_file_id")
-        size = self._ready[stored.id][1]
+        size = stored.size
         if size > MAX_INPUT_BYTES:
             raise _batch_error(400, f"Input file is {size} bytes; a batch input holds at most {MAX_INPUT_BYTES}.",
                            param="input_file_id")
@@ -382,8 +370,4 @@ class TogetherService(FilesAndBatches[TogetherJob]):
 
     def results_file(self, job: TogetherJob, lines: list[bytes], kind: str) -> str | None:
         stored = self.files.add_lines(lines, f"{job.id}_{kind}.jsonl", "batch-api", ttl=None)
-        if stored is None:
-            return None
-        with self._lock:
-            self._ready[stored.id] = ("jsonl", stored.size)
-        return stored.id
+        return None if stored is None else stored.id
