@@ -173,25 +173,18 @@ def _tokens(chars: int) -> int:
     return max(1, (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
 
 
-MISSING_MODEL_PREFIX = "missing-"
-
-
 def model_exists(model: str) -> bool:
     """The emulator's catalogue: every model exists except names starting with "missing-", which
     each provider's routes reject the way that provider rejects an unknown model."""
-    return not model.startswith(MISSING_MODEL_PREFIX)
-
-
-def follows_guideline(prompt: str, model: str | None, behaviour: Behaviour | None = None) -> bool:
-    """Whether ``model``'s plain-text answer to ``prompt`` follows the guideline (the quality knob)."""
-    quality = (behaviour or DEFAULT_BEHAVIOUR).value("quality", model)
-    return quality >= 1.0 or _draw("quality", model, prompt) < quality
+    return not model.startswith("missing-")
 
 
 def plain_answer(prompt: str, model: str | None = None, behaviour: Behaviour | None = None) -> str:
-    """The candidate's text: a preview of the prompt, marked when it ignores the guideline."""
+    """The candidate's text: a preview of the prompt, marked when it ignores the guideline (the
+    quality knob)."""
     text = "Emulated answer to: " + prompt[:PREVIEW_CHARS]
-    return text if follows_guideline(prompt, model, behaviour) else text + IGNORES_GUIDELINE
+    quality = (behaviour or DEFAULT_BEHAVIOUR).value("quality", model)
+    return text if quality >= 1.0 or _draw("quality", model, prompt) < quality else text + IGNORES_GUIDELINE
 
 
 def reply(prompt: str, schema: dict | None = None, max_tokens: int | None = None,
@@ -398,15 +391,11 @@ def _write_inputs(prompt: str, history: Sequence[str], schema: dict, model: str 
 # -- Chat Completions ------------------------------------------------------------------------------
 
 
-def _user_texts(body: dict) -> list[str]:
-    messages = body.get("messages") or []
-    return [_text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-
-
 def _answer(body: dict, seed: int, behaviour: Behaviour | None = None) -> str:
     fmt = got if isinstance(got := body.get("response_format"), dict) else {}
     kind = fmt.get("type")
-    users = _user_texts(body)
+    users = [_text_of(m.get("content")) for m in body.get("messages") or []
+             if isinstance(m, dict) and m.get("role") == "user"]
     prompt = users[-1] if users else ""
     model = body.get("model") if isinstance(body.get("model"), str) else None
     if kind == "json_schema":

@@ -210,7 +210,7 @@ class FaultPlan:
         for f in fields(self):
             value = getattr(self, f.name)
             if value != f.default:
-                parts.append(f"{f.name}={_format(value)}")
+                parts.append(f"{f.name}={value!r}" if isinstance(value, float) else f"{f.name}={value}")
         return ",".join(parts)
 
     def __bool__(self) -> bool:
@@ -266,10 +266,6 @@ def _parse_value(name: str, text: str, part: str) -> int | float:
     if not 0 <= value <= 1:  # also rejects nan
         raise ValueError(problem)
     return value
-
-
-def _format(value: float) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 class FaultInjector:

@@ -71,17 +71,6 @@ _RPC_INVALID_ARGUMENT = 3
 _THOUGHTS = {"MINIMAL": 4, "LOW": 16, "MEDIUM": 32, "HIGH": 64}
 
 
-def invalid_key_response() -> Response:
-    """What the Gemini API answers a key it does not know: a 400 INVALID_ARGUMENT (not a 401) whose
-    ErrorInfo reason is API_KEY_INVALID."""
-    message = "API key not valid. Please pass a valid API key."
-    return google_error(400, message, "INVALID_ARGUMENT", [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
-         "metadata": {"service": "generativelanguage.googleapis.com"}},
-        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message},
-    ]).response()
-
-
 # -- wire helpers ------------------------------------------------------------------------------
 
 
@@ -257,7 +246,14 @@ class GeminiService(GeminiFilesApi, Service[GeminiJob]):
         ]
 
     def invalid_key_response(self) -> Response:
-        return invalid_key_response()
+        """What the Gemini API answers a key it does not know: a 400 INVALID_ARGUMENT (not a 401) whose
+        ErrorInfo reason is API_KEY_INVALID."""
+        message = "API key not valid. Please pass a valid API key."
+        return google_error(400, message, "INVALID_ARGUMENT", [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+             "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message},
+        ]).response()
 
     def fault_response(self, status: int) -> Response:
         name, message = self.fault_errors[status]

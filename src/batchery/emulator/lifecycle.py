@@ -36,11 +36,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from .clock import Clock
-from .fake_model import Behaviour, request_seed
+from .fake_model import Behaviour, _text_of, _tokens, request_seed
 from .faults import FAULT_ERRORS, FaultGate, FaultInjector, FaultPlan
 from .live import Parsed
 from .responses import ApiError, JSONResponse
-from .state import FileStore, Registry, Stats, StoredFile
+from .state import FILE_TTL_SECONDS, FileStore, Registry, Stats, StoredFile
 
 ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
@@ -315,8 +315,6 @@ class Lifecycle(Registry[B]):
 
 def _prompt_tokens(paths: list[Path]) -> int:
     """The emulated prompt tokens of a batch's input files, as its fake model counts them."""
-    from .fake_model import _text_of, _tokens
-
     total = 0
     for line in jsonl(*paths):
         body = orjson.loads(line).get("body") or {}
@@ -391,8 +389,7 @@ class Service(Generic[B]):
     and write results in ``end()``."""
 
     error_shape = "openai"
-    # status -> (type, message) of the http_* faults, as the provider words them (OpenAI's by default)
-    open_paths: tuple[str, ...] = ()
+    open_paths: tuple[str, ...] = ()  # paths under the prefix that need no API key (see AuthAndRequestId)
 
     def __init__(self, *, provider: str, prefix: str, data_dir: Path, clock: Clock, stats: Stats, timing: Timing,
                  max_lines: int, behaviour: Behaviour | None = None, faults: FaultPlan | None = None) -> None:
@@ -558,6 +555,8 @@ class FilesAndBatches(Service[F]):
 
     files_path, batches_path = "/files", "/batches"
     result_kinds = ("output", "error")  # the result files are named <batch id>_<kind>.jsonl
+    result_purpose = "batch_output"  # ... stored with this purpose, expiring after result_ttl seconds (None: never)
+    result_ttl: int | None = FILE_TTL_SECONDS
     files: FileStore
 
     def routes(self) -> list[BaseRoute]:
@@ -629,4 +628,5 @@ class FilesAndBatches(Service[F]):
 
     def results_file(self, batch: F, lines: list[bytes], kind: str) -> str | None:
         """Store one result file; its id (None: no file, as there is nothing to put in it)."""
-        raise NotImplementedError
+        stored = self.files.add_lines(lines, f"{batch.id}_{kind}.jsonl", self.result_purpose, self.result_ttl)
+        return None if stored is None else stored.id

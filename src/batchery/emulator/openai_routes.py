@@ -204,10 +204,6 @@ class OpenAICompatible(FilesAndBatches[OpenAIBatch]):
                                                batch.bad, behaviour=self.behaviour, provider=self.provider)
         return ok, errors
 
-    def results_file(self, batch: OpenAIBatch, lines: list[bytes], kind: str) -> str | None:
-        stored = self.files.add_lines(lines, f"{batch.id}_{kind}.jsonl", "batch_output")
-        return None if stored is None else stored.id
-
 
 class GroqService(OpenAICompatible):
     """Groq's Files + Batches API: the OpenAI routes again, with its own files, batches and stats.

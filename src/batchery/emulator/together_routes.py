@@ -171,7 +171,7 @@ class TogetherService(FilesAndBatches[TogetherJob]):
     """
 
     cancel_settles = True
-    result_kinds = ("output", "errors")
+    result_kinds, result_purpose, result_ttl = ("output", "errors"), "batch-api", None
 
     def __init__(self, *, prefix: str, **config: Any) -> None:
         super().__init__(prefix=prefix + "/v1", **config)
@@ -367,7 +367,3 @@ class TogetherService(FilesAndBatches[TogetherJob]):
                                                   "response": response})
 
         return run_requests(job.paths, answer, job.done or 0)
-
-    def results_file(self, job: TogetherJob, lines: list[bytes], kind: str) -> str | None:
-        stored = self.files.add_lines(lines, f"{job.id}_{kind}.jsonl", "batch-api", ttl=None)
-        return None if stored is None else stored.id

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -112,15 +111,11 @@ def _error(message: str, param: str | None, code: str | None) -> dict:
     return {"message": message, "type": "invalid_request_error", "param": param, "code": code}
 
 
-def _is_number(value: Any) -> bool:
-    return type(value) in (int, float)
-
-
 def _check_range(body: dict, name: str, low: float, high: float) -> dict | None:
     if name not in body or body[name] is None:
         return None
     value = body[name]
-    if not _is_number(value):
+    if type(value) not in (int, float):
         return _error(f"Invalid type for '{name}': expected a decimal, but got {type(value).__name__} instead.", name, "invalid_type")
     if value < low:
         return _error(f"Invalid '{name}': decimal below minimum value. Expected a value >= {low}, but got {value} instead.", name, "decimal_below_min_value")
@@ -135,8 +130,7 @@ def check_chat_body(body: dict) -> dict | None:
     if not isinstance(model, str) or not model:
         return _error("Missing required parameter: 'model'.", "model", "missing_required_parameter")
     if not model_exists(model):
-        return {"message": f"The model `{model}` does not exist or you do not have access to it.",
-                "type": "invalid_request_error", "param": None, "code": "model_not_found"}
+        return _error(f"The model `{model}` does not exist or you do not have access to it.", None, "model_not_found")
     messages = body.get("messages")
     if messages is None:
         return _error("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
