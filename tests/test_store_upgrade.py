@@ -29,6 +29,15 @@ def _as_version_2(path: Path) -> None:
         DROP TABLE outcomes;
         ALTER TABLE outcomes_2 RENAME TO outcomes;
         DROP TABLE IF EXISTS structured;  -- migration 4's
+        -- migration 6's: fresh items written out as their batches say, then the ranges dropped
+        UPDATE items AS i SET state = CASE b.state WHEN 'collected' THEN 'done' ELSE 'queued' END, batch = b.id,
+            attempts = i.attempts + 1 FROM batches AS b WHERE i.state = 'new' AND b.job_id = i.job_id
+            AND b.model = i.model AND i.id BETWEEN b.first_item AND b.last_item;
+        UPDATE items SET state = 'pending' WHERE state = 'new';
+        DROP INDEX items_new;
+        DROP INDEX batches_range;
+        ALTER TABLE batches DROP COLUMN first_item;
+        ALTER TABLE batches DROP COLUMN last_item;
         PRAGMA user_version = 2;
         COMMIT;
     """)
@@ -45,7 +54,7 @@ def test_a_store_of_the_previous_version_upgrades_keeping_answers_and_resumes_it
     _as_version_2(path)
 
     with Store(path) as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
         assert results(store, "done") == before  # answers, usage and the repeated line's, unchanged
         engine = start_job(store, emulator, [{"id": "x", "prompt": "one"}, {"id": "y", "prompt": "three"}],
                            name="waiting")

@@ -122,6 +122,17 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE outcomes ADD COLUMN cache_write_tokens INTEGER
     """,
+    # 6: per-batch item ranges (docs/ranges-design.md). Planning and collecting rewrote every item
+    # twice (queued, then done). Items are now stored 'new' and a batch records the run of them it
+    # covers (of its job and model); an item is written out in full only when it leaves its batch's
+    # course (a retry, a re-ask, a cancel, a live call). Existing items are explicit and existing
+    # batches cover nothing, so nothing is rewritten here.
+    """
+    ALTER TABLE batches ADD COLUMN first_item INTEGER;
+    ALTER TABLE batches ADD COLUMN last_item INTEGER;
+    CREATE INDEX batches_range ON batches (job_id, model, first_item);
+    CREATE INDEX items_new ON items (job_id, model, id) WHERE state = 'new'
+    """,
 ]
 
 SOURCES = ("batch", "live", "cache", "flex")  # how an outcome was obtained (flex: a live call on the flex tier)
