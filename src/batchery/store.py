@@ -379,14 +379,23 @@ class Store:
         failed = "o.status = 'failed'" + (
             "" if failed_codes is None else f" AND o.error_code IN ({','.join('?' * len(failed_codes))})")
         return [row[0] for row in self.db.execute(
-            "SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id WHERE i.job_id = ? AND i.state = 'done'"
-            f" AND o.source <> 'cache' AND (o.status IN ({marks}) OR ({failed})) AND i.attempts < ?",
+            f"SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id {_BATCH_OF} WHERE i.job_id = ? AND {_STATE} = 'done'"
+            f" AND o.source <> 'cache' AND (o.status IN ({marks}) OR ({failed})) AND {_ATTEMPTS} < ?",
             (job_id, *statuses, *(failed_codes or ()), max_attempts if max_attempts is not None else 1 << 62))]
 
     def reopen(self, item_ids: list[int]) -> None:
         """These items lose their outcome and wait to be sent again (their attempts are kept)."""
+        self.spell_out(item_ids)
         self.db.executemany("DELETE FROM outcomes WHERE item = ?", ((i,) for i in item_ids))
         self.db.executemany("UPDATE items SET state = 'pending', batch = NULL WHERE id = ?", ((i,) for i in item_ids))
+
+    def spell_out(self, item_ids: list[int]) -> None:
+        """Fresh items covered by a batch get their state, batch and attempts written in full, as
+        their batch says (readers see no change), before a change of their own: a retry, a re-ask."""
+        self.db.executemany(
+            "UPDATE items AS i SET state = CASE b.state WHEN 'collected' THEN 'done' ELSE 'queued' END,"
+            f" batch = b.id, attempts = i.attempts + 1 FROM batches AS b WHERE i.id = ? AND {_IN_RANGE}",
+            ((i,) for i in item_ids))
 
     def delete_job(self, job_id: int) -> list[str]:
         """Remove a job and every row of it; returns the tags of its batches (for their files).
@@ -411,7 +420,7 @@ class Store:
         before = self.db.total_changes
         self.db.executemany(
             "INSERT OR IGNORE INTO items (job_id, ordinal, row_id, metadata, key, model, line, state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'new')",
             [(job_id, *line) for line in lines],
         )
         if self.db.total_changes - before == len(lines):
@@ -450,13 +459,14 @@ class Store:
             "CREATE TEMP TABLE reused AS SELECT i.id AS item, MIN(p.id) AS source"
             " FROM items AS i JOIN items AS p ON p.key = i.key AND p.job_id <> i.job_id"
             " JOIN outcomes AS o ON o.item = p.id AND o.status = 'succeeded'"
-            f" WHERE i.job_id = ? AND i.state = 'pending' AND p.job_id IN ({donors})"
+            f" WHERE i.job_id = ? AND {_PENDING} AND p.job_id IN ({donors})"
             " GROUP BY i.id", (job_id, job_id, provider, origin))
         self.db.execute(f"INSERT OR IGNORE INTO outcomes (item, {_OUTCOME_COLS}, source)"
                         f" SELECT r.item, {_OUTCOME_COLS}, 'cache' FROM temp.reused AS r"
                         " JOIN outcomes AS o ON o.item = r.source")
-        self.db.execute("UPDATE items AS i SET state = 'done', batch = p.batch, attempts = p.attempts"
-                        " FROM temp.reused AS r JOIN items AS p ON p.id = r.source WHERE i.id = r.item")
+        self.db.execute("UPDATE items AS t SET state = 'done', batch = p.batch, attempts = p.attempts FROM"
+                        f" (SELECT r.item, b.id AS batch, {_ATTEMPTS} AS attempts FROM temp.reused AS r"
+                        f" JOIN items AS i ON i.id = r.source {_BATCH_OF}) AS p WHERE t.id = p.item")
         counts = self.db.execute(
             "SELECT j.name, COUNT(*) FROM temp.reused AS r JOIN items AS p ON p.id = r.source"
             " JOIN jobs AS j ON j.id = p.job_id GROUP BY j.id ORDER BY j.id").fetchall()
@@ -477,24 +487,47 @@ class Store:
 
     def pending_models(self, job_id: int) -> list[str]:
         rows = self.db.execute("SELECT DISTINCT model FROM items WHERE job_id = ? AND state = 'pending'", (job_id,))
-        return [r[0] for r in rows]
+        explicit = {r[0] for r in rows}
+        return sorted(explicit | {m for m in self._fresh_models(job_id) if m not in explicit
+                                  and self._fresh_pending(job_id, m)})
+
+    def _fresh_models(self, job_id: int) -> list[str]:
+        """Models of the job's fresh items: one index seek per model, not a scan of the items."""
+        return [r[0] for r in self.db.execute(
+            "WITH RECURSIVE m (model) AS (SELECT MIN(model) FROM items WHERE job_id = ? AND state = 'new'"
+            " UNION ALL SELECT (SELECT MIN(model) FROM items WHERE job_id = ? AND state = 'new' AND model > m.model)"
+            " FROM m WHERE m.model IS NOT NULL) SELECT model FROM m WHERE model IS NOT NULL", (job_id, job_id))]
+
+    def _frontier(self, job_id: int, model: str) -> int:
+        """The last fresh item of this model that a batch covers (0: none): those above it are pending."""
+        return self.db.execute("SELECT COALESCE(MAX(last_item), 0) FROM batches WHERE job_id = ? AND model = ?",
+                               (job_id, model)).fetchone()[0]
+
+    def _fresh_pending(self, job_id: int, model: str) -> bool:
+        return self.db.execute("SELECT 1 FROM items WHERE job_id = ? AND model = ? AND state = 'new' AND id > ? LIMIT 1",
+                               (job_id, model, self._frontier(job_id, model))).fetchone() is not None
 
     def pending_requests(self, job_id: int, model: str, limit: int, after: int = 0) -> list[tuple[int, str, bytes]]:
         """(item id, key, provider line) of the first `limit` pending items for one model (past item `after`)."""
         return self.db.execute(
             "SELECT id, key, line FROM items WHERE job_id = ? AND model = ? AND state = 'pending' AND id > ?"
-            " ORDER BY id LIMIT ?",
-            (job_id, model, after, limit),
+            " UNION ALL SELECT id, key, line FROM items WHERE job_id = ? AND model = ? AND state = 'new' AND id > ?"
+            " ORDER BY 1 LIMIT ?",
+            (job_id, model, after, job_id, model, max(after, self._frontier(job_id, model)), limit),
         ).fetchall()
 
     def insert_batch(self, job_id: int, tag: str, model: str, last_item: int, n_requests: int, n_bytes: int) -> int:
         """Write-ahead: the batch and its members (the pending items of `model` up to `last_item`)
-        exist locally before anything is sent."""
+        exist locally before anything is sent. Fresh members are covered by the batch's range, written
+        with it; explicit ones (sent before) get their state, batch and attempts as before."""
         now = time.time()
+        fresh, first, last = self.db.execute(
+            "SELECT COUNT(*), MIN(id), MAX(id) FROM items WHERE job_id = ? AND model = ? AND state = 'new'"
+            " AND id > ? AND id <= ?", (job_id, model, self._frontier(job_id, model), last_item)).fetchone()
         cur = self.db.execute(
-            "INSERT INTO batches (job_id, tag, model, state, n_requests, n_bytes, created_at, updated_at)"
-            " VALUES (?, ?, ?, 'planned', ?, ?, ?, ?)",
-            (job_id, tag, model, n_requests, n_bytes, now, now),
+            "INSERT INTO batches (job_id, tag, model, state, n_requests, n_bytes, created_at, updated_at,"
+            " first_item, last_item) VALUES (?, ?, ?, 'planned', ?, ?, ?, ?, ?, ?)",
+            (job_id, tag, model, n_requests, n_bytes, now, now, first, last),
         )
         batch_id = cur.lastrowid
         cur = self.db.execute(
@@ -502,19 +535,19 @@ class Store:
             " WHERE job_id = ? AND model = ? AND state = 'pending' AND id <= ?",
             (batch_id, job_id, model, last_item),
         )
-        if cur.rowcount != n_requests:
-            raise StoreError(f"batch {batch_id}: expected {n_requests} members, found {cur.rowcount}")
+        if cur.rowcount + fresh != n_requests:
+            raise StoreError(f"batch {batch_id}: expected {n_requests} members, found {cur.rowcount + fresh}")
         assert batch_id is not None  # an INSERT sets lastrowid
         return batch_id
 
     def batch_members(self, batch_id: int) -> dict[str, int]:
         """custom_id -> item id for the lines of a batch still waiting for an outcome."""
-        return dict(self.db.execute("SELECT key, id FROM items WHERE batch = ? AND state = 'queued'", (batch_id,)))
+        return dict(self.db.execute(_queued_in("i.key, i.id"), (batch_id, batch_id)))
 
     def batch_lines(self, batch_id: int) -> Iterator[bytes]:
-        cur = self.db.execute("SELECT line FROM items WHERE batch = ? AND state = 'queued' ORDER BY id", (batch_id,))
+        cur = self.db.execute(_queued_in("i.id, i.line") + " ORDER BY 1", (batch_id, batch_id))
         while chunk := cur.fetchmany(10_000):
-            for (line,) in chunk:
+            for _, line in chunk:
                 yield line
 
     def batches(self, job_id: int, states: Iterable[str] | None = None) -> list[Batch]:
@@ -561,18 +594,20 @@ class Store:
         """(item id, key, model, provider line) of pending items past item `after`, in input order:
         live mode walks the job once with this, whatever the model."""
         return self.db.execute(
-            "SELECT id, key, model, line FROM items WHERE job_id = ? AND state = 'pending' AND id > ?"
-            " ORDER BY id LIMIT ?", (job_id, after, limit)).fetchall()
+            f"SELECT i.id, i.key, i.model, i.line FROM items i WHERE i.job_id = ? AND {_PENDING} AND i.id > ?"
+            " ORDER BY i.id LIMIT ?", (job_id, after, limit)).fetchall()
 
     def add_leftover_outcomes(self, batch_id: int, status: str, code: str, message: str) -> int:
         """Items of the batch with no outcome yet get `status` (e.g. missing). Returns how many."""
         return self.db.execute(
             "INSERT OR IGNORE INTO outcomes (item, status, error_code, error_message)"
-            " SELECT id, ?, ?, ? FROM items WHERE batch = ? AND state = 'queued'",
-            (status, code, message, batch_id),
+            f" SELECT m.id, ?, ?, ? FROM ({_queued_in('i.id')}) AS m",
+            (status, code, message, batch_id, batch_id),
         ).rowcount
 
     def finish_batch_items(self, batch_id: int) -> None:
+        """The batch's explicit members are done; its fresh ones are done once the batch is
+        collected, which every caller writes in the same transaction."""
         self.db.execute("UPDATE items SET state = 'done' WHERE batch = ? AND state = 'queued'", (batch_id,))
 
     def close_batch_items(self, batch_id: int, status: str, code: str, message: str) -> int:
@@ -584,10 +619,10 @@ class Store:
     def close_pending_items(self, job_id: int, status: str, code: str, message: str) -> int:
         cur = self.db.execute(
             "INSERT OR IGNORE INTO outcomes (item, status, error_code, error_message)"
-            " SELECT id, ?, ?, ? FROM items WHERE job_id = ? AND state = 'pending'",
+            f" SELECT i.id, ?, ?, ? FROM items i WHERE i.job_id = ? AND {_PENDING}",
             (status, code, message, job_id),
         )
-        self.db.execute("UPDATE items SET state = 'done' WHERE job_id = ? AND state = 'pending'", (job_id,))
+        self.db.execute(f"UPDATE items AS i SET state = 'done' WHERE i.job_id = ? AND {_PENDING}", (job_id,))
         return cur.rowcount
 
     def requeue_retryable(self, batch_id: int, max_attempts: int, statuses: tuple[str, ...],
@@ -595,11 +630,11 @@ class Store:
         """Items of the batch (still queued) whose outcome may pass on another attempt, while attempts
         remain, go back to pending and lose that outcome. Returns how many."""
         ids = [row[0] for row in self.db.execute(
-            "SELECT i.id FROM items i JOIN outcomes o ON o.item = i.id"
-            " WHERE i.batch = ? AND i.state = 'queued' AND i.attempts < ?"
+            f"SELECT m.id FROM ({_queued_in('i.id, ' + _FRESH_ATTEMPTS + ' AS attempts')}) AS m"
+            " JOIN outcomes o ON o.item = m.id WHERE m.attempts < ?"
             f" AND (o.status IN ({','.join('?' * len(statuses))})"
             f" OR (o.status = 'failed' AND o.error_code IN ({','.join('?' * len(failed_codes))})))",
-            (batch_id, max_attempts, *statuses, *failed_codes),
+            (batch_id, batch_id, max_attempts, *statuses, *failed_codes),
         )]
         self.reopen(ids)
         return len(ids)
@@ -624,13 +659,19 @@ class Store:
 
     def has_pending(self, job_id: int) -> bool:
         return self.db.execute(
-            "SELECT 1 FROM items WHERE job_id = ? AND state = 'pending' LIMIT 1", (job_id,)).fetchone() is not None
+            "SELECT 1 FROM items WHERE job_id = ? AND state = 'pending' LIMIT 1", (job_id,)).fetchone() is not None or any(
+            self._fresh_pending(job_id, m) for m in self._fresh_models(job_id))
 
     def attempts(self, job_id: int) -> dict[int, int]:
         """How many distinct requests took 1, 2, ... sends."""
-        return dict(self.db.execute(
-            "SELECT attempts, COUNT(*) FROM items WHERE job_id = ? AND attempts > 0 AND state <> 'reasked'"
-            " GROUP BY attempts", (job_id,)))
+        out: dict[int, int] = {}
+        for attempts, n in self.db.execute(
+            "SELECT attempts, COUNT(*) FROM items WHERE job_id = ? AND attempts > 0 AND state NOT IN ('reasked', 'new')"
+            f" GROUP BY attempts UNION ALL SELECT 1, COUNT(*) FROM batches b JOIN items i ON {_IN_RANGE}"
+            " WHERE b.job_id = ?", (job_id, job_id)):
+            if n:  # a fresh item covered by a batch was sent once
+                out[attempts] = out.get(attempts, 0) + n
+        return out
 
     def failure_reasons(self, job_id: int, limit: int = 10) -> list[tuple[str, str, str, int]]:
         """The most common (status, error code, example message, count) among lines that did not succeed."""
@@ -658,12 +699,21 @@ class Store:
     def counts(self, job_id: int) -> dict[str, int]:
         """Distinct requests by state/outcome: pending, queued, succeeded, failed, ..."""
         out: dict[str, int] = {}
-        for state, status, n in self.db.execute(
-            "SELECT i.state, o.status, COUNT(*) FROM items i LEFT JOIN outcomes o ON o.item = i.id"
-            " WHERE i.job_id = ? AND i.state <> 'reasked' GROUP BY i.state, o.status", (job_id,)
-        ):
-            label = status if state == "done" else state
-            out[label] = out.get(label, 0) + n
+        # One statement (one snapshot): explicit items, fresh ones by the batch covering them (part
+        # 1), and the count of all fresh ones (part 2), of which those no batch covers are pending.
+        rows = self.db.execute(
+            "SELECT 0, i.state, o.status, COUNT(*) FROM items i LEFT JOIN outcomes o ON o.item = i.id"
+            " WHERE i.job_id = ? AND i.state NOT IN ('reasked', 'new') GROUP BY i.state, o.status"
+            " UNION ALL SELECT 1, CASE b.state WHEN 'collected' THEN 'done' ELSE 'queued' END, o.status, COUNT(*)"
+            f" FROM batches b JOIN items i ON {_IN_RANGE} LEFT JOIN outcomes o ON o.item = i.id WHERE b.job_id = ?"
+            " GROUP BY 2, 3 UNION ALL SELECT 2, 'pending', NULL, COUNT(*) FROM items WHERE job_id = ? AND state = 'new'",
+            (job_id, job_id, job_id)).fetchall()
+        covered = sum(n for part, _, _, n in rows if part == 1)
+        for part, state, status, n in rows:
+            n -= covered if part == 2 else 0
+            if n:
+                label = status if state == "done" else state
+                out[label] = out.get(label, 0) + n
         return out
 
     def export_rows(self, job_id: int) -> Iterator[tuple]:
@@ -673,9 +723,9 @@ class Store:
 
         Items are already in input order; duplicate lines are merged in by ordinal.
         """
-        outcome = ("i.key, i.model, i.state, o.status, o.text, o.response, o.input_tokens, o.output_tokens,"
-                   " o.cached_tokens, o.reasoning_tokens, o.error_code, o.error_message, i.attempts, b.remote_id"
-                   " FROM {} LEFT JOIN outcomes o ON o.item = i.id LEFT JOIN batches b ON b.id = i.batch")
+        outcome = (f"i.key, i.model, {_STATE}, o.status, o.text, o.response, o.input_tokens, o.output_tokens,"
+                   f" o.cached_tokens, o.reasoning_tokens, o.error_code, o.error_message, {_ATTEMPTS}, b.remote_id"
+                   " FROM {} LEFT JOIN outcomes o ON o.item = i.id " + _BATCH_OF)
         if self.db.execute("SELECT 1 FROM duplicates WHERE job_id = ? LIMIT 1", (job_id,)).fetchone() is None:
             # no line repeats another: the items are the rows, already in input order
             yield from _chunks(self.db.execute(
@@ -713,25 +763,29 @@ class Store:
     def structured_schemas(self, batch_id: int) -> list[tuple[int, str]]:
         """(item, schema) of the batch's structured lines still waiting for an outcome."""
         return self.db.execute(
-            "SELECT i.id, s.schema FROM items i JOIN structured s ON s.item = i.id"
-            " WHERE i.batch = ? AND i.state = 'queued'", (batch_id,)).fetchall()
+            f"SELECT m.id, s.schema FROM ({_queued_in('i.id')}) AS m JOIN structured s ON s.item = m.id",
+            (batch_id, batch_id)).fetchall()
 
     def reaskable(self, job_id: int, max_attempts: int, *, batch_id: int | None = None,
                   item: int | None = None) -> list[tuple[int, bytes, str | None, str]]:
         """(item, request, answer, error) of invalid lines sent fewer than max_attempts times: of one
         batch being collected, of one item just answered live, or every finished one of the job."""
-        where = ("i.batch = ? AND i.state = 'queued'" if batch_id is not None else
-                 "i.id = ? AND i.state = 'done'" if item is not None else "i.job_id = ? AND i.state = 'done'")
+        if batch_id is not None:
+            rows, params = _queued_in("i.id, " + _FRESH_ATTEMPTS + " AS attempts"), (batch_id, batch_id)
+        else:
+            rows = (f"SELECT i.id, {_ATTEMPTS} AS attempts FROM items i {_BATCH_OF}"
+                    f" WHERE i.{'id' if item is not None else 'job_id'} = ? AND {_STATE} = 'done'")
+            params = (item if item is not None else job_id,)
         return self.db.execute(
-            "SELECT i.id, s.request, o.text, o.error_message FROM items i JOIN structured s ON s.item = i.id"
-            f" JOIN outcomes o ON o.item = i.id WHERE {where} AND o.status = 'invalid' AND i.attempts < ?"
-            " ORDER BY i.id", (batch_id if batch_id is not None else item if item is not None else job_id,
-                               max_attempts)).fetchall()
+            f"SELECT m.id, s.request, o.text, o.error_message FROM ({rows}) AS m JOIN structured s ON s.item = m.id"
+            " JOIN outcomes o ON o.item = m.id WHERE o.status = 'invalid' AND m.attempts < ? ORDER BY m.id",
+            (*params, max_attempts)).fetchall()
 
     def reask(self, job_id: int, item: int, key: str, line: bytes, request: bytes) -> None:
         """The line's request becomes its re-ask (new key and provider line), pending; the attempt
         that did not fit moves to a new item in state 'reasked', keeping its key, outcome and tokens
         (counted in the job's cost, never exported nor reused). Repeated lines follow the re-ask."""
+        self.spell_out([item])
         old = self.db.execute("SELECT ordinal, row_id, metadata, key, model, line, batch, attempts FROM items"
                               " WHERE id = ?", (item,)).fetchone()
         self.db.execute("UPDATE items SET key = ?, line = ?, state = 'pending', batch = NULL WHERE id = ?",
@@ -756,6 +810,30 @@ class Store:
             "SELECT at, kind, detail FROM events WHERE job_id = ? ORDER BY id DESC LIMIT ?", (job_id, limit)
         ).fetchall()
         return [(at, kind, orjson.loads(d) if d else {}) for at, kind, d in reversed(rows)]
+
+
+# Fresh items (state 'new', migration 6) are what the batch whose range covers them says
+# (docs/ranges-design.md). b below: an item's batch, its own for an explicit item and, for a fresh
+# one, the latest range of its job and model starting at or before it (one index seek) if it reaches it.
+_BATCH_OF = ("LEFT JOIN batches b ON b.id = CASE WHEN i.state = 'new' THEN (SELECT c.id FROM batches c"
+             " WHERE c.job_id = i.job_id AND c.model = i.model AND c.first_item <= i.id ORDER BY c.first_item DESC"
+             " LIMIT 1) ELSE i.batch END AND (i.state <> 'new' OR b.last_item >= i.id)")
+_STATE = ("CASE WHEN i.state <> 'new' THEN i.state WHEN b.id IS NULL THEN 'pending'"
+          " WHEN b.state = 'collected' THEN 'done' ELSE 'queued' END")
+_ATTEMPTS = "i.attempts + CASE WHEN i.state = 'new' AND b.id IS NOT NULL THEN 1 ELSE 0 END"
+# Ranges of a job and model never overlap and each batch's lies above the ones before it, so a fresh
+# item above the last range is pending.
+_FRONTIER = "(SELECT COALESCE(MAX(f.last_item), 0) FROM batches f WHERE f.job_id = i.job_id AND f.model = i.model)"
+_PENDING = f"(i.state = 'pending' OR (i.state = 'new' AND i.id > {_FRONTIER}))"
+_FRESH_ATTEMPTS = "i.attempts + CASE WHEN i.state = 'new' THEN 1 ELSE 0 END"  # of a batch's queued members
+_IN_RANGE = "i.job_id = b.job_id AND i.model = b.model AND i.state = 'new' AND i.id BETWEEN b.first_item AND b.last_item"
+
+
+def _queued_in(cols: str) -> str:
+    """The items of batch ? still waiting for an outcome (parameters: the batch id twice): its
+    explicit members, then the fresh items of its range while it is not collected."""
+    return (f"SELECT {cols} FROM items i WHERE i.batch = ? AND i.state = 'queued' UNION ALL SELECT {cols}"
+            f" FROM batches b JOIN items i ON {_IN_RANGE} WHERE b.id = ? AND b.state <> 'collected'")
 
 
 _OUTCOME_COLS = ("status, text, response, input_tokens, output_tokens, cached_tokens, reasoning_tokens,"

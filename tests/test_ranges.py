@@ -1,0 +1,62 @@
+"""Per-batch item ranges (docs/ranges-design.md): a batch covers a run of fresh items, which planning
+and collecting leave untouched; only an item that leaves its batch's course is written out, and
+every reader tells the same story as when each item carried its own state."""
+
+from __future__ import annotations
+
+from conftest import results, start_job
+
+from batchery.store import Store
+
+
+def _item_rows(store: Store, job_id: int) -> list[tuple]:
+    return store.db.execute("SELECT state, batch, attempts FROM items WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
+
+
+def test_batches_cover_their_fresh_items_as_ranges_per_model_and_write_no_per_item_state(store, emulator):
+    # two models interleaved, two lines a batch: model a's 3 lines take two batches, model b's 2 one
+    lines = [{"id": f"r{i}", "prompt": f"question {i}", "model": "gpt-a" if i % 2 == 0 else "gpt-b"} for i in range(5)]
+    engine = start_job(store, emulator, lines, batch_size=2)
+    job = store.get_job("job")
+    engine._plan()
+    assert store.counts(job.id) == {"queued": 5} and store.attempts(job.id) == {1: 5}
+    assert _item_rows(store, job.id) == [("new", None, 0)] * 5  # planning wrote no item
+    ranges = store.db.execute("SELECT model, first_item, last_item, n_requests FROM batches WHERE job_id = ?"
+                              " ORDER BY id", (job.id,)).fetchall()
+    first = store.db.execute("SELECT MIN(id) FROM items WHERE job_id = ?", (job.id,)).fetchone()[0]
+    assert [(m, a - first, z - first, n) for m, a, z, n in ranges] == [
+        ("gpt-a", 0, 2, 2), ("gpt-a", 4, 4, 1), ("gpt-b", 1, 3, 2)]
+    assert not store.has_pending(job.id) and store.pending_models(job.id) == []
+
+    assert engine.run().items == {"succeeded": 5}
+    assert _item_rows(store, job.id) == [("new", None, 0)] * 5  # nor did collecting
+    assert store.attempts(job.id) == {1: 5}
+    remote = {b.id: (b.model, b.remote_id) for b in store.batches(job.id)}
+    rows = results(store)
+    assert [(r.id, r.status, r.attempts) for r in rows] == [(f"r{i}", "succeeded", 1) for i in range(5)]
+    assert all(r.text.endswith(f"question {i}") for i, r in enumerate(rows))
+    assert [(r.model, r.batch_id) for r in rows] == [remote[b] for b in (1, 3, 1, 3, 2)]
+    assert sum(emulator.stats()["batches_created"].values()) == 3
+
+
+def test_a_retried_line_is_written_out_and_sent_again_while_the_rest_stay_a_range(tmp_path, make_emulator):
+    # Each batch needs 100 s but expires at 60 s: every attempt finishes part of what it is sent,
+    # and the rest is sent again in a new batch (spelled out, as before ranges).
+    emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
+    with Store(tmp_path / "store") as store:
+        final = start_job(store, emulator, [{"prompt": f"q {i}"} for i in range(40)], max_attempts=3).run()
+        job = store.get_job("job")
+        rows = results(store)
+        items = _item_rows(store, job.id)
+        batches = {b.id: b for b in store.batches(job.id)}
+        assert final.items == store.counts(job.id) and sum(final.items.values()) == 40
+        assert {r.attempts for r in rows} == {1, 2, 3}
+        # never billed twice: the lines sent are exactly the attempts the rows report
+        assert sum(b.n_requests for b in batches.values()) == sum(r.attempts for r in rows)
+        assert store.attempts(job.id) == {a: sum(r.attempts == a for r in rows) for a in (1, 2, 3)}
+        for row, (state, batch, attempts) in zip(rows, items, strict=True):
+            if row.attempts == 1:  # answered by its first batch: still a fresh item of its range
+                assert (state, batch, attempts) == ("new", None, 0)
+                assert row.batch_id == batches[1].remote_id
+            else:  # written out when it was sent again, then done in its last batch
+                assert (state, attempts) == ("done", row.attempts) and row.batch_id == batches[batch].remote_id
