@@ -770,6 +770,7 @@ class Store:
                   item: int | None = None) -> list[tuple[int, bytes, str | None, str]]:
         """(item, request, answer, error) of invalid lines sent fewer than max_attempts times: of one
         batch being collected, of one item just answered live, or every finished one of the job."""
+        params: tuple[int, ...]
         if batch_id is not None:
             rows, params = _queued_in("i.id, " + _FRESH_ATTEMPTS + " AS attempts"), (batch_id, batch_id)
         else:
