@@ -60,3 +60,34 @@ def test_a_retried_line_is_written_out_and_sent_again_while_the_rest_stay_a_rang
                 assert row.batch_id == batches[1].remote_id
             else:  # written out when it was sent again, then done in its last batch
                 assert (state, attempts) == ("done", row.attempts) and row.batch_id == batches[batch].remote_id
+
+
+def test_cancel_closes_a_planned_range_and_uncovered_items_and_a_reopened_line_is_sent_once_more(store, emulator):
+    engine = start_job(store, emulator, [{"id": f"r{i}", "prompt": f"q {i}"} for i in range(5)])
+    job = store.get_job("job")
+    rows = store.pending_requests(job.id, "gpt-test", 2)
+    with store.transaction():  # a batch planned over the first two lines, never sent; three uncovered
+        store.insert_batch(job.id, "t-1", "gpt-test", rows[-1][0], 2, 10)
+    assert store.counts(job.id) == {"queued": 2, "pending": 3}
+    assert engine.cancel().items == {"cancelled": 5} == store.counts(job.id)
+    assert emulator.stats()["files_uploaded"] == 0
+    assert [(r.status, r.attempts) for r in results(store)] == [("cancelled", 1)] * 2 + [("cancelled", 0)] * 3
+    # the planned batch's lines stay its range (closed with it); the uncovered ones were written out
+    assert _item_rows(store, job.id) == [("new", None, 0)] * 2 + [("done", None, 0)] * 3
+    assert not store.has_pending(job.id)
+
+    first = rows[0][0]
+    with store.transaction():  # one line of the closed range, and one written-out line, go back
+        store.reopen([first, first + 3])
+        store.set_job_state(job.id, "running")
+    assert store.counts(job.id) == {"pending": 2, "cancelled": 3}
+    assert store.pending_models(job.id) == ["gpt-test"] and store.has_pending(job.id)
+    job = store.get_job("job")
+    assert start_job(store, emulator, [{"id": f"r{i}", "prompt": f"q {i}"} for i in range(5)]).run().items == {
+        "succeeded": 2, "cancelled": 3}
+    out = results(store)
+    assert [(r.id, r.status, r.attempts) for r in out] == [
+        ("r0", "succeeded", 2), ("r1", "cancelled", 1), ("r2", "cancelled", 0), ("r3", "succeeded", 1),
+        ("r4", "cancelled", 0)]
+    assert out[0].batch_id == out[3].batch_id == store.batches(job.id)[-1].remote_id
+    assert emulator.stats()["batches_created"]["openai"] == 1
