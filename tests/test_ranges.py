@@ -4,7 +4,7 @@ every reader tells the same story as when each item carried its own state."""
 
 from __future__ import annotations
 
-from conftest import results, start_job
+from conftest import both_backends, results, start_job
 
 from batchery.store import Store
 
@@ -13,6 +13,7 @@ def _item_rows(store: Store, job_id: int) -> list[tuple]:
     return store.db.execute("SELECT state, batch, attempts FROM items WHERE job_id = ? ORDER BY id", (job_id,)).fetchall()
 
 
+@both_backends
 def test_batches_cover_their_fresh_items_as_ranges_per_model_and_write_no_per_item_state(store, emulator):
     # two models interleaved, two lines a batch: model a's 3 lines take two batches, model b's 2 one
     lines = [{"id": f"r{i}", "prompt": f"question {i}", "model": "gpt-a" if i % 2 == 0 else "gpt-b"} for i in range(5)]
@@ -37,13 +38,18 @@ def test_batches_cover_their_fresh_items_as_ranges_per_model_and_write_no_per_it
     assert all(r.text.endswith(f"question {i}") for i, r in enumerate(rows))
     assert [(r.model, r.batch_id) for r in rows] == [remote[b] for b in (1, 3, 1, 3, 2)]
     assert sum(emulator.stats()["batches_created"].values()) == 3
+    # another job asking the same takes these answers, with the batch and attempts they came from
+    start_job(store, emulator, lines, name="again")
+    assert [(r.status, r.attempts, r.batch_id) for r in results(store, "again")] == [
+        (r.status, r.attempts, r.batch_id) for r in rows]
 
 
-def test_a_retried_line_is_written_out_and_sent_again_while_the_rest_stay_a_range(tmp_path, make_emulator):
+@both_backends
+def test_a_retried_line_is_written_out_and_sent_again_while_the_rest_stay_a_range(store_location, make_emulator):
     # Each batch needs 100 s but expires at 60 s: every attempt finishes part of what it is sent,
     # and the rest is sent again in a new batch (spelled out, as before ranges).
     emulator = make_emulator(processing_seconds=100, completion_window_seconds=60)
-    with Store(tmp_path / "store") as store:
+    with Store(store_location) as store:
         final = start_job(store, emulator, [{"prompt": f"q {i}"} for i in range(40)], max_attempts=3).run()
         job = store.get_job("job")
         rows = results(store)
@@ -62,6 +68,7 @@ def test_a_retried_line_is_written_out_and_sent_again_while_the_rest_stay_a_rang
                 assert (state, attempts) == ("done", row.attempts) and row.batch_id == batches[batch].remote_id
 
 
+@both_backends
 def test_cancel_closes_a_planned_range_and_uncovered_items_and_a_reopened_line_is_sent_once_more(store, emulator):
     engine = start_job(store, emulator, [{"id": f"r{i}", "prompt": f"q {i}"} for i in range(5)])
     job = store.get_job("job")
