@@ -98,3 +98,39 @@ def test_cancel_closes_a_planned_range_and_uncovered_items_and_a_reopened_line_i
         ("r4", "cancelled", 0)]
     assert out[0].batch_id == out[3].batch_id == store.batches(job.id)[-1].remote_id
     assert emulator.stats()["batches_created"]["openai"] == 1
+
+
+class _Killed(BaseException):
+    """A process death in the middle of a collect: nothing after it runs (not an Exception)."""
+
+
+def test_a_collect_killed_between_its_outcome_chunks_resumes_with_the_range_intact(store, emulator, monkeypatch):
+    import batchery.engine
+    from batchery.providers.openai import OpenAIBatch
+
+    class DiesMidDownload(OpenAIBatch):
+        deaths = 1
+
+        def outcomes(self, remote):
+            for n, outcome in enumerate(super().outcomes(remote)):
+                if n == 3 and self.deaths:
+                    self.deaths -= 1
+                    raise _Killed
+                yield outcome
+
+    monkeypatch.setattr(batchery.engine, "_CHUNK", 2)  # outcomes commit two at a time
+    provider = DiesMidDownload(api_key="k", base_url=emulator.base_url("openai"))
+    lines = [{"id": f"r{i}", "prompt": f"q {i}"} for i in range(5)]
+    engine = start_job(store, emulator, lines, provider=provider)
+    job = store.get_job("job")
+    try:
+        engine.run()
+    except _Killed:
+        pass
+    # two answers were committed, the batch is still submitted: every line still counts as queued
+    assert store.db.execute("SELECT COUNT(*) FROM outcomes").fetchone() == (2,)
+    assert [b.state for b in store.batches(job.id)] == ["submitted"] and store.counts(job.id) == {"queued": 5}
+    assert start_job(store, emulator, lines, provider=provider).run().items == {"succeeded": 5}
+    assert [(r.status, r.attempts) for r in results(store)] == [("succeeded", 1)] * 5
+    assert _item_rows(store, job.id) == [("new", None, 0)] * 5
+    assert emulator.stats()["batches_created"]["openai"] == 1
