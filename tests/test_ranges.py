@@ -134,3 +134,19 @@ def test_a_collect_killed_between_its_outcome_chunks_resumes_with_the_range_inta
     assert [(r.status, r.attempts) for r in results(store)] == [("succeeded", 1)] * 5
     assert _item_rows(store, job.id) == [("new", None, 0)] * 5
     assert emulator.stats()["batches_created"]["openai"] == 1
+
+
+def test_a_reasked_line_is_written_out_with_its_history_while_a_plain_line_stays_in_its_range(store, make_emulator):
+    from test_structured import bad, requests
+
+    emulator = make_emulator(behaviour=bad(1))  # each structured line's first answer does not fit
+    engine = start_job(store, emulator, [*requests(2), {"id": "plain", "prompt": "no schema here"}], max_attempts=3)
+    assert engine.run().items == {"succeeded": 3}
+    job = store.get_job("job")
+    rows = store.db.execute("SELECT row_id, state, batch, attempts FROM items WHERE job_id = ? ORDER BY id",
+                            (job.id,)).fetchall()
+    first, second = (b.id for b in store.batches(job.id))
+    assert rows == [("r0", "done", second, 2), ("r1", "done", second, 2), ("plain", "new", None, 0),
+                    ("r0", "reasked", first, 1), ("r1", "reasked", first, 1)]
+    assert [(r.id, r.attempts) for r in results(store)] == [("r0", 2), ("r1", 2), ("plain", 1)]
+    assert sum(b.n_requests for b in store.batches(job.id)) == 5 and store.attempts(job.id) == {2: 2, 1: 1}
