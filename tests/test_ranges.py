@@ -150,3 +150,26 @@ def test_a_reasked_line_is_written_out_with_its_history_while_a_plain_line_stays
                     ("r0", "reasked", first, 1), ("r1", "reasked", first, 1)]
     assert [(r.id, r.attempts) for r in results(store)] == [("r0", 2), ("r1", 2), ("plain", 1)]
     assert sum(b.n_requests for b in store.batches(job.id)) == 5 and store.attempts(job.id) == {2: 2, 1: 1}
+
+
+def test_live_mode_sends_only_the_lines_no_range_covers(store, emulator):
+    from test_live import live_job, simulated
+
+    from batchery.live import LiveRunner
+
+    adapter, job = live_job(store, emulator, 6)
+    rows = store.pending_requests(job.id, "gpt-4o-mini", 3)
+    with store.transaction():  # a batch over the first three lines, refused; one line goes back (explicit)
+        batch = store.insert_batch(job.id, "t-1", "gpt-4o-mini", rows[-1][0], 3, 10)
+        store.close_batch_items(batch, "failed", "batch_rejected", "refused")
+        store.update_batch(batch, state="collected")
+        store.reopen([rows[1][0]])
+    assert store.counts(job.id) == {"failed": 2, "pending": 4}
+    policy = simulated(emulator, rpm=6000, concurrency=4)
+    progress = LiveRunner(store, adapter, job, policy).run()
+    assert progress.items == store.counts(job.id) == {"failed": 2, "succeeded": 4}
+    assert sum(emulator.stats()["live_requests"].values()) == 4
+    assert [(r.id, r.status, r.attempts) for r in results(store, "live")] == [
+        ("r0", "failed", 1), ("r1", "succeeded", 2), ("r2", "failed", 1), ("r3", "succeeded", 1),
+        ("r4", "succeeded", 1), ("r5", "succeeded", 1)]
+    assert _item_rows(store, job.id)[0] == ("new", None, 0)  # the refused batch's line stays in its range
