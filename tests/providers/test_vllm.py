@@ -64,8 +64,14 @@ def test_chunks_run_one_at_a_time_in_order_and_lines_missing_from_an_output_are_
         ["r0", "r1"], ["r2", "r3"], ["r4"], ["unknown"], ["r1"]]  # the missing line, in a chunk of its own
     assert rows[1].attempts == 2 and progress.done
     assert sleeps == []  # each chunk starts as soon as the one before is stored: no polling wait
-    # once stored, a chunk's input and output copies are gone; its log and exit status stay
-    assert {p.name for p in (store.dir / "batches").rglob("*") if p.is_file()} == {"model", "run.log", "exit.json"}
+    # once read, a chunk's input copy is gone; its output, log and exit status stay, so a batchery
+    # that died before committing the answers reads them again instead of re-running the chunk
+    chunks = sorted(p for p in (store.dir / "batches").iterdir() if p.is_dir())
+    assert {p.name.split("-")[0] for c in chunks for p in c.iterdir()} == {"model", "run.log", "exit.json", "output"}
+    adapter = get_provider("vllm", base_url=stand_in())
+    first = adapter.poll([str(chunks[0])])[str(chunks[0])]
+    again = [o.custom_id for o in adapter.outcomes(first)]
+    assert again and again == [o.custom_id for o in adapter.outcomes(first)]
 
 
 def test_a_run_that_exits_non_zero_fails_its_lines_with_the_logs_tail_and_they_stay_retryable(store, tmp_path):

@@ -119,10 +119,9 @@ class VllmBatch(ChatCompletionLines, BatchProvider):
         if remote.output_file and output.is_file():
             with output.open("rb") as f:
                 yield from decode_stream(iter(lambda: f.read(1 << 20), b""), decode_line)
-            # Read whole: the store is about to hold every answer, so the copies go (run.log and
-            # exit.json stay). Should batchery die before it commits them, the next run finds no
-            # output, and the chunk's lines are missing and sent again.
-            output.unlink()
+            # The input copy goes (the store holds every line); the output stays beside run.log and
+            # exit.json: the engine commits these answers only after this generator ends, and a
+            # batchery that dies before that must find them again rather than re-run the chunk.
             (chunk / "input.jsonl").unlink(missing_ok=True)
 
     def _run(self, chunk: Path) -> None:
