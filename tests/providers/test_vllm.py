@@ -72,6 +72,9 @@ def test_chunks_run_one_at_a_time_in_order_and_lines_missing_from_an_output_are_
     first = adapter.poll([str(chunks[0])])[str(chunks[0])]
     again = [o.custom_id for o in adapter.outcomes(first)]
     assert again and again == [o.custom_id for o in adapter.outcomes(first)]
+    code, _, err = cli("delete", "job", "--store", str(store.dir))  # and they go with the job
+    assert code == 0, err
+    assert not any((store.dir / "batches").iterdir())
 
 
 def test_a_run_that_exits_non_zero_fails_its_lines_with_the_logs_tail_and_they_stay_retryable(store, tmp_path):

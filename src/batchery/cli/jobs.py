@@ -314,6 +314,8 @@ def delete(
 ) -> None:
     """Remove a job and everything the store holds for it (requests, answers, batches, events).
     Answers other jobs reused from it stay with them. Needs no key: nothing is sent."""
+    import shutil
+
     from ..control import find_job
     from ..errors import JobError
     from ..store import Store
@@ -329,8 +331,9 @@ def delete(
                     "first, or add --force to delete it anyway (open batches keep running there, and are billed)")
             with st.transaction():
                 tags = st.delete_job(row.id)
-        for tag in tags:  # batch files never uploaded
+        for tag in tags:  # batch files never uploaded, and a local run's chunk folder (vllm: its output and log)
             (st.dir / "batches" / f"{tag}.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(st.dir / "batches" / tag, ignore_errors=True)
         (st.dir / "locks" / f"job-{row.id}.lock").unlink(missing_ok=True)
     print(f"deleted job '{job}' ({row.n_rows:,} lines)" + (
         f"; {len(open_batches)} batch(es) still open at {row.provider} were left running" if open_batches else ""),
