@@ -96,3 +96,26 @@ def test_lines_left_out_of_a_batch_by_the_budget_are_read_from_the_store_once(st
     assert _done(store, engine) == {"succeeded": 6}
     assert [b.n_requests for b in store.batches(engine.job.id)] == [2, 2, 2]
     assert sorted(read) == sorted(set(read)) and len(read) == 6  # each line fetched once, not once per batch
+
+
+def test_a_batch_whose_prompt_bytes_fit_the_budget_is_sent_without_counting_tokens(store, make_emulator,
+                                                                                   monkeypatch):
+    # the batch file is over the budget in bytes (the provider's line format, the keys), its prompts
+    # are not: a token is at least a byte, so it fits and nothing is counted
+    requests = [{"prompt": f"{i} " + "word " * 20} for i in range(6)]
+    counted: list[str] = []
+    real_counter = tokens.counter
+    monkeypatch.setattr(tokens, "counter", lambda provider, model: (
+        (lambda text: counted.append(text) or real_counter(provider, model)[0](text)), "watched"))
+    budget = sum(len(r["prompt"]) + 7 for r in requests)  # the prompts in bytes, + 4 a message, + 3 a request
+    engine = start_job(store, make_emulator(processing_seconds=20), requests)
+    engine.max_enqueued_tokens = budget
+    engine._plan()
+    [batch] = store.batches(engine.job.id)
+    lines = list(store.batch_lines(batch.id))
+    assert batch.n_bytes > budget and len(lines) == 6
+    engine.run()
+    assert _done(store, engine) == {"succeeded": 6}
+    assert counted == []
+    # one byte less and the prompts are counted, in one batch still (about 27 tokens each)
+    assert tokens.fit_budget(engine.provider, "gpt-4o-mini", lines, budget - 1)[0] == 6 and len(counted) == 6

@@ -501,7 +501,9 @@ class Engine:
                 budget = self._enqueued_budget(model)
                 tokens = None  # counted here only when the bytes alone do not show the batch fits
                 if budget is not None and sum(len(line) + 1 for _, _, line in rows[:count]) > budget:
-                    count, tokens = self._fit_tokens(model, [line for _, _, line in rows[:count]], budget)
+                    from .tokens import fit_budget
+
+                    count, tokens = fit_budget(self.provider, model, [line for _, _, line in rows[:count]], budget)
                 tag = f"bb-{secrets.token_hex(8)}"
                 path = self.files / f"{tag}.jsonl"
                 with path.open("wb") as f:
@@ -534,17 +536,6 @@ class Engine:
         from .tokens import line_tokens
 
         return sum(line_tokens(self.provider, model, lines))
-
-    def _fit_tokens(self, model: str, lines: list[bytes], budget: int) -> tuple[int, int]:
-        """How many of these lines (at least one) fit in one batch under the budget, and their tokens."""
-        from .tokens import line_tokens
-
-        used = 0
-        for n, tokens in enumerate(line_tokens(self.provider, model, lines)):
-            if used + tokens > budget:
-                return (n, used) if n else (1, tokens)
-            used += tokens
-        return len(lines), used
 
     def _queue_full(self, batch) -> bool:
         """Would this batch take the model's open batches past the enqueued-token budget? Then it
