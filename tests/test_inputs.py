@@ -7,8 +7,8 @@ from batchery.requests import parse_request
 
 def test_jsonl_yields_file_and_line_and_skips_blank_lines(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n')
-    assert [(w.rsplit(":", 1)[1], o["prompt"]) for w, o in read_requests(path)] == [("1", "a"), ("3", "b")]
+    path.write_bytes(b'{"prompt": "a"}\n\n  \t\r\n{"prompt": "b"}\n\x0c')  # blank: empty or only whitespace
+    assert [(w.rsplit(":", 1)[1], o["prompt"]) for w, o in read_requests(path)] == [("1", "a"), ("4", "b")]
 
 
 def test_malformed_jsonl_line_names_file_and_line(tmp_path):

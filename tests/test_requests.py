@@ -27,6 +27,15 @@ def test_anything_that_changes_the_answer_changes_the_key():
     assert key_of({"prompt": "hi"}, provider="anthropic") != base
 
 
+def test_keys_stay_what_earlier_versions_made_so_stored_answers_are_still_found():
+    # Stores keep answers under these keys (reuse across jobs, the drop-in client): however the
+    # hash is computed, the same request must give the same key as before (values from 23b1611).
+    obj = {"prompt": "Name a colour.", "max_tokens": 9, "temperature": 0.5, "id": 7}
+    assert key_of(obj, "gpt-4o-mini") == "bq-7b7d6cd1e7133796ef77c470d908d438"
+    assert key_of(obj, "gpt-4o-mini", "anthropic") == "bq-393e28ddccfa858af1ab1812739e699f"
+    assert key_of(obj, "gpt-4o-mini", "a-provider-name-longer-than-16") == "bq-5eee48f08f5a8adaa5694136f0794ccc"
+
+
 def test_key_is_a_valid_custom_id_for_every_provider():
     assert re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", key_of({"prompt": "hi"}))
 

@@ -31,10 +31,11 @@ def read_requests(path: Path) -> Iterator[tuple[str, Any]]:
         yield from _read_csv(path)
     elif suffix in (".jsonl", ".ndjson", ".json"):
         ids = UniqueIds()
+        name = str(path)  # once, not per line
         for lineno, obj in _jsonl(path):
             ids.add(obj, lineno)
-            yield f"{path}:{lineno}", obj
-        ids.check(lambda line: f"{path}:{line}")
+            yield f"{name}:{lineno}", obj
+        ids.check(lambda line: f"{name}:{line}")
     else:
         check_file(path)
         raise InputError(f"{path}: unknown input format '{suffix}'; use .jsonl or .csv")
@@ -71,18 +72,19 @@ def open_file(path: Path) -> BinaryIO:
 
 def read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
     """Yield ("file:line", object) for each non-blank line of a JSONL file."""
+    name = str(path)
     for lineno, obj in _jsonl(path):
-        yield f"{path}:{lineno}", obj
+        yield f"{name}:{lineno}", obj
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     with open_file(path) as f:
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
+                if not line.strip():
+                    continue  # a blank line (tested only here: it is rare, and strip copies the line)
                 raise InputError(f"{path}:{lineno}: not valid JSON ({exc})") from None
             yield lineno, obj
 

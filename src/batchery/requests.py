@@ -7,6 +7,7 @@ through it: at a million lines per job, a few microseconds per line is the budge
 from __future__ import annotations
 
 import hashlib
+from functools import cache
 from typing import Any
 
 import orjson
@@ -150,10 +151,10 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
     if not isinstance(model, str) or not model:
         raise _fail(where, "no model: give --model or a 'model' field")
     canonical: dict[str, Any] = {"model": model, "messages": messages}
-    for name in obj.keys() & _PARAMS.keys():
-        value = obj[name]
-        if value is not None:
-            canonical[name] = _PARAMS[name](value, name, where)
+    for name in obj:  # a walk of the few fields given: cheaper per line than a set intersection
+        check = _PARAMS.get(name)
+        if check is not None and (value := obj[name]) is not None:
+            canonical[name] = check(value, name, where)
     metadata = obj.get("metadata")
     if metadata is not None:
         _json(metadata, "metadata", where)
@@ -198,8 +199,14 @@ def request_key(provider: str, body: bytes) -> str:
 
     The provider is part of the hash: the same prompt sent to two providers is two answers.
     """
-    digest = hashlib.blake2b(body, digest_size=16, person=provider.encode()[:16])
+    digest = _hasher(provider).copy()  # a copy of a ready hasher: half the cost of making one per line
+    digest.update(body)
     return KEY_PREFIX + digest.hexdigest()
+
+
+@cache
+def _hasher(provider: str) -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=16, person=provider.encode()[:16])
 
 
 def parse_for(provider: Any, obj: Any, model: str | None, raw: bool,
