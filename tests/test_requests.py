@@ -27,6 +27,12 @@ def test_anything_that_changes_the_answer_changes_the_key():
     assert key_of({"prompt": "hi"}, provider="anthropic") != base
 
 
+def test_metadata_comes_back_as_the_json_stored_and_exported_with_its_keys_in_the_order_given():
+    row_id, metadata, _ = parse_request({"prompt": "hi", "id": 3, "metadata": {"b": [1], "a": "é"}}, "m1", "t:1")
+    assert (row_id, metadata) == (3, '{"b":[1],"a":"é"}'.encode())  # written once, when checked
+    assert parse_request({"prompt": "hi"}, "m1", "t:1")[1] is None
+
+
 def test_keys_stay_what_earlier_versions_made_so_stored_answers_are_still_found():
     # Stores keep answers under these keys (reuse across jobs, the drop-in client): however the
     # hash is computed, the same request must give the same key as before (values from 23b1611).

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
 from .errors import AccountError, ConfigError, InputError, JobError, ProviderError, TransientError, UnreachableError
 from .inputs import open_file
 from .limits import reported_enqueued_limit, split, tokens_text
@@ -185,8 +183,7 @@ def _add_lines(store: Store, job_id: int, provider: BatchProvider, model: str | 
         if len(line) >= max_bytes:
             raise InputError(f"{where}: request is {len(line):,} bytes, over {provider.name}'s "
                              f"batch file limit of {max_bytes:,} bytes")
-        lines.append((n, None if row_id is None else str(row_id),
-                      None if metadata is None else orjson.dumps(metadata), key, canonical["model"], line))
+        lines.append((n, None if row_id is None else str(row_id), metadata, key, canonical["model"], line))
         if "response_format" in canonical:
             structured.append((key, schema_text(canonical["response_format"]), canonical_bytes(canonical)))
         n += 1

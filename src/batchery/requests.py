@@ -117,8 +117,8 @@ def _messages(value: Any, where: str) -> list[dict]:
     return out
 
 
-def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str | int | None, Any, dict]:
-    """Validate one input object and return (row id, user metadata, canonical request).
+def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str | int | None, bytes | None, dict]:
+    """Validate one input object and return (row id, user metadata as JSON, canonical request).
 
     The canonical request has the prompt folded into messages, the model resolved and only the
     fields that change the answer, so that two requests asking the same thing share one key.
@@ -156,13 +156,11 @@ def parse_request(obj: Any, default_model: str | None, where: str) -> tuple[str 
         if check is not None and (value := obj[name]) is not None:
             canonical[name] = check(value, name, where)
     metadata = obj.get("metadata")
-    if metadata is not None:
-        _json(metadata, "metadata", where)
-    return row_id, metadata, canonical
+    return row_id, None if metadata is None else _json(metadata, "metadata", where), canonical
 
 
 def parse_raw_request(obj: Any, id_field: str, body_field: str, model_in_body: bool,
-                      default_model: str | None, where: str) -> tuple[str | int | None, Any, dict]:
+                      default_model: str | None, where: str) -> tuple[str | int | None, None, dict]:
     """A line already in the provider's batch format (`--raw`): its request body is sent as it
     is, under our content key; the line's own id is kept as the row id."""
     if not isinstance(obj, dict) or not isinstance(obj.get(body_field), dict):
@@ -181,7 +179,7 @@ def parse_raw_request(obj: Any, id_field: str, body_field: str, model_in_body: b
 def _json(value: Any, name: str, where: str) -> bytes:
     """JSON for a value given from Python, which may hold what JSON (or the store) cannot."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(value)
     except TypeError as exc:  # an integer past 64 bits, a set, an object, ...
         raise _fail(where, f"field '{name}' cannot be written as JSON ({exc})") from None
 
@@ -210,8 +208,8 @@ def _hasher(provider: str) -> hashlib.blake2b:
 
 
 def parse_for(provider: Any, obj: Any, model: str | None, raw: bool,
-              where: str) -> tuple[str | int | None, Any, dict, str]:
-    """One input line as `provider` will be sent it: (row id, metadata, canonical request, key).
+              where: str) -> tuple[str | int | None, bytes | None, dict, str]:
+    """One input line as `provider` will be sent it: (row id, metadata as JSON, canonical request, key).
     A neutral line is checked against what the provider can honour; a `--raw` line is the
     provider's own format. The job's ingest and the cost estimate read lines alike through this."""
     if raw:
