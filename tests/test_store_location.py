@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 import batchery
 from batchery.eval.config import load_config
@@ -77,3 +78,19 @@ def test_an_evaluations_report_folder_is_beside_its_config_from_any_working_dire
     config = load_config(Path("../evals/e.yaml"))
     assert config.out.resolve() == folder / "eval-out" / "e"
     assert config.store is None  # the default store, which does not depend on the working directory
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the rule batchery applies itself is Linux's")
+def test_the_default_folder_is_the_one_platformdirs_names_with_or_without_xdg_data_home(tmp_path, monkeypatch):
+    import platformdirs
+
+    from batchery.paths import default_store_dir
+
+    for xdg, home in ((str(tmp_path / "xdg"), str(tmp_path)), ("", str(tmp_path)), ("relative/xdg", f"{tmp_path}/"),
+                      (None, "/"), (None, None), (None, "relative-home"), (f"{tmp_path}/xdg/", None)):
+        for name, value in (("XDG_DATA_HOME", xdg), ("HOME", home)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        assert default_store_dir() == Path(platformdirs.user_data_dir("batchery", appauthor=False)), (xdg, home)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from .errors import BatcheryError, ConfigError, JobBusyError, JobError, ProviderError, TransientError
-from .export import export
 from .pricing import PriceBook, actual_cost, total
 from .providers import provider_class
 from .providers.base import BatchProvider
@@ -144,6 +143,7 @@ def collect_jobs(store: Store, jobs: Iterable[Job], connect: Connect, *, wait: b
     results written to `results_path(job)`, if that names a file.
     """
     from .engine import PollPolicy, poll_together
+    from .export import export  # not at the top: `status` writes no results
 
     poll = poll or PollPolicy()
     jobs = list(jobs)

@@ -230,10 +230,26 @@ def _interrupted(exc: BaseException | None) -> bool:
     return False
 
 
+def _invoked(argv: list[str]) -> tuple[list, list]:
+    """The commands and groups to build: only the one `argv` names first, when it names one. Typer
+    builds a click command for every registered one (reading each signature and parameter) before
+    it parses the command line: 13 ms for all, 1 ms for `status` alone. No command, an option
+    first (--help, --version) or an unknown name (click suggests the nearest) build them all."""
+    from typer.main import get_command_name
+
+    commands, groups = app.registered_commands, app.registered_groups
+    name = argv[0] if argv else None
+    command = [c for c in commands if (c.name or get_command_name(c.callback.__name__)) == name]  # type: ignore[union-attr]
+    group = [g for g in groups if g.name == name]
+    return (command, group) if command or group else (commands, groups)
+
+
 def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+    built = app.registered_commands, app.registered_groups
+    app.registered_commands, app.registered_groups = _invoked(sys.argv[1:])
     try:
         app()
     except (SystemExit, KeyboardInterrupt) as exc:
@@ -258,3 +274,5 @@ def main() -> None:
         # a full or read-only disk, a damaged store, or one written by an incompatible build
         print(f"error: {unusable_store_message(None, exc)}", file=sys.stderr)
         sys.exit(2)
+    finally:  # as registered, for a caller that runs main() again in this process
+        app.registered_commands, app.registered_groups = built

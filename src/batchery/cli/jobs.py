@@ -176,10 +176,6 @@ def status(
     store: Path | None = StoreOpt,
 ) -> None:
     """Where a job stands: requests by outcome, cost so far, batches by provider status, recent events."""
-    import orjson
-
-    from ..control import find_job, job_status
-    from ..pricing import PriceBook
     from ..store import Store, resolve_store_dir, store_exists
 
     if watch:
@@ -192,6 +188,9 @@ def status(
         where: Path | str = resolve_store_dir(store)  # no store yet, so no jobs: nothing to create
         reports: list = []
     else:  # --refresh records what the providers say, so it needs to write; reading alone does not
+        from ..control import find_job, job_status  # only here: a store with no jobs prices nothing
+        from ..pricing import PriceBook
+
         with Store(store) if refresh else _reader(store, job) as st:
             book = PriceBook(prices, store_dir=st.dir)
             jobs = [find_job(st, job)] if job else st.list_jobs()
@@ -202,13 +201,16 @@ def status(
             reports = [job_status(st, j, book, detailed=job is not None).report() for j in jobs]
             where = st.where
     if as_json:
+        import orjson
+
         sys.stdout.buffer.write(orjson.dumps(reports if job is None else reports[0], option=orjson.OPT_INDENT_2) + b"\n")
         return
-    from ..pricing import UNKNOWN, format_usd
-
     print(f"store: {where}")
     if not reports:
         print("no jobs yet")
+        return
+    from ..pricing import UNKNOWN, format_usd
+
     for r in reports:
         counts = ", ".join(f"{v:,} {k}" for k, v in sorted(r["requests"].items()))
         print(f"{r['job']}: {r['state']} | {r['provider']} {r['model'] or ''} | {r['rows']:,} lines | {counts}")
