@@ -245,8 +245,12 @@ def _invoked(argv: list[str]) -> tuple[list, list]:
 
 
 def main() -> None:
+    import gc
     import signal
 
+    # What is loaded by now (typer, the commands) lives as long as the process: the garbage collector
+    # need not walk it again in every collection nor at exit (3% of `batchery --help`'s instructions).
+    gc.freeze()
     signal.signal(signal.SIGTERM, _on_sigterm)
     built = app.registered_commands, app.registered_groups
     app.registered_commands, app.registered_groups = _invoked(sys.argv[1:])
