@@ -75,11 +75,13 @@ def test_only_the_command_invoked_is_built_and_help_still_lists_every_one(monkey
     from batchery import cli
 
     built: list[str] = []
+    parameters: dict[str, int] = {}  # of each command built
     build = typer.main.get_command_from_info
 
     def counted(*args, **kwargs):
         command = build(*args, **kwargs)
         built.append(command.name)
+        parameters[command.name] = len(command.params)
         return command
 
     monkeypatch.setattr(typer.main, "get_command_from_info", counted)
@@ -96,7 +98,11 @@ def test_only_the_command_invoked_is_built_and_help_still_lists_every_one(monkey
     assert names == ["status"] and "batchery status [OPTIONS] [job]" in out and "--refresh" in out
     names = batchery("eval", "status", "--help")[0]  # eval's commands, and no other
     assert {"run", "status", "report"} <= set(names) and not {"results", "collect", "info", "run-batch"} & set(names)
-    everything, out = batchery("--help")
+    everything, out = batchery("--help")  # the commands listed by name and help, no parameter read
+    assert parameters["results"] == parameters["collect"] == 0
+    with monkeypatch.context() as full:
+        full.setattr(cli, "_listed", lambda command: command)  # each one built in full, as typer would
+        assert batchery("--help") == (everything, out)
     commands = {"run", "status", "results", "cancel", "list", "delete", "collect", "retry", "estimate", "info",
                 "eval", "emulator"}
     assert commands <= {line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
@@ -44,7 +45,6 @@ def _plain_coercion() -> None:
     else is left to typer. Should typer's internals move, typer simply keeps doing it all."""
     try:
         from dataclasses import dataclass
-        from typing import Any
 
         from typer import core
         from typer._click.exceptions import BadParameter
@@ -233,16 +233,33 @@ def _interrupted(exc: BaseException | None) -> bool:
 def _invoked(argv: list[str]) -> tuple[list, list]:
     """The commands and groups to build: only the one `argv` names first, when it names one. Typer
     builds a click command for every registered one (reading each signature and parameter) before
-    it parses the command line: 13 ms for all, 1 ms for `status` alone. No command, an option
-    first (--help, --version) or an unknown name (click suggests the nearest) build them all."""
+    it parses the command line: 13 ms for all, 1 ms for `status` alone. batchery's own help (no
+    arguments, or --help) lists each command by name and help only: commands without parameters.
+    Another option first (--version) or an unknown name (click suggests the nearest) build all."""
     from typer.main import get_command_name
 
     commands, groups = app.registered_commands, app.registered_groups
-    name = argv[0] if argv else None
-    command = [c for c in commands if (c.name or get_command_name(c.callback.__name__)) == name]  # type: ignore[union-attr]
-    group = [g for g in groups if g.name == name]
+    if argv in ([], ["--help"]):
+        return [_listed(c) for c in commands], groups
+    command = [c for c in commands if (c.name or get_command_name(c.callback.__name__)) == argv[0]]  # type: ignore[union-attr]
+    group = [g for g in groups if g.name == argv[0]]
     return (command, group) if command or group else (commands, groups)
 
+
+def _listed(info: Any) -> Any:
+    """A command as `batchery --help` lists it: its name and docstring, on a callback without
+    parameters, so that typer reads no signature for it."""
+    import copy
+
+    from typer.main import get_command_name
+
+    def listed() -> None:
+        """Never called: `batchery --help` only lists the command."""
+
+    listed.__doc__ = info.callback.__doc__
+    stub = copy.copy(info)
+    stub.name, stub.callback = info.name or get_command_name(info.callback.__name__), listed
+    return stub
 
 def main() -> None:
     import gc
