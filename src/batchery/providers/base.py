@@ -52,12 +52,14 @@ class Outcome(NamedTuple):
     cache_write_tokens: int | None = None  # part of input_tokens written to the prompt cache (Anthropic)
 
     @classmethod
-    def succeeded(cls, custom_id: str, text: str | None, response: bytes | None, *,
+    def succeeded(cls, custom_id: str, text: str | None, response: bytes | None,
                   input_tokens: int | None = None, output_tokens: int | None = None,
                   cached_tokens: int | None = None, reasoning_tokens: int | None = None,
                   cache_write_tokens: int | None = None) -> Outcome:
-        return cls(custom_id, OutcomeStatus.SUCCEEDED, text, response, input_tokens, output_tokens, cached_tokens,
-                   reasoning_tokens, None, None, cache_write_tokens)
+        """An answer; the token counts may come positionally, in field order (as chat_usage gives them)."""
+        # tuple.__new__ itself: the NamedTuple's __new__ is one more Python call for every answer collected.
+        return tuple.__new__(cls, (custom_id, SUCCEEDED, text, response, input_tokens, output_tokens,
+                                   cached_tokens, reasoning_tokens, None, None, cache_write_tokens))
 
     @classmethod
     def failed(cls, custom_id: str, code: str, message: str, response: bytes | None = None, *,

@@ -231,7 +231,7 @@ def decode_line(line: bytes) -> Outcome | None:
     raw = orjson.dumps(body) if body is not None else None
     ok = error is None and (status is None or status < 400) and isinstance(body, dict)
     if ok and isinstance(body, dict) and body.get("choices"):  # (ok implies a dict; said again for mypy)
-        return Outcome.succeeded(custom_id, _text(body), raw, **chat_usage(body))
+        return Outcome.succeeded(custom_id, _text(body), raw, *chat_usage(body))
     code, message = _failure(status, body, error)
     return Outcome.failed(custom_id, code, message, raw)
 

@@ -199,10 +199,10 @@ def decode_line(line: bytes) -> Outcome | None:
     if (read := read_line(line)) is None:
         return None
     custom_id, obj = read
-    response, error = obj.get("response"), obj.get("error")
-    if isinstance(response, dict) and isinstance(response.get("body"), dict):
-        return decode_response(custom_id, response.get("status_code"), response["body"])
-    if isinstance(error, dict):
+    response = obj.get("response")
+    if isinstance(response, dict) and isinstance(body := response.get("body"), dict):
+        return decode_response(custom_id, response.get("status_code"), body)
+    if isinstance(error := obj.get("error"), dict):
         code = str(error.get("code") or "error")
         return Outcome.ended(custom_id, _LINE_STATUS.get(code, FAILED), code, str(error.get("message") or ""))
     return None
@@ -216,19 +216,21 @@ def decode_response(custom_id: str, status, body) -> Outcome | None:
                 text = body["choices"][0]["message"]["content"]
             except (KeyError, IndexError, TypeError):
                 text = None
-            return Outcome.succeeded(custom_id, text, orjson.dumps(body), **chat_usage(body))
+            return Outcome.succeeded(custom_id, text, orjson.dumps(body), *chat_usage(body))
         err = got if isinstance(got := body.get("error"), dict) else {}
         code = err.get("code") or err.get("type") or f"http_{status}"
         return Outcome.failed(custom_id, str(code), str(err.get("message") or "request failed"), orjson.dumps(body))
     return None
 
 
-def chat_usage(body: dict) -> dict[str, int | None]:
-    """A Chat Completions body's usage as Outcome's token fields (OpenAI, Groq, Together, Mistral)."""
+def chat_usage(body: dict) -> tuple[int | None, int | None, int | None, int | None]:
+    """A Chat Completions body's usage as Outcome's token fields in their order: input, output, cached
+    and reasoning tokens (OpenAI, Groq, Together, Mistral). A tuple, not keywords: it is read for
+    every answer collected."""
     usage = body.get("usage") or {}
-    return {"input_tokens": usage.get("prompt_tokens"), "output_tokens": usage.get("completion_tokens"),
-            "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
-            "reasoning_tokens": (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")}
+    return (usage.get("prompt_tokens"), usage.get("completion_tokens"),
+            (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
+            (usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
 
 
 def _remote(batch) -> RemoteBatch:
