@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+
 import orjson
 import pytest
 from conftest import both_backends, clock_poll, results, start_job
 
 from batchery.engine import Engine, prepare_job
-from batchery.errors import InputError, JobError
+from batchery.errors import InputError, JobError, TransientError
 from batchery.inputs import iter_objects
 from batchery.providers import get_provider
 from batchery.providers.openai import OpenAIBatch
@@ -254,6 +256,28 @@ def test_a_provider_that_stays_unreachable_stops_the_run_with_a_clear_error_and_
 
 
 @both_backends
+def test_collect_pauses_garbage_collection_while_reading_lines_and_restores_it_even_when_a_download_fails(
+        store, emulator):
+    seen: list[bool] = []
+
+    class FailsTheFirstDownload(OpenAIBatch):
+        def outcomes(self, remote):
+            seen.append(gc.isenabled())
+            if len(seen) == 1:
+                raise TransientError("openai download: connection reset")
+            return super().outcomes(remote)
+
+    provider = FailsTheFirstDownload(api_key="k", base_url=emulator.base_url("openai"))
+    assert start_job(store, emulator, prompts(3), provider=provider).run().items == {"succeeded": 3}
+    assert seen == [False, False] and gc.isenabled()  # paused while reading, on again after a failure too
+    gc.disable()  # a caller that turned it off keeps it off
+    try:
+        assert start_job(store, emulator, prompts(2), name="off", provider=provider).run().done
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_a_download_cut_short_is_fetched_again_rather_than_resending_the_lines(store, emulator):
     class CutsTheFirstDownload(OpenAIBatch):
         downloads = 0

@@ -7,13 +7,14 @@ never creates a remote batch twice.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -202,6 +203,21 @@ def _store_lines(store: Store, job_id: int, lines: list[tuple], structured: list
         store.add_requests(job_id, lines)
         if structured:
             store.add_structured(job_id, structured)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No automatic garbage collection inside: collecting keeps a new tuple per line until its chunk
+    is stored, and the collector's passes over them (and over the older generations) cost about
+    0.8 us per line. The few cycles made meanwhile are freed once it is on again."""
+    if not gc.isenabled():  # the caller's choice stands
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def reopen_recoverable(store: Store, job: Job) -> int:
@@ -656,6 +672,7 @@ class Engine:
                 changed = True
         return changed
 
+    @_gc_paused()
     def _collect(self, batch, remote: RemoteBatch) -> None:
         """Store one outcome per returned line, then name what never came back."""
         members = self.store.batch_members(batch.id)
