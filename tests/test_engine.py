@@ -278,6 +278,24 @@ def test_collect_pauses_garbage_collection_while_reading_lines_and_restores_it_e
         gc.enable()
 
 
+def test_ingest_pauses_garbage_collection_while_reading_lines_and_restores_it_after_a_bad_line(store):
+    seen: list[bool] = []
+
+    def source(bad: bool):
+        for i in range(3):
+            seen.append(gc.isenabled())
+            yield f"in.jsonl:{i + 1}", {"prompt": f"q {i}"}
+        if bad:
+            yield "in.jsonl:4", {"prompt": 4}
+
+    adapter = get_provider("openai", base_url="http://127.0.0.1:9/v1", api_key="k")  # never called
+    with pytest.raises(InputError, match=r"in\.jsonl:4"):
+        prepare_job(store, "bad", adapter, "gpt-4o-mini", source(True), "fp")
+    assert seen == [False] * 3 and gc.isenabled()
+    prepare_job(store, "good", adapter, "gpt-4o-mini", source(False), "fp")
+    assert seen == [False] * 6 and gc.isenabled()
+
+
 def test_a_download_cut_short_is_fetched_again_rather_than_resending_the_lines(store, emulator):
     class CutsTheFirstDownload(OpenAIBatch):
         downloads = 0
