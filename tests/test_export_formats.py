@@ -131,6 +131,19 @@ def test_parquet_is_written_in_row_groups_as_rows_stream_from_the_store(job_stor
     assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [2, 2, 1]
 
 
+def test_jsonl_is_written_in_chunks_of_lines_with_the_same_bytes_as_at_once(job_store, monkeypatch):
+    with Store(job_store) as st:
+        job = st.get_job("job")
+        outputs = []
+        for rows in (2, 1000):  # 2: chunks of two lines and a last one of one
+            monkeypatch.setattr(export_module, "JSONL_ROWS", rows)
+            out = io.BytesIO()
+            assert export_module.write_jsonl(st, job.id, job.provider, out) == len(LINES)
+            outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1] and outputs[0].endswith(b"\n") and outputs[0].count(b"\n") == len(LINES)
+    assert [orjson.loads(line)["id"] for line in outputs[0].splitlines()] == ["a", "b", "c", "d", "e"]
+
+
 def test_parquet_goes_to_standard_output_when_it_is_a_pipe_and_is_refused_on_a_terminal(job_store, monkeypatch):
     from batchery.cli import main
 

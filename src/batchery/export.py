@@ -28,6 +28,7 @@ TABLE_COLUMNS = (*CSV_COLUMNS, "response")  # Parquet and to_pandas
 INT_COLUMNS = frozenset({"input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "attempts"})
 ROW_GROUP_ROWS = 50_000  # a Parquet row group ends at this many rows or ROW_GROUP_BYTES of Arrow
 ROW_GROUP_BYTES = 64 << 20  # data, whichever comes first: memory stays flat however long the job
+JSONL_ROWS = 1_000  # lines written at once (about 1 MB)
 
 
 @dataclass(slots=True)
@@ -95,17 +96,13 @@ def iter_results(store: Store, job_id: int, provider: str) -> Iterator[Result]:
 
 
 def write_jsonl(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
-    """Stream the job's results as JSONL; the stored provider body is embedded without re-parsing."""
+    """Stream the job's results as JSONL; the stored provider body is embedded without re-parsing.
+    Lines are written JSONL_ROWS at a time: a buffer of many megabytes costs fresh pages each time."""
     n = 0
-    buffer: list[bytes] = []
-    for row in store.export_rows(job_id):
-        buffer.append(orjson.dumps(_fields(row, provider, raw=True)))
-        n += 1
-        if len(buffer) >= 10_000:
-            out.write(b"\n".join(buffer) + b"\n")
-            buffer = []
-    if buffer:
-        out.write(b"\n".join(buffer) + b"\n")
+    for chunk in _chunks(store.export_rows(job_id), JSONL_ROWS):
+        out.write(b"".join([orjson.dumps(_fields(row, provider, raw=True), option=orjson.OPT_APPEND_NEWLINE)
+                            for row in chunk]))
+        n += len(chunk)
     return n
 
 
