@@ -81,13 +81,14 @@ def _json_text(blob: Any) -> str | None:
     return None if blob is None else blob if isinstance(blob, str) else bytes(blob).decode()
 
 
-def flat_rows(store: Store, job_id: int, provider: str) -> Iterator[tuple]:
-    """The job's results as tuples of TABLE_COLUMNS, in input order; JSON stays text, unparsed."""
-    for (row_id, metadata, key, model, state, status, text, response, in_tok, out_tok, cached, reasoning,
+def flat_rows(store: Store, job_id: int, provider: str, response: bool = True) -> Iterator[tuple]:
+    """The job's results as tuples of TABLE_COLUMNS, in input order; JSON stays text, unparsed.
+    With response=False the last column is None (CSV has none: the body is not decoded for nothing)."""
+    for (row_id, metadata, key, model, state, status, text, body, in_tok, out_tok, cached, reasoning,
          code, message, attempts, remote_batch) in store.export_rows(job_id):
         yield (row_id, key, status if state == "done" else PENDING, text, in_tok, out_tok, cached, reasoning,
                code or None, message if code else None, attempts, provider, model, remote_batch,
-               _json_text(metadata), _json_text(response))
+               _json_text(metadata), _json_text(body) if response else None)
 
 
 def iter_results(store: Store, job_id: int, provider: str) -> Iterator[Result]:
@@ -107,12 +108,12 @@ def write_jsonl(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
 
 
 def write_csv(store: Store, job_id: int, provider: str, out: BinaryIO) -> int:
-    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")  # buffered: detach() flushes it
     writer = csv.writer(text)
     writer.writerow(CSV_COLUMNS)
     n = 0
     width = len(CSV_COLUMNS)
-    for row in flat_rows(store, job_id, provider):
+    for row in flat_rows(store, job_id, provider, response=False):
         writer.writerow(row[:width])
         n += 1
     text.detach()
