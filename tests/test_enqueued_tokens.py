@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import orjson
 from conftest import start_job
 
 from batchery import tokens
@@ -119,3 +120,27 @@ def test_a_batch_whose_prompt_bytes_fit_the_budget_is_sent_without_counting_toke
     assert counted == []
     # one byte less and the prompts are counted, in one batch still (about 27 tokens each)
     assert tokens.fit_budget(engine.provider, "gpt-4o-mini", lines, budget - 1)[0] == 6 and len(counted) == 6
+
+
+def test_a_system_prompt_repeated_on_every_line_is_encoded_once(monkeypatch):
+    encoded: list[str] = []
+    encoding = tokens.bundled_o200k()
+
+    class Watched:  # the real encoding, its calls seen
+        name = encoding.name
+
+        def encode_ordinary(self, text: str) -> list[int]:
+            encoded.append(text)
+            return encoding.encode_ordinary(text)
+
+    monkeypatch.setattr(tokens, "bundled_o200k", Watched)
+    rubric = "Judge the answer against the statement. " * 50
+    lines = [orjson.dumps({"custom_id": str(i), "body": {"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": rubric}, {"role": "user", "content": f"answer {i}"}]}}) for i in range(20)]
+
+    class OpenAI:
+        name, line_body_field = "openai", "body"
+
+    counted = list(tokens.line_tokens(OpenAI, "gpt-4o-mini", lines))
+    assert counted[0] == len(encoding.encode_ordinary(rubric)) + len(encoding.encode_ordinary("answer 0")) + 11
+    assert encoded.count(rubric) == 1 and len(encoded) == 21
