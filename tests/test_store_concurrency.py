@@ -43,7 +43,8 @@ def other_writer(store: Store) -> sqlite3.Connection:
 
 
 @both_backends
-def test_a_large_ingest_commits_in_chunks_and_a_bad_last_line_still_leaves_nothing_behind(store):
+def test_a_large_ingest_commits_in_chunks_and_a_bad_last_line_still_leaves_nothing_behind(store, monkeypatch):
+    monkeypatch.setattr(batchery.engine, "_INGEST_CHUNK", 10_000)  # the test's input stays small
     seen = {}
 
     def source():
@@ -68,7 +69,9 @@ def test_a_large_ingest_commits_in_chunks_and_a_bad_last_line_still_leaves_nothi
 
 
 @both_backends
-def test_an_ingest_cut_short_is_read_again_by_the_next_run_and_never_taken_over_while_it_runs(store, tmp_path):
+def test_an_ingest_cut_short_is_read_again_by_the_next_run_and_never_taken_over_while_it_runs(store, tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setattr(batchery.engine, "_INGEST_CHUNK", 10_000)
     def dying():
         for where, obj in lines(N):
             if obj["id"] == 15_000:
