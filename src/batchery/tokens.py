@@ -131,7 +131,8 @@ def _line_texts(provider, lines: Iterable[bytes]) -> Iterator[list[str]]:
 
 
 def _prompt_tokens(texts: list[str], count: Callable[[str], int]) -> int:
-    return sum(count(t) for t in texts) + _PER_MESSAGE * len(texts) + _PER_REQUEST  # as estimate_request sums
+    """Prompt tokens of a request's texts: each text, a message's overhead each, a request's once."""
+    return sum(count(t) for t in texts) + _PER_MESSAGE * len(texts) + _PER_REQUEST
 
 
 _PLAIN = (int, float, bool, type(None))
@@ -174,7 +175,7 @@ def estimate_request(canonical: dict, count: Callable[[str], int], method: str) 
         if canonical.get("system"):
             texts.append(canonical["system"])
         limit = canonical.get("max_tokens")
-    input_tokens = sum(count(t) + _PER_MESSAGE for t in texts) + _PER_REQUEST
+    input_tokens = _prompt_tokens(texts, count)
     if limit:
         return TokenEstimate(input_tokens, int(limit), method, "max_tokens")
     return TokenEstimate(input_tokens, DEFAULT_OUTPUT_TOKENS, method, f"default {DEFAULT_OUTPUT_TOKENS} per request")
