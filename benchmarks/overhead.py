@@ -6,7 +6,7 @@ run is a fresh child process (so its peak RSS is its own) that first measures th
 durable tool pays for the same N requests — parse each input line, one SQLite row with the line,
 parse each response line (the emulator's own bytes), one SQLite row with it, then one output line
 per input line, in order — and then batchery: ingest, submit (plan + upload + create), collect
-(download + decode + store), export. CPU is the process's user + system time (getrusage), not wall
+(download + decode + store), export (and closing the store: its last checkpoint). CPU is the process's user + system time (getrusage), not wall
 time: the machine may be shared, and ratios within one run are what compare.
 
     python benchmarks/overhead.py                          # 10,000 and 100,000 requests, 3 runs each
@@ -176,9 +176,9 @@ def child(requests: Path, responses: Path, n: int, base_url: str, workdir: Path)
         engine._collect(batch, states[batch.remote_id])
     t = stage("collect", t)
     lines = export(store, job.id, "openai", workdir / "results.jsonl")
-    stage("export", t)
     counts = store.counts(job.id)
-    store.close()
+    store.close()  # its last checkpoint is work the run did, as the floor's close is
+    stage("export", t)
     assert lines == n and counts.get("succeeded") == n, (lines, counts)
     db_bytes = sum(p.stat().st_size for p in (workdir / "store").rglob("*") if p.is_file())
     return {"floor": base / n * 1e6, **{k: v / n * 1e6 for k, v in cpus.items()},
