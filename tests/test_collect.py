@@ -229,3 +229,29 @@ def test_a_poll_reads_exactly_list_scan_listed_batches_then_fetches_the_rest_one
 
     found = poll_listed(listing(), ["mine"], lambda remote_id: RemoteBatch(remote_id, "in_progress", False))
     assert len(read) == LIST_SCAN and found == {"mine": RemoteBatch("mine", "in_progress", False)}
+
+
+def test_lines_and_answers_are_stored_as_blobs_with_null_error_fields_and_each_item_keeps_its_first_outcome(
+        tmp_path, emulator):
+    """The store binds bodies as bytearrays and writes a plain answer's empty fields as literals (to
+    skip sqlite3's adapter look-ups): what is stored must be what binding bytes and None stored."""
+    with Store(tmp_path / "store") as store:
+        engine = start_job(store, emulator, [{"id": "a", "prompt": "one", "metadata": {"k": 1}}, {"id": "b", "prompt": "two"}])
+        assert engine.run().done
+        assert store.db.execute("SELECT typeof(line), typeof(metadata) FROM items ORDER BY id").fetchall() == [
+            ("blob", "blob"), ("blob", "null")]
+        assert store.db.execute(
+            "SELECT status, typeof(text), typeof(response), typeof(input_tokens), error_code, error_message,"
+            " cache_write_tokens, source FROM outcomes").fetchall() == [
+            ("succeeded", "text", "blob", "integer", None, None, None, "batch")] * 2
+        assert all(r.text for r in results(store))
+
+        # an answer and a failure for one item, in either order and among other runs: the first stays
+        with store.transaction():
+            store.db.execute("DELETE FROM outcomes")
+            answer = ("succeeded", "yes", b'{"ok":1}', 3, 4, None, None, None, None, None)
+            failure = ("failed", None, b'{"error":1}', None, None, None, None, "server_error", "boom", None)
+            store.record_outcomes([(*answer, 1), (*failure, 1), (*failure, 2), (*answer, 2),
+                                   (*answer[:9], 5, 2), ("succeeded", None, None, 1, 2, 0, 0, None, None, None, 2)])
+        assert store.db.execute("SELECT item, status, text, response, error_code FROM outcomes ORDER BY item").fetchall() == [
+            (1, "succeeded", "yes", b'{"ok":1}', None), (2, "failed", None, b'{"error":1}', "server_error")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import heapq
+import itertools
 import os
 import sqlite3
 import time
@@ -425,7 +426,9 @@ class Store:
         self.db.executemany(
             "INSERT OR IGNORE INTO items (job_id, ordinal, row_id, metadata, key, model, line, state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, 'new')",
-            [(job_id, *line) for line in lines],
+            # bytearray, not bytes: sqlite3 binds it as the same BLOB without an adapter look-up (see record_outcomes)
+            [(job_id, ordinal, row_id, metadata if metadata is None else bytearray(metadata), key, model, bytearray(line))
+             for ordinal, row_id, metadata, key, model, line in lines],
         )
         if self.db.total_changes - before == len(lines):
             return  # the common case: every line is new
@@ -581,11 +584,21 @@ class Store:
         An item keeps its first outcome, so a collect repeated after a crash changes nothing.
         """
         assert source is None or source in SOURCES
-        self.db.executemany(
-            f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"
-            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {'?' if source is None else repr(source)})",
-            outcomes,
-        )
+        last = "?" if source is None else repr(source)
+        # Runs of plain answers (no error, no cache writes) bind only what they hold: sqlite3 binds an
+        # int, float, str or bytearray as is but looks any other value (None, bytes, an enum) up in
+        # its adapter registry first, about 0.5 µs each, which was a third of an answer's insert.
+        # Runs, not groups: the order of the rows is kept, so an item's first outcome stays first.
+        for plain, run in itertools.groupby(outcomes, key=_plain_answer):
+            if plain:
+                self.db.executemany(
+                    f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"
+                    f" VALUES ('succeeded', ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, {last})",
+                    [(row[1], None if row[2] is None else bytearray(row[2]), *row[3:7], *row[10:]) for row in run])
+            else:
+                self.db.executemany(
+                    f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"
+                    f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {last})", list(run))
 
     def finish_live_items(self, outcomes: list[tuple], sends: list[tuple[int, int]]) -> None:
         """Record answers from live calls (rows as in record_outcomes, each ending with its source:
@@ -839,6 +852,11 @@ def _queued_in(cols: str) -> str:
     explicit members, then the fresh items of its range while it is not collected."""
     return (f"SELECT {cols} FROM items i WHERE i.batch = ? AND i.state = 'queued' UNION ALL SELECT {cols}"
             f" FROM batches b JOIN items i ON {_IN_RANGE} WHERE b.id = ? AND b.state <> 'collected'")
+
+
+def _plain_answer(row: tuple) -> bool:
+    """An outcome row that is an answer with no error fields and no cache writes."""
+    return row[0] == "succeeded" and row[7] is None and row[8] is None and row[9] is None
 
 
 _OUTCOME_COLS = ("status, text, response, input_tokens, output_tokens, cached_tokens, reasoning_tokens,"
