@@ -352,3 +352,15 @@ def test_status_prices_jobs_from_the_store_price_cache_without_importing_genai_p
     assert "genai_prices" not in again.stderr
     assert orjson.loads(again.stdout)[0]["cost"] == orjson.loads(first.stdout)[0]["cost"]
     assert orjson.loads(again.stdout)[0]["cost"]["usd"] > 0
+
+
+def test_the_bundled_ranks_are_what_tiktoken_itself_reads_from_the_file(tmp_path):
+    """The bundle is read by line number (its ranks are 0, 1, 2...), not by parsing each rank."""
+    import gzip
+    from importlib.resources import files
+
+    from tiktoken.load import load_tiktoken_bpe
+
+    plain = tmp_path / "o200k_base.tiktoken"
+    plain.write_bytes(gzip.decompress((files("batchery.data") / "o200k_base.tiktoken.gz").read_bytes()))
+    assert tokens.bundled_o200k()._mergeable_ranks == load_tiktoken_bpe(str(plain))
