@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import io
+import sys
+import types
 
 import orjson
 import pytest
@@ -10,6 +13,7 @@ from conftest import both_backends, clock_poll, results, start_job
 
 from batchery.engine import Engine, prepare_job
 from batchery.errors import InputError, JobError, TransientError
+from batchery.export import export
 from batchery.inputs import iter_objects
 from batchery.providers import get_provider
 from batchery.providers.openai import OpenAIBatch
@@ -294,6 +298,32 @@ def test_ingest_pauses_garbage_collection_while_reading_lines_and_restores_it_af
     assert seen == [False] * 3 and gc.isenabled()
     prepare_job(store, "good", adapter, "gpt-4o-mini", source(False), "fp")
     assert seen == [False] * 6 and gc.isenabled()
+
+
+def test_planning_and_export_pause_garbage_collection_and_restore_it_when_the_disk_is_full(
+        store, emulator, tmp_path, monkeypatch):
+    seen: list[tuple[str, bool]] = []
+
+    class Watched(OpenAIBatch):
+        @property
+        def limits(self):
+            if sys._getframe(1).f_code.co_name == "_plan":
+                seen.append(("plan", gc.isenabled()))
+            return OpenAIBatch.limits
+
+    provider = Watched(api_key="k", base_url=emulator.base_url("openai"))
+    engine = start_job(store, emulator, prompts(3), provider=provider)
+    assert engine.run().done and seen and set(seen) == {("plan", False)}
+
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            seen.append(("export", gc.isenabled()))
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", types.SimpleNamespace(buffer=FullDisk()))
+    with pytest.raises(OSError, match="No space left"):
+        export(store, engine.job.id, "openai", "-")
+    assert seen[-1] == ("export", False) and gc.isenabled()
 
 
 def test_a_download_cut_short_is_fetched_again_rather_than_resending_the_lines(store, emulator):

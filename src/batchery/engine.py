@@ -7,19 +7,19 @@ never creates a remote batch twice.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import AccountError, ConfigError, InputError, JobError, ProviderError, TransientError, UnreachableError
+from .gcpause import gc_paused
 from .inputs import open_file
 from .limits import reported_enqueued_limit, split, tokens_text
 from .pricing import PRICES_FILE, UNKNOWN, PriceBook, actual_cost, batch_line_cost, total
@@ -175,23 +175,7 @@ def _ingest(store: Store, job_id: int, name: str, provider: BatchProvider, model
     return job
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No automatic garbage collection inside: ingesting and collecting keep a new tuple per line
-    until its chunk is stored, and the collector's passes over them (and over the older
-    generations) cost about 0.8 us per line in collect, 2 in ingest. The few cycles made meanwhile
-    are freed once it is on again."""
-    if not gc.isenabled():  # the caller's choice stands
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-@_gc_paused()
+@gc_paused()
 def _add_lines(store: Store, job_id: int, provider: BatchProvider, model: str | None,
                source: Iterable[tuple[str, Any]], raw: bool, source_name: str) -> int:
     """Validate, key and store every input line; one transaction per _INGEST_CHUNK lines. Returns the count."""
@@ -498,6 +482,7 @@ class Engine:
                 else:  # never reached the provider: it is safe to create it
                     self.store.update_batch(batch.id, state="planned")
 
+    @gc_paused()
     def _plan(self) -> None:
         """Split pending requests into batch files within the provider's limits, one model per batch.
 
@@ -679,7 +664,7 @@ class Engine:
                 changed = True
         return changed
 
-    @_gc_paused()
+    @gc_paused()
     def _collect(self, batch, remote: RemoteBatch) -> None:
         """Store one outcome per returned line, then name what never came back."""
         members = self.store.batch_members(batch.id)

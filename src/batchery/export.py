@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from .errors import OutputError
+from .gcpause import gc_paused
 from .store import Store
 
 PENDING = "pending"  # a line whose request has not come back yet (only seen before a job ends)
@@ -182,6 +183,7 @@ def check_target(path: str | Path | None) -> None:
                           "(nothing was sent)")
 
 
+@gc_paused()
 def export(store: Store, job_id: int, provider: str, path: str | Path | None, fmt: str | None = None) -> int:
     """Write results to `path`, or standard output when None or "-", as `fmt` (default: as the
     file's suffix asks, see format_for).
