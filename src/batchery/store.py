@@ -594,7 +594,10 @@ class Store:
                 self.db.executemany(
                     f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"
                     f" VALUES ('succeeded', ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, {last})",
-                    [(row[1], None if row[2] is None else bytearray(row[2]), *row[3:7], *row[10:]) for row in run])
+                    [(text, None if body is None else bytearray(body), i, o, cached, reasoning, item)
+                     for _, text, body, i, o, cached, reasoning, _, _, _, item in run] if source else
+                    [(text, None if body is None else bytearray(body), i, o, cached, reasoning, item, own)
+                     for _, text, body, i, o, cached, reasoning, _, _, _, item, own in run])
             else:
                 self.db.executemany(
                     f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"
