@@ -132,7 +132,7 @@ def _line_texts(provider, lines: Iterable[bytes]) -> Iterator[list[str]]:
 
 def _prompt_tokens(texts: list[str], count: Callable[[str], int]) -> int:
     """Prompt tokens of a request's texts: each text, a message's overhead each, a request's once."""
-    return sum(count(t) for t in texts) + _PER_MESSAGE * len(texts) + _PER_REQUEST
+    return sum(map(count, texts)) + _PER_MESSAGE * len(texts) + _PER_REQUEST  # map: no generator frame per text
 
 
 _PLAIN = (int, float, bool, type(None))
