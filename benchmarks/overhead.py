@@ -6,7 +6,8 @@ run is a fresh child process (so its peak RSS is its own) that first measures th
 durable tool pays for the same N requests — parse each input line, one SQLite row with the line,
 parse each response line (the emulator's own bytes), one SQLite row with it, then one output line
 per input line, in order — and then batchery: ingest, submit (plan + upload + create), collect
-(download + decode + store), export (and closing the store: its last checkpoint). CPU is the
+(download + decode + store), export (and closing the store: its last checkpoint); each run's line
+also gives the planning part of submit (of_submit_plan: batches cut, tokens counted). CPU is the
 process's user + system time (getrusage), not wall time; "x floor" is the median of the runs' own
 ratios. The machine may be shared and its speed drifts, so each run measures the floor again after
 batchery, only to show the drift (floor_after). That one is not used: at 1,000,000 requests it came
@@ -166,6 +167,7 @@ def child(requests: Path, responses: Path, n: int, base_url: str, workdir: Path)
     engine = Engine(store, provider, job, poll=PollPolicy(initial=0.05, maximum=0.5))
     t = stage("ingest", t)
     engine._plan()
+    plan = cpu() - t  # of submit: splitting into batches, with the enqueued-token count
     for batch in store.batches(job.id, ["planned"]):
         engine._submit(batch)
     t = stage("submit", t)
@@ -192,7 +194,7 @@ def child(requests: Path, responses: Path, n: int, base_url: str, workdir: Path)
     after = floor(requests, responses, workdir / "after")
     total = sum(cpus.values())
     return {"floor": before / n * 1e6, "floor_after": after / n * 1e6,
-            **{k: v / n * 1e6 for k, v in cpus.items()}, "total": total / n * 1e6, "ratio": total / before,
+            **{k: v / n * 1e6 for k, v in cpus.items()}, "of_submit_plan": plan / n * 1e6, "total": total / n * 1e6, "ratio": total / before,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "store_mb": db_bytes / 1e6}
 
 

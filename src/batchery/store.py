@@ -35,8 +35,10 @@ from .states import BatchState, JobState, OutcomeStatus
 
 DB_NAME = "batchery.db"
 BUSY_WAIT = 30.0  # seconds a writer waits for another connection's write lock before StoreBusyError
-# States are StrEnum members. sqlite3 binds a str subclass only after looking for its adapter
-# protocol on it and failing (about 0.8 us for each outcome row stored): registered, they bind as str.
+# sqlite3 binds an int, float, str or bytearray as is, but looks any other value (None, bytes, a str
+# subclass such as the StrEnum states) up in its adapter registry and protocols first, about 0.5 us
+# each. The states are registered to bind as str; the per-request inserts (add_requests,
+# record_outcomes) bind bytearrays and write literals where they can.
 for _state in (OutcomeStatus, BatchState, JobState):
     sqlite3.register_adapter(_state, str)
 
@@ -426,7 +428,7 @@ class Store:
         self.db.executemany(
             "INSERT OR IGNORE INTO items (job_id, ordinal, row_id, metadata, key, model, line, state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, 'new')",
-            # bytearray, not bytes: sqlite3 binds it as the same BLOB without an adapter look-up (see record_outcomes)
+            # bytearray, not bytes: the same BLOB, bound without the adapter look-up (see the top)
             [(job_id, ordinal, row_id, metadata if metadata is None else bytearray(metadata), key, model, bytearray(line))
              for ordinal, row_id, metadata, key, model, line in lines],
         )
@@ -585,19 +587,17 @@ class Store:
         """
         assert source is None or source in SOURCES
         last = "?" if source is None else repr(source)
-        # Runs of plain answers (no error, no cache writes) bind only what they hold: sqlite3 binds an
-        # int, float, str or bytearray as is but looks any other value (None, bytes, an enum) up in
-        # its adapter registry first, about 0.5 µs each, which was a third of an answer's insert.
-        # Runs, not groups: the order of the rows is kept, so an item's first outcome stays first.
-        for plain, run in itertools.groupby(outcomes, key=_plain_answer):
+        # A run of plain batch answers (no error, no cache writes) writes its status and empty fields
+        # as literals and its body as a bytearray (see the top: a third of an answer's insert). Live
+        # rows, fewer a commit, bind as they are. Runs, not groups: an item's first outcome stays first.
+        runs = itertools.groupby(outcomes, key=_plain_answer) if source else [(False, outcomes)]
+        for plain, run in runs:
             if plain:
                 self.db.executemany(
                     f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"
                     f" VALUES ('succeeded', ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, {last})",
                     [(text, None if body is None else bytearray(body), i, o, cached, reasoning, item)
-                     for _, text, body, i, o, cached, reasoning, _, _, _, item in run] if source else
-                    [(text, None if body is None else bytearray(body), i, o, cached, reasoning, item, own)
-                     for _, text, body, i, o, cached, reasoning, _, _, _, item, own in run])
+                     for _, text, body, i, o, cached, reasoning, _, _, _, item in run])
             else:
                 self.db.executemany(
                     f"INSERT OR IGNORE INTO outcomes ({_OUTCOME_COLS}, item, source)"

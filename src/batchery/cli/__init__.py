@@ -261,6 +261,7 @@ def _listed(info: Any) -> Any:
     stub.name, stub.callback = info.name or get_command_name(info.callback.__name__), listed
     return stub
 
+
 def main() -> None:
     import gc
     import signal
