@@ -236,15 +236,19 @@ def test_lines_and_answers_are_stored_as_blobs_with_null_error_fields_and_each_i
     """The store binds bodies as bytearrays and writes a plain answer's empty fields as literals (to
     skip sqlite3's adapter look-ups): what is stored must be what binding bytes and None stored."""
     with Store(tmp_path / "store") as store:
-        engine = start_job(store, emulator, [{"id": "a", "prompt": "one", "metadata": {"k": 1}}, {"id": "b", "prompt": "two"}])
+        # runs of lines with and without metadata, the last two repeating the first two
+        engine = start_job(store, emulator, [{"id": "a", "prompt": "one", "metadata": {"k": 1}}, {"id": "b", "prompt": "two"},
+                                             {"id": "c", "prompt": "one"}, {"id": "d", "prompt": "two", "metadata": {"k": 4}}])
         assert engine.run().done
-        assert store.db.execute("SELECT typeof(line), typeof(metadata) FROM items ORDER BY id").fetchall() == [
-            ("blob", "blob"), ("blob", "null")]
+        assert store.db.execute("SELECT row_id, typeof(line), typeof(metadata) FROM items ORDER BY id").fetchall() == [
+            ("a", "blob", "blob"), ("b", "blob", "null")]
+        assert [(row[0], row[1]) for row in store.export_rows(engine.job.id)] == [
+            ("a", b'{"k":1}'), ("b", None), ("c", None), ("d", b'{"k":4}')]
         assert store.db.execute(
             "SELECT status, typeof(text), typeof(response), typeof(input_tokens), error_code, error_message,"
             " cache_write_tokens, source FROM outcomes").fetchall() == [
             ("succeeded", "text", "blob", "integer", None, None, None, "batch")] * 2
-        assert all(r.text for r in results(store))
+        assert [r.text for r in results(store)] == ["Emulated answer to: one", "Emulated answer to: two"] * 2
 
         # an answer and a failure for one item, in either order and among other runs: the first stays
         with store.transaction():

@@ -425,13 +425,18 @@ class Store:
         A line asking what an earlier line asked becomes a duplicate of it: sent once, answered for both.
         """
         before = self.db.total_changes
-        self.db.executemany(
-            "INSERT OR IGNORE INTO items (job_id, ordinal, row_id, metadata, key, model, line, state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 'new')",
-            # bytearray, not bytes: the same BLOB, bound without the adapter look-up (see the top)
-            [(job_id, ordinal, row_id, metadata if metadata is None else bytearray(metadata), key, model, bytearray(line))
-             for ordinal, row_id, metadata, key, model, line in lines],
-        )
+        insert = "INSERT OR IGNORE INTO items (job_id, ordinal, row_id, metadata, key, model, line, state)"
+        # Blobs bind as bytearrays and a run of lines without metadata writes it as a literal NULL:
+        # no adapter look-up (see the top). Runs, not groups: the first line asking a key stays first.
+        for no_metadata, run in itertools.groupby(lines, key=_without_metadata):
+            if no_metadata:
+                self.db.executemany(insert + " VALUES (?, ?, ?, NULL, ?, ?, ?, 'new')",
+                                    [(job_id, ordinal, row_id, key, model, bytearray(line))
+                                     for ordinal, row_id, _, key, model, line in run])
+            else:
+                self.db.executemany(insert + " VALUES (?, ?, ?, ?, ?, ?, ?, 'new')",
+                                    [(job_id, ordinal, row_id, bytearray(metadata), key, model, bytearray(line))
+                                     for ordinal, row_id, metadata, key, model, line in run])
         if self.db.total_changes - before == len(lines):
             return  # the common case: every line is new
         first: dict[str, int] = {}
@@ -855,6 +860,10 @@ def _queued_in(cols: str) -> str:
     explicit members, then the fresh items of its range while it is not collected."""
     return (f"SELECT {cols} FROM items i WHERE i.batch = ? AND i.state = 'queued' UNION ALL SELECT {cols}"
             f" FROM batches b JOIN items i ON {_IN_RANGE} WHERE b.id = ? AND b.state <> 'collected'")
+
+
+def _without_metadata(line: tuple) -> bool:
+    return line[2] is None
 
 
 def _plain_answer(row: tuple) -> bool:
