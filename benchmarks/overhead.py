@@ -16,6 +16,11 @@ out about 15 % dearer than the first in 6 runs of 7 (even after a sync), so it w
     python benchmarks/overhead.py                          # 10,000 and 100,000 requests, 3 runs each
     python benchmarks/overhead.py --sizes 1000000 --runs 1
     python benchmarks/overhead.py --compare /work/main/src  # the same runs, alternating, with another tree
+    python benchmarks/overhead.py --sizes 100000 --max-enqueued-tokens 20000000  # a budget met by bytes
+
+These prompts come to 2.1 M tokens per 100,000, over OpenAI's default enqueued-token budget (2 M, a
+tier-1 figure), so by default each batch's prompts are counted when it is planned, as a real run must;
+with a budget their bytes fit, nothing is counted and the tokenizer is never loaded.
 
 With --compare, each run is made once with this tree's batchery and once with the other source
 tree's (e.g. the code before a change), alternately, against the same emulator; the table shows both.
@@ -141,8 +146,9 @@ def floor(requests: Path, responses: Path, workdir: Path) -> float:
     return cpu() - start
 
 
-def child(requests: Path, responses: Path, n: int, base_url: str, workdir: Path) -> dict:
-    """One measured run (in its own process): the floor, then batchery."""
+def child(requests: Path, responses: Path, n: int, base_url: str, workdir: Path, budget: int | None) -> dict:
+    """One measured run (in its own process): the floor, then batchery (budget: its enqueued-token budget,
+    None for OpenAI's default)."""
     os.sync()  # not while the kernel writes back the last run's files
     before = floor(requests, responses, workdir)
     # imported after the floor, as a command would import them
@@ -164,7 +170,7 @@ def child(requests: Path, responses: Path, n: int, base_url: str, workdir: Path)
     t = cpu()
     job, _ = prepare_job(store, "bench", provider, "gpt-4o-mini", read_requests(requests),
                          file_fingerprint(requests, "openai", "gpt-4o-mini"))
-    engine = Engine(store, provider, job, poll=PollPolicy(initial=0.05, maximum=0.5))
+    engine = Engine(store, provider, job, poll=PollPolicy(initial=0.05, maximum=0.5), max_enqueued_tokens=budget)
     t = stage("ingest", t)
     engine._plan()
     plan = cpu() - t  # of submit: splitting into batches, with the enqueued-token count
@@ -198,10 +204,11 @@ def child(requests: Path, responses: Path, n: int, base_url: str, workdir: Path)
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "store_mb": db_bytes / 1e6}
 
 
-def run_child(src: Path, requests: Path, responses: Path, n: int, base_url: str, workdir: Path) -> dict:
+def run_child(src: Path, requests: Path, responses: Path, n: int, base_url: str, workdir: Path,
+              budget: int | None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run([sys.executable, __file__, "--child", str(requests), str(responses), str(n), base_url,
-                          str(workdir)], env=env, check=True, capture_output=True)
+                          str(workdir), str(budget or 0)], env=env, check=True, capture_output=True)
     return orjson.loads(out.stdout)
 
 
@@ -210,7 +217,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated request counts (default 10k,100k)")
     parser.add_argument("-r", "--runs", type=int, default=3, help="runs per size (medians are reported)")
     parser.add_argument("--compare", type=Path, help="another source tree (its src/ folder) run alternately")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--max-enqueued-tokens", type=int, metavar="N",
+                        help="batchery's enqueued-token budget (default: OpenAI's, 2,000,000, which these prompts"
+                             " pass, so every one is counted)")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--data", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.data:
@@ -219,8 +229,8 @@ def main() -> None:
         write_floor_responses(Path(requests), Path(responses))
         return
     if args.child:
-        requests, responses, n, url, workdir = args.child
-        print(orjson.dumps(child(Path(requests), Path(responses), int(n), url, Path(workdir))).decode())
+        requests, responses, n, url, workdir, budget = args.child
+        print(orjson.dumps(child(Path(requests), Path(responses), int(n), url, Path(workdir), int(budget) or None)).decode())
         return
 
     trees = {"batchery": SRC, **({"compare": args.compare.resolve()} if args.compare else {})}
@@ -238,7 +248,7 @@ def main() -> None:
                     for name, src in trees.items():
                         workdir = Path(tmp) / f"{name}-{n}-{i}"
                         workdir.mkdir()
-                        r = run_child(src, requests, responses, n, url + "/v1", workdir)
+                        r = run_child(src, requests, responses, n, url + "/v1", workdir, args.max_enqueued_tokens)
                         results.setdefault((n, name), []).append(r)
                         print(f"{n:>9,} {name:<8} run {i + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()),
                               file=sys.stderr)
