@@ -3,6 +3,7 @@ through the real engine and the official SDK against it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import secrets
@@ -17,6 +18,7 @@ from batchery.emulator import Emulator, ManualClock
 from batchery.engine import Engine, PollPolicy, prepare_job
 from batchery.export import iter_results
 from batchery.inputs import iter_objects
+from batchery.live import LivePolicy, LiveRunner
 from batchery.providers import get_provider
 from batchery.store import Store
 
@@ -122,6 +124,52 @@ def store(store_location) -> Store:
 def clock_poll(emulator: Emulator) -> PollPolicy:
     """Polling whose waits advance the emulator's clock instead of sleeping."""
     return PollPolicy(initial=1.0, maximum=30.0, sleep=emulator.clock.advance)
+
+
+class CallsInFlight:
+    """Live calls a counted() runner has sent and not yet had back."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.counted = False
+
+
+def simulated(emulator: Emulator, **policy) -> LivePolicy:
+    """A live policy in the emulator's simulated time: a client's wait moves the emulator's manual
+    clock instead of sleeping. The emulator answers at once, so, as in real time, every call already
+    sent is answered before the clock moves on: a wait first lets the runner's calls in flight come
+    back (in real time, however long a loaded machine takes), which counted() keeps count of. A wait
+    that only settled for a millisecond let a call reach a loaded emulator after the clock had moved,
+    in a later rate-limit window than the client had counted it in (a 429 a paced client never gets)."""
+    clock, calls = emulator.clock, CallsInFlight()
+
+    async def sleep(seconds: float) -> None:
+        assert calls.counted, "the LiveRunner of a simulated() policy must be wrapped in counted()"
+        await asyncio.sleep(0)  # a worker that has just been let through sends now, at this time
+        while calls.n:  # noqa: ASYNC110 - polled: several waits may be pending, each run has its own loop
+            await asyncio.sleep(0.001)  # real time only: the simulated clock stands still
+        clock.advance(max(seconds, 0.0))
+        await asyncio.sleep(0)
+
+    sleep.calls = calls  # type: ignore[attr-defined]  # found by counted()
+    return LivePolicy(clock=clock.now, sleep=sleep, **policy)
+
+
+def counted(runner: LiveRunner) -> LiveRunner:
+    """The runner of a simulated() policy, its calls in flight counted for the policy's waits."""
+    calls: CallsInFlight = runner.policy.sleep.calls  # type: ignore[attr-defined]
+    calls.counted = True
+    send = runner.send
+
+    async def counting(body: dict, model: str):
+        calls.n += 1
+        try:
+            return await send(body, model)
+        finally:
+            calls.n -= 1
+
+    runner.send = counting
+    return runner
 
 
 def start_job(store: Store, emulator: Emulator, requests: list[dict], *, name: str = "job",

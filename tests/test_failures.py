@@ -5,9 +5,9 @@ provider; downloads cut or cut short are fetched again. The real engine, store, 
 from __future__ import annotations
 
 import pytest
-from conftest import MODELS, results, start_job
+from conftest import MODELS, counted, results, simulated, start_job
 from test_cli import batchery, write_jsonl
-from test_live import live_job, simulated
+from test_live import live_job
 
 from batchery.engine import PollPolicy
 from batchery.live import LiveRunner
@@ -81,13 +81,13 @@ def test_a_refused_key_stops_live_sending_at_once_and_the_next_run_sends_everyth
     emulator = make_emulator(api_key=GOOD_KEY)
     adapter, job = live_job(store, emulator, 20, provider=provider)
     adapter = get_provider(provider, base_url=emulator.base_url(provider), api_key=BAD_KEY)
-    stopped = LiveRunner(store, adapter, job, simulated(emulator, concurrency=4)).run()
+    stopped = counted(LiveRunner(store, adapter, job, simulated(emulator, concurrency=4))).run()
     assert stopped.stopped and "refused the key" in stopped.stopped and not stopped.done
     assert 1 <= stopped.live["sent"] <= 4  # the calls in flight, not the whole job
     assert stopped.items.get("pending", 0) >= 16 and store.get_job("live").state == "running"
 
     adapter = get_provider(provider, base_url=emulator.base_url(provider), api_key=GOOD_KEY)
-    fixed = LiveRunner(store, adapter, job, simulated(emulator, concurrency=4)).run()
+    fixed = counted(LiveRunner(store, adapter, job, simulated(emulator, concurrency=4))).run()
     assert fixed.done and fixed.items == {"succeeded": 20}
 
 

@@ -7,34 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import results, start_job
+from conftest import counted, results, simulated, start_job
 
 from batchery.engine import prepare_job
 from batchery.inputs import iter_objects
-from batchery.live import LivePolicy, LiveRunner, RateLimiter
+from batchery.live import LiveRunner, RateLimiter
 from batchery.live.signals import duration, rate_limits, retry_after
 from batchery.providers import get_provider
-
-
-def simulated(emulator, **policy) -> LivePolicy:
-    """Client waits move the shared manual clock instead of sleeping. The emulator answers at once,
-    so calls already sent reach it before the clock moves on, as they would in real time (a client
-    faster than the emulator's thread would otherwise run simulated time ahead of its own calls)."""
-    clock = emulator.clock
-
-    def answered() -> int:
-        stats = emulator.stats()
-        return sum(stats["live_requests"].values()) + sum(stats["live_rate_limited"].values())
-
-    async def sleep(seconds: float) -> None:
-        seen = -1
-        while (now := answered()) != seen:  # settled: nothing new reached the emulator for a millisecond
-            seen = now
-            await asyncio.sleep(0.001)
-        clock.advance(max(seconds, 0.0))
-        await asyncio.sleep(0)
-
-    return LivePolicy(clock=clock.now, sleep=sleep, **policy)
 
 
 def live_job(store, emulator, n: int, *, name: str = "live", provider: str = "openai", reuse: bool = True,
@@ -50,7 +29,7 @@ def test_paced_at_the_limit_the_provider_never_answers_429(provider, store, make
     emulator = make_emulator(rpm=600)
     adapter, job = live_job(store, emulator, 60, provider=provider)
     start = emulator.clock.now()
-    progress = LiveRunner(store, adapter, job, simulated(emulator, rpm=600, concurrency=8)).run()
+    progress = counted(LiveRunner(store, adapter, job, simulated(emulator, rpm=600, concurrency=8))).run()
 
     assert progress.done and progress.items == {"succeeded": 60}
     assert progress.live["rate_limited"] == 0 and emulator.stats()["live_rate_limited"][provider] == 0
@@ -61,7 +40,7 @@ def test_paced_at_the_limit_the_provider_never_answers_429(provider, store, make
 def test_without_a_limit_429s_are_honoured_with_one_shared_cooldown(store, make_emulator):
     emulator = make_emulator(rpm=120)  # 2 a second; the client does not know
     adapter, job = live_job(store, emulator, 30)
-    progress = LiveRunner(store, adapter, job, simulated(emulator, concurrency=8)).run()
+    progress = counted(LiveRunner(store, adapter, job, simulated(emulator, concurrency=8))).run()
 
     assert progress.done and progress.items == {"succeeded": 30}
     assert [r.text for r in results(store, "live")] == [f"Emulated answer to: Live question {i}" for i in range(30)]
@@ -77,7 +56,7 @@ def test_without_a_limit_429s_are_honoured_with_one_shared_cooldown(store, make_
 def test_token_limit_is_respected_with_estimates_corrected_from_usage(store, make_emulator):
     emulator = make_emulator(tpm=6_000)
     adapter, job = live_job(store, emulator, 20)
-    progress = LiveRunner(store, adapter, job, simulated(emulator, tpm=6_000, concurrency=4)).run()
+    progress = counted(LiveRunner(store, adapter, job, simulated(emulator, tpm=6_000, concurrency=4))).run()
     assert progress.items == {"succeeded": 20} and progress.live["rate_limited"] == 0
 
 
@@ -85,7 +64,7 @@ def test_a_crash_mid_run_keeps_what_arrived_and_the_next_run_sends_only_the_rest
     emulator = make_emulator()
     adapter, job = live_job(store, emulator, 40)
     policy = simulated(emulator, concurrency=4)
-    runner = LiveRunner(store, adapter, job, policy)
+    runner = counted(LiveRunner(store, adapter, job, policy))
     real_send = runner.send
     calls = 0
 
@@ -103,7 +82,7 @@ def test_a_crash_mid_run_keeps_what_arrived_and_the_next_run_sends_only_the_rest
     assert 15 <= saved <= 23  # everything answered before the interrupt was written
 
     adapter2 = get_provider("openai", base_url=emulator.base_url("openai"), api_key="test-key")
-    progress = LiveRunner(store, adapter2, store.get_job("live"), simulated(emulator, concurrency=4)).run()
+    progress = counted(LiveRunner(store, adapter2, store.get_job("live"), simulated(emulator, concurrency=4))).run()
     assert progress.done and progress.live["sent"] == 40 - saved
     assert [r.status for r in results(store, "live")] == ["succeeded"] * 40
 
@@ -114,17 +93,17 @@ def test_the_cache_spans_modes_unless_told_not_to(store, make_emulator):
     start_job(store, emulator, requests, name="batch", model="gpt-4o-mini").run()
 
     adapter, job = live_job(store, emulator, 0, name="live", requests=requests)
-    progress = LiveRunner(store, adapter, job, simulated(emulator)).run()
+    progress = counted(LiveRunner(store, adapter, job, simulated(emulator))).run()
     assert progress.live["sent"] == 0 and progress.items == {"succeeded": 10}
     assert emulator.stats()["live_requests"]["openai"] == 0
 
     adapter, job = live_job(store, emulator, 0, name="fresh", requests=requests, reuse=False)
-    assert LiveRunner(store, adapter, job, simulated(emulator)).run().live["sent"] == 10
+    assert counted(LiveRunner(store, adapter, job, simulated(emulator))).run().live["sent"] == 10
 
     # and back: answers first got live are not sent again as a batch
     more = [{"id": f"n{i}", "prompt": f"Live-first question {i}"} for i in range(5)]
     adapter, job = live_job(store, emulator, 0, name="live-first", requests=more)
-    LiveRunner(store, adapter, job, simulated(emulator)).run()
+    counted(LiveRunner(store, adapter, job, simulated(emulator))).run()
     created = sum(emulator.stats()["batches_created"].values())
     start_job(store, emulator, more, name="batch-after", model="gpt-4o-mini").run()
     assert sum(emulator.stats()["batches_created"].values()) == created
@@ -136,7 +115,7 @@ def test_live_usage_is_priced_at_live_prices(store, make_emulator):
 
     emulator = make_emulator()
     adapter, job = live_job(store, emulator, 5)
-    LiveRunner(store, adapter, job, simulated(emulator)).run()
+    counted(LiveRunner(store, adapter, job, simulated(emulator))).run()
     usage = store.usage_by_model(job.id)
     assert [(model, mode) for model, mode, *_ in usage] == [("gpt-4o-mini", "live")]
     cost, = actual_cost(PriceBook(), "openai", usage)
@@ -190,7 +169,7 @@ def test_max_cost_stops_live_calls_before_the_cap_and_a_higher_cap_resumes(store
     emulator = make_emulator()
     adapter, job = live_job(store, emulator, 40)
     policy = simulated(emulator, concurrency=4, max_cost=0.0002, prices=PriceBook())
-    progress = LiveRunner(store, adapter, job, policy).run()
+    progress = counted(LiveRunner(store, adapter, job, policy)).run()
     assert progress.stopped and "--max-cost" in progress.stopped and not progress.done
     sent = progress.live["sent"]
     assert 0 < sent < 40 and progress.items["pending"] == 40 - sent
@@ -198,5 +177,5 @@ def test_max_cost_stops_live_calls_before_the_cap_and_a_higher_cap_resumes(store
     assert spent <= 0.0002  # the projection (prompt + output cap) bounds what was spent
 
     adapter = get_provider("openai", base_url=emulator.base_url("openai"), api_key="test-key")
-    again = LiveRunner(store, adapter, store.get_job("live"), simulated(emulator, concurrency=4)).run()
+    again = counted(LiveRunner(store, adapter, store.get_job("live"), simulated(emulator, concurrency=4))).run()
     assert again.done and again.live["sent"] == 40 - sent

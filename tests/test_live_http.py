@@ -8,8 +8,7 @@ import socket
 
 import orjson
 import pytest
-from conftest import MODELS, results
-from test_live import simulated
+from conftest import MODELS, counted, results, simulated
 
 from batchery.emulator import Emulator, ManualClock
 from batchery.engine import prepare_job
@@ -99,7 +98,7 @@ def test_a_429_is_honoured_for_as_long_as_its_retry_after_says(store, make_emula
     emulator = make_emulator(rpm=60)  # one call a second; the client is not told
     adapter, job = _job(store, "openai", emulator.base_url("openai"), "limited", n=4)
     start = emulator.clock.now()
-    progress = LiveRunner(store, adapter, job, simulated(emulator, concurrency=4)).run()
+    progress = counted(LiveRunner(store, adapter, job, simulated(emulator, concurrency=4))).run()
 
     assert progress.done and progress.items == {"succeeded": 4}
     limited = progress.live["rate_limited"]

@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-from test_live import live_job, simulated
+from conftest import counted, simulated
+from test_live import live_job
 
 from batchery.emulator import Emulator
 from batchery.errors import StoreBusyError
@@ -57,7 +58,7 @@ def test_answers_wait_for_a_store_another_process_keeps_locked_and_none_is_lost(
     holder = LockHolder(store, emulator, after=1, release=lambda: emulator.clock.now() - holder.locked_at >= 1.5)
     holder.start()
 
-    progress = LiveRunner(store, adapter, job, simulated(emulator, concurrency=4)).run()
+    progress = counted(LiveRunner(store, adapter, job, simulated(emulator, concurrency=4))).run()
     holder.thread.join()
 
     assert progress.done and progress.items == {"succeeded": 40}
@@ -72,13 +73,13 @@ def test_a_store_locked_past_the_bound_stops_the_run_with_a_clear_error_and_the_
     holder = LockHolder(store, emulator, after=1, release=gave_up.is_set).start()
 
     with pytest.raises(StoreBusyError, match=r"could not be written for 0\.3 s .another batchery process is writing"):
-        LiveRunner(store, adapter, job, simulated(emulator, concurrency=4, store_wait=0.3)).run()
+        counted(LiveRunner(store, adapter, job, simulated(emulator, concurrency=4, store_wait=0.3))).run()
     gave_up.set()  # the lock was held until the run had given up waiting for it
     holder.thread.join()
     # workers stop at the first answer they cannot store: at most one answer each is lost
     assert emulator.stats()["live_requests"]["openai"] - store.counts(job.id).get("succeeded", 0) <= 4
 
-    again = LiveRunner(store, adapter, store.get_job("live"), simulated(emulator, concurrency=4)).run()
+    again = counted(LiveRunner(store, adapter, store.get_job("live"), simulated(emulator, concurrency=4))).run()
     assert again.done and again.items == {"succeeded": 40}
 
 

@@ -4,7 +4,7 @@ every reader tells the same story as when each item carried its own state."""
 
 from __future__ import annotations
 
-from conftest import both_backends, results, start_job
+from conftest import both_backends, counted, results, simulated, start_job
 
 from batchery.store import Store
 
@@ -153,7 +153,7 @@ def test_a_reasked_line_is_written_out_with_its_history_while_a_plain_line_stays
 
 
 def test_live_mode_sends_only_the_lines_no_range_covers(store, emulator):
-    from test_live import live_job, simulated
+    from test_live import live_job
 
     from batchery.live import LiveRunner
 
@@ -166,7 +166,7 @@ def test_live_mode_sends_only_the_lines_no_range_covers(store, emulator):
         store.reopen([rows[1][0]])
     assert store.counts(job.id) == {"failed": 2, "pending": 4}
     policy = simulated(emulator, rpm=6000, concurrency=4)
-    progress = LiveRunner(store, adapter, job, policy).run()
+    progress = counted(LiveRunner(store, adapter, job, policy)).run()
     assert progress.items == store.counts(job.id) == {"failed": 2, "succeeded": 4}
     assert sum(emulator.stats()["live_requests"].values()) == 4
     assert [(r.id, r.status, r.attempts) for r in results(store, "live")] == [

@@ -5,18 +5,16 @@ The emulator's `invalid_structured` knob makes the bad answers."""
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import pytest
-from conftest import cli, results, start_job
+from conftest import cli, counted, results, simulated, start_job
 
 from batchery.control import job_status
 from batchery.emulator.fake_model import NOT_JSON_REPLY, Behaviour
 from batchery.engine import prepare_job
 from batchery.errors import InputError
 from batchery.inputs import iter_objects
-from batchery.live import LivePolicy, LiveRunner
+from batchery.live import LiveRunner
 from batchery.providers import get_provider
 from batchery.structured import CORRECTION, INVALID
 
@@ -93,20 +91,10 @@ def test_batch_answers_that_never_fit_end_invalid_after_max_attempts(store, make
     assert status.state == "done" and status.invalid == len(broken) and status.requests[INVALID] == len(broken)
 
 
-def simulated(emulator, **policy) -> LivePolicy:
-    clock = emulator.clock
-
-    async def sleep(seconds: float) -> None:
-        clock.advance(max(seconds, 0.0))
-        await asyncio.sleep(0)
-
-    return LivePolicy(clock=clock.now, sleep=sleep, **{"concurrency": 4, **policy})
-
-
 def live_run(store, emulator, name: str, max_attempts: int, n: int = 6):
     adapter = get_provider("anthropic", base_url=emulator.base_url("anthropic"), api_key="test-key")
     job, _ = prepare_job(store, name, adapter, "claude-haiku-4-5", iter_objects(requests(n)), name)
-    return LiveRunner(store, adapter, job, simulated(emulator, max_attempts=max_attempts)).run()
+    return counted(LiveRunner(store, adapter, job, simulated(emulator, concurrency=4, max_attempts=max_attempts))).run()
 
 
 def test_live_answers_are_checked_and_asked_again_as_they_arrive(store, make_emulator):
@@ -197,11 +185,11 @@ def test_a_live_run_stopped_between_an_invalid_answer_and_its_reask_re_asks_it_n
     adapter = get_provider("openai", base_url=emulator.base_url("openai"), api_key="test-key")
     job, _ = prepare_job(store, "live", adapter, "gpt-test", iter_objects(requests(3)), "live")
     with pytest.raises(KeyboardInterrupt):
-        StoppedBeforeTheReask(store, adapter, job, simulated(emulator, max_attempts=3, concurrency=1)).run()
+        counted(StoppedBeforeTheReask(store, adapter, job, simulated(emulator, max_attempts=3, concurrency=1))).run()
     assert store.counts(job.id) == {INVALID: 1, "pending": 2}  # the answer is kept, the job not finished
     assert store.get_job("live").state == "running" and emulator.stats()["live_requests"]["openai"] == 1
 
-    progress = LiveRunner(store, adapter, store.get_job("live"), simulated(emulator, max_attempts=3)).run()
+    progress = counted(LiveRunner(store, adapter, store.get_job("live"), simulated(emulator, concurrency=4, max_attempts=3))).run()
     assert progress.done and progress.items == {"succeeded": 3}
     assert all(r.attempts == 2 and fits(r.text) for r in results(store, "live"))
     # the stored answer was not asked for again: only its re-ask, and two asks for each other line

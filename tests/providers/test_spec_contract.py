@@ -23,7 +23,6 @@ it: :data:`NULLS_REAL_PROVIDERS_SEND` lists each such field with the reason. Not
 
 from __future__ import annotations
 
-import asyncio
 import email.parser
 import hashlib
 import lzma
@@ -38,7 +37,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from conftest import MODELS, start_job
+from conftest import MODELS, counted, simulated, start_job
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry
@@ -48,7 +47,7 @@ from batchery.emulator import Emulator, ManualClock
 from batchery.engine import prepare_job
 from batchery.errors import BatcheryError
 from batchery.inputs import iter_objects
-from batchery.live import LivePolicy, LiveRunner
+from batchery.live import LiveRunner
 from batchery.providers import get_provider
 
 SPECS = Path(__file__).parent / "specs"
@@ -304,16 +303,6 @@ def job_lines() -> list[dict]:
     ]
 
 
-def simulated(emulator: Emulator) -> LivePolicy:
-    clock = emulator.clock
-
-    async def sleep(seconds: float) -> None:
-        clock.advance(max(seconds, 0.0))
-        await asyncio.sleep(0)
-
-    return LivePolicy(clock=clock.now, sleep=sleep, concurrency=4)
-
-
 UNKNOWN_BATCH = {"openai": "batch_0123456789abcdef01234567", "groq": "batch_0123456789abcdef01234567",
                  "anthropic": "msgbatch_0123456789abcdef01234567",
                  "mistral": "00000000-0000-4000-8000-000000000000",
@@ -349,7 +338,7 @@ def drive(provider: str, store: Any, tmp: Path) -> list[Exchange]:
         # Live: answers, the rejected model, 429s (the client does not know the limit).
         live_lines = job_lines() + [{"id": f"more-{i}", "prompt": f"Live question {i}"} for i in range(4)]
         job, _ = prepare_job(store, "live", adapter, model, iter_objects(live_lines), "live", reuse=False)
-        LiveRunner(store, adapter, job, simulated(main)).run()
+        counted(LiveRunner(store, adapter, job, simulated(main, concurrency=4))).run()
         # An unknown batch, and a key the provider does not know.
         stranger = get_provider(provider, base_url=main.base_url(provider), api_key="wrong-key")
         for call in (lambda: adapter.poll([UNKNOWN_BATCH[provider]]), lambda: stranger.find({"tag-nobody-made"})):
